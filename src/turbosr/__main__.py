@@ -1,0 +1,7 @@
+"""python -m turbosr"""
+
+import sys
+
+from turbosr.cli import main
+
+sys.exit(main())

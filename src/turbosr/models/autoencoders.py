@@ -1,0 +1,145 @@
+"""Latent spaces behind one interface: ``encode`` / ``decode``, ``factor``, ``latent_channels``.
+
+Images entering ``encode`` and leaving ``decode`` are in the model range [-1, 1] (see ``turbosr.image``).
+
+- :class:`PatchAutoencoder`: an analytic latent space. Each non-overlapping f x f RGB patch is projected on the top
+  k principal components of the corpus's patches (an orthonormal linear map), each component divided by its
+  standard deviation so latents have unit variance per channel. Decoding is the exact linear inverse on the kept
+  subspace plus an optional learned residual refiner whose last layer starts at zero.
+- :class:`KLAutoencoder`: the Stable-Diffusion-style learned KL autoencoder (diffusers ``AutoencoderKL``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class PatchAutoencoder(nn.Module):
+    """Orthonormal patch transform (PCA of f x f x 3 patches) keeping ``latent_channels`` components."""
+
+    kind = "patch"
+
+    def __init__(self, factor: int, latent_channels: int, refine_channels: int = 0) -> None:
+        super().__init__()
+        dim = 3 * factor * factor
+        if not 1 <= latent_channels <= dim:
+            raise ValueError(f"patch autoencoder: latent_channels must be in [1, {dim}] for factor {factor}")
+        self.factor = factor
+        self.latent_channels = latent_channels
+        self.refine_channels = refine_channels
+        # basis rows are orthonormal principal directions, ordered (channel, row, column) like a conv weight.
+        basis = torch.linalg.qr(torch.randn(dim, latent_channels, generator=torch.Generator().manual_seed(0)))[0].T
+        self.register_buffer("basis", basis.contiguous())
+        self.register_buffer("mean", torch.zeros(dim))
+        self.register_buffer("std", torch.ones(latent_channels))
+        self.refiner: nn.Module | None = None
+        if refine_channels > 0:
+            last = nn.Conv2d(refine_channels, 3, 3, padding=1)
+            nn.init.zeros_(last.weight)
+            nn.init.zeros_(last.bias)
+            self.refiner = nn.Sequential(
+                nn.Conv2d(3, refine_channels, 3, padding=1), nn.SiLU(),
+                nn.Conv2d(refine_channels, refine_channels, 3, padding=1), nn.SiLU(),
+                last,
+            )
+
+    def config(self) -> dict[str, Any]:
+        return {"kind": self.kind, "factor": self.factor, "latent_channels": self.latent_channels,
+                "refine_channels": self.refine_channels}
+
+    def _kernel(self) -> torch.Tensor:
+        return self.basis.view(self.latent_channels, 3, self.factor, self.factor)
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) in [-1, 1], H and W multiples of ``factor`` -> (B, k, H/f, W/f), unit variance per channel."""
+        kernel = self._kernel().to(images.dtype)
+        bias = -(self.basis @ self.mean).to(images.dtype)
+        latents = F.conv2d(images, kernel, bias, stride=self.factor)
+        return latents / self.std.to(images.dtype).view(1, -1, 1, 1)
+
+    def decode_linear(self, latents: torch.Tensor) -> torch.Tensor:
+        """Exact linear inverse on the kept subspace: (B, k, h, w) -> (B, 3, h*f, w*f)."""
+        scaled = latents * self.std.to(latents.dtype).view(1, -1, 1, 1)
+        images = F.conv_transpose2d(scaled, self._kernel().to(latents.dtype), stride=self.factor)
+        mean = self.mean.to(latents.dtype).view(1, 3, self.factor, self.factor)
+        return images + mean.repeat(1, 1, latents.shape[-2], latents.shape[-1])
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """(B, k, h, w) -> (B, 3, h*f, w*f) in (roughly) [-1, 1]."""
+        images = self.decode_linear(latents)
+        if self.refiner is not None:
+            images = images + self.refiner(images)
+        return images
+
+    @torch.no_grad()
+    def fit(self, images: torch.Tensor | list[torch.Tensor], max_patches: int = 400_000,
+            generator: torch.Generator | None = None) -> torch.Tensor:
+        """Fit mean, basis and per-component std by PCA of the patches of ``images`` ([-1, 1]).
+
+        Returns the explained-variance fraction per kept component. Patches are subsampled to ``max_patches``.
+        """
+        batches = images if isinstance(images, list) else [images]
+        patches = []
+        for batch in batches:
+            unfolded = F.unfold(batch.float(), self.factor, stride=self.factor)  # (B, 3f^2, L)
+            patches.append(unfolded.permute(0, 2, 1).reshape(-1, unfolded.shape[1]))
+        data = torch.cat(patches).double()
+        if data.shape[0] > max_patches:
+            keep = torch.randperm(data.shape[0], generator=generator)[:max_patches]
+            data = data[keep]
+        mean = data.mean(0)
+        centred = data - mean
+        covariance = centred.T @ centred / max(1, data.shape[0] - 1)
+        eigenvalues, eigenvectors = torch.linalg.eigh(covariance)
+        order = torch.argsort(eigenvalues, descending=True)[: self.latent_channels]
+        basis = eigenvectors[:, order].T
+        # fix each component's sign so the fit is deterministic (largest-magnitude entry positive)
+        signs = torch.sign(basis.gather(1, basis.abs().argmax(1, keepdim=True)))
+        basis = basis * signs
+        self.mean.copy_(mean.float())
+        self.basis.copy_(basis.float())
+        self.std.copy_(eigenvalues[order].clamp_min(1e-12).sqrt().float())
+        return (eigenvalues[order] / eigenvalues.sum()).float()
+
+
+class KLAutoencoder(nn.Module):
+    """diffusers ``AutoencoderKL`` behind the turbosr latent interface (deterministic: the posterior mode)."""
+
+    kind = "kl"
+
+    def __init__(self, vae: Any, scaling_factor: float | None = None) -> None:
+        super().__init__()
+        self.vae = vae
+        self.scaling_factor = float(scaling_factor if scaling_factor is not None
+                                    else getattr(vae.config, "scaling_factor", 1.0))
+        self.factor = 2 ** (len(vae.config.block_out_channels) - 1)
+        self.latent_channels = int(vae.config.latent_channels)
+
+    def config(self) -> dict[str, Any]:
+        return {"kind": self.kind, "scaling_factor": self.scaling_factor, "vae": dict(self.vae.config)}
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        return self.vae.encode(images).latent_dist.mode() * self.scaling_factor
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        return self.vae.decode(latents / self.scaling_factor).sample
+
+
+Autoencoder = PatchAutoencoder | KLAutoencoder
+
+
+def autoencoder_from_config(config: dict[str, Any]) -> Autoencoder:
+    """Rebuild an autoencoder (random/empty weights) from the dict its ``config()`` returned."""
+    kind = config.get("kind")
+    if kind == "patch":
+        return PatchAutoencoder(config["factor"], config["latent_channels"], config.get("refine_channels", 0))
+    if kind == "kl":
+        from diffusers import AutoencoderKL
+
+        vae_config = {k: v for k, v in config["vae"].items() if not k.startswith("_")}
+        return KLAutoencoder(AutoencoderKL.from_config(vae_config), config["scaling_factor"])
+    raise ValueError(f"unknown autoencoder kind {kind!r} in model config (expected 'patch' or 'kl')")

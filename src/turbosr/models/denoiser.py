@@ -1,0 +1,66 @@
+"""The SR denoiser: a diffusers UNet that sees ``concat(noisy x_t, latent of the bicubic-upsampled LQ)``.
+
+This is the YONOS-SR / SD-upscaler conditioning: the LQ image is upsampled to the output size, encoded by the
+same autoencoder as the target, and concatenated channel-wise to the noisy latent. The denoiser also owns the
+definition of the diffusion variable x0 (see :meth:`Denoiser.to_x0`): the HQ latent itself or the normalised
+residual between the HQ latent and the LQ latent.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+
+class Denoiser(nn.Module):
+    """Wraps a ``UNet2DModel`` or ``UNet2DConditionModel`` (with a stored, fixed prompt embedding).
+
+    Buffers: ``residual_scale`` (C,) per-channel std of HQ-minus-LQ latents (residual target only) and
+    ``prompt_embedding`` (1, tokens, dim) for cross-attention UNets (so inference needs no text encoder).
+    """
+
+    def __init__(self, unet: nn.Module, latent_channels: int, target: str,
+                 prompt_embedding: torch.Tensor | None = None) -> None:
+        super().__init__()
+        self.unet = unet
+        self.latent_channels = latent_channels
+        self.target = target
+        self.register_buffer("residual_scale", torch.ones(latent_channels))
+        self.cross_attention = hasattr(unet.config, "cross_attention_dim")
+        if self.cross_attention:
+            if prompt_embedding is None:
+                dim = unet.config.cross_attention_dim
+                prompt_embedding = torch.zeros(1, 8, dim if isinstance(dim, int) else dim[0])
+            self.register_buffer("prompt_embedding", prompt_embedding.clone())
+
+    def forward(self, x_t: torch.Tensor, condition: torch.Tensor, t: torch.Tensor | int) -> torch.Tensor:
+        """x_t, condition: (B, C, h, w); t: int or (B,) -> network output (B, C, h, w)."""
+        if not torch.is_tensor(t):
+            t = torch.full((x_t.shape[0],), int(t), device=x_t.device, dtype=torch.long)
+        inputs = torch.cat([x_t, condition.to(x_t.dtype)], dim=1)
+        if self.cross_attention:
+            context = self.prompt_embedding.to(x_t.dtype).expand(x_t.shape[0], -1, -1)
+            return self.unet(inputs, t, encoder_hidden_states=context).sample
+        return self.unet(inputs, t).sample
+
+    def _scale(self, like: torch.Tensor) -> torch.Tensor:
+        return self.residual_scale.to(like.device, like.dtype).view(1, -1, 1, 1)
+
+    def to_x0(self, hq_latent: torch.Tensor, lq_latent: torch.Tensor) -> torch.Tensor:
+        """HQ latent -> diffusion variable x0 (the residual target anchors on the LQ latent)."""
+        if self.target == "residual":
+            return (hq_latent - lq_latent) / self._scale(hq_latent)
+        return hq_latent
+
+    def from_x0(self, x0: torch.Tensor, lq_latent: torch.Tensor) -> torch.Tensor:
+        """Diffusion variable x0 -> HQ latent estimate (inverse of :meth:`to_x0`)."""
+        if self.target == "residual":
+            return lq_latent + x0 * self._scale(x0)
+        return x0
+
+
+def unet_config_dict(unet: nn.Module) -> dict[str, Any]:
+    """A diffusers model's config as a plain JSON-able dict (private ``_`` keys dropped)."""
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dict(unet.config).items() if not k.startswith("_")}

@@ -1,0 +1,224 @@
+"""SRPipeline: LQ image in, ``scale`` x larger image out, in one (or a few) denoising steps.
+
+Tensor contract: ``__call__`` takes a PIL image or a float tensor (B, 3, h, w), RGB, in [0, 1], and returns the
+same kind, exactly (h * scale, w * scale). Inside: the LQ image is bicubic-upsampled to the output size, encoded
+to the condition latent (YONOS-SR conditioning), the diffusion variable is sampled with k DDIM steps from the
+last timestep (k = 1 by default), and the result is decoded. Large images are processed as overlapping latent
+tiles fused with Gaussian weights at every step (StableSR aggregation sampling), with tiled encode/decode, so
+the networks' working memory depends on the tile size, not on the image size.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from turbosr import checkpoint
+from turbosr.colorfix import COLOR_FIXES
+from turbosr.config import ModelConfig, from_dict, to_dict
+from turbosr.degradations import upsample_lq
+from turbosr.diffusion import make_alpha_bar, sample, sampling_timesteps
+from turbosr.image import from_model_range, pil_to_tensor, tensor_to_pil, to_model_range
+from turbosr.models.autoencoders import Autoencoder, autoencoder_from_config
+from turbosr.models.denoiser import Denoiser, unet_config_dict
+from turbosr.tiling import tiled_map
+
+logger = logging.getLogger(__name__)
+
+FORMAT = "turbosr-model"
+FORMAT_VERSION = 1
+DEFAULT_TILE = 512
+DEFAULT_TILE_OVERLAP = 64
+
+
+def _unet_classes() -> dict[str, type]:
+    from diffusers import UNet2DConditionModel, UNet2DModel
+
+    return {"UNet2DModel": UNet2DModel, "UNet2DConditionModel": UNet2DConditionModel}
+
+
+class SRPipeline:
+    """A latent diffusion SR model ready for inference.
+
+    Attributes: ``denoiser`` (:class:`~turbosr.models.Denoiser`), ``autoencoder`` (latent space),
+    ``config`` (:class:`~turbosr.config.ModelConfig`), ``device``, ``dtype``.
+    """
+
+    def __init__(self, denoiser: Denoiser, autoencoder: Autoencoder, config: ModelConfig) -> None:
+        self.denoiser = denoiser.eval()
+        self.autoencoder = autoencoder.eval()
+        self.config = config
+        self.alpha_bar = make_alpha_bar(config.schedule)
+        self.device = torch.device("cpu")
+        self.dtype = torch.float32
+
+    @property
+    def scale(self) -> int:
+        return self.config.scale
+
+    # ----------------------------------------------------------------------------------------------- persistence
+    def save_pretrained(self, folder: str | Path, weights_dtype: torch.dtype | None = None) -> Path:
+        """Write ``config.json`` + ``denoiser.safetensors`` + ``autoencoder.safetensors`` into ``folder``.
+
+        ``weights_dtype`` (e.g. ``torch.float16``) stores the denoiser's parameters compactly; buffers and the
+        autoencoder stay float32. Files are written atomically.
+        """
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        parameter_names = {name for name, _ in self.denoiser.named_parameters()}
+        denoiser_state = {
+            k: (v.to(weights_dtype) if weights_dtype is not None and k in parameter_names else v.float())
+            for k, v in self.denoiser.state_dict().items()
+        }
+        checkpoint.save_tensors(folder / "denoiser.safetensors", denoiser_state)
+        checkpoint.save_tensors(folder / "autoencoder.safetensors",
+                                {k: v.float() for k, v in self.autoencoder.state_dict().items()})
+        checkpoint.write_json(folder / "config.json", {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "model": to_dict(self.config),
+            "unet_class": type(self.denoiser.unet).__name__,
+            "unet": unet_config_dict(self.denoiser.unet),
+            "autoencoder": self.autoencoder.config(),
+        })
+        return folder
+
+    @classmethod
+    def from_pretrained(cls, folder: str | Path, device: str | torch.device | None = None,
+                        dtype: torch.dtype | None = None) -> SRPipeline:
+        """Load a model folder written by :meth:`save_pretrained` (safetensors only, nothing downloaded)."""
+        folder = Path(folder)
+        if not folder.is_dir():
+            raise FileNotFoundError(f"model folder not found: {folder}")
+        meta = checkpoint.read_json(folder / "config.json")
+        if meta.get("format") != FORMAT:
+            raise ValueError(f"{folder} is not a turbosr model folder (config.json has no format '{FORMAT}')")
+        if meta.get("format_version", 0) > FORMAT_VERSION:
+            raise ValueError(f"{folder} was written by a newer turbosr (format {meta['format_version']}); upgrade turbosr")
+        config = from_dict(ModelConfig, meta["model"])
+        classes = _unet_classes()
+        if meta["unet_class"] not in classes:
+            raise ValueError(f"{folder}: unknown UNet class {meta['unet_class']!r}")
+        unet = classes[meta["unet_class"]].from_config(meta["unet"])
+        state = checkpoint.load_tensors(folder / "denoiser.safetensors")
+        prompt = state.get("prompt_embedding")
+        denoiser = Denoiser(unet, config.latent_channels, config.target, prompt)
+        denoiser.load_state_dict({k: v.float() for k, v in state.items()}, strict=True)
+        autoencoder = autoencoder_from_config(meta["autoencoder"])
+        autoencoder.load_state_dict(checkpoint.load_tensors(folder / "autoencoder.safetensors"), strict=True)
+        return cls(denoiser, autoencoder, config).to(device, dtype)
+
+    def to(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> SRPipeline:
+        """Move both networks (like ``nn.Module.to``); returns self."""
+        if device is not None:
+            self.device = torch.device(device)
+        if dtype is not None:
+            self.dtype = dtype
+        self.denoiser.to(self.device, self.dtype)
+        self.autoencoder.to(self.device, self.dtype)
+        return self
+
+    # ------------------------------------------------------------------------------------------------ inference
+    def __call__(
+        self,
+        images: Image.Image | torch.Tensor,
+        *,
+        num_steps: int = 1,
+        strength: float = 1.0,
+        tile: int = DEFAULT_TILE,
+        tile_overlap: int = DEFAULT_TILE_OVERLAP,
+        color_fix: str = "none",
+        generator: torch.Generator | None = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> Image.Image | torch.Tensor:
+        """Upscale ``images`` by ``self.scale``.
+
+        Args:
+            images: PIL image (alpha is upscaled separately with bicubic and re-attached) or (B, 3, h, w) in [0, 1].
+            num_steps: DDIM steps (1 = one-step SR).
+            strength: starting noise level in (0, 1]; 1 starts from pure noise (realism), lower values start from
+                the noised bicubic estimate and keep closer to the input (fidelity).
+            tile, tile_overlap: tile size and overlap in OUTPUT pixels; images larger than ``tile`` are processed
+                tile by tile (latent aggregation sampling, tiled encode/decode).
+            color_fix: "none", "adain" or "wavelet" (match the colours of the bicubic-upsampled input).
+            generator: seeds the starting noise; the same seed gives the same output.
+            progress: called as ``progress(step_index, num_steps)`` after every step.
+        Returns: the same kind as ``images``, (h * scale, w * scale); a tensor keeps the input's device and dtype.
+        """
+        if isinstance(images, Image.Image):
+            return self._call_pil(images, num_steps=num_steps, strength=strength, tile=tile,
+                                  tile_overlap=tile_overlap, color_fix=color_fix, generator=generator,
+                                  progress=progress)
+        if not torch.is_tensor(images) or images.dim() != 4 or images.shape[1] != 3:
+            shape = tuple(images.shape) if torch.is_tensor(images) else type(images).__name__
+            raise ValueError(f"expected a PIL image or a (B, 3, H, W) tensor in [0, 1], got {shape}")
+        with torch.inference_mode():
+            output = self._upscale(images.to(self.device, self.dtype), num_steps, strength, tile, tile_overlap,
+                                   color_fix, generator, progress)
+        return output.to(images.device, images.dtype)
+
+    def _call_pil(self, image: Image.Image, **kwargs: Any) -> Image.Image:
+        alpha = None
+        if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+            image = image.convert("RGBA")
+            alpha = image.getchannel("A")
+        output = tensor_to_pil(self(pil_to_tensor(image), **kwargs))
+        if alpha is not None:
+            alpha_tensor = torch.from_numpy(np.asarray(alpha, dtype=np.float32) / 255.0)[None, None]
+            big = F.interpolate(alpha_tensor, scale_factor=self.scale, mode="bicubic", align_corners=False)
+            output.putalpha(tensor_to_pil(big.clamp(0, 1).expand(-1, 3, -1, -1)).getchannel("R"))
+        return output
+
+    def _upscale(self, lq: torch.Tensor, num_steps: int, strength: float, tile: int, tile_overlap: int,
+                 color_fix: str, generator: torch.Generator | None,
+                 progress: Callable[[int, int], None] | None) -> torch.Tensor:
+        if color_fix not in COLOR_FIXES:
+            raise ValueError(f"color_fix must be one of {', '.join(COLOR_FIXES)}, got {color_fix!r}")
+        factor = self.autoencoder.factor
+        multiple = self.config.pixel_multiple
+        if tile < multiple or tile % multiple:
+            raise ValueError(f"tile must be a positive multiple of {multiple} output pixels for this model, got {tile}")
+        if not 0 <= tile_overlap < tile or tile_overlap % factor:
+            raise ValueError(f"tile_overlap must be a multiple of {factor} in [0, tile), got {tile_overlap}")
+        height, width = lq.shape[-2] * self.scale, lq.shape[-1] * self.scale
+        upsampled = upsample_lq(lq, self.scale)
+        padded = _pad_to_multiple(upsampled, multiple)
+        latent_tile, latent_overlap = tile // factor, tile_overlap // factor
+
+        lq_latent = tiled_map(lambda x, _: self.autoencoder.encode(x), to_model_range(padded), tile, tile_overlap,
+                              out_scale=1 / factor)
+        channels = lq_latent.shape[1]
+        noise_device = generator.device if generator is not None else lq_latent.device
+        noise = torch.randn(lq_latent.shape, generator=generator, device=noise_device, dtype=torch.float32)
+        noise = noise.to(lq_latent.device, lq_latent.dtype)
+
+        def denoise(x_t: torch.Tensor, t: int) -> torch.Tensor:
+            stacked = torch.cat([x_t, lq_latent], dim=1)
+            return tiled_map(lambda x, _: self.denoiser(x[:, :channels], x[:, channels:], t), stacked,
+                             latent_tile, latent_overlap)
+
+        timesteps = sampling_timesteps(num_steps, self.config.schedule.num_train_timesteps, strength)
+        x0 = sample(denoise, noise, timesteps, self.alpha_bar, self.config.prediction_type,
+                    on_step=(lambda i: progress(i, len(timesteps))) if progress else None)
+        hq_latent = self.denoiser.from_x0(x0, lq_latent)
+        decoded = tiled_map(lambda z, _: self.autoencoder.decode(z), hq_latent, latent_tile, latent_overlap,
+                            out_scale=factor)
+        output = from_model_range(decoded[..., :height, :width])
+        return COLOR_FIXES[color_fix](output, upsampled).clamp(0, 1) if color_fix != "none" else output
+
+
+def _pad_to_multiple(images: torch.Tensor, multiple: int) -> torch.Tensor:
+    """Pad bottom/right to a multiple of ``multiple`` (reflect where possible, else replicate)."""
+    height, width = images.shape[-2:]
+    pad_h, pad_w = (-height) % multiple, (-width) % multiple
+    if pad_h == 0 and pad_w == 0:
+        return images
+    mode = "reflect" if pad_h < height and pad_w < width else "replicate"
+    return F.pad(images, (0, pad_w, 0, pad_h), mode=mode)

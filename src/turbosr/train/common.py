@@ -1,0 +1,277 @@
+"""What every training method shares: accelerator set-up, seeded batches, EMA, checkpoints, logging.
+
+Kept small on purpose: each method's file (teacher.py, scale_distill.py, decoder.py, autoencoder.py) reads top
+to bottom as a plain ``for step in ...`` loop and calls these helpers.
+
+Data order is a pure function of (seed, step, process index): batch ``step`` of process ``rank`` always holds
+the same crops, so a resumed run continues exactly where the killed one stopped, and processes of a
+multi-process run draw disjoint random streams.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from turbosr import checkpoint
+from turbosr.config import TrainConfig, to_dict
+from turbosr.data import HRFolderDataset, make_lq
+from turbosr.degradations import upsample_lq
+from turbosr.image import to_model_range
+from turbosr.models.autoencoders import Autoencoder
+from turbosr.pipeline import SRPipeline
+
+logger = logging.getLogger(__name__)
+
+LATEST = "checkpoint-latest"
+
+
+def make_accelerator(config: TrainConfig) -> Any:
+    """An ``accelerate.Accelerator`` for the run (devices, mixed precision, accumulation, distribution)."""
+    from accelerate import Accelerator
+
+    if config.num_threads > 0:
+        torch.set_num_threads(config.num_threads)
+    accelerator = Accelerator(mixed_precision=config.mixed_precision,
+                              gradient_accumulation_steps=config.gradient_accumulation_steps)
+    return accelerator
+
+
+def load_dataset(config: TrainConfig, split: str | None = None) -> HRFolderDataset:
+    """The HR crop dataset named by ``config.data`` (a corpus manifest or a folder)."""
+    data = config.data
+    if data.manifest:
+        return HRFolderDataset.from_manifest(Path(data.manifest), split=split or data.split,
+                                             crop_size=data.crop_size, scale=config.model.scale)
+    if data.folder:
+        return HRFolderDataset(Path(data.folder), crop_size=data.crop_size, scale=config.model.scale)
+    raise ValueError("no training data: set data.manifest (a corpus manifest.json) or data.folder (HR images)")
+
+
+def batch_generator(seed: int, step: int, rank: int) -> torch.Generator:
+    """The generator that defines batch ``step`` of process ``rank`` (data order is resumable by construction)."""
+    return torch.Generator().manual_seed((seed * 1_000_003 + step) * 1_009 + rank)
+
+
+def sample_hq_batch(dataset: HRFolderDataset, batch_size: int, generator: torch.Generator) -> torch.Tensor:
+    """(B, 3, crop, crop) HR crops in [0, 1]: random images, random crops/flips, all drawn from ``generator``."""
+    indices = torch.randint(len(dataset), (batch_size,), generator=generator).tolist()
+    return torch.stack([dataset.crop(index, generator) for index in indices])
+
+
+def encode_pair(autoencoder: Autoencoder, hq: torch.Tensor, scale: int, degradation: str,
+                generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Degrade ``hq`` by ``scale``, upsample back, encode both: returns (lq, lq_latent, hq_latent)."""
+    lq = make_lq(hq, scale, degradation, generator=generator)
+    with torch.no_grad():
+        lq_latent = autoencoder.encode(to_model_range(upsample_lq(lq, scale)))
+        hq_latent = autoencoder.encode(to_model_range(hq))
+    return lq, lq_latent, hq_latent
+
+
+def learning_rate_factor(step: int, warmup_steps: int) -> float:
+    """Linear warm-up to 1, then constant."""
+    return min(1.0, (step + 1) / max(1, warmup_steps))
+
+
+class EMA:
+    """Exponential moving average of a module's floating-point parameters (kept in float32)."""
+
+    def __init__(self, module: nn.Module, decay: float) -> None:
+        self.decay = decay
+        self.shadow = {k: v.detach().float().clone() for k, v in module.named_parameters()}
+
+    @torch.no_grad()
+    def update(self, module: nn.Module, step: int) -> None:
+        # warm-up of the decay (as in common EMA practice) so early averages are not dominated by the init
+        decay = min(self.decay, (1 + step) / (10 + step))
+        for name, param in module.named_parameters():
+            self.shadow[name].lerp_(param.detach().float(), 1.0 - decay)
+
+    @torch.no_grad()
+    def copy_to(self, module: nn.Module) -> None:
+        for name, param in module.named_parameters():
+            param.copy_(self.shadow[name].to(param.dtype))
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {f"ema.{k}": v for k, v in self.shadow.items()}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        for name in self.shadow:
+            self.shadow[name].copy_(state[f"ema.{name}"])
+
+
+def ema_pipeline(pipeline: SRPipeline, ema: EMA | None) -> SRPipeline:
+    """A CPU float32 copy of ``pipeline`` whose denoiser carries the EMA weights (for saving/validation)."""
+    copied = copy.deepcopy(pipeline).to("cpu", torch.float32)
+    if ema is not None:
+        ema.copy_to(copied.denoiser)
+    return copied
+
+
+class Checkpointer:
+    """Decides when to checkpoint and writes/reads ``output_dir/checkpoint-latest`` atomically.
+
+    The folder holds ``model/`` (EMA weights, loadable by ``SRPipeline.from_pretrained``), ``training_state/``
+    (Accelerate: model, optimizer, RNG states), ``ema.safetensors``, ``progress.json`` and ``run_config.json``.
+    """
+
+    def __init__(self, config: TrainConfig) -> None:
+        self.config = config
+        self.output_dir = Path(config.output_dir)
+        self.last_time = time.monotonic()
+
+    @property
+    def latest(self) -> Path:
+        return self.output_dir / LATEST
+
+    def due(self, step: int) -> bool:
+        every = self.config.checkpoint_every_steps
+        minutes = self.config.checkpoint_every_minutes
+        return (every > 0 and step % every == 0) or (minutes > 0 and time.monotonic() - self.last_time > 60 * minutes)
+
+    def save(self, accelerator: Any, step: int, pipeline: SRPipeline, ema: EMA | None,
+             extra: dict[str, Any] | None = None) -> Path | None:
+        """Write the checkpoint for ``step`` (all processes must call; the main process writes the files)."""
+        accelerator.wait_for_everyone()
+        staging = checkpoint.staging_folder(self.latest) if accelerator.is_main_process else None
+        # Accelerate writes per-process RNG states into the folder, so every process needs the same path.
+        staging_list = [str(staging) if staging else ""]
+        if accelerator.num_processes > 1:
+            from accelerate.utils import broadcast_object_list
+
+            staging_list = broadcast_object_list(staging_list)
+        staging = Path(staging_list[0])
+        accelerator.save_state(str(staging / "training_state"), safe_serialization=True)
+        if accelerator.is_main_process:
+            ema_pipeline(pipeline, ema).save_pretrained(staging / "model")
+            if ema is not None:
+                checkpoint.save_tensors(staging / "ema.safetensors", ema.state_dict())
+            checkpoint.write_json(staging / "progress.json", {"step": step, **(extra or {})})
+            checkpoint.write_json(staging / "run_config.json", to_dict(self.config))
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            checkpoint.replace_folder(staging, self.latest)
+        accelerator.wait_for_everyone()
+        self.last_time = time.monotonic()
+        return self.latest
+
+    def resume(self, accelerator: Any, ema: EMA | None) -> dict[str, Any] | None:
+        """Restore the latest checkpoint if there is one; returns its progress dict (with ``step``) or None."""
+        if not (self.latest / "progress.json").is_file():
+            return None
+        accelerator.load_state(str(self.latest / "training_state"))
+        if ema is not None and (self.latest / "ema.safetensors").is_file():
+            ema.load_state_dict(checkpoint.load_tensors(self.latest / "ema.safetensors"))
+        progress = checkpoint.read_json(self.latest / "progress.json")
+        logger.info("resumed from %s at step %d", self.latest, progress["step"])
+        return progress
+
+
+def progress_bar(total: int, initial: int, enabled: bool) -> Any:
+    """A tqdm bar on a terminal (main process only)."""
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, disable=not enabled, dynamic_ncols=True, unit="step")
+
+
+def finite_or_raise(loss: torch.Tensor, step: int) -> None:
+    """Stop a run whose loss diverged instead of checkpointing garbage."""
+    if not math.isfinite(float(loss)):
+        raise FloatingPointError(f"loss is {float(loss)} at step {step}: lower optim.learning_rate or check the data")
+
+
+def load_autoencoder(folder: str | Path) -> Autoencoder:
+    """The latent space stored in a model folder (or an autoencoder-only folder with the same two files)."""
+    from turbosr.models.autoencoders import autoencoder_from_config
+
+    folder = Path(folder)
+    meta = checkpoint.read_json(folder / "config.json")
+    if "autoencoder" not in meta:
+        raise ValueError(f"{folder}/config.json describes no autoencoder")
+    autoencoder = autoencoder_from_config(meta["autoencoder"])
+    autoencoder.load_state_dict(checkpoint.load_tensors(folder / "autoencoder.safetensors"), strict=True)
+    return autoencoder
+
+
+def save_autoencoder(folder: str | Path, autoencoder: Autoencoder, extra: dict[str, Any] | None = None) -> Path:
+    """Write an autoencoder-only folder (``config.json`` + ``autoencoder.safetensors``), atomically per file."""
+    folder = Path(folder)
+    checkpoint.save_tensors(folder / "autoencoder.safetensors",
+                            {k: v.float() for k, v in autoencoder.state_dict().items()})
+    checkpoint.write_json(folder / "config.json", {"autoencoder": autoencoder.config(), **(extra or {})})
+    return folder
+
+
+def fit_patch_autoencoder(autoencoder: Autoencoder, dataset: HRFolderDataset, num_crops: int, seed: int) -> None:
+    """PCA-fit a patch autoencoder on ``num_crops`` seeded training crops (seconds on a CPU)."""
+    generator = torch.Generator().manual_seed(seed + 7)
+    crops = sample_hq_batch(dataset, num_crops, generator)
+    explained = autoencoder.fit(to_model_range(crops), generator=generator)
+    logger.info("patch latent fitted on %d crops: %d components explain %.4f of the variance",
+                num_crops, autoencoder.latent_channels, float(explained.sum()))
+
+
+def initial_pipeline(config: TrainConfig, dataset: HRFolderDataset) -> SRPipeline:
+    """The model a run starts from: ``init_from`` weights, or fresh from the preset (latent fitted/reused).
+
+    For the residual target, the per-channel std of (HQ latent - LQ latent) is measured on training batches and
+    stored in the denoiser, so the diffusion variable has unit variance per channel.
+    """
+    import dataclasses
+
+    from turbosr.models.presets import build_model
+
+    if config.init_from:
+        loaded = SRPipeline.from_pretrained(config.init_from)
+        pipeline = SRPipeline(loaded.denoiser, loaded.autoencoder, dataclasses.replace(loaded.config,
+                                                                                      scale=config.model.scale))
+        logger.info("initialised from %s (trained at x%d) for x%d", config.init_from, loaded.scale, pipeline.scale)
+        return pipeline
+    denoiser, autoencoder = build_model(config.model)
+    if config.autoencoder_from:
+        autoencoder = load_autoencoder(config.autoencoder_from)
+    elif config.model.latent == "patch":
+        fit_patch_autoencoder(autoencoder, dataset, config.pca_images, config.seed)
+    elif config.model.preset != "sd":
+        raise ValueError("a KL latent must be trained first (turbosr train autoencoder) and given as autoencoder_from")
+    if (autoencoder.factor, autoencoder.latent_channels) != (config.model.latent_factor, config.model.latent_channels):
+        raise ValueError(f"the latent space has factor {autoencoder.factor} and {autoencoder.latent_channels} "
+                         f"channels but model.latent_factor/latent_channels say {config.model.latent_factor}/"
+                         f"{config.model.latent_channels}")
+    if config.model.target == "residual":
+        residuals = []
+        for index in range(config.residual_scale_batches):
+            generator = batch_generator(config.seed + 1, index, 0)
+            hq = sample_hq_batch(dataset, config.batch_size, generator)
+            _, lq_latent, hq_latent = encode_pair(autoencoder, hq, config.model.scale, config.data.degradation,
+                                                  generator)
+            residuals.append((hq_latent - lq_latent).transpose(0, 1).reshape(autoencoder.latent_channels, -1))
+        scale = torch.cat(residuals, dim=1).std(dim=1).clamp_min(1e-4)
+        denoiser.residual_scale.copy_(scale)
+        logger.info("residual std per channel: min %.4f, max %.4f", float(scale.min()), float(scale.max()))
+    return SRPipeline(denoiser, autoencoder, config.model)
+
+
+class RunLog:
+    """Appends JSON lines to ``output_dir/log.jsonl`` on the main process (plus TensorBoard if installed and asked)."""
+
+    def __init__(self, config: TrainConfig, enabled: bool) -> None:
+        self.enabled = enabled
+        self.path = Path(config.output_dir) / "log.jsonl"
+        if enabled:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+
+    def write(self, record: dict[str, Any]) -> None:
+        if self.enabled:
+            import json
+
+            with self.path.open("a") as file:
+                file.write(json.dumps(record) + "\n")
