@@ -232,6 +232,21 @@ class OptimConfig:
 
 
 @dataclass(frozen=True)
+class LossConfig:
+    """Weights of the image-space losses (autoencoder and decoder fine-tuning); 0 switches a term off."""
+
+    l1: float = 1.0
+    ssim: float = 0.2
+    edge: float = 0.5
+    frequency: float = 0.0
+    adversarial: float = 0.0  # PatchGAN hinge loss weight
+    adversarial_start_step: int = 0  # the generator sees the adversarial term from this step on
+    discriminator_channels: int = 32
+    discriminator_learning_rate: float = 2e-4
+    kl: float = 1e-6  # KL autoencoder: weight of the KL term
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     """One training run. ``method`` picks the training file in ``turbosr.train``."""
 
@@ -239,6 +254,7 @@ class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
     output_dir: str = "runs/teacher"
     max_steps: int = 10_000
     batch_size: int = 16
@@ -258,6 +274,7 @@ class TrainConfig:
     teacher_scale: int = 2  # scale distillation: the factor the teacher was trained at
     residual_scale_batches: int = 8  # residual target: batches used to measure the per-channel residual std
     pca_images: int = 64  # patch latent fitted at the start: number of training crops used
+    sample_steps: int = 1  # decoder fine-tuning: denoising steps used to make the latents it decodes
 
     def __post_init__(self) -> None:
         if self.mixed_precision not in ("no", "bf16", "fp16"):

@@ -5,7 +5,93 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from turbosr.config import LossConfig
+
 
 def diffusion_loss(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Mean squared error between network output and its diffusion target (Ho et al. 2020, eq. 14), a scalar."""
     return F.mse_loss(prediction.float(), target.float())
+
+
+def l1_loss(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean absolute error, a scalar."""
+    return (prediction.float() - target.float()).abs().mean()
+
+
+def _gaussian_window(size: int, sigma: float, like: torch.Tensor) -> torch.Tensor:
+    coords = torch.arange(size, device=like.device, dtype=like.dtype) - (size - 1) / 2
+    kernel = torch.exp(-(coords**2) / (2 * sigma**2))
+    kernel = kernel / kernel.sum()
+    return kernel
+
+
+def ssim_loss(prediction: torch.Tensor, target: torch.Tensor, window: int = 11, sigma: float = 1.5) -> torch.Tensor:
+    """1 - mean SSIM (Wang et al. 2004, eq. 13) on [0, 1] images, Gaussian window, differentiable; a scalar."""
+    x, y = prediction.float(), target.float()
+    channels = x.shape[1]
+    kernel = _gaussian_window(window, sigma, x)
+    horizontal = kernel.view(1, 1, 1, -1).repeat(channels, 1, 1, 1)
+    vertical = kernel.view(1, 1, -1, 1).repeat(channels, 1, 1, 1)
+
+    def blur(image: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(F.conv2d(image, horizontal, groups=channels), vertical, groups=channels)
+
+    c1, c2 = 0.01**2, 0.03**2
+    mu_x, mu_y = blur(x), blur(y)
+    var_x = blur(x * x) - mu_x**2
+    var_y = blur(y * y) - mu_y**2
+    cov = blur(x * y) - mu_x * mu_y
+    ssim = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2))
+    return 1.0 - ssim.mean()
+
+
+def edge_loss(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """L1 between Sobel gradient images: penalises blurred or misplaced edges more than plain L1; a scalar."""
+    x, y = prediction.float(), target.float()
+    channels = x.shape[1]
+    sobel = torch.tensor([[1.0, 0.0, -1.0], [2.0, 0.0, -2.0], [1.0, 0.0, -1.0]], device=x.device) / 4
+    kernels = torch.stack([sobel, sobel.T]).unsqueeze(1).repeat(channels, 1, 1, 1)
+    return (F.conv2d(x, kernels, groups=channels) - F.conv2d(y, kernels, groups=channels)).abs().mean()
+
+
+def frequency_loss(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """L1 between 2-D FFT amplitude spectra (orthonormal): rewards restoring high-frequency energy; a scalar."""
+    spectrum_x = torch.fft.rfft2(prediction.float(), norm="ortho").abs()
+    spectrum_y = torch.fft.rfft2(target.float(), norm="ortho").abs()
+    return (spectrum_x - spectrum_y).abs().mean()
+
+
+def hinge_discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+    """Hinge loss for the discriminator (Lim & Ye 2017): mean(relu(1 - D(real))) + mean(relu(1 + D(fake)))."""
+    return F.relu(1.0 - real_logits.float()).mean() + F.relu(1.0 + fake_logits.float()).mean()
+
+
+def hinge_generator_loss(fake_logits: torch.Tensor) -> torch.Tensor:
+    """Generator side of the hinge GAN loss: -mean(D(fake))."""
+    return -fake_logits.float().mean()
+
+
+def timestep_adaptive_weights(t: torch.Tensor, num_train_timesteps: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """AddSR's timestep-adaptive ADD weighting (Xie et al. 2024, arXiv 2404.01717, sec. 3.3).
+
+    Early (noisy, large t) student steps must hallucinate detail, so the adversarial term dominates; late steps
+    refine what is there, so the distillation term dominates. Returns (adversarial weight, distillation weight),
+    each (B,), from a linear ramp in t / T: w_adv = t / T, w_distill = 1 - t / T + (small floor) — the exact
+    ramp the paper uses is a design choice we document, not a published formula we reproduce.
+    """
+    fraction = t.float() / max(1, num_train_timesteps - 1)
+    return fraction, (1.0 - fraction).clamp_min(0.1)
+
+
+def image_loss(prediction: torch.Tensor, target: torch.Tensor, weights: LossConfig) -> dict[str, torch.Tensor]:
+    """Weighted pixel + perceptual-style terms on [0, 1] images; returns each weighted term and their ``total``."""
+    terms: dict[str, torch.Tensor] = {}
+    for name, function in IMAGE_LOSSES.items():
+        weight = getattr(weights, name)
+        if weight > 0:
+            terms[name] = weight * function(prediction, target)
+    terms["total"] = sum(terms.values(), torch.zeros((), device=prediction.device))
+    return terms
+
+
+IMAGE_LOSSES = {"l1": l1_loss, "ssim": ssim_loss, "edge": edge_loss, "frequency": frequency_loss}

@@ -176,6 +176,30 @@ class SRPipeline:
             output.putalpha(tensor_to_pil(big.clamp(0, 1).expand(-1, 3, -1, -1)).getchannel("R"))
         return output
 
+    def denoise_latents(self, lq_latent: torch.Tensor, *, num_steps: int = 1, strength: float = 1.0,
+                        generator: torch.Generator | None = None, tile: int | None = None, tile_overlap: int = 0,
+                        progress: Callable[[int, int], None] | None = None) -> torch.Tensor:
+        """k-step DDIM sampling in latent space: LQ latent (B, C, h, w) -> HQ latent estimate, same shape.
+
+        ``tile``/``tile_overlap`` are in latent pixels (None: one tile). Gradients flow if called outside
+        inference mode (decoder fine-tuning runs it under ``torch.no_grad``).
+        """
+        channels = lq_latent.shape[1]
+        noise_device = generator.device if generator is not None else lq_latent.device
+        noise = torch.randn(lq_latent.shape, generator=generator, device=noise_device, dtype=torch.float32)
+        noise = noise.to(lq_latent.device, lq_latent.dtype)
+        tile = tile or max(lq_latent.shape[-2:])
+
+        def denoise(x_t: torch.Tensor, t: int) -> torch.Tensor:
+            stacked = torch.cat([x_t, lq_latent], dim=1)
+            return tiled_map(lambda x, _: self.denoiser(x[:, :channels], x[:, channels:], t), stacked,
+                             tile, tile_overlap)
+
+        timesteps = sampling_timesteps(num_steps, self.config.schedule.num_train_timesteps, strength)
+        x0 = sample(denoise, noise, timesteps, self.alpha_bar, self.config.prediction_type,
+                    on_step=(lambda i: progress(i, len(timesteps))) if progress else None)
+        return self.denoiser.from_x0(x0, lq_latent)
+
     def _upscale(self, lq: torch.Tensor, num_steps: int, strength: float, tile: int, tile_overlap: int,
                  color_fix: str, generator: torch.Generator | None,
                  progress: Callable[[int, int], None] | None) -> torch.Tensor:
@@ -194,20 +218,8 @@ class SRPipeline:
 
         lq_latent = tiled_map(lambda x, _: self.autoencoder.encode(x), to_model_range(padded), tile, tile_overlap,
                               out_scale=1 / factor)
-        channels = lq_latent.shape[1]
-        noise_device = generator.device if generator is not None else lq_latent.device
-        noise = torch.randn(lq_latent.shape, generator=generator, device=noise_device, dtype=torch.float32)
-        noise = noise.to(lq_latent.device, lq_latent.dtype)
-
-        def denoise(x_t: torch.Tensor, t: int) -> torch.Tensor:
-            stacked = torch.cat([x_t, lq_latent], dim=1)
-            return tiled_map(lambda x, _: self.denoiser(x[:, :channels], x[:, channels:], t), stacked,
-                             latent_tile, latent_overlap)
-
-        timesteps = sampling_timesteps(num_steps, self.config.schedule.num_train_timesteps, strength)
-        x0 = sample(denoise, noise, timesteps, self.alpha_bar, self.config.prediction_type,
-                    on_step=(lambda i: progress(i, len(timesteps))) if progress else None)
-        hq_latent = self.denoiser.from_x0(x0, lq_latent)
+        hq_latent = self.denoise_latents(lq_latent, num_steps=num_steps, strength=strength, generator=generator,
+                                         tile=latent_tile, tile_overlap=latent_overlap, progress=progress)
         decoded = tiled_map(lambda z, _: self.autoencoder.decode(z), hq_latent, latent_tile, latent_overlap,
                             out_scale=factor)
         output = from_model_range(decoded[..., :height, :width])

@@ -14,6 +14,7 @@ import copy
 import logging
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -108,11 +109,17 @@ class EMA:
             self.shadow[name].copy_(state[f"ema.{name}"])
 
 
-def ema_pipeline(pipeline: SRPipeline, ema: EMA | None) -> SRPipeline:
-    """A CPU float32 copy of ``pipeline`` whose denoiser carries the EMA weights (for saving/validation)."""
+def trained_denoiser(pipeline: SRPipeline) -> nn.Module:
+    """The module most methods train (and average with EMA): the denoiser."""
+    return pipeline.denoiser
+
+
+def ema_pipeline(pipeline: SRPipeline, ema: EMA | None,
+                 trained: Callable[[SRPipeline], nn.Module] = trained_denoiser) -> SRPipeline:
+    """A CPU float32 copy of ``pipeline`` whose trained module carries the EMA weights (for saving/validation)."""
     copied = copy.deepcopy(pipeline).to("cpu", torch.float32)
     if ema is not None:
-        ema.copy_to(copied.denoiser)
+        ema.copy_to(trained(copied))
     return copied
 
 
@@ -123,8 +130,10 @@ class Checkpointer:
     (Accelerate: model, optimizer, RNG states), ``ema.safetensors``, ``progress.json`` and ``run_config.json``.
     """
 
-    def __init__(self, config: TrainConfig) -> None:
+    def __init__(self, config: TrainConfig,
+                 trained: Callable[[SRPipeline], nn.Module] = trained_denoiser) -> None:
         self.config = config
+        self.trained = trained
         self.output_dir = Path(config.output_dir)
         self.last_time = time.monotonic()
 
@@ -137,9 +146,12 @@ class Checkpointer:
         minutes = self.config.checkpoint_every_minutes
         return (every > 0 and step % every == 0) or (minutes > 0 and time.monotonic() - self.last_time > 60 * minutes)
 
-    def save(self, accelerator: Any, step: int, pipeline: SRPipeline, ema: EMA | None,
-             extra: dict[str, Any] | None = None) -> Path | None:
-        """Write the checkpoint for ``step`` (all processes must call; the main process writes the files)."""
+    def save(self, accelerator: Any, step: int, pipeline: SRPipeline | None, ema: EMA | None,
+             extra: dict[str, Any] | None = None, write_model: Callable[[Path], Any] | None = None) -> Path:
+        """Write the checkpoint for ``step`` (all processes must call; the main process writes the files).
+
+        ``model/`` is ``pipeline`` with the EMA weights, or whatever ``write_model(folder)`` writes.
+        """
         accelerator.wait_for_everyone()
         staging = checkpoint.staging_folder(self.latest) if accelerator.is_main_process else None
         # Accelerate writes per-process RNG states into the folder, so every process needs the same path.
@@ -151,7 +163,11 @@ class Checkpointer:
         staging = Path(staging_list[0])
         accelerator.save_state(str(staging / "training_state"), safe_serialization=True)
         if accelerator.is_main_process:
-            ema_pipeline(pipeline, ema).save_pretrained(staging / "model")
+            if write_model is not None:
+                write_model(staging / "model")
+            else:
+                assert pipeline is not None
+                ema_pipeline(pipeline, ema, self.trained).save_pretrained(staging / "model")
             if ema is not None:
                 checkpoint.save_tensors(staging / "ema.safetensors", ema.state_dict())
             checkpoint.write_json(staging / "progress.json", {"step": step, **(extra or {})})
@@ -275,3 +291,62 @@ class RunLog:
 
             with self.path.open("a") as file:
                 file.write(json.dumps(record) + "\n")
+
+
+def make_optimizer(config: TrainConfig, parameters: Any) -> tuple[torch.optim.Optimizer, Any]:
+    """AdamW with the configured betas/weight decay and a linear warm-up schedule."""
+    optimizer = torch.optim.AdamW(parameters, lr=config.optim.learning_rate,
+                                  betas=(config.optim.beta1, config.optim.beta2),
+                                  weight_decay=config.optim.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: learning_rate_factor(step, config.optim.warmup_steps))
+    return optimizer, scheduler
+
+
+def optimizer_step(accelerator: Any, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
+                   config: TrainConfig) -> None:
+    """Clip, step, advance the learning-rate schedule, clear gradients."""
+    if config.optim.grad_clip > 0:
+        accelerator.clip_grad_norm_(model.parameters(), config.optim.grad_clip)
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
+def micro_batches(config: TrainConfig, step: int, accelerator: Any, model: nn.Module) -> Any:
+    """Yield (generator, sync context) per micro-batch of optimizer step ``step``.
+
+    The generator seeds that micro-batch's data and noise (resumable data order); gradients are synchronised
+    across processes only on the last micro-batch.
+    """
+    import contextlib
+
+    accumulation = config.gradient_accumulation_steps
+    for micro in range(accumulation):
+        generator = batch_generator(config.seed, step * accumulation + micro, accelerator.process_index)
+        last = micro + 1 == accumulation
+        yield generator, (contextlib.nullcontext() if last else accelerator.no_sync(model))
+
+
+class StepReport:
+    """Progress bar with loss and images/s, plus the JSON-lines log, on a cadence (main process only)."""
+
+    def __init__(self, config: TrainConfig, accelerator: Any, start: int) -> None:
+        self.config = config
+        self.log = RunLog(config, accelerator.is_main_process)
+        self.bar = progress_bar(config.max_steps, start, accelerator.is_main_process)
+        self.images_per_step = config.batch_size * config.gradient_accumulation_steps * accelerator.num_processes
+        self.window_start, self.window_images = time.monotonic(), 0
+
+    def after_step(self, done: int, losses: dict[str, float], learning_rate: float) -> None:
+        self.window_images += self.images_per_step
+        if done % self.config.log_every_steps == 0 or done == self.config.max_steps:
+            rate = self.window_images / max(1e-9, time.monotonic() - self.window_start)
+            self.bar.set_postfix({**{k: f"{v:.4f}" for k, v in losses.items()}, "img_s": f"{rate:.1f}"})
+            self.log.write({"step": done, **losses, "images_per_s": rate, "learning_rate": learning_rate,
+                            "time": time.time()})
+            self.window_start, self.window_images = time.monotonic(), 0
+        self.bar.update(1)
+
+    def close(self) -> None:
+        self.bar.close()

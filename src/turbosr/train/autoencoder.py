@@ -1,0 +1,141 @@
+"""Train the latent space (``turbosr train autoencoder``).
+
+Two kinds behind one interface (see ``turbosr.models.autoencoders``):
+- ``model.latent=patch``: PCA of f x f RGB patches of training crops (seconds), then, if
+  ``model.refine_channels > 0``, the zero-initialised residual refiner of the decoder is trained on
+  reconstructions (it starts as the exact linear inverse, so it can only improve on it).
+- ``model.latent=kl``: a diffusers AutoencoderKL trained from scratch with L1 + SSIM + edge terms, a small KL term
+  and an optional PatchGAN hinge term (as in Stable Diffusion's autoencoder, at CPU scale).
+The result is an autoencoder folder (``checkpoint-latest/model``: ``config.json`` + ``autoencoder.safetensors``) that
+``turbosr train teacher --set autoencoder_from=...`` reuses.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from turbosr.config import TrainConfig
+from turbosr.image import from_model_range, to_model_range
+from turbosr.losses import hinge_discriminator_loss, hinge_generator_loss, image_loss
+from turbosr.models.autoencoders import Autoencoder, KLAutoencoder, PatchAutoencoder
+from turbosr.models.discriminator import PatchDiscriminator
+from turbosr.models.presets import build_autoencoder
+from turbosr.train.common import (
+    EMA,
+    Checkpointer,
+    StepReport,
+    finite_or_raise,
+    fit_patch_autoencoder,
+    load_dataset,
+    make_accelerator,
+    make_optimizer,
+    micro_batches,
+    optimizer_step,
+    sample_hq_batch,
+    save_autoencoder,
+)
+
+logger = logging.getLogger(__name__)
+
+
+def trainable_part(autoencoder: Autoencoder) -> nn.Module | None:
+    """What gradient steps train: the patch refiner, the whole KL autoencoder, or nothing (plain PCA)."""
+    if isinstance(autoencoder, PatchAutoencoder):
+        return autoencoder.refiner
+    assert isinstance(autoencoder, KLAutoencoder)
+    return autoencoder.vae
+
+
+def reconstruct(autoencoder: Autoencoder, hq: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """HQ (B, 3, H, W) [0, 1] -> (reconstruction in [0, 1], unclamped; KL divergence term, a scalar)."""
+    images = to_model_range(hq)
+    if isinstance(autoencoder, KLAutoencoder):
+        posterior = autoencoder.vae.encode(images).latent_dist
+        decoded = autoencoder.vae.decode(posterior.sample()).sample
+        return (decoded + 1.0) / 2.0, posterior.kl().mean() / images[0].numel()
+    return (autoencoder.decode(autoencoder.encode(images)) + 1.0) / 2.0, torch.zeros((), device=hq.device)
+
+
+def reconstruction_psnr(autoencoder: Autoencoder, hq: torch.Tensor) -> float:
+    """Mean RGB PSNR (dB) of encode -> decode on ``hq`` crops, reconstructions clamped and quantised to 8 bits."""
+    with torch.no_grad():
+        output = from_model_range(autoencoder.decode(autoencoder.encode(to_model_range(hq))))
+    error = ((output * 255).round() / 255 - hq).pow(2).flatten(1).mean(1).clamp_min(1e-12)
+    return float((10 * torch.log10(1.0 / error)).mean())
+
+
+def train(config: TrainConfig) -> Path:
+    """Fit/train the latent space; returns the checkpoint folder (``model/`` is the autoencoder folder)."""
+    accelerator = make_accelerator(config)
+    torch.manual_seed(config.seed)
+    dataset = load_dataset(config)
+    autoencoder = build_autoencoder(config.model)
+    checkpointer = Checkpointer(config)
+    if isinstance(autoencoder, PatchAutoencoder):
+        fit_patch_autoencoder(autoencoder, dataset, config.pca_images, config.seed)
+    trained = trainable_part(autoencoder)
+    if trained is None or config.max_steps == 0:
+        autoencoder.requires_grad_(False)
+        held = sample_hq_batch(dataset, config.batch_size, torch.Generator().manual_seed(config.seed + 11))
+        psnr = reconstruction_psnr(autoencoder, held)
+        return checkpointer.save(accelerator, 0, None, None, {"train_crop_psnr": psnr},
+                                 write_model=lambda folder: save_autoencoder(folder, autoencoder))
+    autoencoder.to(accelerator.device)
+    optimizer, scheduler = make_optimizer(config, trained.parameters())
+    adversarial = config.loss.adversarial > 0
+    if adversarial:
+        discriminator = PatchDiscriminator(config.loss.discriminator_channels).to(accelerator.device)
+        d_optimizer = torch.optim.AdamW(discriminator.parameters(), lr=config.loss.discriminator_learning_rate,
+                                        betas=(0.5, 0.999))
+        model, optimizer, scheduler, discriminator, d_optimizer = accelerator.prepare(
+            trained, optimizer, scheduler, discriminator, d_optimizer)
+    else:
+        model, optimizer, scheduler = accelerator.prepare(trained, optimizer, scheduler)
+    ema = EMA(trained, config.ema_decay)
+    resumed = checkpointer.resume(accelerator, ema)
+    start = resumed["step"] if resumed else 0
+    report = StepReport(config, accelerator, start)
+
+    def write_model(folder: Path) -> None:
+        import copy
+
+        averaged = copy.deepcopy(autoencoder).to("cpu", torch.float32)
+        ema.copy_to(trainable_part(averaged))
+        save_autoencoder(folder, averaged)
+
+    for step in range(start, config.max_steps):
+        for generator, sync in micro_batches(config, step, accelerator, model):
+            hq = sample_hq_batch(dataset, config.batch_size, generator).to(accelerator.device)
+            with sync, accelerator.autocast():
+                prediction, kl = reconstruct(autoencoder, hq)
+                terms = image_loss(prediction, hq, config.loss)
+                loss = terms["total"] + config.loss.kl * kl
+                if adversarial and step >= config.loss.adversarial_start_step:
+                    discriminator.requires_grad_(False)
+                    terms["generator"] = config.loss.adversarial * hinge_generator_loss(
+                        discriminator(to_model_range(prediction)))
+                    loss = loss + terms["generator"]
+                accelerator.backward(loss / config.gradient_accumulation_steps)
+            if adversarial:
+                discriminator.requires_grad_(True)
+                with accelerator.autocast():
+                    d_loss = hinge_discriminator_loss(discriminator(to_model_range(hq)),
+                                                      discriminator(to_model_range(prediction.detach())))
+                accelerator.backward(d_loss / config.gradient_accumulation_steps)
+                terms["discriminator"] = d_loss
+        optimizer_step(accelerator, model, optimizer, scheduler, config)
+        if adversarial:
+            d_optimizer.step()
+            d_optimizer.zero_grad(set_to_none=True)
+        ema.update(trained, step)
+        finite_or_raise(loss, step)
+        done = step + 1
+        report.after_step(done, {k: float(v) for k, v in terms.items()}, scheduler.get_last_lr()[0])
+        if checkpointer.due(done) or done == config.max_steps:
+            checkpointer.save(accelerator, done, None, ema, write_model=write_model)
+    report.close()
+    return checkpointer.latest
