@@ -127,6 +127,25 @@ def _run_train(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# --------------------------------------------------------------------------------------------------------- demo
+def _add_demo(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("demo", help="local web demo on http://127.0.0.1:PORT")
+    p.add_argument("--model", help="model folder (default: the built-in x4 model)")
+    p.add_argument("--port", type=int, default=7860)
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(run=_run_demo)
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    from turbosr.demo import launch
+    from turbosr.pipeline import SRPipeline
+    from turbosr.weights import builtin_model_dir
+
+    pipeline = SRPipeline.from_pretrained(args.model or builtin_model_dir(4), device=args.device)
+    launch(pipeline, args.port)
+    return EXIT_OK
+
+
 # ---------------------------------------------------------------------------------------------------------- main
 def _one_line(error: BaseException) -> str:
     text = str(error).strip().splitlines()
@@ -145,6 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
 COMMANDS: dict[str, Callable[[argparse._SubParsersAction], None]] = {
     "upscale": _add_upscale,
     "train": _add_train,
+    "demo": _add_demo,
 }
 
 

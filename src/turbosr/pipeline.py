@@ -63,6 +63,12 @@ class SRPipeline:
     def scale(self) -> int:
         return self.config.scale
 
+    @property
+    def pixel_multiple(self) -> int:
+        """Output-resolution sizes the networks accept: latent factor x the UNet's total downsampling."""
+        levels = len(self.denoiser.unet.config.block_out_channels)
+        return self.autoencoder.factor * 2 ** (levels - 1)
+
     # ----------------------------------------------------------------------------------------------- persistence
     def save_pretrained(self, folder: str | Path, weights_dtype: torch.dtype | None = None) -> Path:
         """Write ``config.json`` + ``denoiser.safetensors`` + ``autoencoder.safetensors`` into ``folder``.
@@ -206,7 +212,7 @@ class SRPipeline:
         if color_fix not in COLOR_FIXES:
             raise ValueError(f"color_fix must be one of {', '.join(COLOR_FIXES)}, got {color_fix!r}")
         factor = self.autoencoder.factor
-        multiple = self.config.pixel_multiple
+        multiple = self.pixel_multiple
         if tile < multiple or tile % multiple:
             raise ValueError(f"tile must be a positive multiple of {multiple} output pixels for this model, got {tile}")
         if not 0 <= tile_overlap < tile or tile_overlap % factor:

@@ -100,13 +100,27 @@ def build_autoencoder(config: ModelConfig) -> Autoencoder:
 
 def build_model(config: ModelConfig) -> tuple[Denoiser, Autoencoder]:
     """Denoiser and autoencoder for ``config``; preset ``sd`` loads from the local folder ``config.sd_path``."""
-    if config.preset == "sd" and config.sd_path:
+    if config.preset == "sd":
+        if not config.sd_path:
+            raise ConfigError("preset 'sd' is initialised from a local diffusers Stable Diffusion folder: "
+                              "set model.sd_path=/path/to/folder")
         return build_from_sd_folder(config)
     autoencoder = build_autoencoder(config)
     prompt = None
     if config.unet == "unet2d_condition":
         prompt = torch.zeros(1, config.prompt_tokens, config.cross_attention_dim)
     return Denoiser(build_unet(config), config.latent_channels, config.target, prompt), autoencoder
+
+
+def describe_loaded(config: ModelConfig, denoiser: Denoiser, autoencoder: Autoencoder) -> ModelConfig:
+    """``config`` with the shape fields set from networks loaded from a folder (their shape wins)."""
+    unet_config = denoiser.unet.config
+    return dataclasses.replace(
+        config, latent_factor=autoencoder.factor, latent_channels=autoencoder.latent_channels,
+        unet_channels=tuple(unet_config.block_out_channels),
+        attention_levels=tuple("Attn" in name for name in unet_config.down_block_types),
+        layers_per_block=unet_config.layers_per_block,
+    )
 
 
 def build_from_sd_folder(config: ModelConfig) -> tuple[Denoiser, Autoencoder]:

@@ -243,7 +243,7 @@ def initial_pipeline(config: TrainConfig, dataset: HRFolderDataset) -> SRPipelin
     """
     import dataclasses
 
-    from turbosr.models.presets import build_model
+    from turbosr.models.presets import build_model, describe_loaded
 
     if config.init_from:
         loaded = SRPipeline.from_pretrained(config.init_from)
@@ -252,16 +252,19 @@ def initial_pipeline(config: TrainConfig, dataset: HRFolderDataset) -> SRPipelin
         logger.info("initialised from %s (trained at x%d) for x%d", config.init_from, loaded.scale, pipeline.scale)
         return pipeline
     denoiser, autoencoder = build_model(config.model)
+    model = config.model
+    if model.preset == "sd":
+        model = describe_loaded(model, denoiser, autoencoder)
     if config.autoencoder_from:
         autoencoder = load_autoencoder(config.autoencoder_from)
     elif config.model.latent == "patch":
         fit_patch_autoencoder(autoencoder, dataset, config.pca_images, config.seed)
     elif config.model.preset != "sd":
         raise ValueError("a KL latent must be trained first (turbosr train autoencoder) and given as autoencoder_from")
-    if (autoencoder.factor, autoencoder.latent_channels) != (config.model.latent_factor, config.model.latent_channels):
+    if (autoencoder.factor, autoencoder.latent_channels) != (model.latent_factor, model.latent_channels):
         raise ValueError(f"the latent space has factor {autoencoder.factor} and {autoencoder.latent_channels} "
-                         f"channels but model.latent_factor/latent_channels say {config.model.latent_factor}/"
-                         f"{config.model.latent_channels}")
+                         f"channels but model.latent_factor/latent_channels say {model.latent_factor}/"
+                         f"{model.latent_channels}")
     if config.model.target == "residual":
         residuals = []
         for index in range(config.residual_scale_batches):
@@ -273,7 +276,7 @@ def initial_pipeline(config: TrainConfig, dataset: HRFolderDataset) -> SRPipelin
         scale = torch.cat(residuals, dim=1).std(dim=1).clamp_min(1e-4)
         denoiser.residual_scale.copy_(scale)
         logger.info("residual std per channel: min %.4f, max %.4f", float(scale.min()), float(scale.max()))
-    return SRPipeline(denoiser, autoencoder, config.model)
+    return SRPipeline(denoiser, autoencoder, model)
 
 
 class RunLog:

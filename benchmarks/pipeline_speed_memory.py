@@ -1,0 +1,127 @@
+"""Time and peak memory of SRPipeline vs output size at a fixed tile size (issue: memory flat in image size).
+
+CPU: peak memory is the process's peak RSS growth measured in a fresh subprocess per size (ru_maxrss), so one
+size's allocations do not hide another's. CUDA: torch.cuda.max_memory_allocated.
+
+    python benchmarks/pipeline_speed_memory.py --model src/turbosr/weights/x4 --sizes 512 1024 2048 4096
+    python benchmarks/pipeline_speed_memory.py --preset tiny            # random weights, shape only
+    python benchmarks/pipeline_speed_memory.py --device cuda --dtype float16 --compile
+
+Writes a Markdown table (and a PNG plot with --plot) with the machine, versions and command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+def measure_one(args: argparse.Namespace, size: int) -> dict:
+    import torch
+
+    from turbosr.models import build_model, model_config
+    from turbosr.pipeline import SRPipeline
+
+    torch.set_num_threads(args.threads)
+    dtype = getattr(torch, args.dtype)
+    if args.model:
+        pipeline = SRPipeline.from_pretrained(args.model, device=args.device, dtype=dtype)
+    else:
+        config = model_config(args.preset, scale=args.scale)
+        pipeline = SRPipeline(*build_model(config), config).to(args.device, dtype)
+    if args.compile:
+        pipeline.denoiser = torch.compile(pipeline.denoiser)
+    lq = torch.rand(1, 3, size // pipeline.scale, size // pipeline.scale)
+    generator = torch.Generator().manual_seed(0)
+    baseline_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    if args.device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+    times = []
+    for _ in range(args.repeats):
+        start = time.perf_counter()
+        pipeline(lq, num_steps=args.steps, tile=args.tile, tile_overlap=args.tile_overlap, generator=generator)
+        if args.device.startswith("cuda"):
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    if args.device.startswith("cuda"):
+        peak_mb = torch.cuda.max_memory_allocated() / 2**20
+    else:
+        peak_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - baseline_rss) / 1024
+    image_mb = 2 * 3 * size * size * 4 / 2**20  # upsampled input + output at float32: unavoidable buffers
+    return {"size": size, "seconds": sorted(times)[len(times) // 2], "peak_mb": peak_mb, "image_buffers_mb": image_mb}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", help="model folder (default: random weights of --preset)")
+    parser.add_argument("--preset", default="small")
+    parser.add_argument("--scale", type=int, default=4)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[512, 1024, 2048, 4096])
+    parser.add_argument("--tile", type=int, default=512)
+    parser.add_argument("--tile-overlap", type=int, default=64)
+    parser.add_argument("--steps", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", default="float32", choices=("float32", "float16", "bfloat16"))
+    parser.add_argument("--compile", action="store_true")
+    parser.add_argument("--out", default="docs/benchmarks/pipeline_speed_memory.md")
+    parser.add_argument("--plot", action="store_true", help="also write a PNG plot (needs matplotlib)")
+    parser.add_argument("--one", type=int, help=argparse.SUPPRESS)  # internal: measure one size, print JSON
+    args = parser.parse_args()
+    if args.one:
+        print(json.dumps(measure_one(args, args.one)))
+        return
+    rows = []
+    for size in args.sizes:
+        command = [sys.executable, __file__, *sys.argv[1:], "--one", str(size)]
+        result = subprocess.run(command, capture_output=True, text=True, check=True)
+        rows.append(json.loads(result.stdout.strip().splitlines()[-1]))
+        print(f"{size:>5} px: {rows[-1]['seconds']:.2f} s, peak +{rows[-1]['peak_mb']:.0f} MB", file=sys.stderr)
+    import torch
+
+    lines = [
+        "# SRPipeline time and peak memory vs output size",
+        "",
+        f"Command: `python benchmarks/pipeline_speed_memory.py {' '.join(sys.argv[1:])}`",
+        f"Machine: {platform.processor() or platform.machine()}, {args.threads} threads, device {args.device}, "
+        f"dtype {args.dtype}; torch {torch.__version__}, Python {platform.python_version()}",
+        f"Model: {args.model or 'random ' + args.preset}; tile {args.tile}, overlap {args.tile_overlap}, "
+        f"{args.steps} step(s)",
+        "",
+        "| output size | time (s) | peak memory growth (MB) | of which image buffers (MB) | network working memory (MB) |",
+        "|---|---|---|---|---|",
+    ]
+    for row in rows:
+        lines.append(f"| {row['size']}² | {row['seconds']:.2f} | {row['peak_mb']:.0f} | {row['image_buffers_mb']:.0f} | "
+                     f"{row['peak_mb'] - row['image_buffers_mb']:.0f} |")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    if args.plot:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
+        sizes = [r["size"] for r in rows]
+        axes[0].plot(sizes, [r["seconds"] for r in rows], "o-")
+        axes[0].set(xlabel="output side (px)", ylabel="seconds", title="time")
+        axes[1].plot(sizes, [r["peak_mb"] for r in rows], "o-", label="peak growth")
+        axes[1].plot(sizes, [r["peak_mb"] - r["image_buffers_mb"] for r in rows], "s--", label="minus image buffers")
+        axes[1].set(xlabel="output side (px)", ylabel="MB", title="memory")
+        axes[1].legend()
+        fig.tight_layout()
+        fig.savefig(out.with_suffix(".png"), dpi=100)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,40 @@
+"""Shared fixtures: tiny random-weight models built from config, small images; nothing is downloaded."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+torch.set_num_threads(2)
+
+
+@pytest.fixture
+def tiny_config():
+    from turbosr.models import model_config
+
+    return model_config("tiny", scale=4)
+
+
+@pytest.fixture
+def tiny_pipeline(tiny_config):
+    """A tiny x4 pipeline whose denoiser has small random (non-zero) output weights."""
+    from turbosr.models import build_model
+    from turbosr.pipeline import SRPipeline
+
+    torch.manual_seed(0)
+    denoiser, autoencoder = build_model(tiny_config)
+    with torch.no_grad():
+        denoiser.unet.conv_out.weight.normal_(0, 0.02)
+    autoencoder.fit(torch.rand(4, 3, 32, 32) * 2 - 1)
+    return SRPipeline(denoiser, autoencoder, tiny_config)
+
+
+@pytest.fixture
+def lq_image():
+    generator = torch.Generator().manual_seed(1)
+    return torch.rand(1, 3, 20, 28, generator=generator)

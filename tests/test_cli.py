@@ -1,0 +1,115 @@
+"""The CLI as a user runs it: a subprocess, one-line errors, non-zero exits, nothing overwritten."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+
+
+def run(*args: str, timeout: int = 240) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "turbosr", *args], capture_output=True, text=True, env=ENV,
+                          timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> Path:
+    from turbosr.models import build_model, model_config
+    from turbosr.pipeline import SRPipeline
+
+    config = model_config("tiny", scale=2)
+    torch.manual_seed(0)
+    denoiser, autoencoder = build_model(config)
+    autoencoder.fit(torch.rand(2, 3, 32, 32) * 2 - 1)
+    folder = tmp_path_factory.mktemp("model")
+    SRPipeline(denoiser, autoencoder, config).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture
+def inputs(tmp_path) -> Path:
+    folder = tmp_path / "in"
+    (folder / "sub").mkdir(parents=True)
+    Image.new("RGB", (20, 12), (10, 200, 30)).save(folder / "a.png")
+    Image.new("RGBA", (9, 7), (100, 20, 30, 77)).save(folder / "sub" / "b.png")
+    (folder / "sub" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    return folder
+
+
+def test_upscale_folder_keeps_tree_reports_bad_file_and_exits_non_zero(model_dir, inputs, tmp_path):
+    out = tmp_path / "out"
+    result = run("upscale", str(inputs), "-o", str(out), "--model", str(model_dir))
+    assert result.returncode == 1
+    assert Image.open(out / "a.png").size == (40, 24)
+    b = Image.open(out / "sub" / "b.png")
+    assert b.size == (18, 14) and b.mode == "RGBA"
+    errors = [line for line in result.stderr.splitlines() if line.startswith("turbosr:")]
+    assert len(errors) == 1 and "broken.jpg" in errors[0]
+    assert "Traceback" not in result.stderr
+    # nothing is overwritten without --overwrite
+    before = (out / "a.png").stat().st_mtime_ns
+    again = run("upscale", str(inputs / "a.png"), "-o", str(out), "--model", str(model_dir))
+    assert again.returncode == 1 and "exists" in again.stderr
+    assert (out / "a.png").stat().st_mtime_ns == before
+    assert run("upscale", str(inputs / "a.png"), "-o", str(out), "--model", str(model_dir),
+               "--overwrite").returncode == 0
+
+
+def test_single_file_output_and_glob(model_dir, inputs, tmp_path):
+    result = run("upscale", str(inputs / "*.png"), "-o", str(tmp_path / "one.png"), "--model", str(model_dir),
+                 "--steps", "2", "--seed", "3", "--tile", "32", "--tile-overlap", "8", "--color-fix", "wavelet")
+    assert result.returncode == 0, result.stderr
+    assert Image.open(tmp_path / "one.png").size == (40, 24)
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["upscale", "/nonexistent/x.png", "-o", "o"], "/nonexistent/x.png"),
+    (["upscale", "{inputs}", "-o", "o.png"], "file name"),
+    (["upscale", "{inputs}/a.png", "-o", "o", "--model", "/nonexistent-model"], "model folder not found"),
+    (["upscale", "{inputs}/a.png", "-o", "o", "--model", "{model}", "--scale", "4"], "x2"),
+    (["train", "teacher", "--set", "optim.nope=1"], "unknown config key"),
+])
+def test_bad_input_gives_one_line_error(args, message, model_dir, inputs, tmp_path):
+    args = [a.replace("{inputs}", str(inputs)).replace("{model}", str(model_dir)) for a in args]
+    result = subprocess.run([sys.executable, "-m", "turbosr", *args], capture_output=True, text=True, env=ENV,
+                            cwd=tmp_path, timeout=120)
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], result.stderr
+
+
+def test_without_builtin_model_says_so_clearly(inputs, tmp_path, monkeypatch):
+    from turbosr import weights
+
+    monkeypatch.setattr(weights, "WEIGHTS_DIR", tmp_path / "empty")
+    with pytest.raises(FileNotFoundError, match="no built-in x3 model"):
+        weights.builtin_model_dir(3)
+
+
+def test_train_dry_run_prints_resolved_config():
+    result = run("train", "teacher", "--set", "model.preset=tiny", "--set", "data.crop_size=64", "--dry-run")
+    assert result.returncode == 0, result.stderr
+    assert "preset: tiny" in result.stdout and "method: teacher" in result.stdout
+
+
+def test_sharding_across_two_processes_does_each_image_once(model_dir, tmp_path):
+    folder = tmp_path / "many"
+    folder.mkdir()
+    for index in range(5):
+        Image.new("RGB", (8, 8), (index * 40, 0, 0)).save(folder / f"{index}.png")
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2",
+               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+               "-m", "turbosr", "-v", "upscale", str(folder), "-o", str(out), "--model", str(model_dir)]
+    result = subprocess.run(command, capture_output=True, text=True, env=ENV, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    written = [line.split("wrote ")[1] for line in result.stderr.splitlines() if "wrote " in line]
+    assert sorted(written) == sorted(str(out / f"{i}.png") for i in range(5))  # each exactly once
+    assert sorted(p.name for p in out.iterdir()) == [f"{i}.png" for i in range(5)]

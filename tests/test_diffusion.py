@@ -1,0 +1,90 @@
+import pytest
+import torch
+
+from turbosr.config import ScheduleConfig
+from turbosr.diffusion import (
+    add_noise,
+    make_alpha_bar,
+    make_betas,
+    output_from_x0_eps,
+    predict_x0_eps,
+    sample,
+    sampling_timesteps,
+    training_target,
+)
+
+
+def test_zero_terminal_snr_schedule_ends_at_pure_noise_and_keeps_start():
+    plain = make_alpha_bar(ScheduleConfig(zero_terminal_snr=False))
+    rescaled = make_alpha_bar(ScheduleConfig(zero_terminal_snr=True))
+    assert rescaled[-1] == 0
+    assert plain[-1] > 0
+    assert torch.allclose(rescaled[0], plain[0], atol=1e-6)
+    assert torch.all(rescaled[1:] <= rescaled[:-1])
+
+
+def test_linear_schedule_betas_are_linear():
+    betas = make_betas(ScheduleConfig(beta_schedule="linear", beta_start=1e-4, beta_end=2e-2, zero_terminal_snr=False,
+                                      num_train_timesteps=5))
+    assert torch.allclose(betas, torch.tensor([1e-4, 0.005075, 0.01005, 0.015025, 0.02], dtype=torch.float64))
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v", "sample"])
+def test_prediction_conversions_round_trip(prediction_type):
+    alpha_bar = make_alpha_bar(ScheduleConfig(zero_terminal_snr=False))
+    generator = torch.Generator().manual_seed(0)
+    x0 = torch.randn(3, 4, 8, 8, generator=generator)
+    eps = torch.randn(3, 4, 8, 8, generator=generator)
+    t = torch.tensor([0, 500, 998])
+    x_t = add_noise(x0, eps, t, alpha_bar)
+    target = training_target(x0, eps, t, alpha_bar, prediction_type)
+    x0_back, eps_back = predict_x0_eps(target, x_t, t, alpha_bar, prediction_type)
+    assert torch.allclose(x0_back, x0, atol=2e-3)
+    assert torch.allclose(eps_back, eps, atol=2e-3)
+    assert torch.allclose(output_from_x0_eps(x0, eps, t, alpha_bar, prediction_type), target, atol=1e-6)
+
+
+def test_v_target_matches_definition():
+    alpha_bar = make_alpha_bar(ScheduleConfig())
+    x0, eps = torch.ones(1, 1, 1, 1), torch.full((1, 1, 1, 1), 2.0)
+    t = torch.tensor([300])
+    a = alpha_bar[300]
+    expected = a.sqrt() * 2.0 - (1 - a).sqrt() * 1.0
+    assert torch.allclose(training_target(x0, eps, t, alpha_bar, "v"), expected.view(1, 1, 1, 1))
+
+
+def test_sampling_timesteps_trailing_and_strength():
+    assert sampling_timesteps(1, 1000) == [999]
+    assert sampling_timesteps(4, 1000) == [999, 749, 499, 249]
+    assert sampling_timesteps(2, 1000, strength=0.5) == [499, 249]
+    assert sampling_timesteps(2000, 10) == list(range(9, -1, -1))
+    with pytest.raises(ValueError):
+        sampling_timesteps(0, 1000)
+    with pytest.raises(ValueError):
+        sampling_timesteps(1, 1000, strength=0.0)
+
+
+def test_one_step_v_sampling_from_last_timestep_returns_the_predicted_x0():
+    """At zero terminal SNR, x_T is pure noise and one v-step gives x0 = -v."""
+    alpha_bar = make_alpha_bar(ScheduleConfig())
+    noise = torch.randn(2, 3, 4, 4, generator=torch.Generator().manual_seed(0))
+    wanted = torch.full_like(noise, 0.25)
+    x0 = sample(lambda x_t, t: -wanted, noise, [999], alpha_bar, "v")
+    assert torch.allclose(x0, wanted)
+
+
+def test_multistep_sampling_with_oracle_recovers_x0():
+    """A denoiser that knows x0 exactly makes DDIM return x0 for any number of steps."""
+    alpha_bar = make_alpha_bar(ScheduleConfig())
+    generator = torch.Generator().manual_seed(3)
+    truth = torch.randn(1, 2, 4, 4, generator=generator)
+    noise = torch.randn(1, 2, 4, 4, generator=generator)
+    calls = []
+
+    def oracle(x_t, t):
+        calls.append(t)
+        return truth  # "sample" prediction
+
+    result = sample(oracle, noise, sampling_timesteps(5, 1000), alpha_bar, "sample")
+    assert torch.allclose(result, truth)
+    assert calls == [999, 799, 599, 399, 199]

@@ -1,0 +1,178 @@
+import pytest
+import torch
+from PIL import Image
+
+from turbosr.models import build_model, model_config
+from turbosr.pipeline import SRPipeline
+
+
+@pytest.mark.parametrize("scale", [2, 4, 8])
+def test_output_is_exactly_scale_times_input(scale):
+    config = model_config("tiny", scale=scale)
+    pipeline = SRPipeline(*build_model(config), config)
+    lq = torch.rand(2, 3, 13, 17)
+    out = pipeline(lq, generator=torch.Generator().manual_seed(0))
+    assert out.shape == (2, 3, 13 * scale, 17 * scale)
+    assert out.dtype == lq.dtype and 0 <= out.min() and out.max() <= 1
+
+
+def test_untrained_residual_model_is_bicubic(lq_image):
+    """Zero output layer, residual target, full-rank latent: the one-step output is the bicubic upsampling."""
+    from turbosr.degradations import upsample_lq
+
+    config = model_config("tiny", scale=4, latent_channels=48)
+    denoiser, autoencoder = build_model(config)
+    autoencoder.fit(torch.rand(2, 3, 32, 32) * 2 - 1)
+    out = SRPipeline(denoiser, autoencoder, config)(lq_image, generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(out, upsample_lq(lq_image, 4), atol=2e-5)
+
+
+def test_same_seed_same_output_different_seed_differs(tiny_pipeline, lq_image):
+    a = tiny_pipeline(lq_image, generator=torch.Generator().manual_seed(5))
+    b = tiny_pipeline(lq_image, generator=torch.Generator().manual_seed(5))
+    c = tiny_pipeline(lq_image, generator=torch.Generator().manual_seed(6))
+    assert torch.equal(a, b)
+    assert not torch.equal(a, c)
+
+
+def test_save_load_bit_identical(tiny_pipeline, lq_image, tmp_path):
+    tiny_pipeline.save_pretrained(tmp_path / "model")
+    loaded = SRPipeline.from_pretrained(tmp_path / "model")
+    for key, value in tiny_pipeline.denoiser.state_dict().items():
+        assert torch.equal(value, loaded.denoiser.state_dict()[key]), key
+    for key, value in tiny_pipeline.autoencoder.state_dict().items():
+        assert torch.equal(value, loaded.autoencoder.state_dict()[key]), key
+    out_a = tiny_pipeline(lq_image, num_steps=2, generator=torch.Generator().manual_seed(1))
+    out_b = loaded(lq_image, num_steps=2, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(out_a, out_b)
+    assert not list(tmp_path.glob("model/*.tmp"))
+
+
+def test_load_errors_are_clear(tmp_path):
+    with pytest.raises(FileNotFoundError, match="model folder not found"):
+        SRPipeline.from_pretrained(tmp_path / "missing")
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "config.json").write_text('{"format": "other"}')
+    with pytest.raises(ValueError, match="not a turbosr model folder"):
+        SRPipeline.from_pretrained(tmp_path / "bad")
+
+
+def test_multistep_and_strength_change_output(tiny_pipeline, lq_image):
+    one = tiny_pipeline(lq_image, generator=torch.Generator().manual_seed(0))
+    four = tiny_pipeline(lq_image, num_steps=4, generator=torch.Generator().manual_seed(0))
+    half = tiny_pipeline(lq_image, num_steps=2, strength=0.5, generator=torch.Generator().manual_seed(0))
+    assert not torch.equal(one, four) and not torch.equal(one, half)
+
+
+def test_tiled_equals_untiled_for_a_pointwise_denoiser(lq_image):
+    """A denoiser of 1x1 convolutions is pointwise, so Gaussian-weighted tiles must reproduce the untiled result."""
+    config = model_config("tiny", scale=4)
+    denoiser, autoencoder = build_model(config)
+    autoencoder.fit(torch.rand(2, 3, 32, 32) * 2 - 1)
+
+    class Pointwise(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(16, 8, 1)
+            self.config = denoiser.unet.config
+
+        def forward(self, x, t):
+            class Out:
+                pass
+            out = Out()
+            out.sample = torch.tanh(self.conv(x)) * (1 + t.float().view(-1, 1, 1, 1) / 1000)
+            return out
+
+    denoiser.unet = Pointwise()
+    pipeline = SRPipeline(denoiser, autoencoder, config)
+    lq = torch.rand(1, 3, 40, 56, generator=torch.Generator().manual_seed(2))
+    whole = pipeline(lq, tile=256, num_steps=2, generator=torch.Generator().manual_seed(0))
+    tiled = pipeline(lq, tile=64, tile_overlap=16, num_steps=2, generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(whole, tiled, atol=1e-5)
+
+
+def test_real_unet_tile_borders_are_not_worse_than_elsewhere(tiny_pipeline):
+    lq = torch.rand(1, 3, 48, 48, generator=torch.Generator().manual_seed(3))
+    whole = tiny_pipeline(lq, tile=256, generator=torch.Generator().manual_seed(0))
+    tiled = tiny_pipeline(lq, tile=96, tile_overlap=32, generator=torch.Generator().manual_seed(0))
+    difference = (whole - tiled).abs().mean(dim=(0, 1))
+    assert float(difference.mean()) < 0.05
+    from turbosr.tiling import plan_tiles
+
+    borders = torch.zeros(192, 192, dtype=torch.bool)
+    for tile in plan_tiles(192, 192, 96, 32):
+        for y in (tile.y0, tile.y1 - 1):
+            borders[y, tile.x0 : tile.x1] = True
+        for x in (tile.x0, tile.x1 - 1):
+            borders[tile.y0 : tile.y1, x] = True
+    borders[[0, -1], :] = False
+    borders[:, [0, -1]] = False
+    inner = difference[borders].mean()
+    assert inner <= 2.0 * difference.mean() + 1e-6
+
+
+def test_pil_in_pil_out_keeps_alpha(tiny_pipeline):
+    image = Image.new("RGBA", (12, 10), (200, 30, 40, 128))
+    out = tiny_pipeline(image, generator=torch.Generator().manual_seed(0))
+    assert isinstance(out, Image.Image)
+    assert out.size == (48, 40) and out.mode == "RGBA"
+    assert abs(out.getpixel((20, 20))[3] - 128) <= 1
+
+
+def test_bad_arguments(tiny_pipeline, lq_image):
+    with pytest.raises(ValueError, match="tile must be"):
+        tiny_pipeline(lq_image, tile=30)
+    with pytest.raises(ValueError, match="tile_overlap"):
+        tiny_pipeline(lq_image, tile=64, tile_overlap=64)
+    with pytest.raises(ValueError, match="color_fix"):
+        tiny_pipeline(lq_image, color_fix="sepia")
+    with pytest.raises(ValueError, match="expected a PIL image"):
+        tiny_pipeline(torch.rand(3, 8, 8))
+
+
+@pytest.mark.parametrize("fix", ["adain", "wavelet"])
+def test_color_fix_runs_and_keeps_shape(tiny_pipeline, lq_image, fix):
+    out = tiny_pipeline(lq_image, color_fix=fix, generator=torch.Generator().manual_seed(0))
+    assert out.shape == (1, 3, 80, 112)
+
+
+def test_sd_preset_from_a_fake_local_folder(tmp_path, lq_image):
+    """Preset sd: UNet conv_in widened with zero weights for the condition; VAE reused; prompt embedding stored."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+
+    folder = tmp_path / "fake-sd"
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(
+        in_channels=4, out_channels=4, block_out_channels=(16, 32), layers_per_block=1, norm_num_groups=8,
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=16, attention_head_dim=4,
+    )
+    unet.save_pretrained(folder / "unet")
+    vae = AutoencoderKL(block_out_channels=(8, 16), down_block_types=("DownEncoderBlock2D",) * 2,
+                        up_block_types=("UpDecoderBlock2D",) * 2, latent_channels=4, norm_num_groups=8,
+                        layers_per_block=1)
+    vae.save_pretrained(folder / "vae")
+    from turbosr.models.presets import build_model as build
+
+    config = model_config("sd", scale=2, sd_path=str(folder))
+    denoiser, autoencoder = build(config)
+    assert denoiser.unet.conv_in.in_channels == 8
+    assert torch.equal(denoiser.unet.conv_in.weight[:, :4], unet.conv_in.weight)
+    assert torch.count_nonzero(denoiser.unet.conv_in.weight[:, 4:]) == 0
+    assert denoiser.prompt_embedding.shape == (1, 77, 16)
+    # with zero condition weights the widened UNet computes exactly what the original did
+    x, t = torch.randn(1, 4, 8, 8), torch.tensor([10])
+    context = denoiser.prompt_embedding
+    with torch.no_grad():
+        assert torch.allclose(denoiser(x, torch.randn(1, 4, 8, 8), t), unet(x, t, encoder_hidden_states=context).sample,
+                              atol=1e-5)
+    from turbosr.models.presets import describe_loaded
+
+    pipeline = SRPipeline(denoiser, autoencoder, describe_loaded(config, denoiser, autoencoder))
+    out = pipeline(lq_image[..., :16, :16], generator=torch.Generator().manual_seed(0))
+    assert out.shape == (1, 3, 32, 32)
+    pipeline.save_pretrained(tmp_path / "saved")
+    again = SRPipeline.from_pretrained(tmp_path / "saved")
+    assert torch.equal(again(lq_image[..., :16, :16], generator=torch.Generator().manual_seed(0)), out)
+    with pytest.raises(FileNotFoundError, match="not a diffusers Stable Diffusion folder"):
+        build(model_config("sd", sd_path=str(tmp_path)))

@@ -1,0 +1,124 @@
+"""Every training method runs 2 steps on the tiny preset, writes a checkpoint SRPipeline loads, and resumes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from turbosr.config import TrainConfig, load_config
+from turbosr.pipeline import SRPipeline
+
+
+@pytest.fixture(scope="module")
+def hr_folder(tmp_path_factory) -> Path:
+    """A few smooth, photo-like random images (sums of blurred noise at several scales)."""
+    folder = tmp_path_factory.mktemp("hr")
+    rng = np.random.default_rng(0)
+    for index in range(4):
+        image = np.zeros((96, 128, 3))
+        for size in (4, 16, 64):
+            noise = rng.random((size, size * 4 // 3, 3))
+            image += np.asarray(Image.fromarray((noise * 255).astype(np.uint8)).resize((128, 96), Image.BICUBIC)) / 3
+        Image.fromarray(image.clip(0, 255).astype(np.uint8)).save(folder / f"photo{index}.png")
+    return folder
+
+
+def tiny(tmp_path: Path, hr_folder: Path, method: str, *extra: str) -> TrainConfig:
+    return load_config(TrainConfig, None, [
+        f"method={method}", "model.preset=tiny", f"data.folder={hr_folder}", "data.crop_size=64",
+        f"output_dir={tmp_path / method}", "max_steps=2", "batch_size=2", "checkpoint_every_steps=1",
+        "pca_images=8", "residual_scale_batches=1", "log_every_steps=1", *extra,
+    ])
+
+
+def test_teacher_two_steps_checkpoint_loads_and_resumes(tmp_path, hr_folder):
+    from turbosr.train import teacher
+
+    config = tiny(tmp_path, hr_folder, "teacher")
+    folder = teacher.train(config)
+    progress = json.loads((folder / "progress.json").read_text())
+    assert progress["step"] == 2
+    pipeline = SRPipeline.from_pretrained(folder / "model")
+    assert pipeline(torch.rand(1, 3, 16, 16)).shape == (1, 3, 64, 64)
+    assert float(pipeline.denoiser.residual_scale.min()) > 0
+    assert torch.any(pipeline.denoiser.unet.conv_out.weight != 0)  # it trained
+    log = [json.loads(line) for line in (tmp_path / "teacher" / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [1, 2]
+    # resume: 2 more steps continue from step 2, not from scratch
+    teacher.train(load_config(TrainConfig, None, [*_items(config), "max_steps=4"]))
+    assert json.loads((folder / "progress.json").read_text())["step"] == 4
+    log = [json.loads(line) for line in (tmp_path / "teacher" / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [1, 2, 3, 4]
+
+
+def _items(config: TrainConfig) -> list[str]:
+    return [f"method={config.method}", "model.preset=tiny", f"data.folder={config.data.folder}", "data.crop_size=64",
+            f"output_dir={config.output_dir}", "batch_size=2", "checkpoint_every_steps=1", "pca_images=8",
+            "residual_scale_batches=1", "log_every_steps=1"]
+
+
+def test_resumed_run_equals_uninterrupted_run(tmp_path, hr_folder):
+    from turbosr.train import teacher
+
+    straight = teacher.train(tiny(tmp_path / "a", hr_folder, "teacher", "max_steps=3"))
+    teacher.train(tiny(tmp_path / "b", hr_folder, "teacher", "max_steps=1"))
+    resumed = teacher.train(tiny(tmp_path / "b", hr_folder, "teacher", "max_steps=3"))
+    a = SRPipeline.from_pretrained(straight / "model").denoiser.state_dict()
+    b = SRPipeline.from_pretrained(resumed / "model").denoiser.state_dict()
+    for key in a:
+        assert torch.allclose(a[key], b[key], atol=1e-6), key
+
+
+def test_scale_distill_decoder_autoencoder_chain(tmp_path, hr_folder):
+    from turbosr.train import autoencoder, decoder, scale_distill, teacher
+
+    ae_folder = autoencoder.train(tiny(tmp_path, hr_folder, "autoencoder", "max_steps=0")) / "model"
+    teacher_folder = teacher.train(tiny(tmp_path, hr_folder, "teacher", "model.scale=2",
+                                        f"autoencoder_from={ae_folder}")) / "model"
+    student = scale_distill.train(tiny(tmp_path, hr_folder, "scale_distill", f"teacher={teacher_folder}",
+                                       "teacher_scale=2", f"init_from={teacher_folder}"))
+    student_pipeline = SRPipeline.from_pretrained(student / "model")
+    assert student_pipeline.scale == 4
+    tuned = decoder.train(tiny(tmp_path, hr_folder, "decoder", f"init_from={student / 'model'}",
+                               "model.refine_channels=4", "loss.adversarial=0.1"))
+    tuned_pipeline = SRPipeline.from_pretrained(tuned / "model")
+    assert tuned_pipeline.config.refine_channels == 4
+    assert tuned_pipeline.autoencoder.refiner is not None
+    # the UNet was frozen during decoder fine-tuning
+    for key, value in student_pipeline.denoiser.state_dict().items():
+        assert torch.equal(value, tuned_pipeline.denoiser.state_dict()[key]), key
+    assert tuned_pipeline(torch.rand(1, 3, 16, 16)).shape == (1, 3, 64, 64)
+
+
+def test_kl_autoencoder_trains_two_steps(tmp_path, hr_folder):
+    from turbosr.train import autoencoder
+    from turbosr.train.common import load_autoencoder
+
+    folder = autoencoder.train(tiny(tmp_path, hr_folder, "autoencoder", "model.latent=kl", "model.latent_factor=4",
+                                    "model.latent_channels=4", "model.kl_channels=[8,16,16]", "loss.adversarial=0.1"))
+    loaded = load_autoencoder(folder / "model")
+    assert loaded.factor == 4 and loaded.latent_channels == 4
+
+
+def test_two_process_cpu_run_with_accelerate(tmp_path, hr_folder):
+    """accelerate launch --cpu --num_processes 2 (gloo): distributed training is proven, not assumed."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2",
+               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+               "-m", "turbosr", "train", "teacher",
+               *[f"--set={item}" for item in _items(tiny(tmp_path, hr_folder, "teacher"))[1:]], "--set=max_steps=2"]
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    folder = tmp_path / "teacher" / "checkpoint-latest"
+    assert json.loads((folder / "progress.json").read_text())["step"] == 2
+    states = sorted(p.name for p in (folder / "training_state").iterdir())
+    assert "random_states_0.pkl" in states and "random_states_1.pkl" in states
+    SRPipeline.from_pretrained(folder / "model")
