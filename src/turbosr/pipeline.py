@@ -26,8 +26,8 @@ from turbosr.config import ModelConfig, from_dict, to_dict
 from turbosr.degradations import upsample_lq
 from turbosr.diffusion import make_alpha_bar, sample, sampling_timesteps
 from turbosr.image import from_model_range, pil_to_tensor, tensor_to_pil, to_model_range
-from turbosr.models.autoencoders import Autoencoder, autoencoder_from_config
-from turbosr.models.denoiser import Denoiser, unet_config_dict
+from turbosr.models.autoencoders import Autoencoder, autoencoder_from_config, diffusers_config
+from turbosr.models.denoiser import Denoiser
 from turbosr.tiling import tiled_map
 
 logger = logging.getLogger(__name__)
@@ -91,7 +91,7 @@ class SRPipeline:
             "format_version": FORMAT_VERSION,
             "model": to_dict(self.config),
             "unet_class": type(self.denoiser.unet).__name__,
-            "unet": unet_config_dict(self.denoiser.unet),
+            "unet": diffusers_config(self.denoiser.unet),
             "autoencoder": self.autoencoder.config(),
         })
         return folder

@@ -18,6 +18,11 @@ import torch.nn.functional as F
 from torch import nn
 
 
+def diffusers_config(model: nn.Module) -> dict[str, Any]:
+    """A diffusers model's config as a plain JSON-able dict (private ``_`` keys such as the load path dropped)."""
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dict(model.config).items() if not k.startswith("_")}
+
+
 class PatchAutoencoder(nn.Module):
     """Orthonormal patch transform (PCA of f x f x 3 patches) keeping ``latent_channels`` components."""
 
@@ -120,7 +125,7 @@ class KLAutoencoder(nn.Module):
         self.latent_channels = int(vae.config.latent_channels)
 
     def config(self) -> dict[str, Any]:
-        return {"kind": self.kind, "scaling_factor": self.scaling_factor, "vae": dict(self.vae.config)}
+        return {"kind": self.kind, "scaling_factor": self.scaling_factor, "vae": diffusers_config(self.vae)}
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         return self.vae.encode(images).latent_dist.mode() * self.scaling_factor
@@ -140,6 +145,5 @@ def autoencoder_from_config(config: dict[str, Any]) -> Autoencoder:
     if kind == "kl":
         from diffusers import AutoencoderKL
 
-        vae_config = {k: v for k, v in config["vae"].items() if not k.startswith("_")}
-        return KLAutoencoder(AutoencoderKL.from_config(vae_config), config["scaling_factor"])
+        return KLAutoencoder(AutoencoderKL.from_config(config["vae"]), config["scaling_factor"])
     raise ValueError(f"unknown autoencoder kind {kind!r} in model config (expected 'patch' or 'kl')")

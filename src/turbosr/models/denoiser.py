@@ -8,8 +8,6 @@ residual between the HQ latent and the LQ latent.
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import nn
 
@@ -59,8 +57,3 @@ class Denoiser(nn.Module):
         if self.target == "residual":
             return lq_latent + x0 * self._scale(x0)
         return x0
-
-
-def unet_config_dict(unet: nn.Module) -> dict[str, Any]:
-    """A diffusers model's config as a plain JSON-able dict (private ``_`` keys dropped)."""
-    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dict(unet.config).items() if not k.startswith("_")}

@@ -1,0 +1,290 @@
+"""The photo corpus: free-licence photos from Debian packages, cleaned into an HR training/evaluation set.
+
+``build_corpus`` downloads the packages with ``apt-get download`` (no installation), unpacks them with
+``dpkg-deb -x`` into a cache folder, finds photos (also inside gcompris-qt-data's Qt ``.rcc`` resource bundles,
+read by :func:`read_rcc`), drops graphics, renders and duplicates, downscales each photo x2 (most are compressed:
+the downscale makes clean HR), and writes PNGs plus ``manifest.json`` (file, source package and path, licence,
+size, sha256, split). Deterministic: the same packages give the same corpus and split.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import json
+import logging
+import os
+import re
+import struct
+import subprocess
+import sys
+import tempfile
+import zlib
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_PACKAGES = ("gcompris-qt-data", "kphotoalbum", "mate-backgrounds", "plasma-workspace-wallpapers",
+                    "palapeli-data", "scribus-template")
+PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
+# documentation screenshots, icons and UI artwork are never photos
+SKIP_PATH = re.compile(r"/(doc|icons|pixmaps|locale|man)/|thumb|icon|logo|screenshot|tn\.png$", re.IGNORECASE)
+HELDOUT_FRACTION = 0.15
+SAMPLES_DIR = Path(__file__).resolve().parent / "samples"
+
+
+# ------------------------------------------------------------------------------------------- Qt .rcc reader
+class RccError(ValueError):
+    """The bytes are not a readable Qt binary resource file."""
+
+
+def read_rcc(data: bytes) -> dict[str, bytes]:
+    """Files inside a Qt binary resource (``.rcc``), format versions 1-3: {path: bytes}.
+
+    Layout: magic ``qres``, u32 version, u32 tree offset, u32 data offset, u32 names offset (+ u32 flags in v3).
+    Tree entries are 14 bytes (v1) or 22 bytes (v2+, with a u64 modification time): u32 name offset, u16 flags,
+    then for a directory u32 child count + u32 first child index, else u16 country, u16 language, u32 data
+    offset. Names: u16 length, u32 hash, UTF-16BE characters. Data: u32 length, bytes; flag 1 = zlib with a
+    4-byte big-endian uncompressed size first; flag 4 = zstd (skipped: not in the standard library).
+    """
+    if len(data) < 20 or data[:4] != b"qres":
+        raise RccError("not a Qt resource file (no 'qres' magic)")
+    version, tree, data_offset, names = struct.unpack(">IIII", data[4:20])
+    if version not in (1, 2, 3):
+        raise RccError(f"unsupported .rcc version {version}")
+    entry_size = 14 if version == 1 else 22
+
+    def name_at(offset: int) -> str:
+        (length,) = struct.unpack(">H", data[names + offset : names + offset + 2])
+        start = names + offset + 6
+        return data[start : start + 2 * length].decode("utf-16-be")
+
+    def entry(index: int) -> tuple[str, int, bytes]:
+        start = tree + index * entry_size
+        name_offset, flags = struct.unpack(">IH", data[start : start + 6])
+        return name_at(name_offset), flags, data[start + 6 : start + 14]
+
+    files: dict[str, bytes] = {}
+
+    def walk(index: int, prefix: str, depth: int) -> None:
+        if depth > 64:
+            raise RccError("resource tree too deep (corrupt file?)")
+        name, flags, rest = entry(index)
+        path = f"{prefix}/{name}" if prefix else name
+        if flags & 0x02:  # directory
+            count, first = struct.unpack(">II", rest)
+            for child in range(first, first + count):
+                walk(child, path if index else "", depth + 1)
+            return
+        (offset,) = struct.unpack(">I", rest[4:8])
+        (length,) = struct.unpack(">I", data[data_offset + offset : data_offset + offset + 4])
+        payload = data[data_offset + offset + 4 : data_offset + offset + 4 + length]
+        if flags & 0x04:
+            logger.info("skipping zstd-compressed resource %s", path)
+            return
+        if flags & 0x01:
+            try:
+                payload = zlib.decompress(payload[4:])
+            except zlib.error as error:
+                raise RccError(f"corrupt compressed resource {path}: {error}") from None
+        files[path] = payload
+
+    walk(0, "", 0)
+    return files
+
+
+# ----------------------------------------------------------------------------------------- photo filtering
+def photo_score(image: Image.Image) -> tuple[bool, str]:
+    """Is this a photograph? (keep, reason). Graphics/renders have few colours or large flat areas."""
+    small = image.convert("RGB")
+    small.thumbnail((256, 256))
+    array = np.asarray(small, dtype=np.int16)
+    colours = len(np.unique(array.reshape(-1, 3) // 4, axis=0))
+    if colours < 2500:
+        return False, f"few colours ({colours})"
+    gradient = np.abs(np.diff(array, axis=1)).sum(-1)
+    flat = float((gradient == 0).mean())
+    if flat > 0.25:
+        return False, f"flat areas ({flat:.0%} zero-gradient pixels)"
+    return True, "photo"
+
+
+def average_hash(image: Image.Image) -> int:
+    """64-bit average hash of a grey 8x8 thumbnail (near-duplicate detection)."""
+    grey = np.asarray(image.convert("L").resize((8, 8), Image.Resampling.BOX), dtype=np.float32)
+    bits = (grey > grey.mean()).flatten()
+    return int("".join("1" if b else "0" for b in bits), 2)
+
+
+def split_of(source: str) -> str:
+    """Deterministic train/heldout split from the source path's hash (about HELDOUT_FRACTION held out)."""
+    value = int(hashlib.sha256(source.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+    return "heldout" if value < HELDOUT_FRACTION else "train"
+
+
+# --------------------------------------------------------------------------------------------- extraction
+def download_package(name: str, cache: Path) -> Path:
+    """``apt-get download`` a package into ``cache`` (once) and unpack it with ``dpkg-deb -x``; returns the tree."""
+    cache.mkdir(parents=True, exist_ok=True)
+    tree = cache / "x" / name
+    if tree.is_dir():
+        return tree
+    debs = sorted(cache.glob(f"{name}_*.deb"))
+    if not debs:
+        command = ["apt-get", "download", name]
+        result = subprocess.run(command, cwd=cache, capture_output=True, text=True)
+        if result.returncode != 0:
+            subprocess.run(["apt-get", "update", "-qq"], capture_output=True)
+            result = subprocess.run(command, cwd=cache, capture_output=True, text=True)
+        if result.returncode != 0:
+            raise RuntimeError(f"apt-get download {name} failed: {result.stderr.strip().splitlines()[-1:]}")
+        debs = sorted(cache.glob(f"{name}_*.deb"))
+    staging = Path(tempfile.mkdtemp(dir=cache, prefix=f".{name}."))
+    subprocess.run(["dpkg-deb", "-x", str(debs[-1]), str(staging)], check=True)
+    (cache / "x").mkdir(exist_ok=True)
+    os.replace(staging, tree)
+    return tree
+
+
+def package_licence(tree: Path, name: str) -> str:
+    """Licence short names from the package's machine-readable debian/copyright."""
+    copyright_file = tree / "usr" / "share" / "doc" / name / "copyright"
+    if not copyright_file.is_file():
+        return "unknown"
+    names = re.findall(r"^License:\s*(\S.*)$", copyright_file.read_text(errors="replace"), re.MULTILINE)
+    return ", ".join(sorted(set(n.strip() for n in names))) or "unknown"
+
+
+def candidate_files(tree: Path) -> Iterator[tuple[str, bytes]]:
+    """(source path, bytes) of every image file in the unpacked tree, including those inside .rcc bundles."""
+    for path in sorted(tree.rglob("*")):
+        if not path.is_file():
+            continue
+        relative = "/" + str(path.relative_to(tree))
+        if path.suffix.lower() == ".rcc":
+            try:
+                inside = read_rcc(path.read_bytes())
+            except RccError as error:
+                logger.info("skipping %s: %s", relative, error)
+                continue
+            for name in sorted(inside):
+                if Path(name).suffix.lower() in PHOTO_SUFFIXES:
+                    yield f"{relative}:{name}", inside[name]
+        elif path.suffix.lower() in PHOTO_SUFFIXES:
+            yield relative, path.read_bytes()
+
+
+def _atomic_save_png(image: Image.Image, path: Path) -> None:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", optimize=False)
+    temp = path.with_name(f".{path.name}.tmp")
+    temp.write_bytes(buffer.getvalue())
+    os.replace(temp, path)
+
+
+def _safe_name(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_")[-120:]
+
+
+def build_corpus(out_dir: Path, packages: Sequence[str] = DEFAULT_PACKAGES, cache_dir: Path | None = None,
+                 min_size: int = 512, downscale: int = 2) -> Path:
+    """Build the HR photo corpus in ``out_dir`` (images/ + manifest.json); returns the manifest path."""
+    out_dir = Path(out_dir)
+    cache = Path(cache_dir) if cache_dir else out_dir.parent / ".debcache"
+    images_dir = out_dir / "images"
+    images_dir.mkdir(parents=True, exist_ok=True)
+    records: list[dict] = []
+    hashes: dict[int, str] = {}
+    digests: set[str] = set()
+    for package in packages:
+        tree = download_package(package, cache)
+        licence = package_licence(tree, package)
+        counts: Counter[str] = Counter()
+        for source, blob in candidate_files(tree):
+            if SKIP_PATH.search(source):
+                counts["skipped path (docs/icons/thumbnails)"] += 1
+                continue
+            digest = hashlib.sha256(blob).hexdigest()
+            if digest in digests:
+                counts["exact duplicate"] += 1
+                continue
+            digests.add(digest)
+            try:
+                image = Image.open(io.BytesIO(blob))
+                image = ImageOps.exif_transpose(image)
+                image.load()
+            except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+                counts["unreadable"] += 1
+                continue
+            if min(image.size) < min_size:
+                counts[f"smaller than {min_size} px"] += 1
+                continue
+            keep, reason = photo_score(image)
+            if not keep:
+                counts["not a photo: " + reason.split(" (")[0]] += 1
+                logger.info("dropped %s %s: %s", package, source, reason)
+                continue
+            image_hash = average_hash(image)
+            near = [other for h, other in hashes.items() if bin(h ^ image_hash).count("1") <= 3]
+            if near:
+                counts["near duplicate"] += 1
+                logger.info("dropped %s %s: near duplicate of %s", package, source, near[0])
+                continue
+            hashes[image_hash] = source
+            rgb = image.convert("RGB")
+            size = (rgb.width // downscale, rgb.height // downscale)
+            hr = rgb.resize(size, Image.Resampling.LANCZOS, reducing_gap=None)
+            name = f"{package}__{_safe_name(Path(source.replace(':', '/')).with_suffix('').as_posix())}.png"
+            _atomic_save_png(hr, images_dir / name)
+            png_digest = hashlib.sha256((images_dir / name).read_bytes()).hexdigest()
+            records.append({"file": f"images/{name}", "source_package": package, "source_path": source,
+                            "licence": licence, "width": hr.width, "height": hr.height, "sha256": png_digest,
+                            "split": split_of(f"{package}:{source}")})
+            counts["kept"] += 1
+        logger.warning("%s: %s", package, dict(sorted(counts.items())))
+    records.sort(key=lambda r: r["file"])
+    manifest = out_dir / "manifest.json"
+    temp = manifest.with_name(".manifest.json.tmp")
+    temp.write_text(json.dumps(records, indent=1) + "\n")
+    os.replace(temp, manifest)
+    return manifest
+
+
+# ---------------------------------------------------------------------------------------------- samples
+def list_samples() -> list[str]:
+    """Names of the small photos bundled with turbosr (see samples/LICENSES.md)."""
+    return sorted(p.stem for p in SAMPLES_DIR.glob("*.png"))
+
+
+def sample_path(name: str = "astronaut") -> Path:
+    """Path of a bundled sample photo."""
+    path = SAMPLES_DIR / f"{name}.png"
+    if not path.is_file():
+        raise FileNotFoundError(f"no bundled sample {name!r}; available: {', '.join(list_samples())}")
+    return path
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="build the turbosr photo corpus from Debian packages")
+    sub = parser.add_subparsers(dest="command", required=True)
+    build = sub.add_parser("build-corpus", help="HR photos from Debian packages")
+    build.add_argument("out", type=Path)
+    build.add_argument("--packages", nargs="+", default=list(DEFAULT_PACKAGES))
+    build.add_argument("--cache", type=Path, default=None, help="where .deb files are downloaded and unpacked")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    manifest = build_corpus(args.out, args.packages, args.cache)
+    records = json.loads(manifest.read_text())
+    by_split = Counter(r["split"] for r in records)
+    print(f"{manifest}: {len(records)} photos ({by_split['train']} train, {by_split['heldout']} heldout)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,112 @@
+"""Datasets: HR photos with random crops and on-the-fly degradation (training); paired folders (evaluation).
+
+Images are decoded once and kept in memory as uint8; crops, flips and rotations are drawn from an explicit
+``torch.Generator`` so the data order of a run is a pure function of its seed (resumable, reproducible).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+from torch.utils.data import Dataset
+
+from turbosr.degradations import DEGRADATIONS
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
+
+
+def read_rgb_uint8(path: Path) -> torch.Tensor:
+    """Decode an image file to a (3, H, W) uint8 tensor (EXIF orientation applied), or a clear error."""
+    try:
+        with Image.open(path) as image:
+            image = ImageOps.exif_transpose(image).convert("RGB")
+            array = np.asarray(image, dtype=np.uint8)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"image not found: {path}") from None
+    except (UnidentifiedImageError, OSError, SyntaxError) as error:
+        raise ValueError(f"cannot read image {path}: {error}") from None
+    return torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()
+
+
+def list_images(folder: Path) -> list[Path]:
+    """Image files below ``folder`` (recursive, sorted), or a clear error for a missing/empty folder."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"image folder not found: {folder}")
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if not files:
+        raise ValueError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {folder}")
+    return files
+
+
+class HRFolderDataset(Dataset):
+    """Random (3, crop, crop) HR crops in [0, 1] from a folder of photos (or an explicit file list).
+
+    ``crop(index, generator)`` draws a crop of image ``index`` (position, horizontal flip, 90-degree rotation)
+    from ``generator``; ``__getitem__`` does the same with a generator seeded by (seed, epoch, index).
+    """
+
+    def __init__(self, folder: Path | None, crop_size: int, scale: int = 4, files: Sequence[Path] | None = None,
+                 flips: bool = True, seed: int = 0) -> None:
+        if crop_size % scale:
+            raise ValueError(f"crop size {crop_size} must be a multiple of the scale {scale}")
+        self.files = list(files) if files is not None else list_images(Path(folder))  # type: ignore[arg-type]
+        if not self.files:
+            raise ValueError("the dataset has no images")
+        self.crop_size = crop_size
+        self.flips = flips
+        self.seed = seed
+        self.epoch = 0
+        self.images = [read_rgb_uint8(path) for path in self.files]
+        for path, image in zip(self.files, self.images, strict=True):
+            if min(image.shape[-2:]) < crop_size:
+                raise ValueError(f"{path} is {image.shape[-1]}x{image.shape[-2]}, smaller than the crop size "
+                                 f"{crop_size}: remove it or lower data.crop_size")
+
+    @classmethod
+    def from_manifest(cls, manifest: Path, split: str = "train", **kwargs: object) -> HRFolderDataset:
+        """Images of one split of a corpus manifest (a JSON list of records with ``file`` and ``split``)."""
+        manifest = Path(manifest)
+        if not manifest.is_file():
+            raise FileNotFoundError(f"corpus manifest not found: {manifest} (build it with scripts/build_corpus.py)")
+        records = json.loads(manifest.read_text())
+        files = [manifest.parent / r["file"] for r in records if r.get("split") == split]
+        if not files:
+            raise ValueError(f"{manifest} has no images in split {split!r}")
+        return cls(None, files=files, **kwargs)  # type: ignore[arg-type]
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def crop(self, index: int, generator: torch.Generator) -> torch.Tensor:
+        image = self.images[index]
+        height, width = image.shape[-2:]
+        y = int(torch.randint(height - self.crop_size + 1, (1,), generator=generator))
+        x = int(torch.randint(width - self.crop_size + 1, (1,), generator=generator))
+        patch = image[:, y : y + self.crop_size, x : x + self.crop_size]
+        if self.flips:
+            flip, turns = torch.randint(2, (1,), generator=generator), torch.randint(4, (1,), generator=generator)
+            if int(flip):
+                patch = patch.flip(-1)
+            patch = torch.rot90(patch, int(turns), dims=(-2, -1))
+        return patch.float().div(255.0)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        generator = torch.Generator().manual_seed((self.seed * 1_000_003 + self.epoch) * 100_003 + index)
+        return self.crop(index, generator)
+
+
+def make_lq(hq: torch.Tensor, scale: int, degradation: str = "bicubic",
+            generator: torch.Generator | None = None) -> torch.Tensor:
+    """Degrade a batch of HR crops (B, 3, H, W) in [0, 1] to LQ (B, 3, H/scale, W/scale) on their device."""
+    if degradation not in DEGRADATIONS:
+        raise ValueError(f"unknown degradation {degradation!r}; choose one of {', '.join(DEGRADATIONS)}")
+    return DEGRADATIONS[degradation](hq, scale, generator=generator)

@@ -1,0 +1,97 @@
+"""Tile planning and weighted blending, model-agnostic (used for latent denoising, encoding and decoding).
+
+StableSR's aggregation sampling: a large input is covered by overlapping tiles; a function (denoiser step,
+encoder, decoder) runs on one tile at a time and the outputs are fused with Gaussian weights that fall off towards
+tile borders, normalised by the summed weights. Only one tile's output and two accumulators exist at a time, so
+the networks' working memory depends on the tile size, not on the image size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from fractions import Fraction
+
+import torch
+
+
+@dataclass(frozen=True)
+class Tile:
+    """A half-open window [y0, y1) x [x0, x1) of the input."""
+
+    y0: int
+    x0: int
+    y1: int
+    x1: int
+
+
+def _starts(length: int, tile: int, overlap: int) -> list[int]:
+    if length <= tile:
+        return [0]
+    stride = tile - overlap
+    starts = list(range(0, length - tile, stride))
+    starts.append(length - tile)  # the last tile sits flush with the border: no tiny tiles
+    return starts
+
+
+def plan_tiles(height: int, width: int, tile: int, overlap: int) -> list[Tile]:
+    """Tiles of ``tile`` x ``tile`` (or the whole side when smaller) with at least ``overlap`` shared pixels."""
+    if tile <= 0:
+        raise ValueError(f"tile size must be positive, got {tile}")
+    if not 0 <= overlap < tile:
+        raise ValueError(f"tile overlap must be in [0, tile), got {overlap} for tile {tile}")
+    return [Tile(y, x, min(y + tile, height), min(x + tile, width))
+            for y in _starts(height, tile, overlap) for x in _starts(width, tile, overlap)]
+
+
+def gaussian_weights(height: int, width: int, sigma_fraction: float = 0.3, *,
+                     device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """Separable Gaussian centred on the tile, (1, 1, height, width), strictly positive, peak 1."""
+
+    def axis(length: int) -> torch.Tensor:
+        coords = torch.arange(length, device=device, dtype=torch.float64) - (length - 1) / 2
+        sigma = max(sigma_fraction * length, 1e-3)
+        return torch.exp(-0.5 * (coords / sigma) ** 2)
+
+    weights = axis(height)[:, None] * axis(width)[None, :]
+    return weights.clamp_min(1e-12).to(dtype or torch.float32).view(1, 1, height, width)
+
+
+def tiled_map(fn: Callable[[torch.Tensor, Tile], torch.Tensor], x: torch.Tensor, tile: int, overlap: int,
+              out_scale: float = 1.0, weight: str = "gaussian") -> torch.Tensor:
+    """Apply ``fn(x_tile, tile)`` over overlapping tiles of ``x`` (B, C, H, W) and blend the outputs.
+
+    ``fn`` maps a (B, C, h, w) tile to (B, C', h * out_scale, w * out_scale); ``out_scale`` is an integer
+    (e.g. 8 for a decoder) or 1 / integer (e.g. 1/8 for an encoder). ``weight`` is "gaussian" or "uniform".
+    If the whole input fits in one tile, ``fn`` is called once on it (exact fast path).
+    """
+    height, width = x.shape[-2:]
+    if height <= tile and width <= tile:
+        return fn(x, Tile(0, 0, height, width))
+    ratio = Fraction(out_scale).limit_denominator(64)
+    if ratio.numerator != 1 and ratio.denominator != 1:
+        raise ValueError(f"out_scale must be an integer or 1/integer, got {out_scale}")
+    for name, value in (("height", height), ("width", width), ("tile", tile), ("overlap", overlap)):
+        if (value * ratio).denominator != 1:
+            raise ValueError(f"{name} {value} is not divisible by {ratio.denominator} (out_scale {out_scale})")
+    if weight not in ("gaussian", "uniform"):
+        raise ValueError(f"weight must be 'gaussian' or 'uniform', got {weight!r}")
+    output: torch.Tensor | None = None
+    total: torch.Tensor | None = None
+    for window in plan_tiles(height, width, tile, overlap):
+        result = fn(x[..., window.y0:window.y1, window.x0:window.x1], window)
+        oy0, ox0 = int(window.y0 * ratio), int(window.x0 * ratio)
+        oy1, ox1 = int(window.y1 * ratio), int(window.x1 * ratio)
+        if result.shape[-2:] != (oy1 - oy0, ox1 - ox0):
+            raise ValueError(f"fn returned {tuple(result.shape[-2:])} for a tile expected to give {(oy1 - oy0, ox1 - ox0)}")
+        if output is None:
+            output = result.new_zeros(*result.shape[:2], int(height * ratio), int(width * ratio))
+            total = result.new_zeros(1, 1, int(height * ratio), int(width * ratio))
+        if weight == "gaussian":
+            w = gaussian_weights(oy1 - oy0, ox1 - ox0, device=result.device, dtype=result.dtype)
+        else:
+            w = result.new_ones(1, 1, oy1 - oy0, ox1 - ox0)
+        output[..., oy0:oy1, ox0:ox1] += result * w
+        total[..., oy0:oy1, ox0:ox1] += w
+    assert output is not None and total is not None
+    return output / total
