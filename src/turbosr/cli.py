@@ -125,6 +125,103 @@ def _run_train(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# --------------------------------------------------------------------------------------------------------- eval
+def _add_eval(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("eval", help="score outputs against references, or run a model and score it")
+    p.add_argument("--pred", help="folder of outputs to score (matched to --ref by file name)")
+    p.add_argument("--model", help="model folder to run on --lq, or 'bicubic' / 'lanczos'")
+    p.add_argument("--lq", help="folder of LQ inputs (with --model)")
+    p.add_argument("--ref", required=True, help="folder of reference HQ images")
+    p.add_argument("--metrics", default="psnr_y,ssim_y", help="comma-separated: psnr, psnr_y, ssim, ssim_y")
+    p.add_argument("--crop-border", type=int, default=0, help="pixels removed on each side (SR papers: the scale)")
+    p.add_argument("--steps", type=int, default=1)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--scale", type=int, default=None, help="scale for bicubic/lanczos (default: inferred)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--save-outputs", help="also write the model's outputs into this folder")
+    p.add_argument("--out", help="write results JSON here (+ .csv and .md beside it)")
+    p.set_defaults(run=_run_eval)
+
+
+def _run_eval(args: argparse.Namespace) -> int:
+    import json
+
+    from turbosr.metrics import evaluate_folders, evaluate_upscaler, write_results
+
+    metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
+    if args.pred and args.model:
+        raise CLIError("give either --pred (score existing outputs) or --model with --lq, not both")
+    if args.pred:
+        results = evaluate_folders(Path(args.pred), Path(args.ref), metrics, args.crop_border)
+    elif args.model and args.lq:
+        upscale = _upscaler(args)
+        save = Path(args.save_outputs) if args.save_outputs else None
+        results = evaluate_upscaler(upscale, Path(args.lq), Path(args.ref), metrics, args.crop_border, save)
+        results["model"] = args.model
+        results["steps"] = args.steps
+    else:
+        raise CLIError("nothing to evaluate: give --pred DIR, or --model DIR with --lq DIR")
+    if args.out:
+        write_results(results, Path(args.out))
+    print(json.dumps({"count": results["count"], "mean": results["mean"],
+                      **{k: results[k] for k in ("seconds_per_image", "peak_memory_mb") if k in results}}, indent=2))
+    return EXIT_OK
+
+
+def _upscaler(args: argparse.Namespace) -> Callable:
+    import torch
+
+    from turbosr.baselines import classical_upscaler
+
+    if args.model in ("bicubic", "lanczos"):
+        if args.scale is None:
+            raise CLIError(f"--model {args.model} needs --scale")
+        return classical_upscaler(args.model, args.scale)
+    from turbosr.pipeline import SRPipeline
+
+    pipeline = SRPipeline.from_pretrained(args.model, device=args.device)
+    if args.scale is not None and args.scale != pipeline.scale:
+        raise CLIError(f"the model in {args.model} is x{pipeline.scale}, not x{args.scale}")
+
+    def upscale(lq: torch.Tensor) -> torch.Tensor:
+        return pipeline(lq, num_steps=args.steps, generator=torch.Generator().manual_seed(args.seed))
+
+    return upscale
+
+
+# --------------------------------------------------------------------------------------------------------- data
+def _add_data(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("data", help="build datasets: the photo corpus, evaluation pairs")
+    data_sub = p.add_subparsers(dest="data_command", required=True)
+    pairs = data_sub.add_parser("make-pairs", help="HR folder (or corpus manifest.json) -> lq/ and hq/ pairs")
+    pairs.add_argument("source", help="HR image folder, or a corpus manifest.json (uses --split)")
+    pairs.add_argument("out")
+    pairs.add_argument("--scale", type=int, required=True)
+    pairs.add_argument("--degradation", default="bicubic")
+    pairs.add_argument("--seed", type=int, default=0)
+    pairs.add_argument("--crop", type=int, default=None, help="centre crop side in HR pixels (default: whole image)")
+    pairs.add_argument("--split", default="heldout")
+    pairs.add_argument("--overwrite", action="store_true")
+    corpus = data_sub.add_parser("build-corpus", help="photos from Debian packages (see docs/data.md)")
+    corpus.add_argument("out")
+    corpus.add_argument("--packages", nargs="+", default=None)
+    p.set_defaults(run=_run_data)
+
+
+def _run_data(args: argparse.Namespace) -> int:
+    if args.data_command == "make-pairs":
+        from turbosr.data import make_pairs
+
+        manifest = make_pairs(Path(args.source), Path(args.out), args.scale, args.degradation, args.seed, args.crop,
+                              args.split, args.overwrite)
+        print(f"wrote {manifest}")
+    else:
+        from turbosr.corpus import DEFAULT_PACKAGES, build_corpus
+
+        print(f"wrote {build_corpus(Path(args.out), args.packages or DEFAULT_PACKAGES)}")
+    return EXIT_OK
+
+
 # --------------------------------------------------------------------------------------------------------- demo
 def _add_demo(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="local web demo on http://127.0.0.1:PORT")
@@ -162,6 +259,8 @@ def build_parser() -> argparse.ArgumentParser:
 COMMANDS: dict[str, Callable[[argparse._SubParsersAction], None]] = {
     "upscale": _add_upscale,
     "train": _add_train,
+    "eval": _add_eval,
+    "data": _add_data,
     "demo": _add_demo,
 }
 

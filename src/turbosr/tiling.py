@@ -2,7 +2,8 @@
 
 StableSR's aggregation sampling: a large input is covered by overlapping tiles; a function (denoiser step,
 encoder, decoder) runs on one tile at a time and the outputs are fused with Gaussian weights that fall off towards
-tile borders, normalised by the summed weights. Only one tile's output and two accumulators exist at a time, so
+tile borders (and to ~0 at tile edges inside the image, where a neighbour covers), normalised by the summed
+weights. Only one tile's output and two accumulators exist at a time, so
 the networks' working memory depends on the tile size, not on the image size.
 """
 
@@ -57,6 +58,31 @@ def gaussian_weights(height: int, width: int, sigma_fraction: float = 0.3, *,
     return weights.clamp_min(1e-12).to(dtype or torch.float32).view(1, 1, height, width)
 
 
+def edge_ramps(window: Tile, height: int, width: int, margin: int, *, device: torch.device | str | None = None,
+               dtype: torch.dtype | None = None) -> torch.Tensor:
+    """(1, 1, h, w) factor that falls linearly to ~0 over ``margin`` pixels at tile edges INSIDE the image.
+
+    A network's output is least trustworthy at a tile edge (it saw padding there, not the neighbouring
+    content); every interior edge lies inside a neighbour's overlap, so down-weighting it removes seams.
+    Edges on the image border keep full weight.
+    """
+
+    def axis(start: int, stop: int, length: int) -> torch.Tensor:
+        size = stop - start
+        ramp = torch.ones(size, device=device, dtype=torch.float64)
+        if margin <= 0:
+            return ramp
+        rising = (torch.arange(size, device=device, dtype=torch.float64) + 0.5) / margin
+        if start > 0:
+            ramp = torch.minimum(ramp, rising.clamp(max=1.0))
+        if stop < length:
+            ramp = torch.minimum(ramp, rising.flip(0).clamp(max=1.0))
+        return ramp
+
+    ramps = axis(window.y0, window.y1, height)[:, None] * axis(window.x0, window.x1, width)[None, :]
+    return ramps.to(dtype or torch.float32).view(1, 1, *ramps.shape)
+
+
 def tiled_map(fn: Callable[[torch.Tensor, Tile], torch.Tensor], x: torch.Tensor, tile: int, overlap: int,
               out_scale: float = 1.0, weight: str = "gaussian") -> torch.Tensor:
     """Apply ``fn(x_tile, tile)`` over overlapping tiles of ``x`` (B, C, H, W) and blend the outputs.
@@ -91,6 +117,9 @@ def tiled_map(fn: Callable[[torch.Tensor, Tile], torch.Tensor], x: torch.Tensor,
             w = gaussian_weights(oy1 - oy0, ox1 - ox0, device=result.device, dtype=result.dtype)
         else:
             w = result.new_ones(1, 1, oy1 - oy0, ox1 - ox0)
+        out_window = Tile(oy0, ox0, oy1, ox1)
+        w = w * edge_ramps(out_window, int(height * ratio), int(width * ratio), int(overlap * ratio) // 2,
+                           device=result.device, dtype=result.dtype)
         output[..., oy0:oy1, ox0:ox1] += result * w
         total[..., oy0:oy1, ox0:ox1] += w
     assert output is not None and total is not None
