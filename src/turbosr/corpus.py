@@ -158,7 +158,8 @@ def package_licence(tree: Path, name: str) -> str:
     if not copyright_file.is_file():
         return "unknown"
     names = re.findall(r"^License:\s*(\S.*)$", copyright_file.read_text(errors="replace"), re.MULTILINE)
-    return ", ".join(sorted(set(n.strip() for n in names))) or "unknown"
+    short = sorted({n.strip() for n in names if len(n.strip()) <= 40})  # licence names, not prose
+    return ", ".join(short) or "see /usr/share/doc/" + name + "/copyright"
 
 
 def candidate_files(tree: Path) -> Iterator[tuple[str, bytes]]:
