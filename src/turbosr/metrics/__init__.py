@@ -102,11 +102,18 @@ class Metric:
         return self.fn(prediction, reference, crop_border)
 
 
+def _niqe(prediction: torch.Tensor, reference: torch.Tensor | None, crop_border: int) -> torch.Tensor:
+    from turbosr.metrics.niqe import niqe
+
+    return niqe(prediction, crop_border)
+
+
 METRICS: dict[str, Callable[[], Metric]] = {
     "psnr": lambda: Metric("psnr", lambda p, r, c: psnr(p, r, c), True, True, (0.0, math.inf)),
     "psnr_y": lambda: Metric("psnr_y", lambda p, r, c: psnr(p, r, c, y_channel=True), True, True, (0.0, math.inf)),
     "ssim": lambda: Metric("ssim", lambda p, r, c: ssim(p, r, c), True, True, (-1.0, 1.0)),
     "ssim_y": lambda: Metric("ssim_y", lambda p, r, c: ssim(p, r, c, y_channel=True), True, True, (-1.0, 1.0)),
+    "niqe": lambda: Metric("niqe", _niqe, False, False, (0.0, math.inf)),
 }
 
 
