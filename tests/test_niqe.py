@@ -32,9 +32,14 @@ def test_matches_basicsr_reference_values(seed):
     assert float(niqe(as_tensor(synthetic(seed)))[0]) == pytest.approx(BASICSR_REFERENCE[seed], abs=1e-3)
 
 
-def test_blurred_scores_worse_than_sharp():
-    sharp = as_tensor(synthetic(0))
-    blurred = torch.nn.functional.avg_pool2d(sharp, 7, 1, 3)
+def test_blurred_photo_scores_worse_than_sharp():
+    from turbosr.corpus import sample_path
+    from turbosr.image import load_image
+
+    photo = load_image(sample_path("astronaut")).rgb  # 128 x 128: mirror-tile to 256 x 256 (4 NIQE blocks)
+    row = torch.cat([photo, photo.flip(-1)], -1)
+    sharp = torch.cat([row, row.flip(-2)], -2)
+    blurred = torch.nn.functional.avg_pool2d(sharp, 5, 1, 2)
     assert float(niqe(blurred)[0]) > float(niqe(sharp)[0]) + 1
 
 
