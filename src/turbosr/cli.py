@@ -129,7 +129,8 @@ def _run_train(args: argparse.Namespace) -> int:
 def _add_eval(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help="score outputs against references, or run a model and score it")
     p.add_argument("--pred", help="folder of outputs to score (matched to --ref by file name)")
-    p.add_argument("--model", help="model folder to run on --lq, or 'bicubic' / 'lanczos'")
+    p.add_argument("--model", help="model folder to run on --lq, or a baseline: bicubic, lanczos, realesrgan_x4plus, "
+                   "realsr_df2k_x4, span_x4")
     p.add_argument("--lq", help="folder of LQ inputs (with --model)")
     p.add_argument("--ref", required=True, help="folder of reference HQ images")
     p.add_argument("--metrics", default="psnr_y,ssim_y", help="comma-separated: psnr, psnr_y, ssim, ssim_y")
@@ -171,12 +172,12 @@ def _run_eval(args: argparse.Namespace) -> int:
 def _upscaler(args: argparse.Namespace) -> Callable:
     import torch
 
-    from turbosr.baselines import classical_upscaler
+    from turbosr.baselines import CLASSICAL, NCNN_MODELS, baseline_upscaler
 
-    if args.model in ("bicubic", "lanczos"):
+    if args.model in CLASSICAL or args.model in NCNN_MODELS:
         if args.scale is None:
             raise CLIError(f"--model {args.model} needs --scale")
-        return classical_upscaler(args.model, args.scale)
+        return baseline_upscaler(args.model, args.scale)
     from turbosr.pipeline import SRPipeline
 
     pipeline = SRPipeline.from_pretrained(args.model, device=args.device)
