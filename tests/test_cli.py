@@ -105,7 +105,7 @@ def test_sharding_across_two_processes_does_each_image_once(model_dir, tmp_path)
     for index in range(5):
         Image.new("RGB", (8, 8), (index * 40, 0, 0)).save(folder / f"{index}.png")
     out = tmp_path / "out"
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2",
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
                "-m", "turbosr", "-v", "upscale", str(folder), "-o", str(out), "--model", str(model_dir)]
     result = subprocess.run(command, capture_output=True, text=True, env=ENV, timeout=300)
@@ -113,3 +113,4 @@ def test_sharding_across_two_processes_does_each_image_once(model_dir, tmp_path)
     written = [line.split("wrote ")[1] for line in result.stderr.splitlines() if "wrote " in line]
     assert sorted(written) == sorted(str(out / f"{i}.png") for i in range(5))  # each exactly once
     assert sorted(p.name for p in out.iterdir()) == [f"{i}.png" for i in range(5)]
+    assert "process 0/2: 3 of 5 images" in result.stderr and "process 1/2: 2 of 5 images" in result.stderr

@@ -111,7 +111,7 @@ def test_kl_autoencoder_trains_two_steps(tmp_path, hr_folder):
 def test_two_process_cpu_run_with_accelerate(tmp_path, hr_folder):
     """accelerate launch --cpu --num_processes 2 (gloo): distributed training is proven, not assumed."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2",
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
                "-m", "turbosr", "train", "teacher",
                *[f"--set={item}" for item in _items(tiny(tmp_path, hr_folder, "teacher"))[1:]], "--set=max_steps=2"]

@@ -50,13 +50,13 @@ def _output_path(source: Path, relative: Path, output: Path, single_file: bool, 
 
 def _run_upscale(args: argparse.Namespace) -> int:
     import torch
-    from accelerate import PartialState
 
+    from turbosr.distributed import process_state
     from turbosr.image import IMAGE_SUFFIXES, find_images, load_image, save_image, upscale_alpha
     from turbosr.pipeline import SRPipeline
     from turbosr.weights import builtin_model_dir
 
-    state = PartialState()  # one process, or one of many under `accelerate launch`
+    state = process_state()  # one process, or one of many under `accelerate launch`
     items = find_images(args.inputs)
     output = Path(args.output)
     single_file = output.suffix.lower() in IMAGE_SUFFIXES
@@ -68,6 +68,8 @@ def _run_upscale(args: argparse.Namespace) -> int:
     if args.scale is not None and args.scale != pipeline.scale:
         raise CLIError(f"the model in {model_dir} is x{pipeline.scale}; --scale {args.scale} needs a model trained for it")
     mine = items[state.process_index :: state.num_processes]  # each image exactly once across processes
+    logging.getLogger("turbosr").info("process %d/%d: %d of %d images on %s", state.process_index,
+                                      state.num_processes, len(mine), len(items), device)
     failures = 0
     from tqdm.auto import tqdm
 

@@ -40,9 +40,9 @@ def make_accelerator(config: TrainConfig) -> Any:
 
     if config.num_threads > 0:
         torch.set_num_threads(config.num_threads)
-    accelerator = Accelerator(mixed_precision=config.mixed_precision,
-                              gradient_accumulation_steps=config.gradient_accumulation_steps)
-    return accelerator
+    from turbosr.distributed import use_cpu_group
+
+    return Accelerator(mixed_precision=config.mixed_precision, cpu=use_cpu_group())
 
 
 def load_dataset(config: TrainConfig, split: str | None = None) -> HRFolderDataset:
@@ -200,7 +200,7 @@ def progress_bar(total: int, initial: int, enabled: bool) -> Any:
 
 def finite_or_raise(loss: torch.Tensor, step: int) -> None:
     """Stop a run whose loss diverged instead of checkpointing garbage."""
-    if not math.isfinite(float(loss)):
+    if not math.isfinite(float(loss.detach())):
         raise FloatingPointError(f"loss is {float(loss)} at step {step}: lower optim.learning_rate or check the data")
 
 
