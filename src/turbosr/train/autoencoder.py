@@ -134,7 +134,7 @@ def train(config: TrainConfig) -> Path:
         ema.update(trained, step)
         finite_or_raise(loss, step)
         done = step + 1
-        report.after_step(done, {k: float(v) for k, v in terms.items()}, scheduler.get_last_lr()[0])
+        report.after_step(done, {k: float(v.detach()) for k, v in terms.items()}, scheduler.get_last_lr()[0])
         if checkpointer.due(done) or done == config.max_steps:
             checkpointer.save(accelerator, done, None, ema, write_model=write_model)
     report.close()

@@ -128,7 +128,7 @@ def train(config: TrainConfig) -> Path:
         ema.update(decoder, step)
         finite_or_raise(loss, step)
         done = step + 1
-        report.after_step(done, {k: float(v) for k, v in terms.items()}, scheduler.get_last_lr()[0])
+        report.after_step(done, {k: float(v.detach()) for k, v in terms.items()}, scheduler.get_last_lr()[0])
         if checkpointer.due(done) or done == config.max_steps:
             checkpointer.save(accelerator, done, pipeline, ema)
     report.close()

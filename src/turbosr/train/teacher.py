@@ -72,7 +72,7 @@ def train(config: TrainConfig) -> Path:
         ema.update(denoiser, step)
         finite_or_raise(loss, step)
         done = step + 1
-        report.after_step(done, {"loss": float(loss)}, scheduler.get_last_lr()[0])
+        report.after_step(done, {"loss": float(loss.detach())}, scheduler.get_last_lr()[0])
         if checkpointer.due(done) or done == config.max_steps:
             checkpointer.save(accelerator, done, pipeline, ema)
     report.close()
