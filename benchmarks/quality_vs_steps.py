@@ -53,7 +53,7 @@ def main() -> None:
         name, folder = item.split("=", 1)
         pipeline = SRPipeline.from_pretrained(folder)
         for steps in args.steps:
-            def upscale(lq: torch.Tensor, steps: int = steps) -> torch.Tensor:
+            def upscale(lq: torch.Tensor, steps: int = steps, pipeline: SRPipeline = pipeline) -> torch.Tensor:
                 return pipeline(lq, num_steps=steps, generator=torch.Generator().manual_seed(args.seed))
 
             result = evaluate_upscaler(upscale, args.lq, args.ref, args.metrics, args.crop_border)
