@@ -108,12 +108,26 @@ def _niqe(prediction: torch.Tensor, reference: torch.Tensor | None, crop_border:
     return niqe(prediction, crop_border)
 
 
+def _lpips(net: str) -> Callable[..., torch.Tensor]:
+    def compute(prediction: torch.Tensor, reference: torch.Tensor | None, crop_border: int) -> torch.Tensor:
+        from turbosr.metrics.lpips import lpips
+
+        if crop_border:
+            prediction = prediction[..., crop_border:-crop_border, crop_border:-crop_border]
+            reference = reference[..., crop_border:-crop_border, crop_border:-crop_border]  # type: ignore[index]
+        return lpips(quantize(prediction), quantize(reference), net)  # type: ignore[arg-type]
+
+    return compute
+
+
 METRICS: dict[str, Callable[[], Metric]] = {
     "psnr": lambda: Metric("psnr", lambda p, r, c: psnr(p, r, c), True, True, (0.0, math.inf)),
     "psnr_y": lambda: Metric("psnr_y", lambda p, r, c: psnr(p, r, c, y_channel=True), True, True, (0.0, math.inf)),
     "ssim": lambda: Metric("ssim", lambda p, r, c: ssim(p, r, c), True, True, (-1.0, 1.0)),
     "ssim_y": lambda: Metric("ssim_y", lambda p, r, c: ssim(p, r, c, y_channel=True), True, True, (-1.0, 1.0)),
     "niqe": lambda: Metric("niqe", _niqe, False, False, (0.0, math.inf)),
+    "lpips": lambda: Metric("lpips", _lpips("alex"), False, True, (0.0, math.inf)),
+    "lpips_vgg": lambda: Metric("lpips_vgg", _lpips("vgg"), False, True, (0.0, math.inf)),
 }
 
 
