@@ -222,13 +222,15 @@ class SRPipeline:
         padded = _pad_to_multiple(upsampled, multiple)
         latent_tile, latent_overlap = tile // factor, tile_overlap // factor
 
-        lq_latent = tiled_map(lambda x, _: self.autoencoder.encode(x), to_model_range(padded), tile, tile_overlap,
+        # range conversions happen per tile, so no extra full-size copies of the image are made
+        lq_latent = tiled_map(lambda x, _: self.autoencoder.encode(to_model_range(x)), padded, tile, tile_overlap,
                               out_scale=1 / factor)
+        del padded
         hq_latent = self.denoise_latents(lq_latent, num_steps=num_steps, strength=strength, generator=generator,
                                          tile=latent_tile, tile_overlap=latent_overlap, progress=progress)
-        decoded = tiled_map(lambda z, _: self.autoencoder.decode(z), hq_latent, latent_tile, latent_overlap,
-                            out_scale=factor)
-        output = from_model_range(decoded[..., :height, :width])
+        decoded = tiled_map(lambda z, _: from_model_range(self.autoencoder.decode(z)), hq_latent, latent_tile,
+                            latent_overlap, out_scale=factor)
+        output = decoded[..., :height, :width]
         return COLOR_FIXES[color_fix](output, upsampled).clamp(0, 1) if color_fix != "none" else output
 
 

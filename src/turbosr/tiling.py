@@ -123,4 +123,4 @@ def tiled_map(fn: Callable[[torch.Tensor, Tile], torch.Tensor], x: torch.Tensor,
         output[..., oy0:oy1, ox0:ox1] += result * w
         total[..., oy0:oy1, ox0:ox1] += w
     assert output is not None and total is not None
-    return output / total
+    return output.div_(total)  # in place: no second full-size buffer
