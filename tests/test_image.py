@@ -1,0 +1,133 @@
+import io
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image, ImageCms
+
+from turbosr.image import (
+    ImageReadError,
+    find_images,
+    load_image,
+    pil_to_tensor,
+    save_image,
+    tensor_to_pil,
+    upscale_alpha,
+)
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    array = np.zeros((20, 40, 3), dtype=np.uint8)
+    array[:, :10] = 255  # white band on the left
+    image = Image.fromarray(array)
+    exif = image.getexif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to display
+    image.save(tmp_path / "rot.jpg", exif=exif.tobytes(), quality=100)
+    loaded = load_image(tmp_path / "rot.jpg")
+    assert loaded.rgb.shape == (1, 3, 40, 20)
+    assert float(loaded.rgb[0, :, :8, :].mean()) > 0.9  # the band is now at the top
+    assert float(loaded.rgb[0, :, -8:, :].mean()) < 0.1
+
+
+def test_grey_16bit_palette_cmyk_and_alpha(tmp_path):
+    Image.new("L", (5, 4), 128).save(tmp_path / "grey.png")
+    grey = load_image(tmp_path / "grey.png")
+    assert grey.rgb.shape == (1, 3, 4, 5) and abs(float(grey.rgb.mean()) - 128 / 255) < 1e-6
+
+    Image.fromarray(np.full((4, 5), 32768, dtype=np.uint16)).save(tmp_path / "deep.png")
+    deep = load_image(tmp_path / "deep.png")
+    assert deep.bit_depth == 16 and abs(float(deep.rgb[0, 0, 0, 0]) - 32768 / 65535) < 1e-6
+
+    palette = Image.new("P", (6, 6))
+    palette.putpalette([255, 0, 0, 0, 255, 0] + [0] * 762)
+    palette.paste(1, (0, 0, 3, 6))
+    palette.info["transparency"] = 0
+    palette.save(tmp_path / "pal.png", transparency=0)
+    loaded = load_image(tmp_path / "pal.png")
+    assert loaded.alpha is not None and float(loaded.alpha[0, 0, 0, 0]) == 1.0 and float(loaded.alpha[0, 0, 0, 5]) == 0
+
+    Image.new("CMYK", (4, 4), (0, 255, 255, 0)).save(tmp_path / "cmyk.jpg")
+    cmyk = load_image(tmp_path / "cmyk.jpg")
+    assert cmyk.rgb.shape == (1, 3, 4, 4) and float(cmyk.rgb[0, 0].mean()) > 0.8  # red stays red
+
+    Image.new("RGBA", (4, 4), (10, 20, 30, 100)).save(tmp_path / "rgba.png")
+    rgba = load_image(tmp_path / "rgba.png")
+    assert abs(float(rgba.alpha.mean()) - 100 / 255) < 1e-6
+
+
+def test_alpha_and_icc_round_trip(tmp_path):
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    image = torch.rand(1, 3, 6, 7)
+    alpha = torch.rand(1, 1, 6, 7)
+    save_image(image, tmp_path / "x.png", alpha=alpha, icc_profile=icc)
+    loaded = load_image(tmp_path / "x.png")
+    assert loaded.icc_profile == icc
+    assert torch.allclose(loaded.alpha, (alpha * 255).round() / 255, atol=1e-6)
+    assert torch.allclose(loaded.rgb, (image * 255).round() / 255, atol=1e-6)
+
+
+@pytest.mark.parametrize(("content", "suffix", "message"), [
+    (b"\x89PNG\r\n\x1a\n" + b"garbage" * 10, ".png", "cannot decode|not a supported"),
+    (b"just some text", ".txt", "not a supported"),
+    (b"\x00\x01\x02" * 50, ".png", "not a supported|cannot decode"),
+])
+def test_bad_files_give_one_line_errors_naming_the_file(tmp_path, content, suffix, message):
+    path = tmp_path / f"bad{suffix}"
+    path.write_bytes(content)
+    with pytest.raises(ImageReadError, match=message) as error:
+        load_image(path)
+    assert str(path) in str(error.value) and "\n" not in str(error.value)
+
+
+def test_truncated_jpeg_missing_path_directory_and_bomb_limit(tmp_path):
+    buffer = io.BytesIO()
+    Image.fromarray((np.random.default_rng(0).random((64, 64, 3)) * 255).astype(np.uint8)).save(buffer, "JPEG")
+    (tmp_path / "cut.jpg").write_bytes(buffer.getvalue()[: len(buffer.getvalue()) // 2])
+    with pytest.raises(ImageReadError, match="cut.jpg"):
+        load_image(tmp_path / "cut.jpg")
+    with pytest.raises(FileNotFoundError):
+        load_image(tmp_path / "missing.png")
+    with pytest.raises(ImageReadError, match="directory"):
+        load_image(tmp_path)
+    Image.new("RGB", (100, 100)).save(tmp_path / "big.png")
+    with pytest.raises(ImageReadError, match="more than 5000 pixels"):
+        load_image(tmp_path / "big.png", max_pixels=5000)
+
+
+def test_save_is_atomic_and_never_overwrites_by_default(tmp_path):
+    target = tmp_path / "sub" / "out.png"
+    save_image(torch.zeros(1, 3, 4, 4), target)
+    before = target.read_bytes()
+    with pytest.raises(FileExistsError, match="--overwrite"):
+        save_image(torch.ones(1, 3, 4, 4), target)
+    assert target.read_bytes() == before
+    save_image(torch.ones(1, 3, 4, 4), target, overwrite=True)
+    assert target.read_bytes() != before
+    assert sorted(p.name for p in target.parent.iterdir()) == ["out.png"]  # no temporary files left
+    with pytest.raises(ValueError, match="unknown image suffix"):
+        save_image(torch.zeros(1, 3, 4, 4), tmp_path / "out.xyz")
+
+
+def test_jpeg_drops_alpha_and_upscale_alpha(tmp_path):
+    save_image(torch.rand(1, 3, 4, 4), tmp_path / "a.jpg", alpha=torch.ones(1, 1, 4, 4))
+    assert Image.open(tmp_path / "a.jpg").mode == "RGB"
+    big = upscale_alpha(torch.rand(1, 1, 3, 5), 4)
+    assert big.shape == (1, 1, 12, 20) and 0 <= float(big.min()) and float(big.max()) <= 1
+
+
+def test_find_images_folders_globs_and_errors(tmp_path):
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    for path in ("a/1.png", "a/b/2.jpg", "a/notes.txt", "3.webp"):
+        (tmp_path / path).write_bytes(b"")
+    found = find_images([tmp_path / "a", str(tmp_path / "*.webp"), tmp_path / "a" / "1.png"])
+    assert [(p.name, str(r)) for p, r in found] == [("3.webp", "3.webp"), ("1.png", "1.png"), ("2.jpg", "b/2.jpg")]
+    with pytest.raises(FileNotFoundError, match="no image files match"):
+        find_images([str(tmp_path / "*.gif")])
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        find_images([tmp_path / "nope.png"])
+
+
+def test_tensor_pil_round_trip_is_exact():
+    array = (np.random.default_rng(0).random((5, 6, 3)) * 255).astype(np.uint8)
+    image = Image.fromarray(array)
+    assert np.array_equal(np.asarray(tensor_to_pil(pil_to_tensor(image))), array)
