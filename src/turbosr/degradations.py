@@ -59,8 +59,11 @@ def _resize_axis(images: torch.Tensor, axis: int, out_length: int, scale: float,
     indices = indices.to(images.device)
     weights = weights.to(images.device, images.dtype)
     moved = images.movedim(axis, -1)  # (..., in_length)
-    gathered = moved[..., indices]  # (..., out_length, taps)
-    return (gathered * weights).sum(-1).movedim(-1, axis)
+    # accumulate tap by tap: gathering all taps at once would hold `taps` output-sized copies in memory
+    result = moved[..., indices[:, 0]] * weights[:, 0]
+    for tap in range(1, indices.shape[1]):
+        result.addcmul_(moved[..., indices[:, tap]], weights[:, tap])
+    return result.movedim(-1, axis)
 
 
 def imresize(images: torch.Tensor, scale: float | None = None, size: tuple[int, int] | None = None,
@@ -101,7 +104,7 @@ def bicubic_degrade(hq: torch.Tensor, scale: int, generator: torch.Generator | N
 
 def upsample_lq(lq: torch.Tensor, scale: int) -> torch.Tensor:
     """LQ (B, C, h, w) -> bicubic-upsampled (B, C, h*scale, w*scale) in [0, 1] (the SR model's condition)."""
-    return imresize(lq, float(scale)).clamp(0, 1)
+    return imresize(lq, float(scale)).clamp_(0, 1)
 
 
 # --------------------------------------------------------------------------------- Real-ESRGAN blind degradation
