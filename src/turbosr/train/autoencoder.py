@@ -20,23 +20,20 @@ from torch import nn
 
 from turbosr.config import TrainConfig
 from turbosr.image import from_model_range, to_model_range
-from turbosr.losses import hinge_discriminator_loss, hinge_generator_loss, image_loss
+from turbosr.losses import image_loss
 from turbosr.models.autoencoders import Autoencoder, KLAutoencoder, PatchAutoencoder
-from turbosr.models.discriminator import PatchDiscriminator
 from turbosr.models.presets import build_autoencoder
 from turbosr.train.common import (
-    EMA,
     Checkpointer,
-    StepReport,
     finite_or_raise,
     fit_patch_autoencoder,
     load_dataset,
     make_accelerator,
-    make_optimizer,
     micro_batches,
     optimizer_step,
     sample_hq_batch,
     save_autoencoder,
+    start_run,
 )
 
 logger = logging.getLogger(__name__)
@@ -85,57 +82,37 @@ def train(config: TrainConfig) -> Path:
         return checkpointer.save(accelerator, 0, None, None, {"train_crop_psnr": psnr},
                                  write_model=lambda folder: save_autoencoder(folder, autoencoder))
     autoencoder.to(accelerator.device)
-    optimizer, scheduler = make_optimizer(config, trained.parameters())
-    adversarial = config.loss.adversarial > 0
-    if adversarial:
-        discriminator = PatchDiscriminator(config.loss.discriminator_channels).to(accelerator.device)
-        d_optimizer = torch.optim.AdamW(discriminator.parameters(), lr=config.loss.discriminator_learning_rate,
-                                        betas=(0.5, 0.999))
-        model, optimizer, scheduler, discriminator, d_optimizer = accelerator.prepare(
-            trained, optimizer, scheduler, discriminator, d_optimizer)
-    else:
-        model, optimizer, scheduler = accelerator.prepare(trained, optimizer, scheduler)
-    ema = EMA(trained, config.ema_decay)
-    resumed = checkpointer.resume(accelerator, ema)
-    start = resumed["step"] if resumed else 0
-    report = StepReport(config, accelerator, start)
+    run = start_run(config, accelerator, trained, adversarial=True)
 
     def write_model(folder: Path) -> None:
         import copy
 
         averaged = copy.deepcopy(autoencoder).to("cpu", torch.float32)
-        ema.copy_to(trainable_part(averaged))
+        run.ema.copy_to(trainable_part(averaged))
         save_autoencoder(folder, averaged)
 
-    for step in range(start, config.max_steps):
-        for generator, sync in micro_batches(config, step, accelerator, model):
+    for step in range(run.start, config.max_steps):
+        for generator, sync in micro_batches(config, step, accelerator, run.model):
             hq = sample_hq_batch(dataset, config.batch_size, generator).to(accelerator.device)
             with sync, accelerator.autocast():
                 prediction, kl = reconstruct(autoencoder, hq)
                 terms = image_loss(prediction, hq, config.loss)
                 loss = terms["total"] + config.loss.kl * kl
-                if adversarial and step >= config.loss.adversarial_start_step:
-                    discriminator.requires_grad_(False)
-                    terms["generator"] = config.loss.adversarial * hinge_generator_loss(
-                        discriminator(to_model_range(prediction)))
-                    loss = loss + terms["generator"]
+                generator_term = run.adversary.generator_term(prediction, step)
+                if generator_term is not None:
+                    terms["generator"] = generator_term
+                    loss = loss + generator_term
                 accelerator.backward(loss / config.gradient_accumulation_steps)
-            if adversarial:
-                discriminator.requires_grad_(True)
-                with accelerator.autocast():
-                    d_loss = hinge_discriminator_loss(discriminator(to_model_range(hq)),
-                                                      discriminator(to_model_range(prediction.detach())))
-                accelerator.backward(d_loss / config.gradient_accumulation_steps)
+            d_loss = run.adversary.discriminator_backward(hq, prediction)
+            if d_loss is not None:
                 terms["discriminator"] = d_loss
-        optimizer_step(accelerator, model, optimizer, scheduler, config)
-        if adversarial:
-            d_optimizer.step()
-            d_optimizer.zero_grad(set_to_none=True)
-        ema.update(trained, step)
+        optimizer_step(accelerator, run.model, run.optimizer, run.scheduler, config)
+        run.adversary.step()
+        run.ema.update(trained, step)
         finite_or_raise(loss, step)
         done = step + 1
-        report.after_step(done, {k: float(v.detach()) for k, v in terms.items()}, scheduler.get_last_lr()[0])
-        if checkpointer.due(done) or done == config.max_steps:
-            checkpointer.save(accelerator, done, None, ema, write_model=write_model)
-    report.close()
-    return checkpointer.latest
+        run.report.after_step(done, {k: float(v.detach()) for k, v in terms.items()}, run.scheduler.get_last_lr()[0])
+        if run.checkpointer.due(done) or done == config.max_steps:
+            run.checkpointer.save(accelerator, done, None, run.ema, write_model=write_model)
+    run.report.close()
+    return run.checkpointer.latest

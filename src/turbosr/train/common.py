@@ -15,6 +15,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -353,3 +354,75 @@ class StepReport:
 
     def close(self) -> None:
         self.bar.close()
+
+
+class Adversary:
+    """The optional PatchGAN hinge term of autoencoder and decoder training (off when loss.adversarial is 0)."""
+
+    def __init__(self, config: TrainConfig, accelerator: Any) -> None:
+        from turbosr.models.discriminator import PatchDiscriminator
+
+        self.config = config
+        self.accelerator = accelerator
+        self.enabled = config.loss.adversarial > 0
+        if self.enabled:
+            discriminator = PatchDiscriminator(config.loss.discriminator_channels).to(accelerator.device)
+            optimizer = torch.optim.AdamW(discriminator.parameters(), lr=config.loss.discriminator_learning_rate,
+                                          betas=(0.5, 0.999))
+            self.discriminator, self.optimizer = accelerator.prepare(discriminator, optimizer)
+
+    def generator_term(self, prediction: torch.Tensor, step: int) -> torch.Tensor | None:
+        """Weighted generator loss on a [0, 1] prediction (None when off or before the start step)."""
+        from turbosr.losses import hinge_generator_loss
+
+        if not self.enabled or step < self.config.loss.adversarial_start_step:
+            return None
+        self.discriminator.requires_grad_(False)  # the generator term must not train the discriminator
+        return self.config.loss.adversarial * hinge_generator_loss(self.discriminator(to_model_range(prediction)))
+
+    def discriminator_backward(self, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor | None:
+        """Backpropagate the discriminator's hinge loss on real vs (detached) fake images; returns it."""
+        from turbosr.losses import hinge_discriminator_loss
+
+        if not self.enabled:
+            return None
+        self.discriminator.requires_grad_(True)
+        with self.accelerator.autocast():
+            loss = hinge_discriminator_loss(self.discriminator(to_model_range(real)),
+                                            self.discriminator(to_model_range(fake.detach())))
+        self.accelerator.backward(loss / self.config.gradient_accumulation_steps)
+        return loss
+
+    def step(self) -> None:
+        if self.enabled:
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+
+
+@dataclass
+class Run:
+    """Everything a training loop needs besides its data: prepared model/optimizer, EMA, checkpoints, progress."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    ema: EMA
+    checkpointer: Checkpointer
+    report: StepReport
+    adversary: Adversary | None
+    start: int
+
+
+def start_run(config: TrainConfig, accelerator: Any, trained: nn.Module,
+              trained_part: Callable[[SRPipeline], nn.Module] = trained_denoiser, adversarial: bool = False) -> Run:
+    """Optimizer + Accelerate preparation + EMA of ``trained`` (and the discriminator when ``adversarial``), then
+    resume from the latest checkpoint if there is one; ``start`` is the step to continue from."""
+    optimizer, scheduler = make_optimizer(config, trained.parameters())
+    model, optimizer, scheduler = accelerator.prepare(trained, optimizer, scheduler)
+    adversary = Adversary(config, accelerator) if adversarial else None
+    ema = EMA(trained, config.ema_decay)
+    checkpointer = Checkpointer(config, trained=trained_part)
+    resumed = checkpointer.resume(accelerator, ema)
+    start = resumed["step"] if resumed else 0
+    return Run(model, optimizer, scheduler, ema, checkpointer, StepReport(config, accelerator, start), adversary,
+               start)

@@ -21,21 +21,17 @@ from turbosr.config import TrainConfig
 from turbosr.data import make_lq
 from turbosr.degradations import upsample_lq
 from turbosr.image import to_model_range
-from turbosr.losses import hinge_discriminator_loss, hinge_generator_loss, image_loss
+from turbosr.losses import image_loss
 from turbosr.models.autoencoders import KLAutoencoder, PatchAutoencoder
-from turbosr.models.discriminator import PatchDiscriminator
 from turbosr.pipeline import SRPipeline
 from turbosr.train.common import (
-    EMA,
-    Checkpointer,
-    StepReport,
     finite_or_raise,
     load_dataset,
     make_accelerator,
-    make_optimizer,
     micro_batches,
     optimizer_step,
     sample_hq_batch,
+    start_run,
 )
 
 logger = logging.getLogger(__name__)
@@ -79,24 +75,10 @@ def train(config: TrainConfig) -> Path:
     pipeline.denoiser.requires_grad_(False)
     pipeline.autoencoder.requires_grad_(False)
     decoder = decoder_module(pipeline).requires_grad_(True).train()
-    optimizer, scheduler = make_optimizer(config, decoder.parameters())
-    adversarial = config.loss.adversarial > 0
-    if adversarial:
-        discriminator = PatchDiscriminator(config.loss.discriminator_channels).to(accelerator.device)
-        d_optimizer = torch.optim.AdamW(discriminator.parameters(), lr=config.loss.discriminator_learning_rate,
-                                        betas=(0.5, 0.999))
-        model, optimizer, scheduler, discriminator, d_optimizer = accelerator.prepare(
-            decoder, optimizer, scheduler, discriminator, d_optimizer)
-    else:
-        model, optimizer, scheduler = accelerator.prepare(decoder, optimizer, scheduler)
-    ema = EMA(decoder, config.ema_decay)
-    checkpointer = Checkpointer(config, trained=decoder_module)
-    resumed = checkpointer.resume(accelerator, ema)
-    start = resumed["step"] if resumed else 0
-    report = StepReport(config, accelerator, start)
+    run = start_run(config, accelerator, decoder, trained_part=decoder_module, adversarial=True)
 
-    for step in range(start, config.max_steps):
-        for generator, sync in micro_batches(config, step, accelerator, model):
+    for step in range(run.start, config.max_steps):
+        for generator, sync in micro_batches(config, step, accelerator, run.model):
             # data and the frozen one-step latents
             hq = sample_hq_batch(dataset, config.batch_size, generator).to(accelerator.device)
             lq = make_lq(hq, pipeline.scale, config.data.degradation, generator=generator)
@@ -108,28 +90,21 @@ def train(config: TrainConfig) -> Path:
                 prediction = (pipeline.autoencoder.decode(latent).float() + 1.0) / 2.0
                 terms = image_loss(prediction, hq, config.loss)
                 loss = terms["total"]
-                if adversarial and step >= config.loss.adversarial_start_step:
-                    discriminator.requires_grad_(False)  # the generator term must not train the discriminator
-                    terms["generator"] = config.loss.adversarial * hinge_generator_loss(
-                        discriminator(to_model_range(prediction)))
-                    loss = loss + terms["generator"]
+                generator_term = run.adversary.generator_term(prediction, step)
+                if generator_term is not None:
+                    terms["generator"] = generator_term
+                    loss = loss + generator_term
                 accelerator.backward(loss / config.gradient_accumulation_steps)
-            if adversarial:
-                discriminator.requires_grad_(True)
-                with accelerator.autocast():
-                    d_loss = hinge_discriminator_loss(discriminator(to_model_range(hq)),
-                                                      discriminator(to_model_range(prediction.detach())))
-                accelerator.backward(d_loss / config.gradient_accumulation_steps)
+            d_loss = run.adversary.discriminator_backward(hq, prediction)
+            if d_loss is not None:
                 terms["discriminator"] = d_loss
-        optimizer_step(accelerator, model, optimizer, scheduler, config)
-        if adversarial:
-            d_optimizer.step()
-            d_optimizer.zero_grad(set_to_none=True)
-        ema.update(decoder, step)
+        optimizer_step(accelerator, run.model, run.optimizer, run.scheduler, config)
+        run.adversary.step()
+        run.ema.update(decoder, step)
         finite_or_raise(loss, step)
         done = step + 1
-        report.after_step(done, {k: float(v.detach()) for k, v in terms.items()}, scheduler.get_last_lr()[0])
-        if checkpointer.due(done) or done == config.max_steps:
-            checkpointer.save(accelerator, done, pipeline, ema)
-    report.close()
-    return checkpointer.latest
+        run.report.after_step(done, {k: float(v.detach()) for k, v in terms.items()}, run.scheduler.get_last_lr()[0])
+        if run.checkpointer.due(done) or done == config.max_steps:
+            run.checkpointer.save(accelerator, done, pipeline, run.ema)
+    run.report.close()
+    return run.checkpointer.latest

@@ -28,17 +28,14 @@ from turbosr.losses import diffusion_loss
 from turbosr.models.denoiser import Denoiser
 from turbosr.pipeline import SRPipeline
 from turbosr.train.common import (
-    EMA,
-    Checkpointer,
-    StepReport,
     finite_or_raise,
     initial_pipeline,
     load_dataset,
     make_accelerator,
-    make_optimizer,
     micro_batches,
     optimizer_step,
     sample_hq_batch,
+    start_run,
 )
 
 logger = logging.getLogger(__name__)
@@ -100,18 +97,12 @@ def train(config: TrainConfig) -> Path:
     teacher.denoiser.requires_grad_(False)
     autoencoder = teacher.autoencoder.requires_grad_(False)
     denoiser = pipeline.denoiser.train()
-    optimizer, scheduler = make_optimizer(config, denoiser.parameters())
-    model, optimizer, scheduler = accelerator.prepare(denoiser, optimizer, scheduler)
-    ema = EMA(denoiser, config.ema_decay)
-    checkpointer = Checkpointer(config)
-    resumed = checkpointer.resume(accelerator, ema)
-    start = resumed["step"] if resumed else 0
+    run = start_run(config, accelerator, denoiser)
     alpha_bar = pipeline.alpha_bar.to(accelerator.device)
     steps_total = config.model.schedule.num_train_timesteps
-    report = StepReport(config, accelerator, start)
 
-    for step in range(start, config.max_steps):
-        for generator, sync in micro_batches(config, step, accelerator, model):
+    for step in range(run.start, config.max_steps):
+        for generator, sync in micro_batches(config, step, accelerator, run.model):
             hq = sample_hq_batch(dataset, config.batch_size, generator).to(accelerator.device)
             # two degraded versions of the same crop: the teacher's (small factor) and the student's (large)
             with torch.no_grad():
@@ -135,14 +126,14 @@ def train(config: TrainConfig) -> Path:
                 teacher_output, teacher_x_t, t, alpha_bar, teacher.denoiser, denoiser, teacher_lq_latent,
                 student_lq_latent, teacher.config.prediction_type, config.model.prediction_type)
             with sync, accelerator.autocast():
-                loss = diffusion_loss(model(x_t, student_lq_latent, t).float(), target)
+                loss = diffusion_loss(run.model(x_t, student_lq_latent, t).float(), target)
                 accelerator.backward(loss / config.gradient_accumulation_steps)
-        optimizer_step(accelerator, model, optimizer, scheduler, config)
-        ema.update(denoiser, step)
+        optimizer_step(accelerator, run.model, run.optimizer, run.scheduler, config)
+        run.ema.update(denoiser, step)
         finite_or_raise(loss, step)
         done = step + 1
-        report.after_step(done, {"loss": float(loss.detach())}, scheduler.get_last_lr()[0])
-        if checkpointer.due(done) or done == config.max_steps:
-            checkpointer.save(accelerator, done, pipeline, ema)
-    report.close()
-    return checkpointer.latest
+        run.report.after_step(done, {"loss": float(loss.detach())}, run.scheduler.get_last_lr()[0])
+        if run.checkpointer.due(done) or done == config.max_steps:
+            run.checkpointer.save(accelerator, done, pipeline, run.ema)
+    run.report.close()
+    return run.checkpointer.latest

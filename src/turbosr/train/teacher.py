@@ -16,18 +16,15 @@ from turbosr.config import TrainConfig
 from turbosr.diffusion import add_noise, training_target
 from turbosr.losses import diffusion_loss
 from turbosr.train.common import (
-    EMA,
-    Checkpointer,
-    StepReport,
     encode_pair,
     finite_or_raise,
     initial_pipeline,
     load_dataset,
     make_accelerator,
-    make_optimizer,
     micro_batches,
     optimizer_step,
     sample_hq_batch,
+    start_run,
 )
 
 logger = logging.getLogger(__name__)
@@ -41,18 +38,12 @@ def train(config: TrainConfig) -> Path:
     pipeline = initial_pipeline(config, dataset)
     autoencoder = pipeline.autoencoder.to(accelerator.device).requires_grad_(False)
     denoiser = pipeline.denoiser.train()
-    optimizer, scheduler = make_optimizer(config, denoiser.parameters())
-    model, optimizer, scheduler = accelerator.prepare(denoiser, optimizer, scheduler)
-    ema = EMA(denoiser, config.ema_decay)
-    checkpointer = Checkpointer(config)
-    resumed = checkpointer.resume(accelerator, ema)
-    start = resumed["step"] if resumed else 0
+    run = start_run(config, accelerator, denoiser)
     alpha_bar = pipeline.alpha_bar.to(accelerator.device)
     steps_total = config.model.schedule.num_train_timesteps
-    report = StepReport(config, accelerator, start)
 
-    for step in range(start, config.max_steps):
-        for generator, sync in micro_batches(config, step, accelerator, model):
+    for step in range(run.start, config.max_steps):
+        for generator, sync in micro_batches(config, step, accelerator, run.model):
             # data: seeded by (step, micro-batch, process) so a resumed run sees the same batches
             hq = sample_hq_batch(dataset, config.batch_size, generator).to(accelerator.device)
             _, lq_latent, hq_latent = encode_pair(autoencoder, hq, config.model.scale, config.data.degradation,
@@ -65,17 +56,17 @@ def train(config: TrainConfig) -> Path:
             target = training_target(x0, noise, t, alpha_bar, config.model.prediction_type)
             # forward/backward (gradients synchronised only on the last micro-batch)
             with sync, accelerator.autocast():
-                loss = diffusion_loss(model(x_t, lq_latent, t).float(), target)
+                loss = diffusion_loss(run.model(x_t, lq_latent, t).float(), target)
                 accelerator.backward(loss / config.gradient_accumulation_steps)
         # optimizer step
-        optimizer_step(accelerator, model, optimizer, scheduler, config)
-        ema.update(denoiser, step)
+        optimizer_step(accelerator, run.model, run.optimizer, run.scheduler, config)
+        run.ema.update(denoiser, step)
         finite_or_raise(loss, step)
         done = step + 1
-        report.after_step(done, {"loss": float(loss.detach())}, scheduler.get_last_lr()[0])
-        if checkpointer.due(done) or done == config.max_steps:
-            checkpointer.save(accelerator, done, pipeline, ema)
-    report.close()
-    if start >= config.max_steps:
-        logger.info("nothing to do: checkpoint is already at step %d >= max_steps %d", start, config.max_steps)
-    return checkpointer.latest
+        run.report.after_step(done, {"loss": float(loss.detach())}, run.scheduler.get_last_lr()[0])
+        if run.checkpointer.due(done) or done == config.max_steps:
+            run.checkpointer.save(accelerator, done, pipeline, run.ema)
+    run.report.close()
+    if run.start >= config.max_steps:
+        logger.info("nothing to do: checkpoint is already at step %d >= max_steps %d", run.start, config.max_steps)
+    return run.checkpointer.latest
