@@ -35,7 +35,8 @@ def tiny(tmp_path: Path, hr_folder: Path, method: str, *extra: str) -> TrainConf
     return load_config(TrainConfig, None, [
         f"method={method}", "model.preset=tiny", f"data.folder={hr_folder}", "data.crop_size=64",
         f"output_dir={tmp_path / method}", "max_steps=2", "batch_size=2", "checkpoint_every_steps=1",
-        "pca_images=8", "residual_scale_batches=1", "log_every_steps=1", *extra,
+        "pca_images=8", "residual_scale_batches=1", "log_every_steps=1", "validate_every_steps=2",
+        "validation_images=2", *extra,
     ])
 
 
@@ -51,12 +52,15 @@ def test_teacher_two_steps_checkpoint_loads_and_resumes(tmp_path, hr_folder):
     assert float(pipeline.denoiser.residual_scale.min()) > 0
     assert torch.any(pipeline.denoiser.unet.conv_out.weight != 0)  # it trained
     log = [json.loads(line) for line in (tmp_path / "teacher" / "log.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in log] == [1, 2]
+    assert [r["step"] for r in log if "loss" in r] == [1, 2]
+    validation = [r for r in log if "val_psnr_y" in r]
+    assert [r["step"] for r in validation] == [2] and validation[0]["val_psnr_y_bicubic"] > 10
+    assert (tmp_path / "teacher" / "validation-latest.png").is_file()
     # resume: 2 more steps continue from step 2, not from scratch
     teacher.train(load_config(TrainConfig, None, [*_items(config), "max_steps=4"]))
     assert json.loads((folder / "progress.json").read_text())["step"] == 4
     log = [json.loads(line) for line in (tmp_path / "teacher" / "log.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in log] == [1, 2, 3, 4]
+    assert [r["step"] for r in log if "loss" in r] == [1, 2, 3, 4]
 
 
 def _items(config: TrainConfig) -> list[str]:

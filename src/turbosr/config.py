@@ -268,6 +268,7 @@ class TrainConfig:
     validate_every_steps: int = 1000
     validation_images: int = 4
     log_every_steps: int = 20
+    tensorboard: bool = False  # also write TensorBoard scalars to output_dir/tensorboard (extra "tensorboard")
     init_from: str | None = None  # model folder whose weights start the run (e.g. the teacher for the student)
     autoencoder_from: str | None = None  # model folder whose (fitted/trained) latent space is reused, frozen
     teacher: str | None = None  # scale distillation: frozen teacher model folder

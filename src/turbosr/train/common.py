@@ -286,8 +286,16 @@ class RunLog:
     def __init__(self, config: TrainConfig, enabled: bool) -> None:
         self.enabled = enabled
         self.path = Path(config.output_dir) / "log.jsonl"
+        self.writer = None
         if enabled:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            if config.tensorboard:
+                try:
+                    from torch.utils.tensorboard import SummaryWriter
+                except ImportError:
+                    raise ImportError("tensorboard=true needs the tensorboard package: pip install 'turbosr[tensorboard]'"
+                                      ) from None
+                self.writer = SummaryWriter(str(Path(config.output_dir) / "tensorboard"))
 
     def write(self, record: dict[str, Any]) -> None:
         if self.enabled:
@@ -295,6 +303,11 @@ class RunLog:
 
             with self.path.open("a") as file:
                 file.write(json.dumps(record) + "\n")
+            if self.writer is not None:
+                for key, value in record.items():
+                    if key != "step" and isinstance(value, (int, float)):
+                        self.writer.add_scalar(key, value, record["step"])
+                self.writer.flush()
 
 
 def make_optimizer(config: TrainConfig, parameters: Any) -> tuple[torch.optim.Optimizer, Any]:
@@ -426,3 +439,52 @@ def start_run(config: TrainConfig, accelerator: Any, trained: nn.Module,
     start = resumed["step"] if resumed else 0
     return Run(model, optimizer, scheduler, ema, checkpointer, StepReport(config, accelerator, start), adversary,
                start)
+
+
+class Validator:
+    """One-step PSNR-Y of the EMA model vs bicubic on fixed held-out crops, every ``validate_every_steps``.
+
+    Uses the ``heldout`` split of the manifest when training from a manifest (else crops of the training
+    folder, clearly labelled); logs to the run log and saves the latest side-by-side image.
+    """
+
+    def __init__(self, config: TrainConfig, accelerator: Any) -> None:
+        self.config = config
+        self.enabled = accelerator.is_main_process and config.validate_every_steps > 0
+        self.source = "heldout" if config.data.manifest else "train-folder"
+        self.hq: torch.Tensor | None = None
+        if self.enabled:
+            try:
+                dataset = load_dataset(config, split="heldout") if config.data.manifest else load_dataset(config)
+            except ValueError as error:
+                logger.warning("validation disabled: %s", error)
+                self.enabled = False
+                return
+            generator = torch.Generator().manual_seed(config.seed + 99)
+            count = min(config.validation_images, len(dataset))
+            self.hq = torch.stack([dataset.crop(i, generator) for i in range(count)])
+
+    def due(self, step: int) -> bool:
+        return self.enabled and step % self.config.validate_every_steps == 0
+
+    def run(self, step: int, pipeline: SRPipeline, ema: EMA, log: RunLog, trained: Callable = trained_denoiser
+            ) -> dict[str, float]:
+        from turbosr.metrics import psnr
+
+        assert self.hq is not None
+        model = ema_pipeline(pipeline, ema, trained)
+        lq = make_lq(self.hq, pipeline.scale, self.config.data.degradation, generator=torch.Generator().manual_seed(0))
+        output = model(lq, generator=torch.Generator().manual_seed(0))
+        bicubic = upsample_lq(lq, pipeline.scale)
+        border = pipeline.scale
+        record = {"step": step, "validation": self.source,
+                  "val_psnr_y": float(psnr(output, self.hq, border, y_channel=True).mean()),
+                  "val_psnr_y_bicubic": float(psnr(bicubic, self.hq, border, y_channel=True).mean())}
+        log.write(record)
+        if log.enabled:
+            from turbosr.image import save_image
+
+            strip = torch.cat([torch.cat([bicubic[i], output[i], self.hq[i]], dim=-1) for i in range(len(self.hq))],
+                              dim=-2)
+            save_image(strip[None], log.path.parent / "validation-latest.png", overwrite=True)
+        return record

@@ -25,6 +25,7 @@ from turbosr.losses import image_loss
 from turbosr.models.autoencoders import KLAutoencoder, PatchAutoencoder
 from turbosr.pipeline import SRPipeline
 from turbosr.train.common import (
+    Validator,
     finite_or_raise,
     load_dataset,
     make_accelerator,
@@ -76,6 +77,7 @@ def train(config: TrainConfig) -> Path:
     pipeline.autoencoder.requires_grad_(False)
     decoder = decoder_module(pipeline).requires_grad_(True).train()
     run = start_run(config, accelerator, decoder, trained_part=decoder_module, adversarial=True)
+    validator = Validator(config, accelerator)
 
     for step in range(run.start, config.max_steps):
         for generator, sync in micro_batches(config, step, accelerator, run.model):
@@ -104,6 +106,8 @@ def train(config: TrainConfig) -> Path:
         finite_or_raise(loss, step)
         done = step + 1
         run.report.after_step(done, {k: float(v.detach()) for k, v in terms.items()}, run.scheduler.get_last_lr()[0])
+        if validator.due(done):
+            validator.run(done, pipeline, run.ema, run.report.log, trained=decoder_module)
         if run.checkpointer.due(done) or done == config.max_steps:
             run.checkpointer.save(accelerator, done, pipeline, run.ema)
     run.report.close()

@@ -28,6 +28,7 @@ from turbosr.losses import diffusion_loss
 from turbosr.models.denoiser import Denoiser
 from turbosr.pipeline import SRPipeline
 from turbosr.train.common import (
+    Validator,
     finite_or_raise,
     initial_pipeline,
     load_dataset,
@@ -98,6 +99,7 @@ def train(config: TrainConfig) -> Path:
     autoencoder = teacher.autoencoder.requires_grad_(False)
     denoiser = pipeline.denoiser.train()
     run = start_run(config, accelerator, denoiser)
+    validator = Validator(config, accelerator)
     alpha_bar = pipeline.alpha_bar.to(accelerator.device)
     steps_total = config.model.schedule.num_train_timesteps
 
@@ -133,6 +135,8 @@ def train(config: TrainConfig) -> Path:
         finite_or_raise(loss, step)
         done = step + 1
         run.report.after_step(done, {"loss": float(loss.detach())}, run.scheduler.get_last_lr()[0])
+        if validator.due(done):
+            validator.run(done, pipeline, run.ema, run.report.log)
         if run.checkpointer.due(done) or done == config.max_steps:
             run.checkpointer.save(accelerator, done, pipeline, run.ema)
     run.report.close()

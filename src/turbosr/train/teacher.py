@@ -16,6 +16,7 @@ from turbosr.config import TrainConfig
 from turbosr.diffusion import add_noise, training_target
 from turbosr.losses import diffusion_loss
 from turbosr.train.common import (
+    Validator,
     encode_pair,
     finite_or_raise,
     initial_pipeline,
@@ -39,6 +40,7 @@ def train(config: TrainConfig) -> Path:
     autoencoder = pipeline.autoencoder.to(accelerator.device).requires_grad_(False)
     denoiser = pipeline.denoiser.train()
     run = start_run(config, accelerator, denoiser)
+    validator = Validator(config, accelerator)
     alpha_bar = pipeline.alpha_bar.to(accelerator.device)
     steps_total = config.model.schedule.num_train_timesteps
 
@@ -64,6 +66,8 @@ def train(config: TrainConfig) -> Path:
         finite_or_raise(loss, step)
         done = step + 1
         run.report.after_step(done, {"loss": float(loss.detach())}, run.scheduler.get_last_lr()[0])
+        if validator.due(done):
+            validator.run(done, pipeline, run.ema, run.report.log)
         if run.checkpointer.due(done) or done == config.max_steps:
             run.checkpointer.save(accelerator, done, pipeline, run.ema)
     run.report.close()
