@@ -176,3 +176,13 @@ def test_sd_preset_from_a_fake_local_folder(tmp_path, lq_image):
     assert torch.equal(again(lq_image[..., :16, :16], generator=torch.Generator().manual_seed(0)), out)
     with pytest.raises(FileNotFoundError, match="not a diffusers Stable Diffusion folder"):
         build(model_config("sd", sd_path=str(tmp_path)))
+
+
+def test_bfloat16_pipeline_matches_float32(tiny_pipeline, lq_image):
+    from turbosr.metrics import psnr
+
+    reference = tiny_pipeline(lq_image, generator=torch.Generator().manual_seed(0))
+    tiny_pipeline.to(dtype=torch.bfloat16)
+    low = tiny_pipeline(lq_image, generator=torch.Generator().manual_seed(0))
+    assert low.dtype == lq_image.dtype and low.shape == reference.shape
+    assert float(psnr(low, reference)) > 35
