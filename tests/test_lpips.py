@@ -45,3 +45,22 @@ def test_missing_weights_name_the_expected_files(tmp_path, monkeypatch):
         load_lpips("alex")
     with pytest.raises(FileNotFoundError, match="vgg16"):
         load_lpips("vgg", tmp_path)
+
+
+def test_dists_loads_local_files_and_behaves_like_a_distance(tmp_path):
+    from turbosr.metrics.dists import DISTS, l2_pool, load_dists
+
+    torch.manual_seed(0)
+    model = DISTS()
+    save_file({k: v for k, v in model.backbone.state_dict().items()}, str(tmp_path / "vgg16.safetensors"))
+    torch.save({"alpha": torch.rand(1, 1475, 1, 1), "beta": torch.rand(1, 1475, 1, 1)}, tmp_path / "dists.pth")
+    loaded = load_dists(tmp_path)
+    g = torch.Generator().manual_seed(2)
+    a, b = torch.rand(1, 3, 64, 64, generator=g), torch.rand(1, 3, 64, 64, generator=g)
+    with torch.no_grad():
+        assert float(loaded(a, a)) == pytest.approx(0.0, abs=1e-5)
+        near = (a + 0.02 * torch.randn(a.shape, generator=g)).clamp(0, 1)
+        assert float(loaded(a, near)) < float(loaded(a, b))
+    assert l2_pool(torch.ones(1, 2, 8, 8)).shape == (1, 2, 4, 4)
+    with pytest.raises(FileNotFoundError, match="dists.safetensors"):
+        load_dists(tmp_path / "empty")

@@ -120,6 +120,15 @@ def _lpips(net: str) -> Callable[..., torch.Tensor]:
     return compute
 
 
+def _dists(prediction: torch.Tensor, reference: torch.Tensor | None, crop_border: int) -> torch.Tensor:
+    from turbosr.metrics.dists import dists
+
+    if crop_border:
+        prediction = prediction[..., crop_border:-crop_border, crop_border:-crop_border]
+        reference = reference[..., crop_border:-crop_border, crop_border:-crop_border]  # type: ignore[index]
+    return dists(quantize(prediction), quantize(reference))  # type: ignore[arg-type]
+
+
 METRICS: dict[str, Callable[[], Metric]] = {
     "psnr": lambda: Metric("psnr", lambda p, r, c: psnr(p, r, c), True, True, (0.0, math.inf)),
     "psnr_y": lambda: Metric("psnr_y", lambda p, r, c: psnr(p, r, c, y_channel=True), True, True, (0.0, math.inf)),
@@ -128,6 +137,7 @@ METRICS: dict[str, Callable[[], Metric]] = {
     "niqe": lambda: Metric("niqe", _niqe, False, False, (0.0, math.inf)),
     "lpips": lambda: Metric("lpips", _lpips("alex"), False, True, (0.0, math.inf)),
     "lpips_vgg": lambda: Metric("lpips_vgg", _lpips("vgg"), False, True, (0.0, math.inf)),
+    "dists": lambda: Metric("dists", _dists, False, True, (0.0, 1.0)),
 }
 
 
