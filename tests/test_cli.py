@@ -114,3 +114,27 @@ def test_sharding_across_two_processes_does_each_image_once(model_dir, tmp_path)
     assert sorted(written) == sorted(str(out / f"{i}.png") for i in range(5))  # each exactly once
     assert sorted(p.name for p in out.iterdir()) == [f"{i}.png" for i in range(5)]
     assert "process 0/2: 3 of 5 images" in result.stderr and "process 1/2: 2 of 5 images" in result.stderr
+
+
+def test_eval_and_make_pairs_commands(tmp_path, model_dir):
+    hr = tmp_path / "hr"
+    hr.mkdir()
+    for index in range(2):
+        Image.effect_noise((40, 32), 40 + index).convert("RGB").save(hr / f"{index}.png")
+    assert run("data", "make-pairs", str(hr), str(tmp_path / "pairs"), "--scale", "2").returncode == 0
+    out = tmp_path / "res.json"
+    result = run("eval", "--model", str(model_dir), "--lq", str(tmp_path / "pairs" / "lq"), "--ref",
+                 str(tmp_path / "pairs" / "hq"), "--metrics", "psnr_y,ssim", "--crop-border", "2", "--out", str(out),
+                 "--save-outputs", str(tmp_path / "outs"))
+    assert result.returncode == 0, result.stderr
+    import json
+
+    data = json.loads(out.read_text())
+    assert set(data["mean"]) == {"psnr_y", "ssim"} and data["count"] == 2 and data["seconds_per_image"] > 0
+    assert out.with_suffix(".csv").is_file() and out.with_suffix(".md").is_file()
+    scored = run("eval", "--pred", str(tmp_path / "outs"), "--ref", str(tmp_path / "pairs" / "hq"), "--metrics",
+                 "psnr_y,ssim", "--crop-border", "2")
+    assert scored.returncode == 0
+    assert json.loads(scored.stdout)["mean"]["psnr_y"] == pytest.approx(data["mean"]["psnr_y"], abs=1e-6)
+    missing = run("eval", "--ref", str(tmp_path / "pairs" / "hq"))
+    assert missing.returncode == 2 and "nothing to evaluate" in missing.stderr
