@@ -91,6 +91,19 @@ def replace_folder(staging: Path, final: Path) -> None:
         os.replace(staging, final)
 
 
+def recover_folder(final: str | Path) -> Path | None:
+    """``final`` if complete; else the previous version left by a :func:`replace_folder` killed between its two
+    renames (moved back into place); else None."""
+    final = Path(final)
+    if final.is_dir():
+        return final
+    old = final.with_name(f".{final.name}.old")
+    if old.is_dir():
+        os.replace(old, final)
+        return final
+    return None
+
+
 def staging_folder(final: str | Path) -> Path:
     """A fresh temporary folder beside ``final`` to assemble a checkpoint in."""
     final = Path(final)

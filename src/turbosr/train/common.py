@@ -182,7 +182,7 @@ class Checkpointer:
 
     def resume(self, accelerator: Any, ema: EMA | None) -> dict[str, Any] | None:
         """Restore the latest checkpoint if there is one; returns its progress dict (with ``step``) or None."""
-        if not (self.latest / "progress.json").is_file():
+        if checkpoint.recover_folder(self.latest) is None or not (self.latest / "progress.json").is_file():
             return None
         accelerator.load_state(str(self.latest / "training_state"))
         if ema is not None and (self.latest / "ema.safetensors").is_file():

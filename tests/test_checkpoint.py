@@ -1,0 +1,37 @@
+import os
+
+import pytest
+import torch
+
+from turbosr import checkpoint
+
+
+def test_atomic_writes_and_clear_errors(tmp_path):
+    checkpoint.write_json(tmp_path / "a" / "x.json", {"k": 1})
+    assert checkpoint.read_json(tmp_path / "a" / "x.json") == {"k": 1}
+    (tmp_path / "bad.json").write_text("{")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        checkpoint.read_json(tmp_path / "bad.json")
+    with pytest.raises(FileNotFoundError, match="missing"):
+        checkpoint.load_tensors(tmp_path / "none.safetensors")
+    tensors = {"w": torch.arange(6.0).view(2, 3)}
+    checkpoint.save_tensors(tmp_path / "t.safetensors", tensors)
+    assert torch.equal(checkpoint.load_tensors(tmp_path / "t.safetensors")["w"], tensors["w"])
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_replace_folder_keeps_the_old_checkpoint_until_the_new_one_is_complete(tmp_path):
+    final = tmp_path / "checkpoint-latest"
+    first = checkpoint.staging_folder(final)
+    (first / "progress.json").write_text('{"step": 1}')
+    checkpoint.replace_folder(first, final)
+    second = checkpoint.staging_folder(final)
+    (second / "progress.json").write_text('{"step": 2}')
+    # simulate a kill between the two renames of replace_folder: only the ".old" copy exists
+    os.replace(final, final.with_name(f".{final.name}.old"))
+    assert checkpoint.recover_folder(final) == final
+    assert checkpoint.read_json(final / "progress.json") == {"step": 1}
+    checkpoint.replace_folder(second, final)
+    assert checkpoint.read_json(final / "progress.json") == {"step": 2}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-latest"]
+    assert checkpoint.recover_folder(tmp_path / "never") is None
