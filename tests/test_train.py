@@ -126,3 +126,30 @@ def test_two_process_cpu_run_with_accelerate(tmp_path, hr_folder):
     states = sorted(p.name for p in (folder / "training_state").iterdir())
     assert "random_states_0.pkl" in states and "random_states_1.pkl" in states
     SRPipeline.from_pretrained(folder / "model")
+
+
+def test_a_killed_run_resumes_from_its_last_checkpoint(tmp_path, hr_folder):
+    """SIGKILL a training process after its first checkpoints; the next run continues from the last one."""
+    import signal
+    import time
+
+    items = [*_items(tiny(tmp_path, hr_folder, "teacher"))[1:], "checkpoint_every_steps=3", "max_steps=100000"]
+    command = [sys.executable, "-m", "turbosr", "train", "teacher", *[f"--set={item}" for item in items]]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    progress = tmp_path / "teacher" / "checkpoint-latest" / "progress.json"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (progress.is_file() and json.loads(progress.read_text())["step"] >= 6):
+        time.sleep(0.2)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    killed_at = json.loads(progress.read_text())["step"]
+    assert killed_at >= 6 and killed_at % 3 == 0
+    from turbosr.train import teacher
+
+    teacher.train(load_config(TrainConfig, None, [*_items(tiny(tmp_path, hr_folder, "teacher")),
+                                                   f"max_steps={killed_at + 2}"]))
+    log = [json.loads(line) for line in (tmp_path / "teacher" / "log.jsonl").read_text().splitlines()]
+    resumed_steps = [r["step"] for r in log if "loss" in r and r["step"] > killed_at]
+    assert resumed_steps[-2:] == [killed_at + 1, killed_at + 2]
+    assert json.loads(progress.read_text())["step"] == killed_at + 2
