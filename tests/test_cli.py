@@ -60,6 +60,11 @@ def test_upscale_folder_keeps_tree_reports_bad_file_and_exits_non_zero(model_dir
     assert (out / "a.png").stat().st_mtime_ns == before
     assert run("upscale", str(inputs / "a.png"), "-o", str(out), "--model", str(model_dir),
                "--overwrite").returncode == 0
+    # an input is never replaced, not even with --overwrite
+    before = (inputs / "a.png").read_bytes()
+    same = run("upscale", str(inputs / "a.png"), "-o", str(inputs), "--model", str(model_dir), "--overwrite")
+    assert same.returncode == 1 and "input itself" in same.stderr
+    assert (inputs / "a.png").read_bytes() == before
 
 
 def test_single_file_output_and_glob(model_dir, inputs, tmp_path):
@@ -75,6 +80,8 @@ def test_single_file_output_and_glob(model_dir, inputs, tmp_path):
     (["upscale", "{inputs}/a.png", "-o", "o", "--model", "/nonexistent-model"], "model folder not found"),
     (["upscale", "{inputs}/a.png", "-o", "o", "--model", "{model}", "--scale", "4"], "x2"),
     (["train", "teacher", "--set", "optim.nope=1"], "unknown config key"),
+    (["upscale", "{inputs}/a.png", "-o", "o", "--model", "{model}", "--tile", "30"], "tile must be"),
+    (["upscale", "{inputs}/a.png", "-o", "o", "--model", "{model}", "--strength", "0"], "strength"),
 ])
 def test_bad_input_gives_one_line_error(args, message, model_dir, inputs, tmp_path):
     args = [a.replace("{inputs}", str(inputs)).replace("{model}", str(model_dir)) for a in args]

@@ -67,6 +67,7 @@ def _run_upscale(args: argparse.Namespace) -> int:
     pipeline = SRPipeline.from_pretrained(model_dir, device=device, dtype=getattr(torch, args.dtype))
     if args.scale is not None and args.scale != pipeline.scale:
         raise CLIError(f"the model in {model_dir} is x{pipeline.scale}; --scale {args.scale} needs a model trained for it")
+    pipeline.check_options(args.steps, args.strength, args.tile, args.tile_overlap, args.color_fix)
     mine = items[state.process_index :: state.num_processes]  # each image exactly once across processes
     logging.getLogger("turbosr").info("process %d/%d: %d of %d images on %s", state.process_index,
                                       state.num_processes, len(mine), len(items), device)
@@ -76,6 +77,8 @@ def _run_upscale(args: argparse.Namespace) -> int:
     for source, relative in tqdm(mine, disable=not sys.stderr.isatty() or not mine, unit="img"):
         target = _output_path(source, relative, output, single_file, args.format)
         try:
+            if target.exists() and target.resolve() == source.resolve():
+                raise FileExistsError(f"{target} is the input itself: choose another output (inputs are never replaced)")
             if target.exists() and not args.overwrite:
                 raise FileExistsError(f"{target} exists (use --overwrite to replace it)")
             loaded = load_image(source)

@@ -206,17 +206,26 @@ class SRPipeline:
                     on_step=(lambda i: progress(i, len(timesteps))) if progress else None)
         return self.denoiser.from_x0(x0, lq_latent)
 
-    def _upscale(self, lq: torch.Tensor, num_steps: int, strength: float, tile: int, tile_overlap: int,
-                 color_fix: str, generator: torch.Generator | None,
-                 progress: Callable[[int, int], None] | None) -> torch.Tensor:
+    def check_options(self, num_steps: int, strength: float, tile: int, tile_overlap: int, color_fix: str) -> None:
+        """Raise ValueError with a clear message for options this model cannot use."""
         if color_fix not in COLOR_FIXES:
             raise ValueError(f"color_fix must be one of {', '.join(COLOR_FIXES)}, got {color_fix!r}")
-        factor = self.autoencoder.factor
-        multiple = self.pixel_multiple
+        if num_steps < 1:
+            raise ValueError(f"the number of steps must be >= 1, got {num_steps}")
+        if not 0.0 < strength <= 1.0:
+            raise ValueError(f"strength must be in (0, 1], got {strength}")
+        multiple, factor = self.pixel_multiple, self.autoencoder.factor
         if tile < multiple or tile % multiple:
             raise ValueError(f"tile must be a positive multiple of {multiple} output pixels for this model, got {tile}")
         if not 0 <= tile_overlap < tile or tile_overlap % factor:
             raise ValueError(f"tile_overlap must be a multiple of {factor} in [0, tile), got {tile_overlap}")
+
+    def _upscale(self, lq: torch.Tensor, num_steps: int, strength: float, tile: int, tile_overlap: int,
+                 color_fix: str, generator: torch.Generator | None,
+                 progress: Callable[[int, int], None] | None) -> torch.Tensor:
+        self.check_options(num_steps, strength, tile, tile_overlap, color_fix)
+        factor = self.autoencoder.factor
+        multiple = self.pixel_multiple
         height, width = lq.shape[-2] * self.scale, lq.shape[-1] * self.scale
         upsampled = upsample_lq(lq, self.scale)
         padded = _pad_to_multiple(upsampled, multiple)
