@@ -153,3 +153,18 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(tmp_path, hr_folder):
     resumed_steps = [r["step"] for r in log if "loss" in r and r["step"] > killed_at]
     assert resumed_steps[-2:] == [killed_at + 1, killed_at + 2]
     assert json.loads(progress.read_text())["step"] == killed_at + 2
+
+
+def test_tensorboard_option_needs_its_extra(tmp_path):
+    import importlib.util
+
+    from turbosr.train.common import RunLog
+
+    config = load_config(TrainConfig, None, [f"output_dir={tmp_path}", "tensorboard=true"])
+    if importlib.util.find_spec("tensorboard") is None:
+        with pytest.raises(ImportError, match=r"turbosr\[tensorboard\]"):
+            RunLog(config, enabled=True)
+    else:
+        log = RunLog(config, enabled=True)
+        log.write({"step": 1, "loss": 0.5})
+        assert any((tmp_path / "tensorboard").iterdir())
