@@ -1,0 +1,40 @@
+import torch
+
+from turbosr.config import LossConfig
+from turbosr.losses import (
+    edge_loss,
+    frequency_loss,
+    image_loss,
+    l1_loss,
+    ssim_loss,
+    timestep_adaptive_weights,
+)
+
+
+def test_losses_are_zero_for_identical_images_and_positive_otherwise():
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.rand(2, 3, 32, 32, generator=g), torch.rand(2, 3, 32, 32, generator=g)
+    for loss in (l1_loss, ssim_loss, edge_loss, frequency_loss):
+        assert float(loss(a, a)) < 1e-6
+        assert float(loss(a, b)) > 1e-3
+
+
+def test_image_loss_is_float32_even_under_bfloat16_autocast():
+    """bf16 SSIM cancels catastrophically; image_loss must match its float32 value inside autocast."""
+    g = torch.Generator().manual_seed(1)
+    target = torch.rand(2, 3, 48, 48, generator=g)
+    prediction = (target * 0.9 + 0.05).requires_grad_()
+    reference = image_loss(prediction, target, LossConfig())["total"]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = image_loss(prediction, target, LossConfig())["total"]
+    assert mixed.dtype == torch.float32
+    assert float(mixed) == float(reference)
+    weights = LossConfig(l1=1.0, ssim=0.0, edge=0.0)
+    terms = image_loss(prediction, target, weights)
+    assert set(terms) == {"l1", "total"}
+
+
+def test_timestep_adaptive_weights_ramp():
+    adversarial, distillation = timestep_adaptive_weights(torch.tensor([0, 999]), 1000)
+    assert adversarial.tolist() == [0.0, 1.0]
+    assert distillation[0] == 1.0 and distillation[1] >= 0.1
