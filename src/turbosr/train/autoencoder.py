@@ -25,12 +25,10 @@ from turbosr.models.autoencoders import Autoencoder, KLAutoencoder, PatchAutoenc
 from turbosr.models.presets import build_autoencoder
 from turbosr.train.common import (
     Checkpointer,
-    finite_or_raise,
     fit_patch_autoencoder,
     load_dataset,
     make_accelerator,
     micro_batches,
-    optimizer_step,
     sample_hq_batch,
     save_autoencoder,
     start_run,
@@ -106,13 +104,6 @@ def train(config: TrainConfig) -> Path:
             d_loss = run.adversary.discriminator_backward(hq, prediction)
             if d_loss is not None:
                 terms["discriminator"] = d_loss
-        optimizer_step(accelerator, run.model, run.optimizer, run.scheduler, config)
-        run.adversary.step()
-        run.ema.update(trained, step)
-        finite_or_raise(loss, step)
-        done = step + 1
-        run.report.after_step(done, {k: float(v.detach()) for k, v in terms.items()}, run.scheduler.get_last_lr()[0])
-        if run.checkpointer.due(done) or done == config.max_steps:
-            run.checkpointer.save(accelerator, done, None, run.ema, write_model=write_model)
+        run.end_step(step, loss, terms, None, write_model=write_model)
     run.report.close()
     return run.checkpointer.latest

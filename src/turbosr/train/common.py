@@ -416,6 +416,9 @@ class Adversary:
 class Run:
     """Everything a training loop needs besides its data: prepared model/optimizer, EMA, checkpoints, progress."""
 
+    config: TrainConfig
+    accelerator: Any
+    trained: nn.Module
     model: nn.Module
     optimizer: torch.optim.Optimizer
     scheduler: Any
@@ -424,6 +427,22 @@ class Run:
     report: StepReport
     adversary: Adversary | None
     start: int
+
+    def end_step(self, step: int, loss: torch.Tensor, logged: dict[str, torch.Tensor], pipeline: SRPipeline | None,
+                 validator: Validator | None = None, write_model: Callable[[Path], Any] | None = None) -> None:
+        """After the backward passes of optimizer step ``step``: update, average, log, validate, checkpoint."""
+        optimizer_step(self.accelerator, self.model, self.optimizer, self.scheduler, self.config)
+        if self.adversary is not None:
+            self.adversary.step()
+        self.ema.update(self.trained, step)
+        finite_or_raise(loss, step)
+        done = step + 1
+        self.report.after_step(done, {k: float(v.detach()) for k, v in logged.items()},
+                               self.scheduler.get_last_lr()[0])
+        if validator is not None and pipeline is not None and validator.due(done):
+            validator.run(done, pipeline, self.ema, self.report.log, self.checkpointer.trained)
+        if self.checkpointer.due(done) or done == self.config.max_steps:
+            self.checkpointer.save(self.accelerator, done, pipeline, self.ema, write_model=write_model)
 
 
 def start_run(config: TrainConfig, accelerator: Any, trained: nn.Module,
@@ -437,8 +456,8 @@ def start_run(config: TrainConfig, accelerator: Any, trained: nn.Module,
     checkpointer = Checkpointer(config, trained=trained_part)
     resumed = checkpointer.resume(accelerator, ema)
     start = resumed["step"] if resumed else 0
-    return Run(model, optimizer, scheduler, ema, checkpointer, StepReport(config, accelerator, start), adversary,
-               start)
+    return Run(config, accelerator, trained, model, optimizer, scheduler, ema, checkpointer,
+               StepReport(config, accelerator, start), adversary, start)
 
 
 class Validator:

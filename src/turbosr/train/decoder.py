@@ -26,11 +26,9 @@ from turbosr.models.autoencoders import KLAutoencoder, PatchAutoencoder
 from turbosr.pipeline import SRPipeline
 from turbosr.train.common import (
     Validator,
-    finite_or_raise,
     load_dataset,
     make_accelerator,
     micro_batches,
-    optimizer_step,
     sample_hq_batch,
     start_run,
 )
@@ -100,15 +98,6 @@ def train(config: TrainConfig) -> Path:
             d_loss = run.adversary.discriminator_backward(hq, prediction)
             if d_loss is not None:
                 terms["discriminator"] = d_loss
-        optimizer_step(accelerator, run.model, run.optimizer, run.scheduler, config)
-        run.adversary.step()
-        run.ema.update(decoder, step)
-        finite_or_raise(loss, step)
-        done = step + 1
-        run.report.after_step(done, {k: float(v.detach()) for k, v in terms.items()}, run.scheduler.get_last_lr()[0])
-        if validator.due(done):
-            validator.run(done, pipeline, run.ema, run.report.log, trained=decoder_module)
-        if run.checkpointer.due(done) or done == config.max_steps:
-            run.checkpointer.save(accelerator, done, pipeline, run.ema)
+        run.end_step(step, loss, terms, pipeline, validator)
     run.report.close()
     return run.checkpointer.latest

@@ -29,12 +29,10 @@ from turbosr.models.denoiser import Denoiser
 from turbosr.pipeline import SRPipeline
 from turbosr.train.common import (
     Validator,
-    finite_or_raise,
     initial_pipeline,
     load_dataset,
     make_accelerator,
     micro_batches,
-    optimizer_step,
     sample_hq_batch,
     start_run,
 )
@@ -130,14 +128,6 @@ def train(config: TrainConfig) -> Path:
             with sync, accelerator.autocast():
                 loss = diffusion_loss(run.model(x_t, student_lq_latent, t).float(), target)
                 accelerator.backward(loss / config.gradient_accumulation_steps)
-        optimizer_step(accelerator, run.model, run.optimizer, run.scheduler, config)
-        run.ema.update(denoiser, step)
-        finite_or_raise(loss, step)
-        done = step + 1
-        run.report.after_step(done, {"loss": float(loss.detach())}, run.scheduler.get_last_lr()[0])
-        if validator.due(done):
-            validator.run(done, pipeline, run.ema, run.report.log)
-        if run.checkpointer.due(done) or done == config.max_steps:
-            run.checkpointer.save(accelerator, done, pipeline, run.ema)
+        run.end_step(step, loss, {"loss": loss}, pipeline, validator)
     run.report.close()
     return run.checkpointer.latest

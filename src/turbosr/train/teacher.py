@@ -18,12 +18,10 @@ from turbosr.losses import diffusion_loss
 from turbosr.train.common import (
     Validator,
     encode_pair,
-    finite_or_raise,
     initial_pipeline,
     load_dataset,
     make_accelerator,
     micro_batches,
-    optimizer_step,
     sample_hq_batch,
     start_run,
 )
@@ -61,15 +59,7 @@ def train(config: TrainConfig) -> Path:
                 loss = diffusion_loss(run.model(x_t, lq_latent, t).float(), target)
                 accelerator.backward(loss / config.gradient_accumulation_steps)
         # optimizer step
-        optimizer_step(accelerator, run.model, run.optimizer, run.scheduler, config)
-        run.ema.update(denoiser, step)
-        finite_or_raise(loss, step)
-        done = step + 1
-        run.report.after_step(done, {"loss": float(loss.detach())}, run.scheduler.get_last_lr()[0])
-        if validator.due(done):
-            validator.run(done, pipeline, run.ema, run.report.log)
-        if run.checkpointer.due(done) or done == config.max_steps:
-            run.checkpointer.save(accelerator, done, pipeline, run.ema)
+        run.end_step(step, loss, {"loss": loss}, pipeline, validator)
     run.report.close()
     if run.start >= config.max_steps:
         logger.info("nothing to do: checkpoint is already at step %d >= max_steps %d", run.start, config.max_steps)
