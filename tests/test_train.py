@@ -158,7 +158,7 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(tmp_path, hr_folder):
 def test_tensorboard_option_needs_its_extra(tmp_path):
     import importlib.util
 
-    from turbosr.train.common import RunLog
+    from turbosr.train.reporting import RunLog
 
     config = load_config(TrainConfig, None, [f"output_dir={tmp_path}", "tensorboard=true"])
     if importlib.util.find_spec("tensorboard") is None:
