@@ -6,7 +6,6 @@ Images are decoded once and kept in memory as uint8; crops, flips and rotations 
 
 from __future__ import annotations
 
-import io
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,8 +16,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from torch.utils.data import Dataset
 
 from turbosr.degradations import DEGRADATIONS
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
+from turbosr.image import IMAGE_SUFFIXES, save_image
 
 
 def read_rgb_uint8(path: Path) -> torch.Tensor:
@@ -113,15 +111,6 @@ def make_lq(hq: torch.Tensor, scale: int, degradation: str = "bicubic",
     return DEGRADATIONS[degradation](hq, scale, generator=generator)
 
 
-def _save_png(tensor: torch.Tensor, path: Path) -> None:
-    from turbosr.checkpoint import atomic_write_bytes
-
-    array = tensor.clamp(0, 1).mul(255).round().byte().permute(1, 2, 0).numpy()
-    buffer = io.BytesIO()
-    Image.fromarray(array).save(buffer, format="PNG")
-    atomic_write_bytes(path, buffer.getvalue())
-
-
 def hr_sources(source: Path, split: str = "heldout") -> list[Path]:
     """HR image files from a folder, or from one split of a corpus ``manifest.json``."""
     source = Path(source)
@@ -160,8 +149,8 @@ def make_pairs(source: Path, out_dir: Path, scale: int, degradation: str = "bicu
         generator = torch.Generator().manual_seed(seed * 1_000_003 + index)
         lq = make_lq(hq, scale, degradation, generator=generator)
         name = f"{path.stem}.png"
-        _save_png(hq[0], out_dir / "hq" / name)
-        _save_png(lq[0], out_dir / "lq" / name)
+        save_image(hq, out_dir / "hq" / name, overwrite=True)
+        save_image(lq, out_dir / "lq" / name, overwrite=True)
         records.append({"file": name, "source": str(path), "hq_size": [size_w, size_h]})
     from turbosr.checkpoint import write_json
 

@@ -264,9 +264,9 @@ def evaluate_upscaler(upscale: Callable[[torch.Tensor], torch.Tensor], lq_dir: P
             raise ValueError(f"{lq_path.name}: output {prediction.shape[-1]}x{prediction.shape[-2]} differs from the "
                              f"reference {reference.shape[-1]}x{reference.shape[-2]} (wrong --scale?)")
         if save_dir is not None:
-            from turbosr.data import _save_png
+            from turbosr.image import save_image
 
-            _save_png(prediction[0].float().cpu(), Path(save_dir) / f"{lq_path.stem}.png")
+            save_image(prediction.float().cpu(), Path(save_dir) / f"{lq_path.stem}.png", overwrite=True)
         prediction = quantize(prediction.double().cpu())
         per_image[reference_path.name] = {m.name: float(m(prediction, reference, crop_border)[0]) for m in chosen}
     peak_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - start_rss) / 1024
