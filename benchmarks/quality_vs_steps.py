@@ -32,6 +32,8 @@ def main() -> None:
     parser.add_argument("--baselines", nargs="*", default=["bicubic"])
     parser.add_argument("--scale", type=int, default=4)
     parser.add_argument("--metrics", nargs="+", default=["psnr_y", "ssim_y", "niqe"])
+    parser.add_argument("--folder-metric-steps", type=int, nargs="*", default=None, metavar="N",
+                        help="compute folder metrics (fid, patch_fid) only at these step counts (default: all)")
     parser.add_argument("--crop-border", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
@@ -40,7 +42,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     from turbosr.baselines import baseline_upscaler
-    from turbosr.metrics import evaluate_upscaler
+    from turbosr.metrics import FOLDER_METRICS, evaluate_upscaler
     from turbosr.pipeline import SRPipeline
 
     rows = []
@@ -56,7 +58,10 @@ def main() -> None:
             def upscale(lq: torch.Tensor, steps: int = steps, pipeline: SRPipeline = pipeline) -> torch.Tensor:
                 return pipeline(lq, num_steps=steps, generator=torch.Generator().manual_seed(args.seed))
 
-            result = evaluate_upscaler(upscale, args.lq, args.ref, args.metrics, args.crop_border)
+            metrics = args.metrics
+            if args.folder_metric_steps is not None and steps not in args.folder_metric_steps:
+                metrics = [m for m in args.metrics if m not in FOLDER_METRICS]
+            result = evaluate_upscaler(upscale, args.lq, args.ref, metrics, args.crop_border)
             rows.append({"model": name, "steps": steps, **result["mean"], "seconds": result["seconds_per_image"]})
             print(json.dumps(rows[-1]), file=sys.stderr)
 
@@ -74,7 +79,7 @@ def main() -> None:
     table = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for row in rows:
         cells = [row["model"], "-" if row["steps"] is None else str(row["steps"])]
-        cells += [f"{row[m]:.4f}" for m in args.metrics] + [f"{row['seconds']:.3f}"]
+        cells += [f"{row[m]:.4f}" if m in row else "-" for m in args.metrics] + [f"{row['seconds']:.3f}"]
         table.append("| " + " | ".join(cells) + " |")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".md").write_text("\n".join(header + table) + "\n")
@@ -90,26 +95,40 @@ def main() -> None:
 
     distortion = args.metrics[0]
     perception = "niqe" if "niqe" in args.metrics else None
-    fig, axes = plt.subplots(1, 2 if perception else 1, figsize=(11 if perception else 6, 4), squeeze=False)
+    folder = next((m for m in args.metrics if m in FOLDER_METRICS), None)
+    panels = 1 + bool(perception) + bool(folder)
+    fig, axes = plt.subplots(1, panels, figsize=(5.5 * panels, 4), squeeze=False)
+    steps_ax = axes[0][0]
+    pd_ax = axes[0][1] if perception else None
+    folder_ax = axes[0][-1] if folder else None
     models = sorted({r["model"] for r in rows if r["steps"] is not None}, key=[r["model"] for r in rows].index)
     for name in models:
         series = [r for r in rows if r["model"] == name]
-        axes[0][0].plot([r["steps"] for r in series], [r[distortion] for r in series], "o-", label=name)
-        if perception:
-            axes[0][1].plot([r[perception] for r in series], [r[distortion] for r in series], "o-", label=name)
+        steps_ax.plot([r["steps"] for r in series], [r[distortion] for r in series], "o-", label=name)
+        if pd_ax is not None:
+            pd_ax.plot([r[perception] for r in series], [r[distortion] for r in series], "o-", label=name)
+        if folder_ax is not None:
+            scored = [r for r in series if folder in r]
+            folder_ax.plot([r["steps"] for r in scored], [r[folder] for r in scored], "o-", label=name)
     for row in rows:
         if row["steps"] is None:
-            axes[0][0].axhline(row[distortion], linestyle="--", linewidth=0.8, color="grey")
-            axes[0][0].annotate(row["model"], (min(args.steps), row[distortion]), fontsize=7)
-            if perception:
-                axes[0][1].plot(row[perception], row[distortion], "s", label=row["model"])
-    axes[0][0].set(xscale="log", xlabel="denoising steps", ylabel=distortion, title=f"{distortion} vs steps")
-    axes[0][0].legend(fontsize=7)
-    if perception:
-        axes[0][1].set(xlabel=f"{perception} (lower = more natural)", ylabel=f"{distortion} (higher = more faithful)",
-                       title="perception-distortion")
-        axes[0][1].invert_xaxis()
-        axes[0][1].legend(fontsize=7)
+            for ax, metric in ((steps_ax, distortion), (folder_ax, folder)):
+                if ax is not None and metric in row:
+                    ax.axhline(row[metric], linestyle="--", linewidth=0.8, color="grey")
+                    ax.annotate(row["model"], (min(args.steps), row[metric]), fontsize=7)
+            if pd_ax is not None:
+                pd_ax.plot(row[perception], row[distortion], "s", label=row["model"])
+    steps_ax.set(xscale="log", xlabel="denoising steps", ylabel=distortion, title=f"{distortion} vs steps")
+    steps_ax.legend(fontsize=7)
+    if pd_ax is not None:
+        pd_ax.set(xlabel=f"{perception} (lower = more natural)", ylabel=f"{distortion} (higher = more faithful)",
+                  title="perception-distortion")
+        pd_ax.invert_xaxis()
+        pd_ax.legend(fontsize=7)
+    if folder_ax is not None:
+        folder_ax.set(xscale="log", xlabel="denoising steps", ylabel=f"{folder} (lower is better)",
+                      title=f"{folder} vs steps")
+        folder_ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(args.out.with_suffix(".png"), dpi=100)
 

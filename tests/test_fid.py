@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -60,3 +62,26 @@ def test_fid_of_a_folder_with_itself_is_zero_and_degraded_copies_score_worse(tmp
     same = fid_folders(tmp_path / "ref", tmp_path / "ref", patch=32)
     worse = fid_folders(tmp_path / "blur", tmp_path / "ref", patch=32)
     assert abs(same) < 1e-3 and worse > same + 1
+
+
+def test_reference_statistics_are_cached_until_the_reference_folder_changes(tmp_path, monkeypatch):
+    from turbosr.image import save_image
+    from turbosr.metrics import fid as fid_module
+
+    calls = []
+
+    def fake_statistics(files, patch=None, device="cpu", batch_size=16):
+        calls.append(sorted(Path(f).name for f in files))
+        return np.zeros(2), np.eye(2), 2
+
+    monkeypatch.setattr(fid_module, "folder_statistics", fake_statistics)
+    fid_module._reference_statistics.cache_clear()
+    for folder in ("ref", "pred"):
+        save_image(torch.rand(1, 3, 8, 8), tmp_path / folder / "a.png")
+    fid_module.fid_folders(tmp_path / "pred", tmp_path / "ref")
+    fid_module.fid_folders(tmp_path / "pred", tmp_path / "ref")
+    assert calls == [["a.png"], ["a.png"], ["a.png"]]  # pred twice, the reference once
+    save_image(torch.rand(1, 3, 8, 8), tmp_path / "ref" / "b.png")  # the reference changes: recomputed
+    fid_module.fid_folders(tmp_path / "pred", tmp_path / "ref")
+    assert calls[-1] == ["a.png", "b.png"] and len(calls) == 5
+    fid_module._reference_statistics.cache_clear()

@@ -34,6 +34,17 @@ def test_refiner_starts_as_exact_linear_inverse():
     assert torch.equal(ae.decode(z), ae.decode_linear(z))
 
 
+def test_without_refiner_keeps_the_latent_space_and_drops_the_trained_refiner():
+    ae = PatchAutoencoder(4, 8, refine_channels=8)
+    ae.fit(torch.rand(2, 3, 16, 16) * 2 - 1)
+    torch.nn.init.normal_(ae.refiner[-1].weight)  # as if fine-tuned: decode now differs from the linear inverse
+    z, images = torch.randn(1, 8, 4, 4), torch.rand(1, 3, 16, 16)
+    plain = ae.without_refiner()
+    assert plain.refiner is None and plain.config()["refine_channels"] == 0
+    assert not torch.allclose(ae.decode(z), ae.decode_linear(z))
+    assert torch.equal(plain.decode(z), ae.decode_linear(z)) and torch.equal(plain.encode(images), ae.encode(images))
+
+
 @pytest.mark.parametrize("preset", ["tiny", "small"])
 def test_untrained_residual_model_reproduces_the_lq_latent(preset):
     """Zero output layer + residual target: at the last timestep x0 = 0, i.e. exactly bicubic."""

@@ -111,5 +111,20 @@ def fid_folders(pred_dir: Path, ref_dir: Path, patch: int | None = None, device:
     from turbosr.data import list_images
 
     mu1, sigma1, _ = folder_statistics(list_images(Path(pred_dir)), patch, device)
-    mu2, sigma2, _ = folder_statistics(list_images(Path(ref_dir)), patch, device)
+    mu2, sigma2 = _reference_statistics(_folder_key(Path(ref_dir)), patch, device)
     return frechet_distance(mu1, sigma1, mu2, sigma2)
+
+
+def _folder_key(folder: Path) -> tuple[tuple[str, int, int], ...]:
+    """Identity of a folder's images (path, size, mtime): cached statistics are reused only while it holds."""
+    from turbosr.data import list_images
+
+    return tuple((str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns) for f in list_images(folder))
+
+
+@lru_cache(maxsize=8)
+def _reference_statistics(key: tuple[tuple[str, int, int], ...], patch: int | None, device: str
+                          ) -> tuple[np.ndarray, np.ndarray]:
+    """The reference folder's statistics, computed once per benchmark run (they do not depend on the model)."""
+    mu, sigma, _ = folder_statistics([Path(item[0]) for item in key], patch, device)
+    return mu, sigma

@@ -56,6 +56,12 @@ class PatchAutoencoder(nn.Module):
         return {"kind": self.kind, "factor": self.factor, "latent_channels": self.latent_channels,
                 "refine_channels": self.refine_channels}
 
+    def without_refiner(self) -> PatchAutoencoder:
+        """A copy with the same latent space and the plain linear decoder (e.g. to undo decoder fine-tuning)."""
+        plain = PatchAutoencoder(self.factor, self.latent_channels, 0)
+        plain.load_state_dict({k: v for k, v in self.state_dict().items() if not k.startswith("refiner.")})
+        return plain.to(self.basis.device)
+
     def _kernel(self) -> torch.Tensor:
         return self.basis.view(self.latent_channels, 3, self.factor, self.factor)
 
