@@ -168,3 +168,24 @@ def test_tensorboard_option_needs_its_extra(tmp_path):
         log = RunLog(config, enabled=True)
         log.write({"step": 1, "loss": 0.5})
         assert any((tmp_path / "tensorboard").iterdir())
+
+
+def test_adversary_adds_the_weighted_generator_term_only_when_on_and_after_its_start_step():
+    from accelerate import Accelerator
+
+    from turbosr.train.common import Adversary
+
+    accelerator = Accelerator(cpu=True)
+    prediction = torch.rand(2, 3, 32, 32, requires_grad=True)
+    base = torch.tensor(1.0)
+    off = Adversary(load_config(TrainConfig, None, ["loss.adversarial=0"]), accelerator)
+    terms: dict = {}
+    assert off.add_generator_term(base, terms, prediction, 100) is base and terms == {}
+    on = Adversary(load_config(TrainConfig, None, ["loss.adversarial=0.5", "loss.adversarial_start_step=10"]),
+                   accelerator)
+    assert on.add_generator_term(base, terms, prediction, 9) is base and terms == {}  # before the start step
+    total = on.add_generator_term(base, terms, prediction, 10)
+    assert "generator" in terms and torch.allclose(total, base + terms["generator"])
+    total.backward()
+    assert prediction.grad is not None and prediction.grad.abs().sum() > 0  # the term reaches the generator
+    assert all(p.grad is None for p in on.discriminator.parameters())  # ...and does not train the discriminator

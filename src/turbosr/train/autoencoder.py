@@ -95,11 +95,7 @@ def train(config: TrainConfig) -> Path:
             with sync, accelerator.autocast():
                 prediction, kl = reconstruct(autoencoder, hq)
                 terms = image_loss(prediction, hq, config.loss)
-                loss = terms["total"] + config.loss.kl * kl
-                generator_term = run.adversary.generator_term(prediction, step)
-                if generator_term is not None:
-                    terms["generator"] = generator_term
-                    loss = loss + generator_term
+                loss = run.adversary.add_generator_term(terms["total"] + config.loss.kl * kl, terms, prediction, step)
                 accelerator.backward(loss / config.gradient_accumulation_steps)
             d_loss = run.adversary.discriminator_backward(hq, prediction)
             if d_loss is not None:

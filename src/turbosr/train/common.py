@@ -337,6 +337,15 @@ class Adversary:
         self.discriminator.requires_grad_(False)  # the generator term must not train the discriminator
         return self.config.loss.adversarial * hinge_generator_loss(self.discriminator(to_model_range(prediction)))
 
+    def add_generator_term(self, loss: torch.Tensor, terms: dict[str, torch.Tensor], prediction: torch.Tensor,
+                           step: int) -> torch.Tensor:
+        """``loss`` plus the generator term when it is on (recorded in ``terms`` as "generator")."""
+        term = self.generator_term(prediction, step)
+        if term is None:
+            return loss
+        terms["generator"] = term
+        return loss + term
+
     def discriminator_backward(self, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor | None:
         """Backpropagate the discriminator's hinge loss on real vs (detached) fake images; returns it."""
         from turbosr.losses import hinge_discriminator_loss

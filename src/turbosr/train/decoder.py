@@ -89,11 +89,7 @@ def train(config: TrainConfig) -> Path:
             with sync, accelerator.autocast():
                 prediction = (pipeline.autoencoder.decode(latent).float() + 1.0) / 2.0
                 terms = image_loss(prediction, hq, config.loss)
-                loss = terms["total"]
-                generator_term = run.adversary.generator_term(prediction, step)
-                if generator_term is not None:
-                    terms["generator"] = generator_term
-                    loss = loss + generator_term
+                loss = run.adversary.add_generator_term(terms["total"], terms, prediction, step)
                 accelerator.backward(loss / config.gradient_accumulation_steps)
             d_loss = run.adversary.discriminator_backward(hq, prediction)
             if d_loss is not None:
