@@ -38,6 +38,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, required=True, help="output path without suffix")
+    parser.add_argument("--resume", action="store_true",
+                        help="keep the rows of an existing OUT.json that this command asks for (same model name, "
+                             "steps and metrics) instead of recomputing them; models can then be added one by one")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -45,8 +48,29 @@ def main() -> None:
     from turbosr.metrics import FOLDER_METRICS, evaluate_upscaler
     from turbosr.pipeline import SRPipeline
 
-    rows = []
+    commands, previous = [], {}
+    if args.resume and args.out.with_suffix(".json").is_file():
+        saved = json.loads(args.out.with_suffix(".json").read_text())
+        commands = saved.get("commands", [])
+        previous = {(row["model"], row["steps"]): row for row in saved["rows"]}
+    commands.append(" ".join(sys.argv[1:]))
+
+    def wanted(steps: int | None) -> list[str]:
+        if steps is None or args.folder_metric_steps is None or steps in args.folder_metric_steps:
+            return list(args.metrics)
+        return [m for m in args.metrics if m not in FOLDER_METRICS]
+
+    def reuse(name: str, steps: int | None) -> bool:
+        row = previous.get((name, steps))
+        if row is None or any(m not in row for m in wanted(steps)):
+            return False
+        rows.append(row)
+        return True
+
+    rows: list[dict] = []
     for name in args.baselines:
+        if reuse(name, None):
+            continue
         result = evaluate_upscaler(baseline_upscaler(name, args.scale), args.lq, args.ref, args.metrics,
                                    args.crop_border)
         rows.append({"model": name, "steps": None, **result["mean"], "seconds": result["seconds_per_image"]})
@@ -55,13 +79,12 @@ def main() -> None:
         name, folder = item.split("=", 1)
         pipeline = SRPipeline.from_pretrained(folder)
         for steps in args.steps:
+            if reuse(name, steps):
+                continue
             def upscale(lq: torch.Tensor, steps: int = steps, pipeline: SRPipeline = pipeline) -> torch.Tensor:
                 return pipeline(lq, num_steps=steps, generator=torch.Generator().manual_seed(args.seed))
 
-            metrics = args.metrics
-            if args.folder_metric_steps is not None and steps not in args.folder_metric_steps:
-                metrics = [m for m in args.metrics if m not in FOLDER_METRICS]
-            result = evaluate_upscaler(upscale, args.lq, args.ref, metrics, args.crop_border)
+            result = evaluate_upscaler(upscale, args.lq, args.ref, wanted(steps), args.crop_border)
             rows.append({"model": name, "steps": steps, **result["mean"], "seconds": result["seconds_per_image"]})
             print(json.dumps(rows[-1]), file=sys.stderr)
 
@@ -69,7 +92,10 @@ def main() -> None:
     header = [
         f"# Quality vs steps: {args.out.name}",
         "",
-        f"Command: `python benchmarks/quality_vs_steps.py {' '.join(sys.argv[1:])}`",
+        "Command(s); with --resume, rows a later command asks for again are reused from the earlier one:",
+        "",
+        *[f"- `python benchmarks/quality_vs_steps.py {command}`" for command in commands],
+        "",
         f"Machine: {platform.machine()} CPU, {args.threads} threads; torch {torch.__version__}; "
         f"Python {platform.python_version()}. Images: {count} pairs from {args.lq} / {args.ref}; "
         f"crop border {args.crop_border}; seed {args.seed}. Times are seconds per image on a shared machine.",
@@ -83,7 +109,7 @@ def main() -> None:
         table.append("| " + " | ".join(cells) + " |")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".md").write_text("\n".join(header + table) + "\n")
-    args.out.with_suffix(".json").write_text(json.dumps({"command": sys.argv, "rows": rows}, indent=1) + "\n")
+    args.out.with_suffix(".json").write_text(json.dumps({"commands": commands, "rows": rows}, indent=1) + "\n")
     print("\n".join(header + table))
     try:
         import matplotlib

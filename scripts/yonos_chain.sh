@@ -4,7 +4,8 @@
 #   lane b: direct x8 -> its decoder fine-tuning -> x8 student distilled from the built-in model's x4 UNet
 #           (the built-in's fine-tuned decoder refiner is removed first, so the student starts from the plain
 #           direct x4 model, with no decoder tuned for x4 outputs)
-# Usage: bash scripts/yonos_chain.sh a|b   (logs in runs/<name>.out; a killed run resumes from its checkpoint)
+# Usage: bash scripts/yonos_chain.sh a|b   (logs in runs/<name>.out; a killed run resumes from its checkpoint,
+# a finished one is skipped). Step counts fit one 3-hour session on the 2-core machine (see docs/yonos.md).
 set -euo pipefail
 export OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1
 run() {  # run <kind> <config> <output_dir> <max_steps> [extra --set ...]
@@ -25,16 +26,16 @@ PY
 case "${1:?lane a or b}" in
   a)
     run teacher configs/teacher-x2-small.yaml runs/teacher-x2-small 4000
-    run scale-distill configs/distill-x2-x4-small.yaml runs/distill-x2-x4-small 4000
-    run scale-distill configs/distill-x4-x8-small.yaml runs/distill-x4-x8-small 4000
-    run decoder configs/decoder-x8-small.yaml runs/decoder-x8-small 2500
+    run scale-distill configs/distill-x2-x4-small.yaml runs/distill-x2-x4-small 3000
+    run scale-distill configs/distill-x4-x8-small.yaml runs/distill-x4-x8-small 3000
+    run decoder configs/decoder-x8-small.yaml runs/decoder-x8-small 2000
     ;;
   b)
     run teacher configs/direct-x8-small.yaml runs/direct-x8-small 10000
-    run decoder configs/decoder-x8-small.yaml runs/decoder-direct-x8-small 2500 \
+    run decoder configs/decoder-x8-small.yaml runs/decoder-direct-x8-small 2000 \
       --set init_from=runs/direct-x8-small/checkpoint-latest/model
     [ -d runs/direct-x4-builtin ] || without_refiner src/turbosr/weights/x4 runs/direct-x4-builtin
-    run scale-distill configs/distill-x4-x8-small.yaml runs/distill-direct-x4-x8-small 3000 \
+    run scale-distill configs/distill-x4-x8-small.yaml runs/distill-direct-x4-x8-small 1500 \
       --set teacher=runs/direct-x4-builtin --set init_from=runs/direct-x4-builtin
     ;;
   *) echo "usage: $0 a|b" >&2; exit 2 ;;
