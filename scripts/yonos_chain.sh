@@ -26,7 +26,7 @@ PY
 case "${1:?lane a or b}" in
   a)
     run teacher configs/teacher-x2-small.yaml runs/teacher-x2-small 4000
-    run scale-distill configs/distill-x2-x4-small.yaml runs/distill-x2-x4-small 3000
+    run scale-distill configs/distill-x2-x4-small.yaml runs/distill-x2-x4-small 2000
     run scale-distill configs/distill-x4-x8-small.yaml runs/distill-x4-x8-small 3000
     run decoder configs/decoder-x8-small.yaml runs/decoder-x8-small 2000
     ;;
