@@ -45,6 +45,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     from turbosr.baselines import baseline_upscaler
+    from turbosr.checkpoint import atomic_write_bytes
     from turbosr.metrics import FOLDER_METRICS, evaluate_upscaler
     from turbosr.pipeline import SRPipeline
 
@@ -68,6 +69,13 @@ def main() -> None:
         return True
 
     rows: list[dict] = []
+
+    def save_rows() -> None:  # after every row, so a killed run loses at most one row (resume with --resume)
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        merged = rows + [row for key, row in previous.items() if key not in {(r["model"], r["steps"]) for r in rows}]
+        atomic_write_bytes(args.out.with_suffix(".json"),
+                           (json.dumps({"commands": commands, "rows": merged}, indent=1) + "\n").encode())
+
     for name in args.baselines:
         if reuse(name, None):
             continue
@@ -75,6 +83,7 @@ def main() -> None:
                                    args.crop_border)
         rows.append({"model": name, "steps": None, **result["mean"], "seconds": result["seconds_per_image"]})
         print(json.dumps(rows[-1]), file=sys.stderr)
+        save_rows()
     for item in args.model:
         name, folder = item.split("=", 1)
         pipeline = SRPipeline.from_pretrained(folder)
@@ -87,6 +96,7 @@ def main() -> None:
             result = evaluate_upscaler(upscale, args.lq, args.ref, wanted(steps), args.crop_border)
             rows.append({"model": name, "steps": steps, **result["mean"], "seconds": result["seconds_per_image"]})
             print(json.dumps(rows[-1]), file=sys.stderr)
+            save_rows()
 
     count = len(list(args.ref.iterdir()))
     header = [
@@ -108,8 +118,9 @@ def main() -> None:
         cells += [f"{row[m]:.4f}" if m in row else "-" for m in args.metrics] + [f"{row['seconds']:.3f}"]
         table.append("| " + " | ".join(cells) + " |")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".md").write_text("\n".join(header + table) + "\n")
-    args.out.with_suffix(".json").write_text(json.dumps({"commands": commands, "rows": rows}, indent=1) + "\n")
+    atomic_write_bytes(args.out.with_suffix(".md"), ("\n".join(header + table) + "\n").encode())
+    atomic_write_bytes(args.out.with_suffix(".json"),
+                       (json.dumps({"commands": commands, "rows": rows}, indent=1) + "\n").encode())
     print("\n".join(header + table))
     try:
         import matplotlib

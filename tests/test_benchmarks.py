@@ -1,0 +1,55 @@
+"""benchmarks/quality_vs_steps.py: rows are saved as they are computed and --resume reuses them."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "quality_vs_steps.py"
+
+
+def _pairs(root: Path) -> None:
+    rng = np.random.default_rng(0)
+    for folder in ("lq", "hq"):
+        (root / folder).mkdir(parents=True)
+    for name in ("a", "b"):
+        hq = Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8))
+        hq.save(root / "hq" / f"{name}.png")
+        hq.resize((8, 8), Image.BICUBIC).save(root / "lq" / f"{name}.png")
+
+
+def _run(root: Path, *extra: str) -> subprocess.CompletedProcess:
+    command = [sys.executable, str(SCRIPT), "--lq", str(root / "lq"), "--ref", str(root / "hq"), "--threads", "1",
+               "--metrics", "psnr_y", "ssim_y", "--out", str(root / "out" / "table"), *extra]
+    return subprocess.run(command, capture_output=True, text=True, check=True)
+
+
+def test_rows_are_saved_and_resume_reuses_them(tmp_path):
+    _pairs(tmp_path)
+    _run(tmp_path, "--baselines", "bicubic")
+    saved = json.loads((tmp_path / "out" / "table.json").read_text())
+    assert [row["model"] for row in saved["rows"]] == ["bicubic"]
+    bicubic = saved["rows"][0]["psnr_y"]
+    assert 5 < bicubic < 40
+
+    # mark the saved row: a resumed run must keep it rather than recompute it, and add the new baseline
+    saved["rows"][0]["psnr_y"] = 123.0
+    (tmp_path / "out" / "table.json").write_text(json.dumps(saved))
+    _run(tmp_path, "--baselines", "bicubic", "lanczos", "--resume")
+    resumed = json.loads((tmp_path / "out" / "table.json").read_text())
+    assert [row["model"] for row in resumed["rows"]] == ["bicubic", "lanczos"]
+    assert resumed["rows"][0]["psnr_y"] == 123.0
+    assert resumed["rows"][1]["psnr_y"] != 123.0
+    assert len(resumed["commands"]) == 2
+    assert "123.0000" in (tmp_path / "out" / "table.md").read_text()
+
+    # without --resume everything is recomputed
+    _run(tmp_path, "--baselines", "bicubic")
+    fresh = json.loads((tmp_path / "out" / "table.json").read_text())
+    assert fresh["rows"][0]["psnr_y"] == bicubic
+    assert len(fresh["commands"]) == 1
