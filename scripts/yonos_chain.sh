@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The YONOS-SR chain at CPU scale, as run for docs/yonos.md: two lanes, one CPU thread each, run side by side.
 #   lane a: x2 teacher -> x2->x4 scale distillation -> x4->x8 scale distillation -> x8 decoder fine-tuning
+#           (-> x4 decoder fine-tuning of the x2->x4 student)
 #   lane b: direct x8 -> its decoder fine-tuning -> x8 student distilled from the built-in model's x4 UNet
 #           (the built-in's fine-tuned decoder refiner is removed first, so the student starts from the plain
 #           direct x4 model, with no decoder tuned for x4 outputs)
@@ -29,6 +30,7 @@ case "${1:?lane a or b}" in
     run scale-distill configs/distill-x2-x4-small.yaml runs/distill-x2-x4-small 2000
     run scale-distill configs/distill-x4-x8-small.yaml runs/distill-x4-x8-small 3000
     run decoder configs/decoder-x8-small.yaml runs/decoder-x8-small 2000
+    run decoder configs/decoder-x4-small.yaml runs/decoder-x4-small 2500  # x4 distilled + decoder, for the FID table
     ;;
   b)
     run teacher configs/direct-x8-small.yaml runs/direct-x8-small 10000
