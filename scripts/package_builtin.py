@@ -108,7 +108,7 @@ def main() -> None:
         "",
         f"Time for one 128x128 -> {128 * args.scale}x{128 * args.scale} upscale: {seconds:.3f} s "
         f"({args.threads} threads, {platform.machine()} CPU, torch {torch.__version__}; median of 3; "
-        "measured on a machine also running training).",
+        "measured while other jobs shared the 2 cores).",
         "",
         f"data/heldout-x{args.scale} = centre 256x256 crops of the corpus's held-out photos; "
         f"data/external-x{args.scale} = centre crops of photos from PyPI wheels that no training data contains "

@@ -4,7 +4,8 @@
 #           (-> x4 decoder fine-tuning of the x2->x4 student)
 #   lane b: direct x8 -> its decoder fine-tuning -> x8 student distilled from the built-in model's x4 UNet
 #           (the built-in's fine-tuned decoder refiner is removed first, so the student starts from the plain
-#           direct x4 model, with no decoder tuned for x4 outputs)
+#           direct x4 model, with no decoder tuned for x4 outputs) -> its control: the same start trained
+#           at x8 on the ground truth instead of the teacher
 # Usage: bash scripts/yonos_chain.sh a|b   (logs in runs/<name>.out; a killed run resumes from its checkpoint,
 # a finished one is skipped). Step counts fit one 3-hour session on the 2-core machine (see docs/yonos.md).
 set -euo pipefail
@@ -39,6 +40,8 @@ case "${1:?lane a or b}" in
     [ -d runs/direct-x4-builtin ] || without_refiner src/turbosr/weights/x4 runs/direct-x4-builtin
     run scale-distill configs/distill-x4-x8-small.yaml runs/distill-direct-x4-x8-small 1500 \
       --set teacher=runs/direct-x4-builtin --set init_from=runs/direct-x4-builtin
+    # control: same start, optimiser and steps as the line above, ground-truth target instead of the teacher's
+    run teacher configs/direct-x8-from-x4-small.yaml runs/direct-x8-from-x4-small 1500
     ;;
   *) echo "usage: $0 a|b" >&2; exit 2 ;;
 esac
