@@ -20,6 +20,24 @@ def test_atomic_writes_and_clear_errors(tmp_path):
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
 
 
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_atomic_writes_get_the_permissions_of_a_plain_write(tmp_path, umask):
+    """mkstemp creates 0600 files; a written output, JSON or checkpoint must get 0666 minus the umask instead."""
+    from turbosr.image import save_image
+
+    old = os.umask(umask)
+    try:
+        (tmp_path / "plain").write_bytes(b"x")
+        expected = (tmp_path / "plain").stat().st_mode & 0o777
+        written = [checkpoint.write_json(tmp_path / "x.json", {"k": 1}),
+                   checkpoint.save_tensors(tmp_path / "t.safetensors", {"w": torch.zeros(2)}),
+                   save_image(torch.zeros(1, 3, 4, 4), tmp_path / "out.png")]
+    finally:
+        os.umask(old)
+    assert expected == 0o666 & ~umask
+    assert [p.stat().st_mode & 0o777 for p in written] == [expected] * 3
+
+
 def test_replace_folder_keeps_the_old_checkpoint_until_the_new_one_is_complete(tmp_path):
     final = tmp_path / "checkpoint-latest"
     first = checkpoint.staging_folder(final)

@@ -21,11 +21,27 @@ import torch
 from safetensors.torch import load_file, save_file
 
 
+def temp_file_beside(path: Path) -> tuple[int, str]:
+    """A temporary file next to ``path`` (same file system, so ``os.replace`` is atomic), created with the
+    permissions a plain ``open(path, "w")`` would give (0666 minus the umask), not ``mkstemp``'s 0600:
+    outputs and checkpoints must stay readable by whoever could read a normally written file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.fchmod(handle, plain_file_mode())
+    return handle, temp
+
+
+def plain_file_mode() -> int:
+    """0666 minus the process umask (read by setting and restoring it)."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     """Write ``data`` to ``path`` via a temporary file in the same folder and ``os.replace``."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    handle, temp = temp_file_beside(path)
     try:
         with os.fdopen(handle, "wb") as file:
             file.write(data)
@@ -57,11 +73,11 @@ def read_json(path: str | Path) -> Any:
 def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> Path:
     """Atomically save a flat dict of tensors as safetensors (contiguous CPU copies)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    handle, temp = temp_file_beside(path)
     os.close(handle)
     try:
         save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, temp, metadata=metadata)
+        os.chmod(temp, plain_file_mode())  # safetensors writes a new file of its own
         os.replace(temp, path)
     except BaseException:
         Path(temp).unlink(missing_ok=True)

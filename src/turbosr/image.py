@@ -11,7 +11,6 @@ import glob
 import io
 import logging
 import os
-import tempfile
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,6 +20,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+from turbosr.checkpoint import temp_file_beside
 
 logger = logging.getLogger(__name__)
 
@@ -180,8 +181,7 @@ def save_image(image: torch.Tensor, path: str | Path, *, alpha: torch.Tensor | N
         options["quality"] = quality
     buffer = io.BytesIO()
     pil.save(buffer, format=fmt, **options)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    handle, temp = temp_file_beside(path)
     try:
         with os.fdopen(handle, "wb") as file:
             file.write(buffer.getvalue())
