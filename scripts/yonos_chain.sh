@@ -6,7 +6,9 @@
 #           (the built-in's fine-tuned decoder refiner is removed first, so the student starts from the plain
 #           direct x4 model, with no decoder tuned for x4 outputs) -> its control: the same start trained
 #           at x8 on the ground truth instead of the teacher
-# Usage: bash scripts/yonos_chain.sh a|b   (logs in runs/<name>.out; a killed run resumes from its checkpoint,
+#   lanes c and d: the last two runs of lane b again with training seed 1 (data order, noise and timesteps), to
+#           see how far a second seed moves the distilled-vs-control comparison; run c and d side by side
+# Usage: bash scripts/yonos_chain.sh a|b|c|d   (logs in runs/<name>.out; a killed run resumes from its checkpoint,
 # a finished one is skipped). Step counts fit one 3-hour session on the 2-core machine (see docs/yonos.md).
 set -euo pipefail
 export OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1
@@ -25,7 +27,7 @@ config = dataclasses.replace(pipeline.config, refine_channels=0)
 SRPipeline(pipeline.denoiser, pipeline.autoencoder.without_refiner(), config).save_pretrained(sys.argv[2])
 PY
 }
-case "${1:?lane a or b}" in
+case "${1:?lane a, b, c or d}" in
   a)
     run teacher configs/teacher-x2-small.yaml runs/teacher-x2-small 4000
     run scale-distill configs/distill-x2-x4-small.yaml runs/distill-x2-x4-small 2000
@@ -43,5 +45,12 @@ case "${1:?lane a or b}" in
     # control: same start, optimiser and steps as the line above, ground-truth target instead of the teacher's
     run teacher configs/direct-x8-from-x4-small.yaml runs/direct-x8-from-x4-small 1500
     ;;
-  *) echo "usage: $0 a|b" >&2; exit 2 ;;
+  c)
+    run scale-distill configs/distill-x4-x8-small.yaml runs/distill-direct-x4-x8-small-seed1 1500 \
+      --set teacher=runs/direct-x4-builtin --set init_from=runs/direct-x4-builtin --set seed=1
+    ;;
+  d)
+    run teacher configs/direct-x8-from-x4-small.yaml runs/direct-x8-from-x4-small-seed1 1500 --set seed=1
+    ;;
+  *) echo "usage: $0 a|b|c|d" >&2; exit 2 ;;
 esac

@@ -53,3 +53,22 @@ def test_rows_are_saved_and_resume_reuses_them(tmp_path):
     fresh = json.loads((tmp_path / "out" / "table.json").read_text())
     assert fresh["rows"][0]["psnr_y"] == bicubic
     assert len(fresh["commands"]) == 1
+
+
+def test_run_summary_leaves_out_the_pause_of_a_resumed_run(tmp_path):
+    """scripts/run_summary.py: wall time counts training, not the hours a killed run waited to be resumed."""
+    run = tmp_path / "my-run"
+    run.mkdir()
+    records = [{"step": 20 * (i + 1), "loss": float(i), "images_per_s": 10.0, "time": 1000.0 + 60.0 * i}
+               for i in range(12)]
+    for record in records[6:]:
+        record["time"] += 7200.0  # two hours between the kill and the resume
+    records.insert(8, {"step": 160, "validation": "heldout", "val_psnr_y": 30.5, "val_psnr_y_bicubic": 29.25})
+    (run / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    script = SCRIPT.parent.parent / "scripts" / "run_summary.py"
+    out = subprocess.run([sys.executable, str(script), str(run)], capture_output=True, text=True, check=True).stdout
+    row = out.strip().splitlines()[-1]
+    # 11 gaps of 60 s, one of them 2 h long: 10 minutes of training; losses 2..11 -> mean 6.5
+    assert row == "| my-run | 240 | 10.0 min | loss 6.5000 | 10.0 | 30.50 at step 160 (bicubic 29.25) |"
+    missing = subprocess.run([sys.executable, str(script), str(tmp_path / "nope")], capture_output=True, text=True)
+    assert missing.returncode != 0 and "does not exist" in missing.stderr

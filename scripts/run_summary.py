@@ -1,0 +1,54 @@
+"""Summarise training runs from their log.jsonl as Markdown table rows (the tables of docs/runs.md).
+
+    python scripts/run_summary.py runs/teacher-x2-small runs/distill-x2-x4-small
+
+Per run: last step, training wall time (gaps of more than 5 minutes between log lines, i.e. the time a killed run
+waited to be resumed, are left out), the mean of the last 10 logged losses (or the decoder's total), the mean
+images/s, and the last validation (one-step PSNR-Y on the held-out validation crops, and bicubic's).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+GAP_S = 300.0
+
+
+def summarise(folder: Path) -> str:
+    log = folder / "log.jsonl"
+    if not log.is_file():
+        raise SystemExit(f"error: {log} does not exist (not a training run folder?)")
+    records = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    train = [r for r in records if "images_per_s" in r]
+    if not train:
+        raise SystemExit(f"error: {log} has no training records yet")
+    times = [r["time"] for r in train]
+    wall = sum(b - a for a, b in zip(times, times[1:], strict=False) if b - a <= GAP_S)
+    key = "loss" if "loss" in train[-1] else "total"
+    last = [r[key] for r in train[-10:] if key in r]
+    rate = sum(r["images_per_s"] for r in train) / len(train)
+    validations = [r for r in records if "val_psnr_y" in r]
+    if validations:
+        v = validations[-1]
+        validation = f"{v['val_psnr_y']:.2f} at step {v['step']:,} (bicubic {v['val_psnr_y_bicubic']:.2f})"
+    else:
+        validation = "-"
+    return (f"| {folder.name} | {train[-1]['step']} | {wall / 60:.1f} min | {key} {sum(last) / len(last):.4f} "
+            f"| {rate:.1f} | {validation} |")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("runs", nargs="+", type=Path, help="training output folders (with log.jsonl)")
+    args = parser.parse_args(argv)
+    print("| run | steps | wall time | last logged loss (mean of last 10 logs) | images/s | validation PSNR-Y, 1 step |")
+    print("|---|---|---|---|---|---|")
+    for folder in args.runs:
+        print(summarise(folder))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
