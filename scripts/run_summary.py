@@ -2,7 +2,8 @@
 
     python scripts/run_summary.py runs/teacher-x2-small runs/distill-x2-x4-small
 
-Per run: last step, training wall time (gaps of more than 5 minutes between log lines, i.e. the time a killed run
+Per run: last step, training wall time (steps redone after resuming from an older checkpoint are counted and said;
+gaps of more than 5 minutes between log lines, i.e. the time a killed run
 waited to be resumed, are left out), the mean of the last 10 logged losses (or the decoder's total), the mean
 images/s, and the last validation (one-step PSNR-Y on the held-out validation crops, and bicubic's).
 """
@@ -27,6 +28,12 @@ def summarise(folder: Path) -> str:
         raise SystemExit(f"error: {log} has no training records yet")
     times = [r["time"] for r in train]
     wall = sum(b - a for a, b in zip(times, times[1:], strict=False) if b - a <= GAP_S)
+    steps = [r["step"] for r in train]
+    # a resume from an older checkpoint: the step goes back; it restarted one log interval before the first new log
+    forward = sorted(b - a for a, b in zip(steps, steps[1:], strict=False) if b > a) or [0]
+    interval = forward[len(forward) // 2]
+    redone = sum(a - (b - interval) for a, b in zip(steps, steps[1:], strict=False) if b <= a)
+    redo = f" (incl. about {redone} steps redone after a resume)" if redone else ""
     key = "loss" if "loss" in train[-1] else "total"
     last = [r[key] for r in train[-10:] if key in r]
     rate = sum(r["images_per_s"] for r in train) / len(train)
@@ -36,7 +43,7 @@ def summarise(folder: Path) -> str:
         validation = f"{v['val_psnr_y']:.2f} at step {v['step']:,} (bicubic {v['val_psnr_y_bicubic']:.2f})"
     else:
         validation = "-"
-    return (f"| {folder.name} | {train[-1]['step']} | {wall / 60:.1f} min | {key} {sum(last) / len(last):.4f} "
+    return (f"| {folder.name} | {train[-1]['step']} | {wall / 60:.1f} min{redo} | {key} {sum(last) / len(last):.4f} "
             f"| {rate:.1f} | {validation} |")
 
 

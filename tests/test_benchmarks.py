@@ -72,3 +72,9 @@ def test_run_summary_leaves_out_the_pause_of_a_resumed_run(tmp_path):
     assert row == "| my-run | 240 | 10.0 min | loss 6.5000 | 10.0 | 30.50 at step 160 (bicubic 29.25) |"
     missing = subprocess.run([sys.executable, str(script), str(tmp_path / "nope")], capture_output=True, text=True)
     assert missing.returncode != 0 and "does not exist" in missing.stderr
+    # a run killed at step 100 without a checkpoint newer than step 60 redoes 40 steps
+    steps = [20, 40, 60, 80, 100, 80, 100, 120]
+    (run / "log.jsonl").write_text("".join(json.dumps({"step": s, "loss": 1.0, "images_per_s": 8.0, "time": 60.0 * i})
+                                           + "\n" for i, s in enumerate(steps)))
+    out = subprocess.run([sys.executable, str(script), str(run)], capture_output=True, text=True, check=True).stdout
+    assert "| 120 | 7.0 min (incl. about 40 steps redone after a resume) | loss 1.0000 | 8.0 | - |" in out

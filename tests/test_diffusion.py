@@ -88,3 +88,21 @@ def test_multistep_sampling_with_oracle_recovers_x0():
     result = sample(oracle, noise, sampling_timesteps(5, 1000), alpha_bar, "sample")
     assert torch.allclose(result, truth)
     assert calls == [999, 799, 599, 399, 199]
+
+
+@pytest.mark.parametrize("steps", [1, 4, 25])
+def test_epsilon_sampling_with_oracle_recovers_x0_on_the_scaled_linear_schedule(steps):
+    """An eps-predicting denoiser that knows x0 gives back x0 through DDIM (the eps -> x0 division by
+    sqrt(alpha_bar) at t=999, 1/0.068 on scaled-linear, is exact when eps is)."""
+    alpha_bar = make_alpha_bar(ScheduleConfig(zero_terminal_snr=False))
+    assert alpha_bar[999] > 1e-3  # not zero terminal SNR: eps is defined at every step
+    generator = torch.Generator().manual_seed(5)
+    truth = torch.randn(1, 2, 4, 4, generator=generator, dtype=torch.float64)
+    noise = torch.randn(1, 2, 4, 4, generator=generator, dtype=torch.float64)
+    ab = alpha_bar.double()
+
+    def oracle(x_t, t):
+        return (x_t - ab[t].sqrt() * truth) / (1 - ab[t]).sqrt()
+
+    result = sample(oracle, noise, sampling_timesteps(steps, 1000), ab, "epsilon")
+    assert torch.allclose(result, truth, atol=1e-9)
