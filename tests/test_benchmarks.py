@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from turbosr.diffusion import sampling_timesteps
+
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "quality_vs_steps.py"
 
 
@@ -78,3 +80,23 @@ def test_run_summary_leaves_out_the_pause_of_a_resumed_run(tmp_path):
                                            + "\n" for i, s in enumerate(steps)))
     out = subprocess.run([sys.executable, str(script), str(run)], capture_output=True, text=True, check=True).stdout
     assert "| 120 | 7.0 min (incl. about 40 steps redone after a resume) | loss 1.0000 | 8.0 | - |" in out
+
+
+def test_denoiser_error_by_timestep_reports_errors_per_noise_level(tmp_path, tiny_pipeline):
+    """At zero terminal SNR, x_T is the noise itself, so a v-model's implied eps at t=999 is exact whatever the
+    weights; at t=500 an untrained model's eps is not. The trajectory table has one row per DDIM step."""
+    assert tiny_pipeline.config.prediction_type == "v" and tiny_pipeline.config.schedule.zero_terminal_snr
+    tiny_pipeline.save_pretrained(tmp_path / "model")
+    _pairs(tmp_path)
+    script = SCRIPT.parent / "denoiser_error_by_timestep.py"
+    subprocess.run([sys.executable, str(script), "--lq", str(tmp_path / "lq"), "--ref", str(tmp_path / "hq"),
+                    "--model", f"tiny={tmp_path / 'model'}", "--timesteps", "500", "999", "--trajectory-steps", "3",
+                    "--threads", "1", "--out", str(tmp_path / "out" / "errors")], capture_output=True, text=True,
+                   check=True)
+    saved = json.loads((tmp_path / "out" / "errors.json").read_text())
+    by_t = {row["t"]: row for row in saved["errors"]}
+    assert by_t[999]["eps_mse"] < 1e-10 < by_t[500]["eps_mse"]
+    assert by_t[999]["x0_power"] > 0
+    assert [row["t"] for row in saved["trajectory"]] == sampling_timesteps(3, 1000) == [999, 666, 332]
+    assert abs(saved["trajectory"][0]["x_t_power"] - 1.0) < 0.5  # x_T is unit Gaussian noise
+    assert "| tiny | v | 999 |" in (tmp_path / "out" / "errors.md").read_text()
