@@ -189,3 +189,24 @@ def test_adversary_adds_the_weighted_generator_term_only_when_on_and_after_its_s
     total.backward()
     assert prediction.grad is not None and prediction.grad.abs().sum() > 0  # the term reaches the generator
     assert all(p.grad is None for p in on.discriminator.parameters())  # ...and does not train the discriminator
+
+
+def test_refit_residual_scale_measures_the_new_degradation(tmp_path, hr_folder):
+    """init_from keeps the loaded residual std unless refit_residual_scale is set; then it is the std a fresh run
+    on the new degradation measures (same latent space, same seeded batches)."""
+    from turbosr.config import ConfigError
+    from turbosr.train import teacher
+
+    bicubic = teacher.train(tiny(tmp_path / "bicubic", hr_folder, "teacher", "max_steps=1")) / "model"
+    blind = ["data.degradation=realesrgan", "max_steps=1"]
+    fresh = teacher.train(tiny(tmp_path / "fresh", hr_folder, "teacher", *blind)) / "model"
+    kept = teacher.train(tiny(tmp_path / "kept", hr_folder, "teacher", *blind, f"init_from={bicubic}")) / "model"
+    refit = teacher.train(tiny(tmp_path / "refit", hr_folder, "teacher", *blind, f"init_from={bicubic}",
+                               "refit_residual_scale=true")) / "model"
+    scale = {name: SRPipeline.from_pretrained(folder).denoiser.residual_scale
+             for name, folder in (("bicubic", bicubic), ("fresh", fresh), ("kept", kept), ("refit", refit))}
+    assert torch.equal(scale["kept"], scale["bicubic"])
+    assert torch.allclose(scale["refit"], scale["fresh"])
+    assert float((scale["fresh"] / scale["bicubic"]).max()) > 1.5  # noise and JPEG add high-frequency residual
+    with pytest.raises(ConfigError, match="refit_residual_scale"):
+        tiny(tmp_path, hr_folder, "teacher", "refit_residual_scale=true")

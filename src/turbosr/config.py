@@ -274,10 +274,16 @@ class TrainConfig:
     teacher: str | None = None  # scale distillation: frozen teacher model folder
     teacher_scale: int = 2  # scale distillation: the factor the teacher was trained at
     residual_scale_batches: int = 8  # residual target: batches used to measure the per-channel residual std
+    # teacher runs with init_from: measure the residual std again on this run's scale and degradation instead
+    # of keeping the loaded model's (which a new degradation can exceed by 100x, e.g. bicubic -> realesrgan)
+    refit_residual_scale: bool = False
     pca_images: int = 64  # patch latent fitted at the start: number of training crops used
     sample_steps: int = 1  # decoder fine-tuning: denoising steps used to make the latents it decodes
 
     def __post_init__(self) -> None:
+        if self.refit_residual_scale and (self.method != "teacher" or not self.init_from):
+            raise ConfigError("refit_residual_scale applies to teacher runs with init_from only (a student keeps "
+                              "its teacher's residual scale; a new model measures its own anyway)")
         if self.mixed_precision not in ("no", "bf16", "fp16"):
             raise ConfigError(f"mixed_precision must be no, bf16 or fp16, got {self.mixed_precision!r}")
         if self.data.crop_size % self.model.pixel_multiple or self.data.crop_size % self.model.scale:

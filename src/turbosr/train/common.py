@@ -245,6 +245,8 @@ def initial_pipeline(config: TrainConfig, dataset: HRFolderDataset) -> SRPipelin
         pipeline = SRPipeline(loaded.denoiser, loaded.autoencoder, dataclasses.replace(loaded.config,
                                                                                       scale=config.model.scale))
         logger.info("initialised from %s (trained at x%d) for x%d", config.init_from, loaded.scale, pipeline.scale)
+        if config.refit_residual_scale and pipeline.config.target == "residual":
+            measure_residual_scale(config, dataset, pipeline.autoencoder, pipeline.denoiser)
         return pipeline
     denoiser, autoencoder = build_model(config.model)
     model = config.model
@@ -261,17 +263,23 @@ def initial_pipeline(config: TrainConfig, dataset: HRFolderDataset) -> SRPipelin
                          f"channels but model.latent_factor/latent_channels say {model.latent_factor}/"
                          f"{model.latent_channels}")
     if config.model.target == "residual":
-        residuals = []
-        for index in range(config.residual_scale_batches):
-            generator = batch_generator(config.seed + 1, index, 0)
-            hq = sample_hq_batch(dataset, config.batch_size, generator)
-            _, lq_latent, hq_latent = encode_pair(autoencoder, hq, config.model.scale, config.data.degradation,
-                                                  generator)
-            residuals.append((hq_latent - lq_latent).transpose(0, 1).reshape(autoencoder.latent_channels, -1))
-        scale = torch.cat(residuals, dim=1).std(dim=1).clamp_min(1e-4)
-        denoiser.residual_scale.copy_(scale)
-        logger.info("residual std per channel: min %.4f, max %.4f", float(scale.min()), float(scale.max()))
+        measure_residual_scale(config, dataset, autoencoder, denoiser)
     return SRPipeline(denoiser, autoencoder, model)
+
+
+@torch.no_grad()
+def measure_residual_scale(config: TrainConfig, dataset: Any, autoencoder: nn.Module, denoiser: nn.Module) -> None:
+    """Set ``denoiser.residual_scale`` to the per-channel std of HQ-minus-LQ latents of this run's training pairs
+    (scale and degradation of ``config``), measured on ``residual_scale_batches`` seeded batches."""
+    residuals = []
+    for index in range(config.residual_scale_batches):
+        generator = batch_generator(config.seed + 1, index, 0)
+        hq = sample_hq_batch(dataset, config.batch_size, generator)
+        _, lq_latent, hq_latent = encode_pair(autoencoder, hq, config.model.scale, config.data.degradation, generator)
+        residuals.append((hq_latent - lq_latent).transpose(0, 1).reshape(autoencoder.latent_channels, -1))
+    scale = torch.cat(residuals, dim=1).std(dim=1).clamp_min(1e-4)
+    denoiser.residual_scale.copy_(scale.to(denoiser.residual_scale))
+    logger.info("residual std per channel: min %.4f, max %.4f", float(scale.min()), float(scale.max()))
 
 
 
