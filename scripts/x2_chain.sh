@@ -3,17 +3,18 @@
 #   lane a: the bicubic x2 teacher of the YONOS chain fine-tuned on the blind (Real-ESRGAN) degradation (its
 #           residual std re-measured for that degradation), then its decoder fine-tuned on the same degradation
 #   lane b: decoder fine-tuning of the bicubic x2 teacher as it is
-# Usage: bash scripts/x2_chain.sh a|b   (needs runs/teacher-x2-small from `bash scripts/yonos_chain.sh a`;
+#   lane c: like lane a on the "mixed" degradation (each training image bicubic or blind, 50/50), 2 threads
+# Usage: bash scripts/x2_chain.sh a|b|c   (needs runs/teacher-x2-small from `bash scripts/yonos_chain.sh a`;
 # logs in runs/<name>.out; a killed run resumes from its checkpoint, a finished one is skipped)
 set -euo pipefail
-export OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} HF_HUB_OFFLINE=1
 run() {  # run <kind> <config> <output_dir> <max_steps> [extra --set ...]
   local kind=$1 config=$2 out=$3 steps=$4; shift 4
   mkdir -p runs
   turbosr -v train "$kind" --config "$config" --set num_threads=1 --set output_dir="$out" \
     --set max_steps="$steps" "$@" >>"$out.out" 2>&1
 }
-case "${1:?lane a or b}" in
+case "${1:?lane a, b or c}" in
   a)
     run teacher configs/teacher-x2-small.yaml runs/teacher-x2-blind 3000 \
       --set init_from=runs/teacher-x2-small/checkpoint-latest/model --set data.degradation=realesrgan \
@@ -25,5 +26,12 @@ case "${1:?lane a or b}" in
     run decoder configs/decoder-x4-small.yaml runs/decoder-x2-small 2500 --set model.scale=2 \
       --set init_from=runs/teacher-x2-small/checkpoint-latest/model
     ;;
-  *) echo "usage: $0 a|b" >&2; exit 2 ;;
+  c)
+    run teacher configs/teacher-x2-small.yaml runs/teacher-x2-mixed 3000 \
+      --set init_from=runs/teacher-x2-small/checkpoint-latest/model --set data.degradation=mixed \
+      --set optim.warmup_steps=100 --set refit_residual_scale=true --set num_threads=2
+    run decoder configs/decoder-x4-small.yaml runs/decoder-x2-mixed 2000 --set model.scale=2 \
+      --set init_from=runs/teacher-x2-mixed/checkpoint-latest/model --set data.degradation=mixed --set num_threads=2
+    ;;
+  *) echo "usage: $0 a|b|c" >&2; exit 2 ;;
 esac

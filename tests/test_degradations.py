@@ -151,3 +151,17 @@ def test_quantisation_tables_follow_libjpeg_scaling():
     assert quantisation_table(base, 50).tolist() == [[16.0, 100.0]]
     assert quantisation_table(base, 100).tolist() == [[1.0, 1.0]]
     assert quantisation_table(base, 25).tolist() == [[32.0, 200.0]]
+
+
+def test_mixed_degradation_is_bicubic_or_blind_per_image_and_seeded():
+    from turbosr.degradations import DEGRADATIONS, bicubic_degrade, degrade_mixed
+
+    hq = torch.rand(8, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    first = DEGRADATIONS["mixed"](hq, 2, generator=torch.Generator().manual_seed(4))
+    again = degrade_mixed(hq, 2, generator=torch.Generator().manual_seed(4))
+    assert torch.equal(first, again)
+    bicubic = bicubic_degrade(hq, 2)
+    same = [torch.equal(a, b) for a, b in zip(first, bicubic, strict=True)]
+    chosen = torch.rand(8, generator=torch.Generator().manual_seed(4)) < 0.5
+    assert same == [not bool(c) for c in chosen] and 0 < sum(same) < 8
+    assert torch.equal(degrade_mixed(hq, 2, generator=torch.Generator().manual_seed(4), blind_fraction=0.0), bicubic)

@@ -215,7 +215,7 @@ class DataConfig:
     folder: str | None = None  # or a plain folder of HR images
     split: str = "train"
     crop_size: int = 128  # HR crop side in pixels (a multiple of the model's pixel multiple and of the scales)
-    degradation: str = "bicubic"  # "bicubic" | "realesrgan"
+    degradation: str = "bicubic"  # "bicubic" | "realesrgan" | "mixed" (each image one of the two, 50/50)
     num_workers: int = 0
 
 
