@@ -39,6 +39,15 @@ def measure(pipeline: SRPipeline, pairs: Path, scale: int, steps: int) -> dict:
     return result
 
 
+def degradation_of(pairs: Path) -> str:
+    """How a pair folder's LQ images were made, from the manifest ``turbosr data make-pairs`` wrote."""
+    manifest = pairs / "manifest.json"
+    if not manifest.is_file():
+        return "degradation unknown"
+    info = json.loads(manifest.read_text())
+    return info.get("degradation", "?") + (f" degradation, seed {info['seed']}" if "seed" in info else " degradation")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model", type=Path)
@@ -49,6 +58,8 @@ def main() -> None:
     parser.add_argument("--pairs", type=Path, nargs="+", default=None,
                         help="pair folders (lq/, hq/) to measure on (default: data/heldout-xS data/external-xS)")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--training-degradation", default="bicubic (MATLAB-compatible)",
+                        help="the degradation the model was trained on, for the card")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     pairs = args.pairs or [Path(f"data/heldout-x{args.scale}"), Path(f"data/external-x{args.scale}")]
@@ -92,7 +103,7 @@ def main() -> None:
         "## How it was trained",
         f"- Config: `{args.run_config}`. Command: `{args.command}`.",
         f"- {args.notes}" if args.notes else "",
-        "- Data: the photo corpus of docs/data.md (train split; bicubic degradation, MATLAB-compatible).",
+        f"- Data: the photo corpus of docs/data.md (train split; {args.training_degradation} degradation).",
         "",
         "## Measured (one step, seed 0; PSNR/SSIM on Y, border = scale)",
         "",
@@ -103,7 +114,7 @@ def main() -> None:
     for folder, r in results.items():
         cells = [f"{r[name][metric]:{fmt}}" for metric, fmt in (("psnr_y", ".3f"), ("ssim_y", ".4f"))
                  for name in ("model", *BASELINES)]
-        lines.append(f"| {folder} | {r['count']} | " + " | ".join(cells) + " |")
+        lines.append(f"| {folder} ({degradation_of(Path(folder))}) | {r['count']} | " + " | ".join(cells) + " |")
     lines += [
         "",
         f"Time for one 128x128 -> {128 * args.scale}x{128 * args.scale} upscale: {seconds:.3f} s "
