@@ -100,3 +100,16 @@ def test_denoiser_error_by_timestep_reports_errors_per_noise_level(tmp_path, tin
     assert [row["t"] for row in saved["trajectory"]] == sampling_timesteps(3, 1000) == [999, 666, 332]
     assert abs(saved["trajectory"][0]["x_t_power"] - 1.0) < 0.5  # x_T is unit Gaussian noise
     assert "| tiny | v | 999 |" in (tmp_path / "out" / "errors.md").read_text()
+
+
+def test_model_card_names_the_degradation_of_each_evaluation_set(tmp_path):
+    """scripts/package_builtin.py labels each pair set with the degradation its manifest records."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("package_builtin", SCRIPT.parent.parent / "scripts" / "package_builtin.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    (tmp_path / "blind").mkdir()
+    (tmp_path / "blind" / "manifest.json").write_text(json.dumps({"degradation": "realesrgan", "seed": 3}))
+    assert module.degradation_of(tmp_path / "blind") == "realesrgan degradation, seed 3"
+    assert module.degradation_of(tmp_path) == "degradation unknown"
