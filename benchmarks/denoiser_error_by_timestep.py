@@ -42,21 +42,17 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     from turbosr.checkpoint import atomic_write_bytes
-    from turbosr.data import list_images
     from turbosr.degradations import upsample_lq
     from turbosr.diffusion import add_noise, predict_x0_eps, sample, sampling_timesteps
     from turbosr.image import load_image, to_model_range
+    from turbosr.metrics import match_files
     from turbosr.pipeline import SRPipeline
 
-    lq_paths = list_images(args.lq)[: args.images]
-    if not lq_paths:
-        raise SystemExit(f"error: no images in {args.lq}")
-    pairs = []
-    for lq_path in lq_paths:
-        ref_path = args.ref / lq_path.name
-        if not ref_path.is_file():
-            raise SystemExit(f"error: {lq_path.name} has no reference in {args.ref}")
-        pairs.append((load_image(lq_path).rgb, load_image(ref_path).rgb))
+    try:
+        matched = match_files(args.lq, args.ref)[: args.images]
+    except (FileNotFoundError, ValueError) as error:
+        raise SystemExit(f"error: {error}") from None
+    pairs = [(load_image(lq_path).rgb, load_image(ref_path).rgb) for lq_path, ref_path in matched]
 
     error_rows, trajectory_rows = [], []
     for spec in args.model:
