@@ -28,8 +28,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    from turbosr.data import list_images, read_rgb_uint8
-    from turbosr.image import from_model_range, to_model_range
+    from turbosr.image import from_model_range, list_images, read_rgb_uint8, to_model_range
     from turbosr.metrics import psnr
     from turbosr.train.common import load_autoencoder
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from turbosr.corpus import RccError, average_hash, list_samples, photo_score, read_rcc, sample_path, split_of
+from turbosr.corpus import RccError, average_hash, list_samples, photo_score, read_rcc, sample_path
 
 
 def write_rcc(files: dict[str, bytes], version: int, compress: set[str] = frozenset()) -> bytes:
@@ -107,13 +107,6 @@ def test_average_hash_finds_near_duplicates():
     other = Image.fromarray((rng.random((64, 64, 3)) * 255).astype(np.uint8)).resize((256, 256), Image.BICUBIC)
     assert bin(average_hash(image) ^ average_hash(brighter)).count("1") <= 3
     assert bin(average_hash(image) ^ average_hash(other)).count("1") > 10
-
-
-def test_split_is_deterministic_and_about_fifteen_percent():
-    names = [f"pkg:/usr/share/photo{i}.jpg" for i in range(2000)]
-    splits = [split_of(n) for n in names]
-    assert splits == [split_of(n) for n in names]
-    assert 0.12 < splits.count("heldout") / len(splits) < 0.18
 
 
 def test_bundled_samples_exist():

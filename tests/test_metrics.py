@@ -5,7 +5,8 @@ import pytest
 import torch
 from PIL import Image
 
-from turbosr.metrics import evaluate_folders, get_metrics, psnr, rgb_to_y, ssim, write_results
+from turbosr.metrics import evaluate_folders, get_metrics, psnr, rgb_to_y, ssim
+from turbosr.reports import write_results
 
 
 def test_psnr_hand_computed_and_identical():

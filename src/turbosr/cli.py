@@ -152,7 +152,8 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
 def _run_eval(args: argparse.Namespace) -> int:
     import json
 
-    from turbosr.metrics import evaluate_folders, evaluate_upscaler, write_results
+    from turbosr.metrics import evaluate_folders, evaluate_upscaler
+    from turbosr.reports import write_results
 
     metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
     if args.pred and args.model:
@@ -197,7 +198,7 @@ def _upscaler(args: argparse.Namespace) -> Callable:
 
 # --------------------------------------------------------------------------------------------------------- data
 def _add_data(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("data", help="build datasets: the photo corpus, evaluation pairs")
+    p = sub.add_parser("data", help="evaluation pairs (the corpus itself: scripts/build_corpus.py)")
     data_sub = p.add_subparsers(dest="data_command", required=True)
     pairs = data_sub.add_parser("make-pairs", help="HR folder (or corpus manifest.json) -> lq/ and hq/ pairs")
     pairs.add_argument("source", help="HR image folder, or a corpus manifest.json (uses --split)")
@@ -206,25 +207,18 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
     pairs.add_argument("--degradation", default="bicubic")
     pairs.add_argument("--seed", type=int, default=0)
     pairs.add_argument("--crop", type=int, default=None, help="centre crop side in HR pixels (default: whole image)")
-    pairs.add_argument("--split", default="heldout")
+    pairs.add_argument("--split", default="test", choices=("train", "val", "test"),
+                       help="which split of a corpus manifest (default: test, the split published numbers use)")
     pairs.add_argument("--overwrite", action="store_true")
-    corpus = data_sub.add_parser("build-corpus", help="photos from Debian packages (see docs/data.md)")
-    corpus.add_argument("out")
-    corpus.add_argument("--packages", nargs="+", default=None)
     p.set_defaults(run=_run_data)
 
 
 def _run_data(args: argparse.Namespace) -> int:
-    if args.data_command == "make-pairs":
-        from turbosr.data import make_pairs
+    from turbosr.data import make_pairs
 
-        manifest = make_pairs(Path(args.source), Path(args.out), args.scale, args.degradation, args.seed, args.crop,
-                              args.split, args.overwrite)
-        print(f"wrote {manifest}")
-    else:
-        from turbosr.corpus import DEFAULT_PACKAGES, build_corpus
-
-        print(f"wrote {build_corpus(Path(args.out), args.packages or DEFAULT_PACKAGES)}")
+    manifest = make_pairs(Path(args.source), Path(args.out), args.scale, args.degradation, args.seed, args.crop,
+                          args.split, args.overwrite)
+    print(f"wrote {manifest}")
     return EXIT_OK
 
 

@@ -279,6 +279,7 @@ class TrainConfig:
     refit_residual_scale: bool = False
     pca_images: int = 64  # patch latent fitted at the start: number of training crops used
     sample_steps: int = 1  # decoder fine-tuning: denoising steps used to make the latents it decodes
+    terminal_fraction: float = 0.0  # teacher: fraction of samples at the last timestep (one-step sampling's start)
 
     def __post_init__(self) -> None:
         if self.refit_residual_scale and (self.method != "teacher" or not self.init_from):

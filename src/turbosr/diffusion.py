@@ -58,6 +58,19 @@ def add_noise(x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor, alpha_bar:
     return signal * x0 + sigma * noise
 
 
+def sample_training_timesteps(batch: int, num_train_timesteps: int, terminal_fraction: float = 0.0,
+                              generator: torch.Generator | None = None) -> torch.Tensor:
+    """(B,) int64 training timesteps: uniform over [0, T) (Ho et al. 2020, Alg. 1), except that a
+    ``terminal_fraction`` of them are T - 1, where one-step sampling starts (with zero terminal SNR the input
+    there is pure noise, so those samples train the one-step regression directly). 0 draws nothing extra.
+    """
+    t = torch.randint(num_train_timesteps, (batch,), generator=generator)
+    if terminal_fraction > 0:
+        terminal = torch.rand(batch, generator=generator) < terminal_fraction
+        t = torch.where(terminal, num_train_timesteps - 1, t)
+    return t
+
+
 def training_target(
     x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor, alpha_bar: torch.Tensor, prediction_type: str
 ) -> torch.Tensor:

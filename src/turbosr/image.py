@@ -88,13 +88,9 @@ def _array_to_tensor(array: np.ndarray, maximum: float) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1).unsqueeze(0)
 
 
-def load_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> LoadedImage:
-    """Read an image file: EXIF orientation applied; grey, palette, CMYK, 16-bit and alpha handled.
-
-    Raises FileNotFoundError for a missing path and :class:`ImageReadError` (one line naming the file) for a
-    directory, an unsupported or corrupt file, or more than ``max_pixels`` pixels (checked before decoding).
-    """
-    path = Path(path)
+def _open_image(path: Path, max_pixels: int) -> tuple[Image.Image, str, bytes | None]:
+    """Open and decode ``path`` with every guard (missing, directory, pixel limit read from the header before
+    decoding, decompression bombs, corrupt data); EXIF orientation applied. Returns (image, format, ICC)."""
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file")
     if path.is_dir():
@@ -118,6 +114,23 @@ def load_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Loaded
         raise ImageReadError(f"{path}: not a supported image format") from None
     except (OSError, SyntaxError, ValueError) as error:
         raise ImageReadError(f"{path}: cannot decode image ({error})") from None
+    return image, fmt, icc
+
+
+def read_rgb_uint8(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> torch.Tensor:
+    """An image file as a (3, H, W) uint8 RGB tensor (datasets and metrics: exact 8-bit values), with the
+    same guards as :func:`load_image`."""
+    image, _, _ = _open_image(Path(path), max_pixels)
+    return torch.from_numpy(np.asarray(image.convert("RGB"), dtype=np.uint8).copy()).permute(2, 0, 1).contiguous()
+
+
+def load_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> LoadedImage:
+    """Read an image file: EXIF orientation applied; grey, palette, CMYK, 16-bit and alpha handled.
+
+    Raises FileNotFoundError for a missing path and :class:`ImageReadError` (one line naming the file) for a
+    directory, an unsupported or corrupt file, or more than ``max_pixels`` pixels (checked before decoding).
+    """
+    image, fmt, icc = _open_image(Path(path), max_pixels)
     mode = image.mode
     alpha = None
     bit_depth = 8
@@ -198,6 +211,17 @@ def upscale_alpha(alpha: torch.Tensor, scale: int) -> torch.Tensor:
     return F.interpolate(alpha.float(), scale_factor=scale, mode="bicubic", align_corners=False).clamp(0, 1)
 
 
+def list_images(folder: str | Path) -> list[Path]:
+    """Image files below ``folder`` (recursive, sorted by path), or a clear error for a missing/empty folder."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: no such folder")
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise ValueError(f"{folder}: no images ({', '.join(IMAGE_SUFFIXES)}) in this folder")
+    return files
+
+
 def find_images(inputs: Sequence[str | Path]) -> list[tuple[Path, Path]]:
     """Expand files, folders (recursively) and glob patterns into sorted, unique (path, relative path) pairs.
 
@@ -215,10 +239,7 @@ def find_images(inputs: Sequence[str | Path]) -> list[tuple[Path, Path]]:
             for file in files:
                 found.setdefault(file, Path(file.name))
         elif path.is_dir():
-            files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-            if not files:
-                raise FileNotFoundError(f"{path}: folder has no image files ({', '.join(IMAGE_SUFFIXES)})")
-            for file in files:
+            for file in list_images(path):
                 found.setdefault(file, file.relative_to(path))
         elif path.is_file():
             found.setdefault(path, Path(path.name))

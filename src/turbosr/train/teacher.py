@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from turbosr.config import TrainConfig
-from turbosr.diffusion import add_noise, training_target
+from turbosr.diffusion import add_noise, sample_training_timesteps, training_target
 from turbosr.losses import diffusion_loss
 from turbosr.train.common import (
     Validator,
@@ -50,7 +50,8 @@ def train(config: TrainConfig) -> Path:
                                                   generator)
             x0 = denoiser.to_x0(hq_latent, lq_latent)
             # diffusion: uniform timestep, Gaussian noise, forward process
-            t = torch.randint(steps_total, (x0.shape[0],), generator=generator).to(accelerator.device)
+            t = sample_training_timesteps(x0.shape[0], steps_total, config.terminal_fraction,
+                                          generator).to(accelerator.device)
             noise = torch.randn(x0.shape, generator=generator).to(accelerator.device)
             x_t = add_noise(x0, noise, t, alpha_bar)
             target = training_target(x0, noise, t, alpha_bar, config.model.prediction_type)

@@ -1,0 +1,102 @@
+"""Scoring folders of images: predictions against references, or an upscaler run on a folder of LQ images."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from turbosr.image import list_images, read_rgb_uint8
+from turbosr.metrics.pixel import quantize
+from turbosr.metrics.table import FOLDER_METRICS, Metric, get_metrics
+
+
+def match_files(pred_dir: Path, ref_dir: Path) -> list[tuple[Path, Path]]:
+    """Pairs (prediction, reference) matched by file stem; errors for empty folders or missing partners."""
+    predictions = {p.stem: p for p in list_images(Path(pred_dir))}
+    references = {p.stem: p for p in list_images(Path(ref_dir))}
+    missing = sorted(set(references) - set(predictions))
+    if missing:
+        raise ValueError(f"{len(missing)} reference image(s) have no prediction in {pred_dir}, e.g. {missing[0]}")
+    return [(predictions[stem], references[stem]) for stem in sorted(references)]
+
+
+def evaluate_folders(pred_dir: Path, ref_dir: Path, metrics: Sequence[str], crop_border: int = 0) -> dict[str, Any]:
+    """Score every prediction against its reference; returns the JSON-able results dict."""
+    chosen = get_metrics(metrics)
+    per_image: dict[str, dict[str, float]] = {}
+    for prediction_path, reference_path in match_files(pred_dir, ref_dir):
+        prediction = read_rgb_uint8(prediction_path).unsqueeze(0).double() / 255
+        reference = read_rgb_uint8(reference_path).unsqueeze(0).double() / 255
+        if prediction.shape != reference.shape:
+            raise ValueError(f"{prediction_path.name}: prediction is {prediction.shape[-1]}x{prediction.shape[-2]}, "
+                             f"reference is {reference.shape[-1]}x{reference.shape[-2]}")
+        per_image[reference_path.name] = {m.name: float(m(prediction, reference, crop_border)[0]) for m in chosen}
+    results = summarise(per_image, chosen, crop_border)
+    for name in metrics:
+        if name in FOLDER_METRICS:
+            results["mean"][name] = FOLDER_METRICS[name](Path(pred_dir), Path(ref_dir))
+            results["metrics"][name] = {"higher_is_better": False, "needs_reference": True, "folder_level": True}
+    return results
+
+
+def summarise(per_image: dict[str, dict[str, float]], chosen: Sequence[Metric], crop_border: int,
+              extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Results dict: means, per-image values, metric directions, count (+ ``extra`` such as timing)."""
+    mean = {m.name: sum(v[m.name] for v in per_image.values()) / max(1, len(per_image)) for m in chosen}
+    return {
+        "mean": mean,
+        "per_image": per_image,
+        "metrics": {m.name: {"higher_is_better": m.higher_is_better, "needs_reference": m.needs_reference}
+                    for m in chosen},
+        "crop_border": crop_border,
+        "count": len(per_image),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        **(extra or {}),
+    }
+
+
+def evaluate_upscaler(upscale: Callable[[torch.Tensor], torch.Tensor], lq_dir: Path, ref_dir: Path,
+                      metrics: Sequence[str], crop_border: int = 0, save_dir: Path | None = None) -> dict[str, Any]:
+    """Run ``upscale`` ((1, 3, h, w) -> (1, 3, H, W), [0, 1]) on every LQ image and score it against the
+    reference of the same name; records seconds per image and peak memory (CUDA, or RSS growth on CPU)."""
+    import resource
+
+    chosen = get_metrics(metrics)
+    folder_metrics = [n for n in metrics if n in FOLDER_METRICS]
+    if folder_metrics and save_dir is None:
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as temp:  # folder metrics need the outputs on disk
+            return evaluate_upscaler(upscale, lq_dir, ref_dir, metrics, crop_border, Path(temp))
+    per_image: dict[str, dict[str, float]] = {}
+    seconds = []
+    start_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    for lq_path, reference_path in match_files(lq_dir, ref_dir):
+        lq = read_rgb_uint8(lq_path).unsqueeze(0).float() / 255
+        reference = read_rgb_uint8(reference_path).unsqueeze(0).double() / 255
+        begin = time.perf_counter()
+        prediction = upscale(lq)
+        seconds.append(time.perf_counter() - begin)
+        if prediction.shape[-2:] != reference.shape[-2:]:
+            raise ValueError(f"{lq_path.name}: output {prediction.shape[-1]}x{prediction.shape[-2]} differs from the "
+                             f"reference {reference.shape[-1]}x{reference.shape[-2]} (wrong --scale?)")
+        if save_dir is not None:
+            from turbosr.image import save_image
+
+            save_image(prediction.float().cpu(), Path(save_dir) / f"{lq_path.stem}.png", overwrite=True)
+        prediction = quantize(prediction.double().cpu())
+        per_image[reference_path.name] = {m.name: float(m(prediction, reference, crop_border)[0]) for m in chosen}
+    peak_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - start_rss) / 1024
+    if torch.cuda.is_available():
+        peak_mb = torch.cuda.max_memory_allocated() / 2**20
+    extra = {"seconds_per_image": sum(seconds) / max(1, len(seconds)), "peak_memory_mb": peak_mb}
+    results = summarise(per_image, chosen, crop_border, extra)
+    for name in folder_metrics:
+        assert save_dir is not None
+        results["mean"][name] = FOLDER_METRICS[name](Path(save_dir), Path(ref_dir))
+        results["metrics"][name] = {"higher_is_better": False, "needs_reference": True, "folder_level": True}
+    return results
