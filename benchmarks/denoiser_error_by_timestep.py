@@ -7,7 +7,7 @@ x0 error above it is worse than predicting zero. A second table follows k-step D
 timestep and prints, per step, the x0 error and the mean square of x_t (about 1 on the training distribution: a
 value far above 1 means the sampler has left it).
 
-    python benchmarks/denoiser_error_by_timestep.py --lq data/heldout-x4/lq --ref data/heldout-x4/hq --scale 4 \
+    python benchmarks/denoiser_error_by_timestep.py --lq data/val-x4/lq --ref data/val-x4/hq --scale 4 \
         --model "v=runs/pred-v-ztsnr/checkpoint-latest/model" \
         --model "epsilon=runs/pred-epsilon-scaled-linear/checkpoint-latest/model" \
         --out docs/benchmarks/prediction_types_error_by_t
@@ -18,15 +18,16 @@ Writes OUT.md and OUT.json.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import sys
 from pathlib import Path
 
 import torch
 
+SCRIPT = "benchmarks/denoiser_error_by_timestep.py"
 
-def main() -> None:
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lq", required=True, type=Path)
     parser.add_argument("--ref", required=True, type=Path)
@@ -38,15 +39,28 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, required=True, help="output path without suffix")
-    args = parser.parse_args()
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser().parse_args(argv)
     torch.set_num_threads(args.threads)
 
-    from turbosr.checkpoint import atomic_write_bytes
     from turbosr.degradations import upsample_lq
     from turbosr.diffusion import add_noise, predict_x0_eps, sample, sampling_timesteps
     from turbosr.image import load_image, to_model_range
     from turbosr.metrics import match_files
     from turbosr.pipeline import SRPipeline
+    from turbosr.reports import (
+        command_line,
+        describe_pairs,
+        model_identity,
+        pairs_identity,
+        software_versions,
+        write_json,
+        write_text,
+    )
 
     try:
         matched = match_files(args.lq, args.ref)[: args.images]
@@ -99,10 +113,15 @@ def main() -> None:
         for t, x0_error, x_t_power in trajectory:
             trajectory_rows.append({"model": name, "t": t, "x0_mse": x0_error / count, "x_t_power": x_t_power / count})
 
-    lines = [f"# Denoising error by timestep: {args.out.name}", "", "Command:", "",
-             f"`python benchmarks/denoiser_error_by_timestep.py {' '.join(sys.argv[1:])}`", "",
-             f"Machine: {platform.machine()} CPU, torch {torch.__version__}. {len(pairs)} pairs from {args.lq}; "
-             f"noise seed {args.seed}. Mean squared errors per latent element.", "",
+    command = command_line(SCRIPT, argv)
+    pair_set = pairs_identity(args.lq, args.ref)
+    versions = software_versions()
+    models = {spec.partition("=")[0]: model_identity(spec.partition("=")[2]) for spec in args.model}
+    lines = [f"# Denoising error by timestep: {args.out.name}", "", "Command:", "", f"`{command}`", "",
+             f"Machine: {platform.machine()} CPU; {', '.join(f'{k} {v}' for k, v in versions.items())}. "
+             f"The first {len(pairs)} pairs of {describe_pairs(pair_set)}; noise seed {args.seed}. "
+             "Mean squared errors per latent element.", "",
+             *[f"- {name}: `{m['path']}` (digest {m['digest']})" for name, m in models.items()], "",
              "| model | prediction | t | x0 MSE | eps MSE | x0 power |", "|---|---|---|---|---|---|"]
     lines += [f"| {r['model']} | {r['prediction_type']} | {r['t']} | {r['x0_mse']:.4f} | {r['eps_mse']:.4f} "
               f"| {r['x0_power']:.4f} |" for r in error_rows]
@@ -114,11 +133,10 @@ def main() -> None:
         rows = [r for r in trajectory_rows if r["model"] == name]
         lines += [f"| {r['model']} | {r['t']} | {r['x0_mse']:.3f} | {r['x_t_power']:.3f} |"
                   for i, r in enumerate(rows) if i % 4 == 0 or i == len(rows) - 1]
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(args.out.with_suffix(".md"), ("\n".join(lines) + "\n").encode())
-    atomic_write_bytes(args.out.with_suffix(".json"), (json.dumps(
-        {"command": " ".join(sys.argv[1:]), "errors": error_rows, "trajectory": trajectory_rows}, indent=1)
-        + "\n").encode())
+    write_text(args.out.with_suffix(".md"), lines)
+    write_json(args.out.with_suffix(".json"), {"commands": [command], "pairs": pair_set, "models": models,
+                                               "versions": versions, "errors": error_rows,
+                                               "trajectory": trajectory_rows})
     print("\n".join(lines))
 
 

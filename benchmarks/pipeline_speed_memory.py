@@ -21,6 +21,8 @@ import sys
 import time
 from pathlib import Path
 
+SCRIPT = "benchmarks/pipeline_speed_memory.py"
+
 
 def measure_one(args: argparse.Namespace, size: int) -> dict:
     import torch
@@ -58,7 +60,7 @@ def measure_one(args: argparse.Namespace, size: int) -> dict:
             "output_mb": output_mb}
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", help="model folder (default: random weights of --preset)")
     parser.add_argument("--preset", default="small")
@@ -78,12 +80,18 @@ def main() -> None:
                         help="tile sizes for the tile sweep at --sweep-size")
     parser.add_argument("--sweep-size", type=int, default=2048)
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)  # internal: measure one size, print JSON
-    args = parser.parse_args()
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser().parse_args(argv)
     if args.one:
         print(json.dumps(measure_one(args, args.one)))
         return
+
     def run(size: int, tile: int) -> dict:
-        command = [sys.executable, __file__, *sys.argv[1:], "--tile", str(tile), "--one", str(size)]
+        command = [sys.executable, __file__, *argv, "--tile", str(tile), "--one", str(size)]
         result = subprocess.run(command, capture_output=True, text=True, check=True)
         row = json.loads(result.stdout.strip().splitlines()[-1])
         print(f"{size:>5} px, tile {tile}: {row['seconds']:.2f} s, peak +{row['peak_mb']:.0f} MB", file=sys.stderr)
@@ -91,20 +99,25 @@ def main() -> None:
 
     rows = [run(size, args.tile) for size in args.sizes]
     sweep = [run(args.sweep_size, tile) for tile in args.tiles]
-    import torch
+    from turbosr.reports import command_line, model_identity, software_versions, write_json, write_text
 
+    command = command_line(SCRIPT, argv)
+    versions = software_versions()
+    model = model_identity(args.model) if args.model else {"path": f"random {args.preset}", "digest": None}
     lines = [
         "# SRPipeline time and peak memory vs output size",
         "",
-        f"Command: `python benchmarks/pipeline_speed_memory.py {' '.join(sys.argv[1:])}`",
+        f"Command: `{command}`",
+        "",
         f"Machine: {platform.processor() or platform.machine()}, {args.threads} threads, device {args.device}, "
-        f"dtype {args.dtype}; torch {torch.__version__}, Python {platform.python_version()}",
-        f"Model: {args.model or 'random ' + args.preset}; tile {args.tile}, overlap {args.tile_overlap}, "
+        f"dtype {args.dtype}; {', '.join(f'{k} {v}' for k, v in versions.items())}",
+        f"Model: `{model['path']}` (digest {model['digest']}); tile {args.tile}, overlap {args.tile_overlap}, "
         f"{args.steps} step(s)",
         "",
         "Peak memory growth is the process's peak RSS during the calls minus before (CPU), in MB. It includes the",
-        "full-size image buffers (bicubic-upsampled input, blended output and its weight map, about 2.3 float32",
-        "images at output size), which grow with the image; the networks' working memory depends on the tile.",
+        "full-size image buffers (bicubic-upsampled input, blended output and its weight map), which grow with the",
+        "image (last column: growth in units of one float32 output image); the networks' working memory depends",
+        "on the tile.",
         "",
         "| output size | tile | time (s) | peak memory growth (MB) | one output image (MB) | growth / output image |",
         "|---|---|---|---|---|---|",
@@ -113,8 +126,9 @@ def main() -> None:
         lines.append(f"| {row['size']}² | {row['tile']} | {row['seconds']:.2f} | {row['peak_mb']:.0f} | "
                      f"{row['output_mb']:.0f} | {row['peak_mb'] / row['output_mb']:.2f} |")
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("\n".join(lines) + "\n")
+    write_text(out, lines)
+    write_json(out.with_suffix(".json"), {"commands": [command], "versions": versions, "model": model,
+                                          "rows": rows, "tile_sweep": sweep})
     print("\n".join(lines))
     if args.plot:
         import matplotlib

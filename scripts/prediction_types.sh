@@ -6,8 +6,8 @@
 set -euo pipefail
 export OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1
 run() {  # run <name> <prediction_type> <zero_terminal_snr>
-  turbosr -v train teacher --config configs/teacher-x4-small.yaml --set num_threads=1 --set max_steps=1000 \
-    --set output_dir="runs/pred-$1" --set model.prediction_type="$2" --set model.schedule.zero_terminal_snr="$3" \
+  turbosr -v train teacher --config configs/teacher-x4-small.yaml --set run.num_threads=1 --set run.max_steps=1000 \
+    --set run.output_dir="runs/pred-$1" --set model.prediction_type="$2" --set model.schedule.zero_terminal_snr="$3" \
     >>"runs/pred-$1.out" 2>&1
 }
 case "${1:?lane 1, 2 or eval}" in

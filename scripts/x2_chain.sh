@@ -11,8 +11,8 @@ export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} HF_HUB_OFFLINE=1
 run() {  # run <kind> <config> <output_dir> <max_steps> [extra --set ...]
   local kind=$1 config=$2 out=$3 steps=$4; shift 4
   mkdir -p runs
-  turbosr -v train "$kind" --config "$config" --set num_threads=1 --set output_dir="$out" \
-    --set max_steps="$steps" "$@" >>"$out.out" 2>&1
+  turbosr -v train "$kind" --config "$config" --set run.num_threads=1 --set run.output_dir="$out" \
+    --set run.max_steps="$steps" "$@" >>"$out.out" 2>&1
 }
 case "${1:?lane a, b or c}" in
   a)
@@ -29,9 +29,9 @@ case "${1:?lane a, b or c}" in
   c)
     run teacher configs/teacher-x2-small.yaml runs/teacher-x2-mixed 3000 \
       --set init_from=runs/teacher-x2-small/checkpoint-latest/model --set data.degradation=mixed \
-      --set optim.warmup_steps=100 --set refit_residual_scale=true --set num_threads=2
+      --set optim.warmup_steps=100 --set refit_residual_scale=true --set run.num_threads=2
     run decoder configs/decoder-x4-small.yaml runs/decoder-x2-mixed 2000 --set model.scale=2 \
-      --set init_from=runs/teacher-x2-mixed/checkpoint-latest/model --set data.degradation=mixed --set num_threads=2
+      --set init_from=runs/teacher-x2-mixed/checkpoint-latest/model --set data.degradation=mixed --set run.num_threads=2
     ;;
   *) echo "usage: $0 a|b|c" >&2; exit 2 ;;
 esac

@@ -15,8 +15,8 @@ export OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1
 run() {  # run <kind> <config> <output_dir> <max_steps> [extra --set ...]
   local kind=$1 config=$2 out=$3 steps=$4; shift 4
   mkdir -p runs
-  turbosr -v train "$kind" --config "$config" --set num_threads=1 --set output_dir="$out" \
-    --set max_steps="$steps" "$@" >>"$out.out" 2>&1
+  turbosr -v train "$kind" --config "$config" --set run.num_threads=1 --set run.output_dir="$out" \
+    --set run.max_steps="$steps" "$@" >>"$out.out" 2>&1
 }
 without_refiner() {  # without_refiner <model folder> <new folder>: the same model, plain linear patch decoder
   python - "$1" "$2" <<'PY'
@@ -47,10 +47,10 @@ case "${1:?lane a, b, c or d}" in
     ;;
   c)
     run scale-distill configs/distill-x4-x8-small.yaml runs/distill-direct-x4-x8-small-seed1 1500 \
-      --set teacher=runs/direct-x4-builtin --set init_from=runs/direct-x4-builtin --set seed=1
+      --set teacher=runs/direct-x4-builtin --set init_from=runs/direct-x4-builtin --set run.seed=1
     ;;
   d)
-    run teacher configs/direct-x8-from-x4-small.yaml runs/direct-x8-from-x4-small-seed1 1500 --set seed=1
+    run teacher configs/direct-x8-from-x4-small.yaml runs/direct-x8-from-x4-small-seed1 1500 --set run.seed=1
     ;;
   *) echo "usage: $0 a|b|c|d" >&2; exit 2 ;;
 esac

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
 
 from turbosr.diffusion import sampling_timesteps
@@ -102,14 +103,100 @@ def test_denoiser_error_by_timestep_reports_errors_per_noise_level(tmp_path, tin
     assert "| tiny | v | 999 |" in (tmp_path / "out" / "errors.md").read_text()
 
 
-def test_model_card_names_the_degradation_of_each_evaluation_set(tmp_path):
-    """scripts/package_builtin.py labels each pair set with the degradation its manifest records."""
+def _script_module(path: Path):
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("package_builtin", SCRIPT.parent.parent / "scripts" / "package_builtin.py")
+    spec = importlib.util.spec_from_file_location(path.stem, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    (tmp_path / "blind").mkdir()
-    (tmp_path / "blind" / "manifest.json").write_text(json.dumps({"degradation": "realesrgan", "seed": 3}))
-    assert module.degradation_of(tmp_path / "blind") == "realesrgan degradation, seed 3"
-    assert module.degradation_of(tmp_path) == "degradation unknown"
+    return module
+
+
+ROOT = SCRIPT.parents[1]
+
+
+def _reparse(command: str) -> None:
+    """A recorded command, pasted into a shell: python SCRIPT ARGS... must parse with that script's own parser."""
+    import shlex
+
+    words = shlex.split(command)
+    assert words[0] == "python" and (ROOT / words[1]).is_file(), command
+    _script_module(ROOT / words[1]).build_parser().parse_args(words[2:])
+
+
+def test_package_builtin_writes_a_card_generated_from_its_measurements(tmp_path, tiny_pipeline):
+    """The card names each pair set's split and degradation, every number in it comes from measurements.json,
+    and the recorded command re-parses."""
+    from turbosr.data import make_pairs
+    from turbosr.weights.card import render_card
+
+    tiny_pipeline.save_pretrained(tmp_path / "model")
+    for index in range(2):
+        Image.fromarray(np.random.default_rng(index).integers(0, 256, (96, 96, 3), dtype=np.uint8)).save(
+            tmp_path / f"photo{index}.png")
+    (tmp_path / "hr").mkdir()
+    for index in range(2):
+        (tmp_path / f"photo{index}.png").rename(tmp_path / "hr" / f"photo{index}.png")
+    make_pairs(tmp_path / "hr", tmp_path / "blind", 4, degradation="realesrgan", seed=3, crop_size=64)
+    module = _script_module(ROOT / "scripts" / "package_builtin.py")
+    argv = ["package", str(tmp_path / "model"), "--name", "x4-test", "--pairs", f"blind set={tmp_path / 'blind'}",
+            "--metrics", "psnr_y", "--threads", "1", "--storage", "int8", "--fact", "trained for a test",
+            "--training-command", "turbosr train teacher --config x.yaml", "--weights-dir", str(tmp_path / "w")]
+    module.main(argv)
+    folder = tmp_path / "w" / "x4-test"
+    measurements = json.loads((folder / "measurements.json").read_text())
+    card = (folder / "README.md").read_text()
+    assert card == render_card(measurements)
+    evaluation = measurements["evaluations"][0]
+    assert "realesrgan degradation, seed 3" in evaluation["description"] and evaluation["count"] == 2
+    assert f"{evaluation['scores']['turbosr (1 step)']['psnr_y']:.2f}" in card
+    assert measurements["model"]["storage"] == "int8"
+    _reparse(measurements["command"])
+
+
+def test_every_published_table_records_commands_that_reparse():
+    """docs/benchmarks/*.json (the published tables) and the built-in model cards: each recorded command parses
+    with its script's own argument parser (the archive/ of earlier tables excepted, see its README)."""
+    from turbosr.weights import WEIGHTS_DIR
+
+    commands = []
+    for table in sorted((ROOT / "docs" / "benchmarks").glob("*.json")):
+        recorded = json.loads(table.read_text()).get("commands")
+        assert recorded, f"{table.name} records no command"
+        commands += recorded
+    for folder in WEIGHTS_DIR.iterdir():
+        if (folder / "measurements.json").is_file():
+            commands.append(json.loads((folder / "measurements.json").read_text())["command"])
+    assert commands
+    for command in commands:
+        _reparse(command)
+
+
+def test_recorded_command_survives_names_with_spaces_and_parentheses(tmp_path):
+    """shlex quoting: a model named 'v, zero terminal SNR (x0)' pastes back to the same argument."""
+    import shlex
+
+    from turbosr.reports import command_line
+
+    argv = ["--lq", "a b/lq", "--ref", "a b/hq", "--model", "v, zero terminal SNR (x0)=runs/m", "--out", "o"]
+    command = command_line("benchmarks/quality_vs_steps.py", argv)
+    assert shlex.split(command)[2:] == argv
+    args = _script_module(SCRIPT).build_parser().parse_args(shlex.split(command)[2:])
+    assert args.model == ["v, zero terminal SNR (x0)=runs/m"]
+
+
+def test_resume_recomputes_rows_whose_model_or_pairs_changed(tmp_path, tiny_pipeline):
+    _pairs(tmp_path)
+    tiny_pipeline.save_pretrained(tmp_path / "model")
+    _run(tmp_path, "--baselines", "--model", f"m={tmp_path / 'model'}", "--steps", "1")
+    first = json.loads((tmp_path / "out" / "table.json").read_text())["rows"][0]
+    _run(tmp_path, "--baselines", "--model", f"m={tmp_path / 'model'}", "--steps", "1", "--resume")
+    again = json.loads((tmp_path / "out" / "table.json").read_text())["rows"][0]
+    assert again == first  # reused: same model folder, pairs, seed, versions
+    with torch.no_grad():
+        tiny_pipeline.denoiser.unet.conv_out.bias.add_(0.5)
+    tiny_pipeline.save_pretrained(tmp_path / "model")  # same name and path, other weights
+    _run(tmp_path, "--baselines", "--model", f"m={tmp_path / 'model'}", "--steps", "1", "--resume")
+    changed = json.loads((tmp_path / "out" / "table.json").read_text())["rows"][0]
+    assert changed["model_folder"]["digest"] != first["model_folder"]["digest"]
+    assert changed["psnr_y"] != first["psnr_y"]

@@ -41,3 +41,45 @@ def test_builtin_is_sharper_than_bicubic(builtin):
         return float(torch.nn.functional.conv2d(image.mean(1, keepdim=True), kernel).abs().mean())
 
     assert detail(upsample_lq(lq, 4)) < detail(out) <= detail(hq) * 1.5
+
+
+# sha256 (first 16 hex digits) of the built-in model's uint8 output on each bundled sample (one step, seed 0),
+# keyed by the digest of the model folder's weights and config. Refactoring must not change these; a new
+# built-in model changes both the key and the values, on purpose, in the same commit.
+PINNED_OUTPUTS = {
+    "x4": ("a8e4a38b48aa3d8c", {"astronaut": "636dbbc2bb9cb45e", "chelsea": "b983c56aa1687201",
+                                "coffee": "de74aa31c512d914"}),
+}
+
+
+@pytest.mark.parametrize("name", sorted(PINNED_OUTPUTS))
+def test_builtin_output_is_pinned(name):
+    import hashlib
+
+    from turbosr.reports import MODEL_FILES, folder_digest
+    from turbosr.weights import WEIGHTS_DIR
+
+    weights_digest, expected = PINNED_OUTPUTS[name]
+    assert folder_digest(WEIGHTS_DIR / name, MODEL_FILES) == weights_digest, "the built-in model changed"
+    pipeline = SRPipeline.from_pretrained(WEIGHTS_DIR / name)
+    for sample, digest in expected.items():
+        out = pipeline(load_image(sample_path(sample)).rgb, generator=torch.Generator().manual_seed(0))
+        pixels = (out.clamp(0, 1) * 255).round().to(torch.uint8).numpy().tobytes()
+        assert hashlib.sha256(pixels).hexdigest()[:16] == digest, f"{name} on {sample} changed"
+
+
+def test_model_cards_are_generated_from_their_measurements():
+    """Each built-in card is exactly what render_card makes of its measurements.json (no hand edits), and the
+    measurements describe the weights that are actually there."""
+    import json
+
+    from turbosr.reports import MODEL_FILES, folder_digest
+    from turbosr.weights import WEIGHTS_DIR
+    from turbosr.weights.card import render_card
+
+    folders = sorted(p for p in WEIGHTS_DIR.iterdir() if (p / "config.json").is_file())
+    assert folders
+    for folder in folders:
+        measurements = json.loads((folder / "measurements.json").read_text())
+        assert (folder / "README.md").read_text() == render_card(measurements), f"{folder.name}: card edited"
+        assert measurements["model"]["digest"] == folder_digest(folder, MODEL_FILES), f"{folder.name}: stale"

@@ -53,3 +53,33 @@ def test_replace_folder_keeps_the_old_checkpoint_until_the_new_one_is_complete(t
     assert checkpoint.read_json(final / "progress.json") == {"step": 2}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-latest"]
     assert checkpoint.recover_folder(tmp_path / "never") is None
+
+
+def test_sharded_tensors_load_as_one_file(tmp_path):
+    tensors = {f"layer{i}.weight": torch.randn(64, 64, generator=torch.Generator().manual_seed(i)) for i in range(5)}
+    index = checkpoint.save_tensors(tmp_path / "denoiser.safetensors", tensors, max_shard_bytes=40_000)
+    assert index.name == "denoiser.safetensors.index.json"
+    shards = sorted(p.name for p in tmp_path.glob("denoiser-*.safetensors"))
+    assert len(shards) == 5 and all(p.stat().st_size <= 40_000 + 1_000 for p in tmp_path.glob("denoiser-*"))
+    loaded = checkpoint.load_tensors(tmp_path / "denoiser.safetensors")
+    assert loaded.keys() == tensors.keys() and all(torch.equal(loaded[k], tensors[k]) for k in tensors)
+    (tmp_path / shards[2]).unlink()
+    with pytest.raises(FileNotFoundError, match="missing weights shard"):
+        checkpoint.load_tensors(tmp_path / "denoiser.safetensors")
+
+
+def test_int8_storage_round_trip_is_close_and_per_channel():
+    weight = torch.randn(8, 4, 3, 3, generator=torch.Generator().manual_seed(0))
+    weight[3] *= 100  # one loud channel must not cost the others their precision
+    state = {"w": weight, "b": torch.randn(8), "buffer": torch.arange(3.0)}
+    stored = checkpoint.compact_state(state, {"w", "b"}, "int8")
+    assert stored["w"].dtype == torch.int8 and stored["b"].dtype == torch.float16
+    assert stored["buffer"].dtype == torch.float32
+    restored = checkpoint.expand_state(stored)
+    assert set(restored) == set(state)
+    error = (restored["w"] - weight).abs().flatten(1).amax(1)
+    step = weight.abs().flatten(1).amax(1) / 127
+    assert torch.all(error <= step / 2 + 1e-6)  # at most half a quantisation step, channel by channel
+    assert torch.equal(restored["buffer"], state["buffer"])
+    with pytest.raises(ValueError, match="unknown weight storage"):
+        checkpoint.compact_state(state, {"w"}, "int4")

@@ -1,55 +1,86 @@
+from pathlib import Path
+
 import pytest
 
-from turbosr.config import ConfigError, ModelConfig, TrainConfig, load_config, to_dict
+from turbosr.config import ConfigError, ModelConfig, from_dict, load_config, model_config, to_dict
+from turbosr.train import METHOD_NAMES, methods
+from turbosr.train.teacher import TeacherConfig
 
 
 def test_yaml_fills_defaults_and_overrides_win(tmp_path):
     path = tmp_path / "run.yaml"
     path.write_text("model:\n  preset: tiny\n  scale: 2\noptim:\n  learning_rate: 0.001\ndata:\n  crop_size: 64\n")
-    config = load_config(TrainConfig, path, ["optim.learning_rate=5e-5", "max_steps=7"])
+    config = load_config(TeacherConfig, path, ["optim.learning_rate=5e-5", "run.max_steps=7"])
     assert config.model.preset == "tiny"
     assert config.model.unet_channels == (16, 32)  # from the preset
     assert config.model.scale == 2
     assert config.optim.learning_rate == 5e-5
-    assert config.max_steps == 7
-    assert config.batch_size == TrainConfig().batch_size
+    assert config.run.max_steps == 7
+    assert config.run.batch_size == TeacherConfig().run.batch_size
 
 
-@pytest.mark.parametrize("override", ["optim.learnin_rate=1", "nonsense=3", "model.sched=1"])
+@pytest.mark.parametrize("override", ["optim.learnin_rate=1", "nonsense=3", "model.sched=1", "max_steps=3"])
 def test_unknown_keys_are_errors(override):
     with pytest.raises(ConfigError, match="unknown config key"):
-        load_config(TrainConfig, None, [override])
+        load_config(TeacherConfig, None, [override])
 
 
-def test_bad_values_are_errors():
-    with pytest.raises(ConfigError, match="integer"):
-        load_config(TrainConfig, None, ["max_steps=1.5"])
-    with pytest.raises(ConfigError, match="prediction_type"):
-        load_config(TrainConfig, None, ["model.prediction_type=x"])
-    with pytest.raises(ConfigError, match="zero terminal SNR"):
-        load_config(TrainConfig, None, ["model.prediction_type=epsilon"])
-    with pytest.raises(ConfigError, match="crop_size"):
-        load_config(TrainConfig, None, ["data.crop_size=100"])
-    with pytest.raises(ConfigError, match="preset"):
-        load_config(TrainConfig, None, ["model.preset=huge"])
+@pytest.mark.parametrize(("override", "message"), [
+    ("run.max_steps=1.5", "integer"),
+    ("model.prediction_type=x", "prediction_type"),
+    ("model.prediction_type=epsilon", "zero terminal SNR"),
+    ("data.crop_size=100", "crop_size"),
+    ("model.preset=huge", "preset"),
+    ("data.degradation=blurry", "data.degradation must be one of"),  # caught at config time, not in make_lq
+    ("data.split=heldout", "data.split"),
+    ("run.mixed_precision=fp8", "mixed_precision"),
+    ("terminal_fraction=2", "terminal_fraction"),
+    ("data.realesrgan.strenght=1", "unknown config key"),
+])
+def test_bad_values_are_errors_at_config_time(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(TeacherConfig, None, [override])
+
+
+def test_missing_config_file_and_required_fields():
     with pytest.raises(ConfigError, match="not found"):
-        load_config(TrainConfig, "/nonexistent.yaml")
+        load_config(TeacherConfig, "/nonexistent.yaml")
+    decoder_config = methods()["decoder"][0]
+    with pytest.raises(ConfigError, match="init_from"):
+        load_config(decoder_config, None, [])
 
 
 def test_round_trip_through_dict():
-    config = load_config(TrainConfig, None, ["model.preset=tiny", "data.crop_size=64"])
-    again = load_config(TrainConfig, None, [])
-    assert again != config
-    from turbosr.config import from_dict
+    config = load_config(TeacherConfig, None, ["model.preset=tiny", "data.crop_size=64",
+                                               "data.realesrgan.strength=0.5"])
+    assert config != load_config(TeacherConfig, None, [])
+    assert from_dict(TeacherConfig, to_dict(config)) == config
+    assert isinstance(config.model, ModelConfig) and config.data.realesrgan.strength == 0.5
 
-    assert from_dict(TrainConfig, to_dict(config)) == config
-    assert isinstance(config.model, ModelConfig)
+
+def test_presets_are_merged_in_one_place():
+    """A YAML/--set model section and model_config() give the same ModelConfig for the same fields."""
+    from_yaml = load_config(TeacherConfig, None, ["model.preset=tiny", "model.scale=2",
+                                                  "model.schedule.zero_terminal_snr=false",
+                                                  "model.prediction_type=epsilon", "data.crop_size=32"]).model
+    direct = model_config("tiny", scale=2, schedule={"zero_terminal_snr": False}, prediction_type="epsilon")
+    assert from_yaml == direct
+
+
+def test_method_names_match_the_methods():
+    assert tuple(methods()) == METHOD_NAMES
+
+
+def config_method(path: Path) -> str:
+    """configs/ naming: decoder-*, distill-*, autoencoder-*; everything else trains a teacher."""
+    for prefix, method in (("decoder", "decoder"), ("distill", "scale-distill"), ("autoencoder", "autoencoder")):
+        if path.name.startswith(prefix):
+            return method
+    return "teacher"
 
 
 def test_every_shipped_config_resolves():
-    from pathlib import Path
-
     configs = sorted((Path(__file__).parent.parent / "configs").glob("*.yaml"))
     assert configs, "configs/ holds the documented run configs"
     for path in configs:
-        load_config(TrainConfig, path)
+        load_config(methods()[config_method(path)][0], path)

@@ -6,7 +6,12 @@ import torch
 
 pytest.importorskip("scipy")
 
-from turbosr.metrics.fid import frechet_distance, inception_path, patches  # noqa: E402
+from turbosr.metrics.fid import (  # noqa: E402
+    frechet_distance,
+    frechet_distance_of_features,
+    inception_path,
+    patches,
+)
 
 
 def test_frechet_distance_matches_the_closed_form_for_diagonal_covariances():
@@ -16,6 +21,16 @@ def test_frechet_distance_matches_the_closed_form_for_diagonal_covariances():
     expected = np.sum((mu1 - mu2) ** 2) + np.sum(s1 + s2 - 2 * np.sqrt(s1 * s2))
     assert frechet_distance(mu1, np.diag(s1), mu2, np.diag(s2)) == pytest.approx(expected, rel=1e-6)
     assert frechet_distance(mu1, np.diag(s1), mu1, np.diag(s1)) == pytest.approx(0.0, abs=1e-6)
+
+
+@pytest.mark.parametrize("samples", [(5, 7), (40, 30)])
+def test_low_rank_fid_equals_the_covariance_formula(samples):
+    """Fewer samples than dimensions: the SVD route gives what the d x d square root gives."""
+    rng = np.random.default_rng(3)
+    first, second = rng.normal(size=(samples[0], 16)), rng.normal(0.3, 1.5, size=(samples[1], 16))
+    expected = frechet_distance(first.mean(0), np.cov(first, rowvar=False), second.mean(0),
+                                np.cov(second, rowvar=False))
+    assert frechet_distance_of_features(first, second) == pytest.approx(expected, rel=1e-6, abs=1e-6)
 
 
 def test_frechet_distance_of_sampled_features_grows_with_the_shift():
@@ -44,7 +59,6 @@ def test_missing_inception_file_names_the_package(monkeypatch):
         inception_path()
 
 
-@pytest.mark.slow
 def test_fid_of_a_folder_with_itself_is_zero_and_degraded_copies_score_worse(tmp_path):
     try:
         inception_path()
@@ -59,8 +73,8 @@ def test_fid_of_a_folder_with_itself_is_zero_and_degraded_copies_score_worse(tmp
         save_image(image, tmp_path / "ref" / f"{name}.png")
         blurred = torch.nn.functional.avg_pool2d(image, 5, 1, 2)
         save_image(blurred, tmp_path / "blur" / f"{name}.png")
-    same = fid_folders(tmp_path / "ref", tmp_path / "ref", patch=32)
-    worse = fid_folders(tmp_path / "blur", tmp_path / "ref", patch=32)
+    same = fid_folders(tmp_path / "ref", tmp_path / "ref", patch=64)  # 64-px patches: 7 samples, about 30 s
+    worse = fid_folders(tmp_path / "blur", tmp_path / "ref", patch=64)
     assert abs(same) < 1e-3 and worse > same + 1
 
 
@@ -70,12 +84,12 @@ def test_reference_statistics_are_cached_until_the_reference_folder_changes(tmp_
 
     calls = []
 
-    def fake_statistics(files, patch=None, device="cpu", batch_size=16):
+    def fake_features(files, patch=None, device="cpu", batch_size=16):
         calls.append(sorted(Path(f).name for f in files))
-        return np.zeros(2), np.eye(2), 2
+        return np.random.default_rng(0).normal(size=(3, 4))
 
-    monkeypatch.setattr(fid_module, "folder_statistics", fake_statistics)
-    fid_module._reference_statistics.cache_clear()
+    monkeypatch.setattr(fid_module, "folder_features", fake_features)
+    fid_module._reference_features.cache_clear()
     for folder in ("ref", "pred"):
         save_image(torch.rand(1, 3, 8, 8), tmp_path / folder / "a.png")
     fid_module.fid_folders(tmp_path / "pred", tmp_path / "ref")
@@ -84,4 +98,4 @@ def test_reference_statistics_are_cached_until_the_reference_folder_changes(tmp_
     save_image(torch.rand(1, 3, 8, 8), tmp_path / "ref" / "b.png")  # the reference changes: recomputed
     fid_module.fid_folders(tmp_path / "pred", tmp_path / "ref")
     assert calls[-1] == ["a.png", "b.png"] and len(calls) == 5
-    fid_module._reference_statistics.cache_clear()
+    fid_module._reference_features.cache_clear()

@@ -1,6 +1,6 @@
 import torch
 
-from turbosr.config import LossConfig
+from turbosr.config import ImageLossConfig
 from turbosr.losses import (
     edge_loss,
     frequency_loss,
@@ -24,12 +24,12 @@ def test_image_loss_is_float32_even_under_bfloat16_autocast():
     g = torch.Generator().manual_seed(1)
     target = torch.rand(2, 3, 48, 48, generator=g)
     prediction = (target * 0.9 + 0.05).requires_grad_()
-    reference = image_loss(prediction, target, LossConfig())["total"]
+    reference = image_loss(prediction, target, ImageLossConfig())["total"]
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        mixed = image_loss(prediction, target, LossConfig())["total"]
+        mixed = image_loss(prediction, target, ImageLossConfig())["total"]
     assert mixed.dtype == torch.float32
     assert float(mixed) == float(reference)
-    weights = LossConfig(l1=1.0, ssim=0.0, edge=0.0)
+    weights = ImageLossConfig(l1=1.0, ssim=0.0, edge=0.0)
     terms = image_loss(prediction, target, weights)
     assert set(terms) == {"l1", "total"}
 

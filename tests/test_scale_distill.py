@@ -48,7 +48,7 @@ def hr(tmp_path):
 
 
 def test_swapping_the_teacher_changes_the_distillation_loss(tmp_path, hr):
-    from turbosr.config import TrainConfig, load_config
+    from turbosr.config import load_config
     from turbosr.pipeline import SRPipeline
     from turbosr.train import scale_distill
 
@@ -64,10 +64,10 @@ def test_swapping_the_teacher_changes_the_distillation_loss(tmp_path, hr):
         teachers.append(folder)
     losses = []
     for index, folder in enumerate(teachers):
-        config = load_config(TrainConfig, None, [
-            "method=scale_distill", "model.preset=tiny", f"data.folder={hr}", "data.crop_size=64",
-            f"output_dir={tmp_path / f'run{index}'}", "max_steps=1", "batch_size=2", "log_every_steps=1",
-            f"teacher={folder}", "teacher_scale=2", f"init_from={teachers[0]}",
+        config = load_config(scale_distill.ScaleDistillConfig, None, [
+            "model.preset=tiny", f"data.folder={hr}", "data.crop_size=64",
+            f"run.output_dir={tmp_path / f'run{index}'}", "run.max_steps=1", "run.batch_size=2",
+            "run.log_every_steps=1", f"teacher={folder}", "teacher_scale=2", f"init_from={teachers[0]}",
         ])
         scale_distill.train(config)
         losses.append(json.loads((tmp_path / f"run{index}" / "log.jsonl").read_text().splitlines()[0])["loss"])

@@ -7,13 +7,14 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from turbosr.config import TrainConfig, load_config
+from turbosr.config import load_config
 from turbosr.pipeline import SRPipeline
 
 
@@ -31,13 +32,23 @@ def hr_folder(tmp_path_factory) -> Path:
     return folder
 
 
-def tiny(tmp_path: Path, hr_folder: Path, method: str, *extra: str) -> TrainConfig:
-    return load_config(TrainConfig, None, [
-        f"method={method}", "model.preset=tiny", f"data.folder={hr_folder}", "data.crop_size=64",
-        f"output_dir={tmp_path / method}", "max_steps=2", "batch_size=2", "checkpoint_every_steps=1",
-        "pca_images=8", "residual_scale_batches=1", "log_every_steps=1", "validate_every_steps=2",
-        "validation_images=2", *extra,
-    ])
+def overrides(tmp_path: Path, hr_folder: Path, method: str, *extra: str) -> list[str]:
+    """--set items of a 2-step tiny run of ``method`` (later items win)."""
+    items = ["model.preset=tiny", f"data.folder={hr_folder}", "data.crop_size=64",
+             f"run.output_dir={tmp_path / method.replace('-', '_')}", "run.max_steps=2", "run.batch_size=2",
+             "run.checkpoint_every_steps=1", "run.log_every_steps=1", "run.validate_every_steps=2",
+             "run.validation_images=2"]
+    if method in ("teacher", "scale-distill", "autoencoder"):
+        items.append("pca_images=8")
+    if method in ("teacher", "scale-distill"):
+        items.append("residual_scale_batches=1")
+    return [*items, *extra]
+
+
+def tiny(tmp_path: Path, hr_folder: Path, method: str, *extra: str) -> Any:
+    from turbosr.train import methods
+
+    return load_config(methods()[method][0], None, overrides(tmp_path, hr_folder, method, *extra))
 
 
 def test_teacher_two_steps_checkpoint_loads_and_resumes(tmp_path, hr_folder):
@@ -57,24 +68,18 @@ def test_teacher_two_steps_checkpoint_loads_and_resumes(tmp_path, hr_folder):
     assert [r["step"] for r in validation] == [2] and validation[0]["val_psnr_y_bicubic"] > 10
     assert (tmp_path / "teacher" / "validation-latest.png").is_file()
     # resume: 2 more steps continue from step 2, not from scratch
-    teacher.train(load_config(TrainConfig, None, [*_items(config), "max_steps=4"]))
+    teacher.train(tiny(tmp_path, hr_folder, "teacher", "run.max_steps=4"))
     assert json.loads((folder / "progress.json").read_text())["step"] == 4
     log = [json.loads(line) for line in (tmp_path / "teacher" / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log if "loss" in r] == [1, 2, 3, 4]
 
 
-def _items(config: TrainConfig) -> list[str]:
-    return [f"method={config.method}", "model.preset=tiny", f"data.folder={config.data.folder}", "data.crop_size=64",
-            f"output_dir={config.output_dir}", "batch_size=2", "checkpoint_every_steps=1", "pca_images=8",
-            "residual_scale_batches=1", "log_every_steps=1"]
-
-
 def test_resumed_run_equals_uninterrupted_run(tmp_path, hr_folder):
     from turbosr.train import teacher
 
-    straight = teacher.train(tiny(tmp_path / "a", hr_folder, "teacher", "max_steps=3"))
-    teacher.train(tiny(tmp_path / "b", hr_folder, "teacher", "max_steps=1"))
-    resumed = teacher.train(tiny(tmp_path / "b", hr_folder, "teacher", "max_steps=3"))
+    straight = teacher.train(tiny(tmp_path / "a", hr_folder, "teacher", "run.max_steps=3"))
+    teacher.train(tiny(tmp_path / "b", hr_folder, "teacher", "run.max_steps=1"))
+    resumed = teacher.train(tiny(tmp_path / "b", hr_folder, "teacher", "run.max_steps=3"))
     a = SRPipeline.from_pretrained(straight / "model").denoiser.state_dict()
     b = SRPipeline.from_pretrained(resumed / "model").denoiser.state_dict()
     for key in a:
@@ -84,15 +89,15 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path, hr_folder):
 def test_scale_distill_decoder_autoencoder_chain(tmp_path, hr_folder):
     from turbosr.train import autoencoder, decoder, scale_distill, teacher
 
-    ae_folder = autoencoder.train(tiny(tmp_path, hr_folder, "autoencoder", "max_steps=0")) / "model"
+    ae_folder = autoencoder.train(tiny(tmp_path, hr_folder, "autoencoder", "run.max_steps=0")) / "model"
     teacher_folder = teacher.train(tiny(tmp_path, hr_folder, "teacher", "model.scale=2",
                                         f"autoencoder_from={ae_folder}")) / "model"
-    student = scale_distill.train(tiny(tmp_path, hr_folder, "scale_distill", f"teacher={teacher_folder}",
+    student = scale_distill.train(tiny(tmp_path, hr_folder, "scale-distill", f"teacher={teacher_folder}",
                                        "teacher_scale=2", f"init_from={teacher_folder}"))
     student_pipeline = SRPipeline.from_pretrained(student / "model")
     assert student_pipeline.scale == 4
     tuned = decoder.train(tiny(tmp_path, hr_folder, "decoder", f"init_from={student / 'model'}",
-                               "model.refine_channels=4", "loss.adversarial=0.1"))
+                               "model.refine_channels=4", "adversarial.weight=0.1"))
     tuned_pipeline = SRPipeline.from_pretrained(tuned / "model")
     assert tuned_pipeline.config.refine_channels == 4
     assert tuned_pipeline.autoencoder.refiner is not None
@@ -103,11 +108,11 @@ def test_scale_distill_decoder_autoencoder_chain(tmp_path, hr_folder):
 
 
 def test_kl_autoencoder_trains_two_steps(tmp_path, hr_folder):
+    from turbosr.models.autoencoders import load_autoencoder
     from turbosr.train import autoencoder
-    from turbosr.train.common import load_autoencoder
 
     folder = autoencoder.train(tiny(tmp_path, hr_folder, "autoencoder", "model.latent=kl", "model.latent_factor=4",
-                                    "model.latent_channels=4", "model.kl_channels=[8,16,16]", "loss.adversarial=0.1"))
+                                    "model.latent_channels=4", "model.kl_channels=[8,16,16]", "adversarial.weight=0.1"))
     loaded = load_autoencoder(folder / "model")
     assert loaded.factor == 4 and loaded.latent_channels == 4
 
@@ -118,7 +123,7 @@ def test_two_process_cpu_run_with_accelerate(tmp_path, hr_folder):
     command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
                "-m", "turbosr", "train", "teacher",
-               *[f"--set={item}" for item in _items(tiny(tmp_path, hr_folder, "teacher"))[1:]], "--set=max_steps=2"]
+               *[f"--set={item}" for item in overrides(tmp_path, hr_folder, "teacher")]]
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     folder = tmp_path / "teacher" / "checkpoint-latest"
@@ -133,7 +138,7 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(tmp_path, hr_folder):
     import signal
     import time
 
-    items = [*_items(tiny(tmp_path, hr_folder, "teacher"))[1:], "checkpoint_every_steps=3", "max_steps=100000"]
+    items = overrides(tmp_path, hr_folder, "teacher", "run.checkpoint_every_steps=3", "run.max_steps=100000")
     command = [sys.executable, "-m", "turbosr", "train", "teacher", *[f"--set={item}" for item in items]]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -147,8 +152,7 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(tmp_path, hr_folder):
     assert killed_at >= 6 and killed_at % 3 == 0
     from turbosr.train import teacher
 
-    teacher.train(load_config(TrainConfig, None, [*_items(tiny(tmp_path, hr_folder, "teacher")),
-                                                   f"max_steps={killed_at + 2}"]))
+    teacher.train(tiny(tmp_path, hr_folder, "teacher", f"run.max_steps={killed_at + 2}"))
     log = [json.loads(line) for line in (tmp_path / "teacher" / "log.jsonl").read_text().splitlines()]
     resumed_steps = [r["step"] for r in log if "loss" in r and r["step"] > killed_at]
     assert resumed_steps[-2:] == [killed_at + 1, killed_at + 2]
@@ -160,35 +164,34 @@ def test_tensorboard_option_needs_its_extra(tmp_path):
 
     from turbosr.train.reporting import RunLog
 
-    config = load_config(TrainConfig, None, [f"output_dir={tmp_path}", "tensorboard=true"])
     if importlib.util.find_spec("tensorboard") is None:
         with pytest.raises(ImportError, match=r"turbosr\[tensorboard\]"):
-            RunLog(config, enabled=True)
+            RunLog(tmp_path, enabled=True, tensorboard=True)
     else:
-        log = RunLog(config, enabled=True)
+        log = RunLog(tmp_path, enabled=True, tensorboard=True)
         log.write({"step": 1, "loss": 0.5})
         assert any((tmp_path / "tensorboard").iterdir())
 
 
-def test_adversary_adds_the_weighted_generator_term_only_when_on_and_after_its_start_step():
+def test_patchgan_generator_term_only_when_on_and_after_its_start_step():
     from accelerate import Accelerator
 
-    from turbosr.train.common import Adversary
+    from turbosr.config import AdversarialConfig
+    from turbosr.train.patchgan import PatchGAN
 
     accelerator = Accelerator(cpu=True)
     prediction = torch.rand(2, 3, 32, 32, requires_grad=True)
-    base = torch.tensor(1.0)
-    off = Adversary(load_config(TrainConfig, None, ["loss.adversarial=0"]), accelerator)
-    terms: dict = {}
-    assert off.add_generator_term(base, terms, prediction, 100) is base and terms == {}
-    on = Adversary(load_config(TrainConfig, None, ["loss.adversarial=0.5", "loss.adversarial_start_step=10"]),
-                   accelerator)
-    assert on.add_generator_term(base, terms, prediction, 9) is base and terms == {}  # before the start step
-    total = on.add_generator_term(base, terms, prediction, 10)
-    assert "generator" in terms and torch.allclose(total, base + terms["generator"])
-    total.backward()
+    assert PatchGAN(AdversarialConfig(weight=0.0), accelerator).generator_loss(prediction, 100) is None
+    on = PatchGAN(AdversarialConfig(weight=0.5, start_step=10), accelerator)
+    assert on.generator_loss(prediction, 9) is None  # before the start step
+    term = on.generator_loss(prediction, 10)
+    term.backward()
     assert prediction.grad is not None and prediction.grad.abs().sum() > 0  # the term reaches the generator
     assert all(p.grad is None for p in on.discriminator.parameters())  # ...and does not train the discriminator
+    before = [p.detach().clone() for p in on.discriminator.parameters()]
+    loss = on.discriminator_step(torch.rand(2, 3, 32, 32), prediction)
+    assert loss is not None and any(not torch.equal(a, b) for a, b in
+                                    zip(before, on.discriminator.parameters(), strict=True))
 
 
 def test_refit_residual_scale_measures_the_new_degradation(tmp_path, hr_folder):
@@ -197,8 +200,8 @@ def test_refit_residual_scale_measures_the_new_degradation(tmp_path, hr_folder):
     from turbosr.config import ConfigError
     from turbosr.train import teacher
 
-    bicubic = teacher.train(tiny(tmp_path / "bicubic", hr_folder, "teacher", "max_steps=1")) / "model"
-    blind = ["data.degradation=realesrgan", "max_steps=1"]
+    bicubic = teacher.train(tiny(tmp_path / "bicubic", hr_folder, "teacher", "run.max_steps=1")) / "model"
+    blind = ["data.degradation=realesrgan", "run.max_steps=1"]
     fresh = teacher.train(tiny(tmp_path / "fresh", hr_folder, "teacher", *blind)) / "model"
     kept = teacher.train(tiny(tmp_path / "kept", hr_folder, "teacher", *blind, f"init_from={bicubic}")) / "model"
     refit = teacher.train(tiny(tmp_path / "refit", hr_folder, "teacher", *blind, f"init_from={bicubic}",

@@ -70,27 +70,109 @@ def read_json(path: str | Path) -> Any:
         raise ValueError(f"{path} is not valid JSON: {error}") from None
 
 
-def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> Path:
-    """Atomically save a flat dict of tensors as safetensors (contiguous CPU copies)."""
+def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None,
+                 max_shard_bytes: int | None = None) -> Path:
+    """Atomically save a flat dict of tensors as safetensors (contiguous CPU copies).
+
+    With ``max_shard_bytes`` and more data than that, the tensors go into shards ``NAME-00001-of-0000N.safetensors``
+    (whole tensors, in name order) plus ``NAME.safetensors.index.json`` mapping each tensor to its shard (the
+    Hugging Face convention); :func:`load_tensors` reads either form. Returns ``path`` (or the index path).
+    """
     path = Path(path)
+    tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    total = sum(v.numel() * v.element_size() for v in tensors.values())
+    if max_shard_bytes is None or total <= max_shard_bytes:
+        _save_one(path, tensors, metadata)
+        return path
+    shards: list[dict[str, torch.Tensor]] = [{}]
+    size = 0
+    for name in sorted(tensors):
+        nbytes = tensors[name].numel() * tensors[name].element_size()
+        if shards[-1] and size + nbytes > max_shard_bytes:
+            shards.append({})
+            size = 0
+        shards[-1][name] = tensors[name]
+        size += nbytes
+    stem = path.name.removesuffix(".safetensors")
+    names = [f"{stem}-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))]
+    for name, shard in zip(names, shards, strict=True):
+        _save_one(path.with_name(name), shard, metadata)
+    index = {"metadata": {"total_size": total, **(metadata or {})},
+             "weight_map": {key: name for name, shard in zip(names, shards, strict=True) for key in shard}}
+    return write_json(path.with_name(path.name + ".index.json"), index)
+
+
+def _save_one(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None) -> None:
     handle, temp = temp_file_beside(path)
     os.close(handle)
     try:
-        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, temp, metadata=metadata)
+        save_file(tensors, temp, metadata=metadata)
         os.chmod(temp, plain_file_mode())  # safetensors writes a new file of its own
         os.replace(temp, path)
     except BaseException:
         Path(temp).unlink(missing_ok=True)
         raise
-    return path
 
 
 def load_tensors(path: str | Path) -> dict[str, torch.Tensor]:
-    """Load a safetensors file (never a pickle), with a clear error if missing."""
+    """Load a safetensors file, or the shards listed by ``PATH.index.json`` (never a pickle); clear error if
+    neither exists."""
     path = Path(path)
-    if not path.is_file():
+    if path.is_file():
+        return load_file(str(path))
+    index = path.with_name(path.name + ".index.json")
+    if not index.is_file():
         raise FileNotFoundError(f"missing weights file: {path}")
-    return load_file(str(path))
+    shards = sorted(set(read_json(index)["weight_map"].values()))
+    tensors: dict[str, torch.Tensor] = {}
+    for shard in shards:
+        if not (path.parent / shard).is_file():
+            raise FileNotFoundError(f"missing weights shard: {path.parent / shard} (listed in {index.name})")
+        tensors.update(load_file(str(path.parent / shard)))
+    return tensors
+
+
+# ----------------------------------------------------------------------------------------- compact storage
+INT8_SCALE = ".int8_scale"  # suffix of the per-output-channel scale stored beside an int8 weight
+
+
+def quantize_int8(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric int8 quantisation per output channel (dim 0): (q, scale) with weight ~= q * scale."""
+    flat = weight.detach().float().reshape(weight.shape[0], -1)
+    scale = (flat.abs().amax(dim=1) / 127.0).clamp_min(1e-12)
+    q = torch.round(flat / scale[:, None]).clamp(-127, 127).to(torch.int8)
+    return q.reshape(weight.shape), scale
+
+
+def compact_state(state: dict[str, torch.Tensor], parameters: set[str], storage: str) -> dict[str, torch.Tensor]:
+    """A state dict for storage: "float32"; "float16" (parameters in half precision); "int8" (parameters of two
+    or more dimensions as int8 per output channel with float32 scales, other parameters float16). Buffers stay
+    float32. :func:`expand_state` reverses it."""
+    if storage not in ("float32", "float16", "int8"):
+        raise ValueError(f"unknown weight storage {storage!r}; use float32, float16 or int8")
+    out: dict[str, torch.Tensor] = {}
+    for name, value in state.items():
+        if name not in parameters or storage == "float32" or not value.is_floating_point():
+            out[name] = value.float() if value.is_floating_point() else value
+        elif storage == "int8" and value.dim() >= 2:
+            out[name], out[name + INT8_SCALE] = quantize_int8(value)
+        else:
+            out[name] = value.half()
+    return out
+
+
+def expand_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Stored tensors -> float32 state dict (int8 weights dequantised with their scales)."""
+    out: dict[str, torch.Tensor] = {}
+    for name, value in state.items():
+        if name.endswith(INT8_SCALE):
+            continue
+        if name + INT8_SCALE in state:
+            scale = state[name + INT8_SCALE].float()
+            out[name] = value.float() * scale.view(-1, *([1] * (value.dim() - 1)))
+        else:
+            out[name] = value.float() if value.is_floating_point() else value
+    return out
 
 
 def replace_folder(staging: Path, final: Path) -> None:

@@ -21,6 +21,8 @@ class CLIError(Exception):
 
 # ------------------------------------------------------------------------------------------------------ upscale
 def _add_upscale(sub: argparse._SubParsersAction) -> None:
+    from turbosr.pipeline import DEFAULT_TILE, DEFAULT_TILE_OVERLAP
+
     p = sub.add_parser("upscale", help="upscale images, folders (recursive) or glob patterns")
     p.add_argument("inputs", nargs="+", help="image files, folders or glob patterns")
     p.add_argument("-o", "--output", required=True,
@@ -30,8 +32,9 @@ def _add_upscale(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=int, default=1, help="denoising steps (default 1: one-step SR)")
     p.add_argument("--strength", type=float, default=1.0,
                    help="starting noise level in (0,1]: 1 = most realism, lower = closer to the input (fidelity)")
-    p.add_argument("--tile", type=int, default=512, help="tile size in output pixels (default 512)")
-    p.add_argument("--tile-overlap", type=int, default=64, help="tile overlap in output pixels (default 64)")
+    p.add_argument("--tile", type=int, default=DEFAULT_TILE, help=f"tile size in output pixels ({DEFAULT_TILE})")
+    p.add_argument("--tile-overlap", type=int, default=DEFAULT_TILE_OVERLAP,
+                   help=f"tile overlap in output pixels ({DEFAULT_TILE_OVERLAP})")
     p.add_argument("--seed", type=int, default=0, help="noise seed (same seed, same output)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps ... (default: the process's device)")
     p.add_argument("--dtype", choices=DTYPES, default="float32")
@@ -95,19 +98,11 @@ def _run_upscale(args: argparse.Namespace) -> int:
 
 
 # -------------------------------------------------------------------------------------------------------- train
-def _train_methods() -> dict[str, Callable]:
-    from turbosr.train import autoencoder, decoder, scale_distill, teacher
-
-    return {"autoencoder": autoencoder.train, "teacher": teacher.train,
-            "scale-distill": scale_distill.train, "decoder": decoder.train}
-
-
-TRAIN_METHOD_NAMES = ("autoencoder", "teacher", "scale-distill", "decoder")
-
-
 def _add_train(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="train a model (resumes from OUTPUT_DIR/checkpoint-latest if present)")
-    p.add_argument("method", choices=TRAIN_METHOD_NAMES)
+    from turbosr.train import METHOD_NAMES
+
+    p = sub.add_parser("train", help="train a model (resumes from RUN.OUTPUT_DIR/checkpoint-latest if present)")
+    p.add_argument("method", choices=METHOD_NAMES)
     p.add_argument("--config", help="YAML run config (see configs/)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override one config field, e.g. --set optim.learning_rate=1e-4 (repeatable)")
@@ -118,15 +113,15 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 def _run_train(args: argparse.Namespace) -> int:
     import yaml
 
-    from turbosr.config import TrainConfig, load_config, to_dict
+    from turbosr.config import load_config, to_dict
+    from turbosr.train import methods
 
-    method_key = args.method.replace("-", "_")
-    config = load_config(TrainConfig, args.config, [f"method={method_key}", *args.overrides])
+    config_class, train = methods()[args.method]
+    config = load_config(config_class, args.config, args.overrides)
     if args.dry_run:
         print(yaml.safe_dump(to_dict(config), sort_keys=False), end="")
         return EXIT_OK
-    folder = _train_methods()[args.method](config)
-    print(f"checkpoint: {folder}")
+    print(f"checkpoint: {train(config)}")
     return EXIT_OK
 
 

@@ -15,6 +15,8 @@ from typing import Any, TypeVar
 
 import yaml
 
+from turbosr.degradations import DEGRADATIONS, RealESRGANConfig
+
 T = TypeVar("T")
 
 
@@ -94,7 +96,46 @@ class ModelConfig:
         return self.latent_factor * 2 ** (len(self.unet_channels) - 1)
 
 
-def _coerce(value: Any, annotation: Any, where: str) -> Any:
+# The model presets: plain ModelConfig data in one place. A model section names a preset, and its fields fill in
+# everything the section does not set (:func:`model_config`, the only merge).
+MODEL_PRESETS: dict[str, ModelConfig] = {
+    # random-weight test model (< 2 s per call on CPU)
+    "tiny": ModelConfig(
+        preset="tiny", latent="patch", latent_factor=4, latent_channels=8, unet_channels=(16, 32),
+        attention_levels=(False, False), layers_per_block=1, norm_groups=8, attention_head_dim=8,
+    ),
+    # the built-in model's shape: patch-PCA latent (f = 8, 32 channels), a 15.7 M-parameter UNet2DModel with
+    # attention only at the lowest resolution; trainable on 2 CPU cores
+    "small": ModelConfig(
+        preset="small", latent="patch", latent_factor=8, latent_channels=32, unet_channels=(64, 128, 256),
+        attention_levels=(False, False, True), layers_per_block=2, norm_groups=32, attention_head_dim=8,
+    ),
+    # Stable-Diffusion-2.x-shaped, initialised from a LOCAL diffusers folder (model.sd_path)
+    "sd": ModelConfig(
+        preset="sd", latent="kl", unet="unet2d_condition", latent_factor=8, latent_channels=4,
+        unet_channels=(320, 640, 1280, 1280), attention_levels=(True, True, True, False), norm_groups=32,
+        prediction_type="v", target="latent",
+        schedule=ScheduleConfig(beta_schedule="scaled_linear", zero_terminal_snr=True),
+    ),
+}
+
+
+def model_config(preset: str = "small", **overrides: Any) -> ModelConfig:
+    """The preset's ModelConfig with ``overrides`` (plain values; ``schedule`` may be a dict of its fields)."""
+    if preset not in MODEL_PRESETS:
+        raise ConfigError(f"unknown model preset {preset!r}; choose one of {', '.join(MODEL_PRESETS)}")
+    merged = to_dict(MODEL_PRESETS[preset])
+    for key, value in overrides.items():
+        if key == "schedule" and isinstance(value, dict):
+            merged["schedule"] = {**merged["schedule"], **value}
+        elif key == "schedule" and isinstance(value, ScheduleConfig):
+            merged["schedule"] = to_dict(value)
+        else:
+            merged[key] = value
+    return from_dict(ModelConfig, {**merged, "preset": preset}, "model", merge_preset=False)
+
+
+def _coerce(value: Any, annotation: Any, where: str, merge_preset: bool = True) -> Any:
     """Convert a YAML/CLI value to the dataclass field's annotated type, or raise ConfigError."""
     origin = typing.get_origin(annotation)
     args = typing.get_args(annotation)
@@ -103,8 +144,12 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
             return value
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: expected a mapping, got {value!r}")
-        if annotation is ModelConfig:
-            value = _merge_model_preset(value, where)
+        if annotation is ModelConfig and merge_preset:
+            preset = value.get("preset", "small")
+            if preset not in MODEL_PRESETS:
+                raise ConfigError(f"{where}.preset: unknown model preset {preset!r}; choose one of "
+                                  f"{', '.join(MODEL_PRESETS)}")
+            return model_config(**{"preset": preset, **value})
         return from_dict(annotation, value, where)
     if origin is typing.Union or str(origin) == "<class 'types.UnionType'>":
         if value is None and type(None) in args:
@@ -142,32 +187,20 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
     return value
 
 
-def _merge_model_preset(value: dict[str, Any], where: str) -> dict[str, Any]:
-    """A model section names a preset; its fields fill in everything the section does not set."""
-    from turbosr.models.presets import MODEL_PRESETS
-
-    preset = value.get("preset", "small")
-    if preset not in MODEL_PRESETS:
-        raise ConfigError(f"{where}.preset: unknown model preset {preset!r}; choose one of {', '.join(MODEL_PRESETS)}")
-    merged = to_dict(MODEL_PRESETS[preset])
-    for key, item in value.items():
-        if key == "schedule" and isinstance(item, dict):
-            merged["schedule"] = {**merged["schedule"], **item}
-        else:
-            merged[key] = item
-    return merged
-
-
-def from_dict(cls: type[T], data: dict[str, Any], where: str = "") -> T:
-    """Build dataclass ``cls`` from a (nested) dict; unknown keys raise ConfigError."""
+def from_dict(cls: type[T], data: dict[str, Any], where: str = "", merge_preset: bool = True) -> T:
+    """Build dataclass ``cls`` from a (nested) dict; unknown keys raise ConfigError. A nested ModelConfig is
+    filled from its preset (:func:`model_config`) unless ``merge_preset`` is false."""
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = sorted(set(data) - names)
     if unknown:
         raise ConfigError(f"unknown config key(s) {', '.join((where + '.' if where else '') + k for k in unknown)}; "
                           f"known: {', '.join(sorted(names))}")
-    kwargs = {k: _coerce(v, hints[k], f"{where}.{k}" if where else k) for k, v in data.items()}
-    return cls(**kwargs)
+    kwargs = {k: _coerce(v, hints[k], f"{where}.{k}" if where else k, merge_preset) for k, v in data.items()}
+    try:
+        return cls(**kwargs)
+    except TypeError as error:  # a required field without a default
+        raise ConfigError(f"{where or cls.__name__}: {error}") from None
 
 
 def to_dict(config: Any) -> dict[str, Any]:
@@ -207,16 +240,35 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
     return from_dict(cls, data)
 
 
+
+
+# ------------------------------------------------------------------------------- parts of a training config
+# Each training method (turbosr/train/<method>.py) defines its own config dataclass from these parts.
 @dataclass(frozen=True)
 class DataConfig:
-    """Training data: HR photos (a corpus manifest or a folder), random crops, degradation on the fly."""
+    """Training data: HR photos (a corpus manifest split, or a folder), random crops, degradation on the fly
+    (on the training device)."""
 
-    manifest: str | None = None  # corpus manifest.json (see scripts/build_corpus.py); uses records of `split`
+    manifest: str | None = None  # corpus manifest.json (scripts/build_corpus.py); uses the records of `split`
     folder: str | None = None  # or a plain folder of HR images
-    split: str = "train"
-    crop_size: int = 128  # HR crop side in pixels (a multiple of the model's pixel multiple and of the scales)
-    degradation: str = "bicubic"  # "bicubic" | "realesrgan" | "mixed" (each image one of the two, 50/50)
-    num_workers: int = 0
+    split: str = "train"  # training split; validation always uses the manifest's "val" split
+    crop_size: int = 128  # HR crop side in pixels (a multiple of the model's pixel multiple and of its scale)
+    degradation: str = "bicubic"  # "bicubic" | "realesrgan" | "mixed" (per image one of the two, 50/50)
+    realesrgan: RealESRGANConfig = field(default_factory=RealESRGANConfig)  # the blind pipeline's knobs
+
+    def __post_init__(self) -> None:
+        if self.degradation not in DEGRADATIONS:
+            raise ConfigError(f"data.degradation must be one of {', '.join(DEGRADATIONS)}, got {self.degradation!r}")
+        if self.split not in ("train", "val", "test"):
+            raise ConfigError(f"data.split must be train, val or test, got {self.split!r}")
+        if self.crop_size < 8:
+            raise ConfigError(f"data.crop_size must be at least 8, got {self.crop_size}")
+
+    def check_crop(self, model: ModelConfig) -> None:
+        """The crop must tile into the model's latent grid and be divisible by its scale."""
+        if self.crop_size % model.pixel_multiple or self.crop_size % model.scale:
+            raise ConfigError(f"data.crop_size {self.crop_size} must be a multiple of the model's pixel multiple "
+                              f"({model.pixel_multiple}) and of its scale ({model.scale})")
 
 
 @dataclass(frozen=True)
@@ -228,67 +280,62 @@ class OptimConfig:
     beta1: float = 0.9
     beta2: float = 0.999
     warmup_steps: int = 200
-    grad_clip: float = 1.0
+    grad_clip: float = 1.0  # 0 = off
+
+    def __post_init__(self) -> None:
+        if self.learning_rate <= 0:
+            raise ConfigError(f"optim.learning_rate must be positive, got {self.learning_rate}")
 
 
 @dataclass(frozen=True)
-class LossConfig:
-    """Weights of the image-space losses (autoencoder and decoder fine-tuning); 0 switches a term off."""
+class RunConfig:
+    """How a run executes: length, batch, precision and speed options, seed, cadences, output folder."""
 
-    l1: float = 1.0
-    ssim: float = 0.2
-    edge: float = 0.5
-    frequency: float = 0.0
-    adversarial: float = 0.0  # PatchGAN hinge loss weight
-    adversarial_start_step: int = 0  # the generator sees the adversarial term from this step on
-    discriminator_channels: int = 32
-    discriminator_learning_rate: float = 2e-4
-    kl: float = 1e-6  # KL autoencoder: weight of the KL term
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """One training run. ``method`` picks the training file in ``turbosr.train``."""
-
-    method: str = "teacher"  # "autoencoder" | "teacher" | "scale_distill" | "decoder"
-    model: ModelConfig = field(default_factory=ModelConfig)
-    data: DataConfig = field(default_factory=DataConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    loss: LossConfig = field(default_factory=LossConfig)
-    output_dir: str = "runs/teacher"
+    output_dir: str = "runs/run"
     max_steps: int = 10_000
+    max_minutes: float = 0.0  # wall-clock budget of this invocation (0 = none): stop, checkpoint, exit
     batch_size: int = 16
     gradient_accumulation_steps: int = 1
     mixed_precision: str = "no"  # "no" | "bf16" | "fp16"
+    channels_last: bool = False  # NHWC memory format for the trained network (faster convolutions on GPUs)
+    compile: bool = False  # torch.compile the trained network's forward
+    tf32: bool = True  # TensorFloat-32 matmuls/convolutions on CUDA (ignored on CPU)
     seed: int = 0
     num_threads: int = 0  # torch intra-op threads; 0 = torch's default
     ema_decay: float = 0.999
     checkpoint_every_steps: int = 500
     checkpoint_every_minutes: float = 5.0
     validate_every_steps: int = 1000
-    validation_images: int = 4
+    validation_images: int = 16  # fixed centre crops of the val split (see docs/data.md for the choice)
     log_every_steps: int = 20
     tensorboard: bool = False  # also write TensorBoard scalars to output_dir/tensorboard (extra "tensorboard")
-    init_from: str | None = None  # model folder whose weights start the run (e.g. the teacher for the student)
-    autoencoder_from: str | None = None  # model folder whose (fitted/trained) latent space is reused, frozen
-    teacher: str | None = None  # scale distillation: frozen teacher model folder
-    teacher_scale: int = 2  # scale distillation: the factor the teacher was trained at
-    residual_scale_batches: int = 8  # residual target: batches used to measure the per-channel residual std
-    # teacher runs with init_from: measure the residual std again on this run's scale and degradation instead
-    # of keeping the loaded model's (which a new degradation can exceed by 100x, e.g. bicubic -> realesrgan)
-    refit_residual_scale: bool = False
-    pca_images: int = 64  # patch latent fitted at the start: number of training crops used
-    sample_steps: int = 1  # decoder fine-tuning: denoising steps used to make the latents it decodes
-    terminal_fraction: float = 0.0  # teacher: fraction of samples at the last timestep (one-step sampling's start)
 
     def __post_init__(self) -> None:
-        if self.refit_residual_scale and (self.method != "teacher" or not self.init_from):
-            raise ConfigError("refit_residual_scale applies to teacher runs with init_from only (a student keeps "
-                              "its teacher's residual scale; a new model measures its own anyway)")
         if self.mixed_precision not in ("no", "bf16", "fp16"):
-            raise ConfigError(f"mixed_precision must be no, bf16 or fp16, got {self.mixed_precision!r}")
-        if self.data.crop_size % self.model.pixel_multiple or self.data.crop_size % self.model.scale:
-            raise ConfigError(
-                f"data.crop_size {self.data.crop_size} must be a multiple of the model's pixel multiple "
-                f"({self.model.pixel_multiple}) and of its scale ({self.model.scale})"
-            )
+            raise ConfigError(f"run.mixed_precision must be no, bf16 or fp16, got {self.mixed_precision!r}")
+        for name in ("max_steps", "batch_size", "gradient_accumulation_steps", "log_every_steps"):
+            if getattr(self, name) < (0 if name == "max_steps" else 1):
+                raise ConfigError(f"run.{name} must be positive, got {getattr(self, name)}")
+        if self.max_minutes < 0:
+            raise ConfigError(f"run.max_minutes must be >= 0 (0 = no budget), got {self.max_minutes}")
+
+
+@dataclass(frozen=True)
+class ImageLossConfig:
+    """Weights of the image-space loss terms (autoencoder and decoder training); 0 switches a term off."""
+
+    l1: float = 1.0
+    ssim: float = 0.2
+    edge: float = 0.5
+    frequency: float = 0.0
+    kl: float = 1e-6  # KL autoencoder only: weight of the KL term
+
+
+@dataclass(frozen=True)
+class AdversarialConfig:
+    """The optional PatchGAN hinge term and its discriminator (off when ``weight`` is 0)."""
+
+    weight: float = 0.0
+    start_step: int = 0  # the generator sees the adversarial term from this step on
+    discriminator_channels: int = 32
+    discriminator_learning_rate: float = 2e-4

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
-from turbosr.degradations import DEGRADATIONS
+from turbosr.degradations import DEGRADATIONS, RealESRGANConfig
 from turbosr.image import list_images, read_rgb_uint8, save_image
 
 
@@ -72,17 +72,25 @@ class HRFolderDataset(Dataset):
             patch = torch.rot90(patch, int(turns), dims=(-2, -1))
         return patch.float().div(255.0)
 
+    def sample(self, batch_size: int, generator: torch.Generator) -> torch.Tensor:
+        """(B, 3, crop, crop) crops in [0, 1] of random images, all drawn from ``generator`` (a training batch)."""
+        indices = torch.randint(len(self), (batch_size,), generator=generator).tolist()
+        return torch.stack([self.crop(index, generator) for index in indices])
+
     def __getitem__(self, index: int) -> torch.Tensor:
         generator = torch.Generator().manual_seed((self.seed * 1_000_003 + self.epoch) * 100_003 + index)
         return self.crop(index, generator)
 
 
-def make_lq(hq: torch.Tensor, scale: int, degradation: str = "bicubic",
-            generator: torch.Generator | None = None) -> torch.Tensor:
-    """Degrade a batch of HR crops (B, 3, H, W) in [0, 1] to LQ (B, 3, H/scale, W/scale) on their device."""
+def make_lq(hq: torch.Tensor, scale: int, degradation: str = "bicubic", generator: torch.Generator | None = None,
+            realesrgan: RealESRGANConfig | None = None) -> torch.Tensor:
+    """Degrade a batch of HR crops (B, 3, H, W) in [0, 1] to LQ (B, 3, H/scale, W/scale) on their device;
+    ``realesrgan`` sets the blind pipeline's knobs (for "realesrgan" and "mixed")."""
     if degradation not in DEGRADATIONS:
         raise ValueError(f"unknown degradation {degradation!r}; choose one of {', '.join(DEGRADATIONS)}")
-    return DEGRADATIONS[degradation](hq, scale, generator=generator)
+    if degradation == "bicubic":
+        return DEGRADATIONS[degradation](hq, scale, generator=generator)
+    return DEGRADATIONS[degradation](hq, scale, generator=generator, config=realesrgan)
 
 
 def hr_sources(source: Path, split: str = "test") -> list[Path]:

@@ -362,14 +362,14 @@ def jpeg_compress(image: torch.Tensor, quality: int) -> torch.Tensor:
 
 
 def degrade_mixed(hq: torch.Tensor, scale: int, generator: torch.Generator | None = None,
-                  blind_fraction: float = 0.5) -> torch.Tensor:
+                  config: RealESRGANConfig | None = None, blind_fraction: float = 0.5) -> torch.Tensor:
     """Per image, the Real-ESRGAN degradation with probability ``blind_fraction``, else plain bicubic: a model
     trained on it must both restore clean inputs and clean up degraded ones."""
     blind = torch.rand(hq.shape[0], generator=generator) < blind_fraction
     out = bicubic_degrade(hq, scale)
     if blind.any():
         index = blind.nonzero().flatten().to(hq.device)
-        out[index] = degrade_realesrgan(hq[index], scale, generator=generator).to(out.dtype)
+        out[index] = degrade_realesrgan(hq[index], scale, config, generator=generator).to(out.dtype)
     return out
 
 

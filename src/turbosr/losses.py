@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from turbosr.config import LossConfig
+from turbosr.config import ImageLossConfig
 
 
 def diffusion_loss(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -83,7 +83,7 @@ def timestep_adaptive_weights(t: torch.Tensor, num_train_timesteps: int) -> tupl
     return fraction, (1.0 - fraction).clamp_min(0.1)
 
 
-def image_loss(prediction: torch.Tensor, target: torch.Tensor, weights: LossConfig) -> dict[str, torch.Tensor]:
+def image_loss(prediction: torch.Tensor, target: torch.Tensor, weights: ImageLossConfig) -> dict[str, torch.Tensor]:
     """Weighted pixel + perceptual-style terms on [0, 1] images; returns each weighted term and their ``total``.
 
     Always computed in float32 with autocast disabled: SSIM's variance terms (E[x^2] - E[x]^2) cancel

@@ -25,7 +25,7 @@ from turbosr.colorfix import COLOR_FIXES
 from turbosr.config import ModelConfig, from_dict, to_dict
 from turbosr.degradations import upsample_lq
 from turbosr.diffusion import make_alpha_bar, sample, sampling_timesteps
-from turbosr.image import from_model_range, pil_to_tensor, tensor_to_pil, to_model_range
+from turbosr.image import from_model_range, pil_to_tensor, tensor_to_pil, to_model_range, upscale_alpha
 from turbosr.models.autoencoders import Autoencoder, autoencoder_from_config, diffusers_config
 from turbosr.models.denoiser import Denoiser
 from turbosr.tiling import tiled_map
@@ -70,20 +70,19 @@ class SRPipeline:
         return self.autoencoder.factor * 2 ** (levels - 1)
 
     # ----------------------------------------------------------------------------------------------- persistence
-    def save_pretrained(self, folder: str | Path, weights_dtype: torch.dtype | None = None) -> Path:
+    def save_pretrained(self, folder: str | Path, storage: str = "float32",
+                        max_shard_bytes: int | None = None) -> Path:
         """Write ``config.json`` + ``denoiser.safetensors`` + ``autoencoder.safetensors`` into ``folder``.
 
-        ``weights_dtype`` (e.g. ``torch.float16``) stores the denoiser's parameters compactly; buffers and the
-        autoencoder stay float32. Files are written atomically.
+        ``storage`` "float16" or "int8" (per output channel, with scales) stores the denoiser's parameters
+        compactly (:func:`turbosr.checkpoint.compact_state`); buffers and the autoencoder stay float32.
+        ``max_shard_bytes`` splits a large denoiser file into shards with an index. Files are written atomically.
         """
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         parameter_names = {name for name, _ in self.denoiser.named_parameters()}
-        denoiser_state = {
-            k: (v.to(weights_dtype) if weights_dtype is not None and k in parameter_names else v.float())
-            for k, v in self.denoiser.state_dict().items()
-        }
-        checkpoint.save_tensors(folder / "denoiser.safetensors", denoiser_state)
+        denoiser_state = checkpoint.compact_state(self.denoiser.state_dict(), parameter_names, storage)
+        checkpoint.save_tensors(folder / "denoiser.safetensors", denoiser_state, max_shard_bytes=max_shard_bytes)
         checkpoint.save_tensors(folder / "autoencoder.safetensors",
                                 {k: v.float() for k, v in self.autoencoder.state_dict().items()})
         checkpoint.write_json(folder / "config.json", {
@@ -93,6 +92,7 @@ class SRPipeline:
             "unet_class": type(self.denoiser.unet).__name__,
             "unet": diffusers_config(self.denoiser.unet),
             "autoencoder": self.autoencoder.config(),
+            "weights_storage": storage,
         })
         return folder
 
@@ -113,10 +113,10 @@ class SRPipeline:
         if meta["unet_class"] not in classes:
             raise ValueError(f"{folder}: unknown UNet class {meta['unet_class']!r}")
         unet = classes[meta["unet_class"]].from_config(meta["unet"])
-        state = checkpoint.load_tensors(folder / "denoiser.safetensors")
+        state = checkpoint.expand_state(checkpoint.load_tensors(folder / "denoiser.safetensors"))
         prompt = state.get("prompt_embedding")
         denoiser = Denoiser(unet, config.latent_channels, config.target, prompt)
-        denoiser.load_state_dict({k: v.float() for k, v in state.items()}, strict=True)
+        denoiser.load_state_dict(state, strict=True)
         autoencoder = autoencoder_from_config(meta["autoencoder"])
         autoencoder.load_state_dict(checkpoint.load_tensors(folder / "autoencoder.safetensors"), strict=True)
         return cls(denoiser, autoencoder, config).to(device, dtype)
@@ -178,31 +178,35 @@ class SRPipeline:
         output = tensor_to_pil(self(pil_to_tensor(image), **kwargs))
         if alpha is not None:
             alpha_tensor = torch.from_numpy(np.asarray(alpha, dtype=np.float32) / 255.0)[None, None]
-            big = F.interpolate(alpha_tensor, scale_factor=self.scale, mode="bicubic", align_corners=False)
-            output.putalpha(tensor_to_pil(big.clamp(0, 1).expand(-1, 3, -1, -1)).getchannel("R"))
+            big = upscale_alpha(alpha_tensor, self.scale)
+            output.putalpha(tensor_to_pil(big.expand(-1, 3, -1, -1)).getchannel("R"))
         return output
 
     def denoise_latents(self, lq_latent: torch.Tensor, *, num_steps: int = 1, strength: float = 1.0,
-                        generator: torch.Generator | None = None, tile: int | None = None, tile_overlap: int = 0,
-                        progress: Callable[[int, int], None] | None = None) -> torch.Tensor:
+                        generator: torch.Generator | None = None, latent_tile: int | None = None,
+                        latent_overlap: int = 0, progress: Callable[[int, int], None] | None = None
+                        ) -> torch.Tensor:
         """k-step DDIM sampling in latent space: LQ latent (B, C, h, w) -> HQ latent estimate, same shape.
 
-        ``tile``/``tile_overlap`` are in latent pixels (None: one tile). Gradients flow if called outside
-        inference mode (decoder fine-tuning runs it under ``torch.no_grad``).
+        With ``strength < 1`` sampling starts from the bicubic estimate (the LQ latent itself, i.e. x0 =
+        ``to_x0(lq_latent, lq_latent)``: zero for the residual target, the LQ latent for the latent target)
+        noised to the starting timestep. ``latent_tile``/``latent_overlap`` are in latent pixels (None: one
+        tile). Gradients flow if called outside inference mode (decoder fine-tuning runs it under no_grad).
         """
         channels = lq_latent.shape[1]
         noise_device = generator.device if generator is not None else lq_latent.device
         noise = torch.randn(lq_latent.shape, generator=generator, device=noise_device, dtype=torch.float32)
         noise = noise.to(lq_latent.device, lq_latent.dtype)
-        tile = tile or max(lq_latent.shape[-2:])
+        latent_tile = latent_tile or max(lq_latent.shape[-2:])
 
         def denoise(x_t: torch.Tensor, t: int) -> torch.Tensor:
             stacked = torch.cat([x_t, lq_latent], dim=1)
             return tiled_map(lambda x, _: self.denoiser(x[:, :channels], x[:, channels:], t), stacked,
-                             tile, tile_overlap)
+                             latent_tile, latent_overlap)
 
         timesteps = sampling_timesteps(num_steps, self.config.schedule.num_train_timesteps, strength)
         x0 = sample(denoise, noise, timesteps, self.alpha_bar, self.config.prediction_type,
+                    initial_x0=self.denoiser.to_x0(lq_latent, lq_latent),
                     on_step=(lambda i: progress(i, len(timesteps))) if progress else None)
         return self.denoiser.from_x0(x0, lq_latent)
 
@@ -236,7 +240,7 @@ class SRPipeline:
                               out_scale=1 / factor)
         del padded
         hq_latent = self.denoise_latents(lq_latent, num_steps=num_steps, strength=strength, generator=generator,
-                                         tile=latent_tile, tile_overlap=latent_overlap, progress=progress)
+                                         latent_tile=latent_tile, latent_overlap=latent_overlap, progress=progress)
         decoded = tiled_map(lambda z, _: from_model_range(self.autoencoder.decode(z)), hq_latent, latent_tile,
                             latent_overlap, out_scale=factor)
         output = decoded[..., :height, :width]

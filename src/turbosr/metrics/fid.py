@@ -74,6 +74,25 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
     return float(difference @ difference + np.trace(sigma1) + np.trace(sigma2) - 2 * np.trace(covmean))
 
 
+def frechet_distance_of_features(first: np.ndarray, second: np.ndarray) -> float:
+    """:func:`frechet_distance` between the Gaussians fitted to two feature sets (n1, d) and (n2, d).
+
+    With fewer samples than dimensions (patch FID on small test sets) the covariances have rank < n, and
+    tr((S1 S2)^(1/2)) equals the sum of the singular values of C1 C2^T / sqrt((n1 - 1)(n2 - 1)) (C: centred
+    features): the nonzero eigenvalues of S1 S2 are those of (C1 C2^T)(C1 C2^T)^T up to that factor. Exact, and
+    an (n1 x n2) SVD instead of the square root of a d x d matrix (2048 x 2048 for Inception: tens of seconds).
+    """
+    if min(len(first), len(second)) >= first.shape[1]:
+        return frechet_distance(first.mean(0), np.cov(first, rowvar=False), second.mean(0),
+                                np.cov(second, rowvar=False))
+    centred1, centred2 = first - first.mean(0), second - second.mean(0)
+    scale1, scale2 = len(first) - 1, len(second) - 1
+    trace_sqrt = np.linalg.svd(centred1 @ centred2.T / np.sqrt(scale1 * scale2), compute_uv=False).sum()
+    difference = first.mean(0) - second.mean(0)
+    trace1, trace2 = (centred1**2).sum() / scale1, (centred2**2).sum() / scale2
+    return float(difference @ difference + trace1 + trace2 - 2 * trace_sqrt)
+
+
 def patches(image: torch.Tensor, size: int) -> torch.Tensor:
     """Non-overlapping size x size crops of (1, 3, H, W) -> (N, 3, size, size) (the remainder is dropped)."""
     rows, cols = image.shape[-2] // size, image.shape[-1] // size
@@ -83,9 +102,9 @@ def patches(image: torch.Tensor, size: int) -> torch.Tensor:
     return crops.permute(0, 2, 3, 1, 4, 5).reshape(-1, 3, size, size)
 
 
-def folder_statistics(files: Sequence[Path], patch: int | None = None, device: str = "cpu",
-                      batch_size: int = 16) -> tuple[np.ndarray, np.ndarray, int]:
-    """Mean, covariance and sample count of Inception features over the images (or their patches)."""
+def folder_features(files: Sequence[Path], patch: int | None = None, device: str = "cpu",
+                    batch_size: int = 16) -> np.ndarray:
+    """(N, 2048) Inception features of the images (or of their non-overlapping patches)."""
     from turbosr.image import load_image
 
     features, pending = [], []
@@ -105,14 +124,13 @@ def folder_statistics(files: Sequence[Path], patch: int | None = None, device: s
     stacked = torch.cat(features).numpy()
     if stacked.shape[0] < 2:
         raise ValueError("FID needs at least 2 samples per folder (use patch FID for small sets)")
-    return stacked.mean(0), np.cov(stacked, rowvar=False), stacked.shape[0]
+    return stacked
 
 
 def fid_folders(pred_dir: Path, ref_dir: Path, patch: int | None = None, device: str = "cpu") -> float:
     """FID between the images of two folders (patch FID when ``patch`` is given)."""
-    mu1, sigma1, _ = folder_statistics(list_images(Path(pred_dir)), patch, device)
-    mu2, sigma2 = _reference_statistics(_folder_key(Path(ref_dir)), patch, device)
-    return frechet_distance(mu1, sigma1, mu2, sigma2)
+    predicted = folder_features(list_images(Path(pred_dir)), patch, device)
+    return frechet_distance_of_features(predicted, _reference_features(_folder_key(Path(ref_dir)), patch, device))
 
 
 def _folder_key(folder: Path) -> tuple[tuple[str, int, int], ...]:
@@ -121,8 +139,6 @@ def _folder_key(folder: Path) -> tuple[tuple[str, int, int], ...]:
 
 
 @lru_cache(maxsize=8)
-def _reference_statistics(key: tuple[tuple[str, int, int], ...], patch: int | None, device: str
-                          ) -> tuple[np.ndarray, np.ndarray]:
-    """The reference folder's statistics, computed once per benchmark run (they do not depend on the model)."""
-    mu, sigma, _ = folder_statistics([Path(item[0]) for item in key], patch, device)
-    return mu, sigma
+def _reference_features(key: tuple[tuple[str, int, int], ...], patch: int | None, device: str) -> np.ndarray:
+    """The reference folder's features, computed once per benchmark run (they do not depend on the model)."""
+    return folder_features([Path(item[0]) for item in key], patch, device)

@@ -11,6 +11,7 @@ Images entering ``encode`` and leaving ``decode`` are in the model range [-1, 1]
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -153,3 +154,27 @@ def autoencoder_from_config(config: dict[str, Any]) -> Autoencoder:
 
         return KLAutoencoder(AutoencoderKL.from_config(config["vae"]), config["scaling_factor"])
     raise ValueError(f"unknown autoencoder kind {kind!r} in model config (expected 'patch' or 'kl')")
+
+
+def load_autoencoder(folder: str | Path) -> Autoencoder:
+    """The latent space stored in a model folder (or an autoencoder-only folder with the same two files)."""
+    from turbosr import checkpoint
+
+    folder = Path(folder)
+    meta = checkpoint.read_json(folder / "config.json")
+    if "autoencoder" not in meta:
+        raise ValueError(f"{folder}/config.json describes no autoencoder")
+    autoencoder = autoencoder_from_config(meta["autoencoder"])
+    autoencoder.load_state_dict(checkpoint.load_tensors(folder / "autoencoder.safetensors"), strict=True)
+    return autoencoder
+
+
+def save_autoencoder(folder: str | Path, autoencoder: Autoencoder, extra: dict[str, Any] | None = None) -> Path:
+    """Write an autoencoder-only folder (``config.json`` + ``autoencoder.safetensors``), atomically per file."""
+    from turbosr import checkpoint
+
+    folder = Path(folder)
+    checkpoint.save_tensors(folder / "autoencoder.safetensors",
+                            {k: v.float() for k, v in autoencoder.state_dict().items()})
+    checkpoint.write_json(folder / "config.json", {"autoencoder": autoencoder.config(), **(extra or {})})
+    return folder

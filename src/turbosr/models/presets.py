@@ -1,8 +1,6 @@
-"""Model presets by name and building networks from a :class:`~turbosr.config.ModelConfig`.
+"""Building networks from a :class:`~turbosr.config.ModelConfig` (the presets themselves are data in config.py).
 
-- ``tiny``: random-weight test model (< 2 s per call on CPU).
-- ``small``: the built-in model's shape: patch-PCA latent (f = 8, 32 channels), a 15.7 M-parameter UNet2DModel
-  with attention only at the lowest resolution; trainable on 2 CPU cores.
+- ``tiny`` / ``small``: built from scratch (diffusers classes, zero output layer).
 - ``sd``: Stable-Diffusion-2.x-shaped, initialised from a LOCAL diffusers folder (``model.sd_path``).
 """
 
@@ -11,43 +9,15 @@ from __future__ import annotations
 import dataclasses
 import logging
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
 
-from turbosr.config import ConfigError, ModelConfig, ScheduleConfig
+from turbosr.config import ConfigError, ModelConfig
 from turbosr.models.autoencoders import Autoencoder, KLAutoencoder, PatchAutoencoder
 from turbosr.models.denoiser import Denoiser
 
 logger = logging.getLogger(__name__)
-
-MODEL_PRESETS: dict[str, ModelConfig] = {
-    "tiny": ModelConfig(
-        preset="tiny", latent="patch", latent_factor=4, latent_channels=8, unet_channels=(16, 32),
-        attention_levels=(False, False), layers_per_block=1, norm_groups=8, attention_head_dim=8,
-    ),
-    "small": ModelConfig(
-        preset="small", latent="patch", latent_factor=8, latent_channels=32, unet_channels=(64, 128, 256),
-        attention_levels=(False, False, True), layers_per_block=2, norm_groups=32, attention_head_dim=8,
-    ),
-    "sd": ModelConfig(
-        preset="sd", latent="kl", unet="unet2d_condition", latent_factor=8, latent_channels=4,
-        unet_channels=(320, 640, 1280, 1280), attention_levels=(True, True, True, False), norm_groups=32,
-        prediction_type="v", target="latent",
-        schedule=ScheduleConfig(beta_schedule="scaled_linear", zero_terminal_snr=True),
-    ),
-}
-
-
-def model_config(preset: str = "small", **overrides: Any) -> ModelConfig:
-    """The preset's ModelConfig with ``overrides`` applied (nested ``schedule`` may be a dict)."""
-    if preset not in MODEL_PRESETS:
-        raise ConfigError(f"unknown model preset {preset!r}; choose one of {', '.join(MODEL_PRESETS)}")
-    if isinstance(overrides.get("schedule"), dict):
-        overrides["schedule"] = dataclasses.replace(MODEL_PRESETS[preset].schedule, **overrides["schedule"])
-    return dataclasses.replace(MODEL_PRESETS[preset], **overrides)
-
 
 def build_unet(config: ModelConfig) -> nn.Module:
     """A randomly initialised diffusers UNet for the config (input: 2C channels, output: C)."""

@@ -1,1 +1,21 @@
-"""Training recipes, one readable file per method: autoencoder, teacher, scale_distill, decoder."""
+"""Training recipes, one readable file per method; ``METHODS`` maps each CLI name to its config and loop."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+METHOD_NAMES = ("autoencoder", "teacher", "scale-distill", "decoder")  # the keys of methods(), for the CLI
+
+
+def methods() -> dict[str, tuple[type, Callable[[Any], Path]]]:
+    """{CLI name: (config dataclass, train function)}; imported on demand (they pull in accelerate/diffusers)."""
+    from turbosr.train import autoencoder, decoder, scale_distill, teacher
+
+    return {
+        "autoencoder": (autoencoder.AutoencoderConfig, autoencoder.train),
+        "teacher": (teacher.TeacherConfig, teacher.train),
+        "scale-distill": (scale_distill.ScaleDistillConfig, scale_distill.train),
+        "decoder": (decoder.DecoderConfig, decoder.train),
+    }

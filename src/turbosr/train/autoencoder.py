@@ -13,28 +13,58 @@ The result is an autoencoder folder (``checkpoint-latest/model``: ``config.json`
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from turbosr.config import TrainConfig
+from turbosr.config import (
+    AdversarialConfig,
+    DataConfig,
+    ImageLossConfig,
+    ModelConfig,
+    OptimConfig,
+    RunConfig,
+    to_dict,
+)
 from turbosr.image import from_model_range, to_model_range
 from turbosr.losses import image_loss
-from turbosr.models.autoencoders import Autoencoder, KLAutoencoder, PatchAutoencoder
+from turbosr.models.autoencoders import Autoencoder, KLAutoencoder, PatchAutoencoder, save_autoencoder
+from turbosr.models.initial import fit_patch_autoencoder, setup_generator
 from turbosr.models.presets import build_autoencoder
 from turbosr.train.common import (
-    Checkpointer,
-    fit_patch_autoencoder,
+    EMA,
+    LATEST,
+    Cadence,
+    averaged_copy,
     load_dataset,
     make_accelerator,
+    make_optimizer,
     micro_batches,
-    sample_hq_batch,
-    save_autoencoder,
-    start_run,
+    optimizer_step,
+    resume,
+    save_checkpoint,
+    speed_up,
+    to_device,
 )
+from turbosr.train.patchgan import PatchGAN
+from turbosr.train.reporting import StepReport
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class AutoencoderConfig:
+    """``turbosr train autoencoder``: fit (patch PCA) or train (KL, patch refiner) the latent space."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)  # latent, latent_factor/channels, kl_channels, refine
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+    loss: ImageLossConfig = field(default_factory=ImageLossConfig)
+    adversarial: AdversarialConfig = field(default_factory=AdversarialConfig)
+    pca_images: int = 256  # patch latent: training crops its PCA is fitted on
 
 
 def trainable_part(autoencoder: Autoencoder) -> nn.Module | None:
@@ -63,43 +93,57 @@ def reconstruction_psnr(autoencoder: Autoencoder, hq: torch.Tensor) -> float:
     return float((10 * torch.log10(1.0 / error)).mean())
 
 
-def train(config: TrainConfig) -> Path:
+def train(config: AutoencoderConfig) -> Path:
     """Fit/train the latent space; returns the checkpoint folder (``model/`` is the autoencoder folder)."""
-    accelerator = make_accelerator(config)
-    torch.manual_seed(config.seed)
-    dataset = load_dataset(config)
-    autoencoder = build_autoencoder(config.model)
-    checkpointer = Checkpointer(config)
+    run = config.run
+    accelerator = make_accelerator(run)
+    dataset = load_dataset(config.data, config.model.scale)
+    with torch.random.fork_rng(devices=[]):  # diffusers initialises from the global RNG: seed it from ours
+        torch.manual_seed(int(torch.randint(2**62, (1,), generator=setup_generator(run.seed, "weights"))))
+        autoencoder = build_autoencoder(config.model)
+    generator = setup_generator(run.seed, "latent")
     if isinstance(autoencoder, PatchAutoencoder):
-        fit_patch_autoencoder(autoencoder, dataset, config.pca_images, config.seed)
+        fit_patch_autoencoder(autoencoder, dataset, config.pca_images, generator)
     trained = trainable_part(autoencoder)
-    if trained is None or config.max_steps == 0:
+    if trained is None or run.max_steps == 0:  # plain PCA: nothing to train, save the fit with its quality
         autoencoder.requires_grad_(False)
-        held = sample_hq_batch(dataset, config.batch_size, torch.Generator().manual_seed(config.seed + 11))
-        psnr = reconstruction_psnr(autoencoder, held)
-        return checkpointer.save(accelerator, 0, None, None, {"train_crop_psnr": psnr},
-                                 write_model=lambda folder: save_autoencoder(folder, autoencoder))
+        psnr = reconstruction_psnr(autoencoder, dataset.sample(run.batch_size, generator))
+        return save_checkpoint(accelerator, run.output_dir, 0, None, to_dict(config), lambda folder: save_autoencoder(
+            folder, autoencoder, {"train_crop_psnr": psnr}))
     autoencoder.to(accelerator.device)
-    run = start_run(config, accelerator, trained, adversarial=True)
+    optimizer, scheduler = make_optimizer(trained.parameters(), config.optim)
+    model, optimizer, scheduler = accelerator.prepare(trained, optimizer, scheduler)
+    speed_up(model, run)  # memory format only: the network runs inside reconstruct()
+    gan = PatchGAN(config.adversarial, accelerator)
+    ema = EMA(trained, run.ema_decay)
+    start = resume(accelerator, run.output_dir, ema)
+    report = StepReport(run, accelerator, start)
+    cadence = Cadence(run)
 
-    def write_model(folder: Path) -> None:
-        import copy
-
-        averaged = copy.deepcopy(autoencoder).to("cpu", torch.float32)
-        run.ema.copy_to(trainable_part(averaged))
-        save_autoencoder(folder, averaged)
-
-    for step in range(run.start, config.max_steps):
-        for generator, sync in micro_batches(config, step, accelerator, run.model):
-            hq = sample_hq_batch(dataset, config.batch_size, generator).to(accelerator.device)
+    for step in range(start, run.max_steps):
+        for generator, sync in micro_batches(run.seed, step, run.gradient_accumulation_steps, accelerator, model):
+            hq = to_device(dataset.sample(run.batch_size, generator), accelerator.device)
+            # reconstruct; image terms (+ KL) (+ the PatchGAN generator term)
             with sync, accelerator.autocast():
                 prediction, kl = reconstruct(autoencoder, hq)
                 terms = image_loss(prediction, hq, config.loss)
-                loss = run.adversary.add_generator_term(terms["total"] + config.loss.kl * kl, terms, prediction, step)
-                accelerator.backward(loss / config.gradient_accumulation_steps)
-            d_loss = run.adversary.discriminator_backward(hq, prediction)
-            if d_loss is not None:
-                terms["discriminator"] = d_loss
-        run.end_step(step, loss, terms, None, write_model=write_model)
-    run.report.close()
-    return run.checkpointer.latest
+                loss = terms["total"] + config.loss.kl * kl
+                adversarial = gan.generator_loss(prediction, step)
+                if adversarial is not None:
+                    terms["generator"], loss = adversarial, loss + adversarial
+                accelerator.backward(loss / run.gradient_accumulation_steps)
+            discriminator_loss = gan.discriminator_step(hq, prediction)
+            if discriminator_loss is not None:
+                terms["discriminator"] = discriminator_loss
+        # update, average, log, checkpoint (the averaged autoencoder); stop when the time budget is spent
+        optimizer_step(accelerator, model, optimizer, scheduler, config.optim.grad_clip)
+        ema.update(trained, step)
+        report.after_step(step + 1, {k: v.detach() for k, v in terms.items()}, scheduler.get_last_lr()[0])
+        if cadence.checkpoint_due(step + 1):
+            averaged = averaged_copy(autoencoder, ema, trainable_part)
+            save_checkpoint(accelerator, run.output_dir, step + 1, ema, to_dict(config),
+                            lambda folder, averaged=averaged: save_autoencoder(folder, averaged))
+        if cadence.out_of_time():
+            break
+    report.close()
+    return Path(run.output_dir) / LATEST

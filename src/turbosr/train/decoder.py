@@ -12,28 +12,67 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from turbosr.config import TrainConfig
+from turbosr.config import (
+    AdversarialConfig,
+    ConfigError,
+    DataConfig,
+    ImageLossConfig,
+    ModelConfig,
+    OptimConfig,
+    RunConfig,
+    to_dict,
+)
 from turbosr.data import make_lq
-from turbosr.degradations import upsample_lq
-from turbosr.image import to_model_range
 from turbosr.losses import image_loss
 from turbosr.models.autoencoders import KLAutoencoder, PatchAutoencoder
+from turbosr.models.initial import lq_condition
 from turbosr.pipeline import SRPipeline
 from turbosr.train.common import (
-    Validator,
+    EMA,
+    LATEST,
+    Cadence,
+    averaged_copy,
     load_dataset,
     make_accelerator,
+    make_optimizer,
     micro_batches,
-    sample_hq_batch,
-    start_run,
+    optimizer_step,
+    resume,
+    save_checkpoint,
+    speed_up,
+    to_device,
+    validate,
+    validation_crops,
 )
+from turbosr.train.patchgan import PatchGAN
+from turbosr.train.reporting import StepReport
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DecoderConfig:
+    """``turbosr train decoder``: the trained model's UNet frozen, its decoder fine-tuned on one-step latents."""
+
+    init_from: str  # the trained model folder (its UNet is frozen)
+    model: ModelConfig = field(default_factory=ModelConfig)  # scale and refine_channels are read from it
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+    loss: ImageLossConfig = field(default_factory=ImageLossConfig)
+    adversarial: AdversarialConfig = field(default_factory=AdversarialConfig)
+    sample_steps: int = 1  # denoising steps that make the latents the decoder learns to decode
+
+    def __post_init__(self) -> None:
+        self.data.check_crop(self.model)
+        if self.sample_steps < 1:
+            raise ConfigError(f"sample_steps must be >= 1, got {self.sample_steps}")
 
 
 def decoder_module(pipeline: SRPipeline) -> nn.Module:
@@ -60,13 +99,11 @@ def with_refiner(pipeline: SRPipeline, refine_channels: int) -> SRPipeline:
     return SRPipeline(pipeline.denoiser, refined, config)
 
 
-def train(config: TrainConfig) -> Path:
+def train(config: DecoderConfig) -> Path:
     """Run (or resume) decoder fine-tuning; returns the checkpoint folder (its ``model/`` is the full model)."""
-    if not config.init_from:
-        raise ValueError("decoder fine-tuning starts from a trained model: set init_from=<model folder>")
-    accelerator = make_accelerator(config)
-    torch.manual_seed(config.seed)
-    dataset = load_dataset(config)
+    run, data = config.run, config.data
+    accelerator = make_accelerator(run)
+    dataset = load_dataset(data, config.model.scale)
     pipeline = with_refiner(SRPipeline.from_pretrained(config.init_from), config.model.refine_channels)
     if pipeline.scale != config.model.scale:
         raise ValueError(f"{config.init_from} is x{pipeline.scale}; set model.scale={pipeline.scale}")
@@ -74,26 +111,49 @@ def train(config: TrainConfig) -> Path:
     pipeline.denoiser.requires_grad_(False)
     pipeline.autoencoder.requires_grad_(False)
     decoder = decoder_module(pipeline).requires_grad_(True).train()
-    run = start_run(config, accelerator, decoder, trained_part=decoder_module, adversarial=True)
-    validator = Validator(config, accelerator)
+    optimizer, scheduler = make_optimizer(decoder.parameters(), config.optim)
+    model, optimizer, scheduler = accelerator.prepare(decoder, optimizer, scheduler)
+    speed_up(model, run)  # the decoder runs inside autoencoder.decode: only the memory format applies
+    gan = PatchGAN(config.adversarial, accelerator)
+    ema = EMA(decoder, run.ema_decay)
+    start = resume(accelerator, run.output_dir, ema)
+    report = StepReport(run, accelerator, start)
+    validation = validation_crops(data, pipeline.scale, run.validation_images)
+    cadence = Cadence(run)
 
-    for step in range(run.start, config.max_steps):
-        for generator, sync in micro_batches(config, step, accelerator, run.model):
-            # data and the frozen one-step latents
-            hq = sample_hq_batch(dataset, config.batch_size, generator).to(accelerator.device)
-            lq = make_lq(hq, pipeline.scale, config.data.degradation, generator=generator)
+    for step in range(start, run.max_steps):
+        for generator, sync in micro_batches(run.seed, step, run.gradient_accumulation_steps, accelerator, model):
+            # data and the frozen model's one-step latents
+            hq = to_device(dataset.sample(run.batch_size, generator), accelerator.device)
+            lq = make_lq(hq, pipeline.scale, data.degradation, generator, data.realesrgan)
             with torch.no_grad():
-                lq_latent = pipeline.autoencoder.encode(to_model_range(upsample_lq(lq, pipeline.scale)))
+                lq_latent = lq_condition(pipeline.autoencoder, lq, pipeline.scale)
                 latent = pipeline.denoise_latents(lq_latent, num_steps=config.sample_steps, generator=generator)
             # decode with the trainable decoder and compare with the HR crop
             with sync, accelerator.autocast():
                 prediction = (pipeline.autoencoder.decode(latent).float() + 1.0) / 2.0
                 terms = image_loss(prediction, hq, config.loss)
-                loss = run.adversary.add_generator_term(terms["total"], terms, prediction, step)
-                accelerator.backward(loss / config.gradient_accumulation_steps)
-            d_loss = run.adversary.discriminator_backward(hq, prediction)
-            if d_loss is not None:
-                terms["discriminator"] = d_loss
-        run.end_step(step, loss, terms, pipeline, validator)
-    run.report.close()
-    return run.checkpointer.latest
+                loss = terms["total"]
+                adversarial = gan.generator_loss(prediction, step)
+                if adversarial is not None:
+                    terms["generator"], loss = adversarial, loss + adversarial
+                accelerator.backward(loss / run.gradient_accumulation_steps)
+            discriminator_loss = gan.discriminator_step(hq, prediction)
+            if discriminator_loss is not None:
+                terms["discriminator"] = discriminator_loss
+        # update, average, log
+        optimizer_step(accelerator, model, optimizer, scheduler, config.optim.grad_clip)
+        ema.update(decoder, step)
+        report.after_step(step + 1, {k: v.detach() for k, v in terms.items()}, scheduler.get_last_lr()[0])
+        # validate and checkpoint the model with the averaged decoder; stop when the time budget is spent
+        done, checkpointing = step + 1, cadence.checkpoint_due(step + 1)
+        validating = validation is not None and done % run.validate_every_steps == 0
+        averaged = averaged_copy(pipeline, ema, decoder_module) if validating or checkpointing else None
+        if validating and accelerator.is_main_process:
+            validate(averaged, validation, data, done, report.log)
+        if checkpointing:
+            save_checkpoint(accelerator, run.output_dir, done, ema, to_dict(config), averaged.save_pretrained)
+        if cadence.out_of_time():
+            break
+    report.close()
+    return Path(run.output_dir) / LATEST

@@ -15,29 +15,61 @@ see exactly the same noisy HQ latent and the conversion is exact.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from turbosr.config import TrainConfig
+from turbosr.config import ConfigError, DataConfig, ModelConfig, OptimConfig, RunConfig, to_dict
 from turbosr.data import make_lq
-from turbosr.degradations import upsample_lq
-from turbosr.diffusion import add_noise, output_from_x0_eps, predict_x0_eps
+from turbosr.diffusion import add_noise, output_from_x0_eps, predict_x0_eps, sample_training_timesteps
 from turbosr.image import to_model_range
 from turbosr.losses import diffusion_loss
 from turbosr.models.denoiser import Denoiser
+from turbosr.models.initial import initial_pipeline, lq_condition
 from turbosr.pipeline import SRPipeline
 from turbosr.train.common import (
-    Validator,
-    initial_pipeline,
+    EMA,
+    LATEST,
+    Cadence,
+    averaged_copy,
     load_dataset,
     make_accelerator,
+    make_optimizer,
     micro_batches,
-    sample_hq_batch,
-    start_run,
+    optimizer_step,
+    resume,
+    save_checkpoint,
+    speed_up,
+    to_device,
+    validate,
+    validation_crops,
 )
+from turbosr.train.reporting import StepReport
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ScaleDistillConfig:
+    """``turbosr train scale-distill``: a student at ``model.scale`` regresses a frozen teacher at a smaller one."""
+
+    teacher: str  # the frozen teacher's model folder (trained at the smaller factor)
+    teacher_scale: int = 2  # the factor the teacher was trained at (checked against its folder)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+    init_from: str | None = None  # the student's starting weights (usually the teacher's folder)
+    autoencoder_from: str | None = None  # else the latent space is fitted: it must equal the teacher's
+    pca_images: int = 256
+    residual_scale_batches: int = 8  # (the student keeps the teacher's residual scale; see below)
+
+    def __post_init__(self) -> None:
+        self.data.check_crop(self.model)
+        if self.model.scale <= self.teacher_scale:
+            raise ConfigError(f"the student's scale (model.scale={self.model.scale}) must be larger than "
+                              f"teacher_scale={self.teacher_scale}")
 
 
 def teacher_inputs(teacher: Denoiser, student: Denoiser, x_t_student: torch.Tensor, student_lq_latent: torch.Tensor,
@@ -80,40 +112,48 @@ def _check_compatible(teacher: SRPipeline, student: SRPipeline) -> None:
         raise ValueError(f"the student's scale (x{student.scale}) must be larger than the teacher's (x{teacher.scale})")
 
 
-def train(config: TrainConfig) -> Path:
+def train(config: ScaleDistillConfig) -> Path:
     """Run (or resume) scale distillation; returns the checkpoint folder (its ``model/`` is the student)."""
-    if not config.teacher:
-        raise ValueError("scale distillation needs a teacher: set teacher=<model folder trained at a smaller scale>")
-    accelerator = make_accelerator(config)
-    torch.manual_seed(config.seed)
-    dataset = load_dataset(config)
+    run, data, scale = config.run, config.data, config.model.scale
+    accelerator = make_accelerator(run)
+    dataset = load_dataset(data, scale)
     teacher = SRPipeline.from_pretrained(config.teacher, device=accelerator.device)
     if teacher.scale != config.teacher_scale:
         raise ValueError(f"{config.teacher} is an x{teacher.scale} model but teacher_scale is {config.teacher_scale}")
-    pipeline = initial_pipeline(config, dataset)
+    pipeline = initial_pipeline(
+        config.model, dataset, degradation=data.degradation, realesrgan=data.realesrgan,
+        seed=run.seed, init_from=config.init_from, autoencoder_from=config.autoencoder_from,
+        pca_images=config.pca_images, residual_scale_batches=config.residual_scale_batches,
+        batch_size=run.batch_size)
     _check_compatible(teacher, pipeline)
     pipeline.denoiser.residual_scale.copy_(teacher.denoiser.residual_scale)  # shared scale: exact conversion
     teacher.denoiser.requires_grad_(False)
     autoencoder = teacher.autoencoder.requires_grad_(False)
     denoiser = pipeline.denoiser.train()
-    run = start_run(config, accelerator, denoiser)
-    validator = Validator(config, accelerator)
+    optimizer, scheduler = make_optimizer(denoiser.parameters(), config.optim)
+    model, optimizer, scheduler = accelerator.prepare(denoiser, optimizer, scheduler)
+    forward = speed_up(model, run)
+    ema = EMA(denoiser, run.ema_decay)
+    start = resume(accelerator, run.output_dir, ema)
+    report = StepReport(run, accelerator, start)
+    validation = validation_crops(data, scale, run.validation_images)
+    cadence = Cadence(run)
     alpha_bar = pipeline.alpha_bar.to(accelerator.device)
     steps_total = config.model.schedule.num_train_timesteps
 
-    for step in range(run.start, config.max_steps):
-        for generator, sync in micro_batches(config, step, accelerator, run.model):
-            hq = sample_hq_batch(dataset, config.batch_size, generator).to(accelerator.device)
+    for step in range(start, run.max_steps):
+        for generator, sync in micro_batches(run.seed, step, run.gradient_accumulation_steps, accelerator, model):
+            hq = to_device(dataset.sample(run.batch_size, generator), accelerator.device)
             # two degraded versions of the same crop: the teacher's (small factor) and the student's (large)
             with torch.no_grad():
                 hq_latent = autoencoder.encode(to_model_range(hq))
-                student_lq = make_lq(hq, pipeline.scale, config.data.degradation, generator=generator)
-                teacher_lq = make_lq(hq, teacher.scale, config.data.degradation, generator=generator)
-                student_lq_latent = autoencoder.encode(to_model_range(upsample_lq(student_lq, pipeline.scale)))
-                teacher_lq_latent = autoencoder.encode(to_model_range(upsample_lq(teacher_lq, teacher.scale)))
+                student_lq = make_lq(hq, scale, data.degradation, generator, data.realesrgan)
+                teacher_lq = make_lq(hq, teacher.scale, data.degradation, generator, data.realesrgan)
+                student_lq_latent = lq_condition(autoencoder, student_lq, scale)
+                teacher_lq_latent = lq_condition(autoencoder, teacher_lq, teacher.scale)
             # the same noisy HQ latent for both, at a uniformly drawn timestep
             x0 = denoiser.to_x0(hq_latent, student_lq_latent)
-            t = torch.randint(steps_total, (x0.shape[0],), generator=generator).to(accelerator.device)
+            t = sample_training_timesteps(len(x0), steps_total, 0.0, generator).to(accelerator.device)
             noise = torch.randn(x0.shape, generator=generator).to(accelerator.device)
             x_t = add_noise(x0, noise, t, alpha_bar)
             signal = alpha_bar[t].sqrt().view(-1, 1, 1, 1)
@@ -126,8 +166,21 @@ def train(config: TrainConfig) -> Path:
                 teacher_output, teacher_x_t, t, alpha_bar, teacher.denoiser, denoiser, teacher_lq_latent,
                 student_lq_latent, teacher.config.prediction_type, config.model.prediction_type)
             with sync, accelerator.autocast():
-                loss = diffusion_loss(run.model(x_t, student_lq_latent, t).float(), target)
-                accelerator.backward(loss / config.gradient_accumulation_steps)
-        run.end_step(step, loss, {"loss": loss}, pipeline, validator)
-    run.report.close()
-    return run.checkpointer.latest
+                loss = diffusion_loss(forward(x_t, student_lq_latent, t).float(), target)
+                accelerator.backward(loss / run.gradient_accumulation_steps)
+        # update, average, log
+        optimizer_step(accelerator, model, optimizer, scheduler, config.optim.grad_clip)
+        ema.update(denoiser, step)
+        report.after_step(step + 1, {"loss": loss.detach()}, scheduler.get_last_lr()[0])
+        # validate the averaged student; checkpoint; stop when the time budget is spent
+        done, checkpointing = step + 1, cadence.checkpoint_due(step + 1)
+        validating = validation is not None and done % run.validate_every_steps == 0
+        student = averaged_copy(pipeline, ema, lambda p: p.denoiser) if validating or checkpointing else None
+        if validating and accelerator.is_main_process:
+            validate(student, validation, data, done, report.log)
+        if checkpointing:
+            save_checkpoint(accelerator, run.output_dir, done, ema, to_dict(config), student.save_pretrained)
+        if cadence.out_of_time():
+            break
+    report.close()
+    return Path(run.output_dir) / LATEST

@@ -1,67 +1,129 @@
 """Train an SD-SR model with the standard diffusion loss (the multi-step teacher; also "direct" training).
 
 YONOS-SR conditioning: the LQ image is bicubic-upsampled to HR size, encoded, and concatenated to the noisy
-latent. The loss is the MSE between the network output and the ``prediction_type`` target for a uniformly
-sampled timestep (Ho et al. 2020 "simple" loss; v-target as in Salimans & Ho 2022).
+latent. The loss is the MSE between the network output and the ``prediction_type`` target at a sampled timestep
+(Ho et al. 2020 "simple" loss; v-target as in Salimans & Ho 2022); ``terminal_fraction`` of the samples sit at
+the last timestep, where one-step sampling starts.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from turbosr.config import TrainConfig
+from turbosr.config import ConfigError, DataConfig, ModelConfig, OptimConfig, RunConfig, to_dict
+from turbosr.data import make_lq
 from turbosr.diffusion import add_noise, sample_training_timesteps, training_target
+from turbosr.image import to_model_range
 from turbosr.losses import diffusion_loss
+from turbosr.models.initial import initial_pipeline, lq_condition
 from turbosr.train.common import (
-    Validator,
-    encode_pair,
-    initial_pipeline,
+    EMA,
+    LATEST,
+    Cadence,
+    averaged_copy,
     load_dataset,
     make_accelerator,
+    make_optimizer,
     micro_batches,
-    sample_hq_batch,
-    start_run,
+    optimizer_step,
+    resume,
+    save_checkpoint,
+    speed_up,
+    to_device,
+    validate,
+    validation_crops,
 )
+from turbosr.train.reporting import StepReport
 
 logger = logging.getLogger(__name__)
 
 
-def train(config: TrainConfig) -> Path:
+@dataclass(frozen=True)
+class TeacherConfig:
+    """``turbosr train teacher``: a diffusion SR model trained on (HR crop, degraded LQ) pairs."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+    init_from: str | None = None  # warm start: this model folder's weights (the optimizer starts fresh)
+    autoencoder_from: str | None = None  # reuse this folder's latent space (frozen) instead of fitting one
+    # with init_from: measure the residual std again on this run's scale and degradation instead of keeping
+    # the loaded model's (a new degradation can exceed it by 100x, e.g. bicubic -> realesrgan)
+    refit_residual_scale: bool = False
+    pca_images: int = 256  # patch latent: training crops its PCA is fitted on
+    residual_scale_batches: int = 8  # residual target: batches its per-channel std is measured on
+    terminal_fraction: float = 0.0  # fraction of samples at the last timestep (one-step sampling's start)
+
+    def __post_init__(self) -> None:
+        self.data.check_crop(self.model)
+        if self.refit_residual_scale and not self.init_from:
+            raise ConfigError("refit_residual_scale applies to runs with init_from (a new model measures its own)")
+        if not 0.0 <= self.terminal_fraction <= 1.0:
+            raise ConfigError(f"terminal_fraction must be in [0, 1], got {self.terminal_fraction}")
+
+
+def train(config: TeacherConfig) -> Path:
     """Run (or resume) teacher training; returns the checkpoint folder (its ``model/`` loads in SRPipeline)."""
-    accelerator = make_accelerator(config)
-    torch.manual_seed(config.seed)
-    dataset = load_dataset(config)
-    pipeline = initial_pipeline(config, dataset)
+    run, data, scale = config.run, config.data, config.model.scale
+    accelerator = make_accelerator(run)
+    dataset = load_dataset(data, scale)
+    pipeline = initial_pipeline(
+        config.model, dataset, degradation=data.degradation, realesrgan=data.realesrgan,
+        seed=run.seed, init_from=config.init_from, autoencoder_from=config.autoencoder_from,
+        refit_residual_scale=config.refit_residual_scale, pca_images=config.pca_images,
+        residual_scale_batches=config.residual_scale_batches, batch_size=run.batch_size)
     autoencoder = pipeline.autoencoder.to(accelerator.device).requires_grad_(False)
     denoiser = pipeline.denoiser.train()
-    run = start_run(config, accelerator, denoiser)
-    validator = Validator(config, accelerator)
+    optimizer, scheduler = make_optimizer(denoiser.parameters(), config.optim)
+    model, optimizer, scheduler = accelerator.prepare(denoiser, optimizer, scheduler)
+    forward = speed_up(model, run)
+    ema = EMA(denoiser, run.ema_decay)
+    start = resume(accelerator, run.output_dir, ema)
+    report = StepReport(run, accelerator, start)
+    validation = validation_crops(data, scale, run.validation_images)
+    cadence = Cadence(run)
     alpha_bar = pipeline.alpha_bar.to(accelerator.device)
     steps_total = config.model.schedule.num_train_timesteps
 
-    for step in range(run.start, config.max_steps):
-        for generator, sync in micro_batches(config, step, accelerator, run.model):
-            # data: seeded by (step, micro-batch, process) so a resumed run sees the same batches
-            hq = sample_hq_batch(dataset, config.batch_size, generator).to(accelerator.device)
-            _, lq_latent, hq_latent = encode_pair(autoencoder, hq, config.model.scale, config.data.degradation,
-                                                  generator)
-            x0 = denoiser.to_x0(hq_latent, lq_latent)
-            # diffusion: uniform timestep, Gaussian noise, forward process
-            t = sample_training_timesteps(x0.shape[0], steps_total, config.terminal_fraction,
-                                          generator).to(accelerator.device)
+    for step in range(start, run.max_steps):
+        for generator, sync in micro_batches(run.seed, step, run.gradient_accumulation_steps, accelerator, model):
+            # data: HR crops degraded on the training device; both sides encoded by the frozen latent space
+            hq = to_device(dataset.sample(run.batch_size, generator), accelerator.device)
+            lq = make_lq(hq, scale, data.degradation, generator, data.realesrgan)
+            with torch.no_grad():
+                lq_latent = lq_condition(autoencoder, lq, scale)
+                x0 = denoiser.to_x0(autoencoder.encode(to_model_range(hq)), lq_latent)
+            # diffusion: timestep, Gaussian noise, forward process, the prediction-type target
+            t = sample_training_timesteps(len(x0), steps_total, config.terminal_fraction, generator)
+            t = t.to(accelerator.device)
             noise = torch.randn(x0.shape, generator=generator).to(accelerator.device)
             x_t = add_noise(x0, noise, t, alpha_bar)
             target = training_target(x0, noise, t, alpha_bar, config.model.prediction_type)
             # forward/backward (gradients synchronised only on the last micro-batch)
             with sync, accelerator.autocast():
-                loss = diffusion_loss(run.model(x_t, lq_latent, t).float(), target)
-                accelerator.backward(loss / config.gradient_accumulation_steps)
-        # optimizer step
-        run.end_step(step, loss, {"loss": loss}, pipeline, validator)
-    run.report.close()
-    if run.start >= config.max_steps:
-        logger.info("nothing to do: checkpoint is already at step %d >= max_steps %d", run.start, config.max_steps)
-    return run.checkpointer.latest
+                loss = diffusion_loss(forward(x_t, lq_latent, t).float(), target)
+                accelerator.backward(loss / run.gradient_accumulation_steps)
+        # update, average, log
+        optimizer_step(accelerator, model, optimizer, scheduler, config.optim.grad_clip)
+        ema.update(denoiser, step)
+        report.after_step(step + 1, {"loss": loss.detach()}, scheduler.get_last_lr()[0])
+        # validate and checkpoint the averaged model; stop when the time budget is spent
+        done, checkpointing = step + 1, cadence.checkpoint_due(step + 1)
+        validating = validation is not None and done % run.validate_every_steps == 0
+        averaged = averaged_copy(pipeline, ema, lambda p: p.denoiser) if validating or checkpointing else None
+        if validating and accelerator.is_main_process:
+            validate(averaged, validation, data, done, report.log)
+        if checkpointing:
+            save_checkpoint(accelerator, run.output_dir, done, ema, to_dict(config), averaged.save_pretrained)
+        if cadence.out_of_time():
+            logger.info("time budget of %.1f minutes spent at step %d", run.max_minutes, done)
+            break
+    report.close()
+    if start >= run.max_steps:
+        logger.info("nothing to do: the checkpoint is already at step %d >= max_steps %d", start, run.max_steps)
+    return Path(run.output_dir) / LATEST
