@@ -80,7 +80,7 @@ def config_method(path: Path) -> str:
 
 
 def test_every_shipped_config_resolves():
-    configs = sorted((Path(__file__).parent.parent / "configs").glob("*.yaml"))
+    configs = sorted((Path(__file__).parent.parent / "configs").rglob("*.yaml"))
     assert configs, "configs/ holds the documented run configs"
     for path in configs:
         load_config(methods()[config_method(path)][0], path)

@@ -59,7 +59,9 @@ class HRFolderDataset(Dataset):
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
-    def crop(self, index: int, generator: torch.Generator) -> torch.Tensor:
+    def crop_uint8(self, index: int, generator: torch.Generator) -> torch.Tensor:
+        """A (3, crop, crop) uint8 crop of image ``index``: position, horizontal flip and 90-degree rotation
+        drawn from ``generator``."""
         image = self.images[index]
         height, width = image.shape[-2:]
         y = int(torch.randint(height - self.crop_size + 1, (1,), generator=generator))
@@ -70,12 +72,21 @@ class HRFolderDataset(Dataset):
             if int(flip):
                 patch = patch.flip(-1)
             patch = torch.rot90(patch, int(turns), dims=(-2, -1))
-        return patch.float().div(255.0)
+        return patch
+
+    def crop(self, index: int, generator: torch.Generator) -> torch.Tensor:
+        """:meth:`crop_uint8` as float in [0, 1]."""
+        return self.crop_uint8(index, generator).float().div(255.0)
+
+    def sample_uint8(self, batch_size: int, generator: torch.Generator) -> torch.Tensor:
+        """(B, 3, crop, crop) uint8 crops of random images, all drawn from ``generator`` (a training batch; kept
+        as bytes so the copy to a GPU is 4x smaller and the conversion happens there)."""
+        indices = torch.randint(len(self), (batch_size,), generator=generator).tolist()
+        return torch.stack([self.crop_uint8(index, generator) for index in indices])
 
     def sample(self, batch_size: int, generator: torch.Generator) -> torch.Tensor:
-        """(B, 3, crop, crop) crops in [0, 1] of random images, all drawn from ``generator`` (a training batch)."""
-        indices = torch.randint(len(self), (batch_size,), generator=generator).tolist()
-        return torch.stack([self.crop(index, generator) for index in indices])
+        """:meth:`sample_uint8` as float in [0, 1]."""
+        return self.sample_uint8(batch_size, generator).float().div(255.0)
 
     def __getitem__(self, index: int) -> torch.Tensor:
         generator = torch.Generator().manual_seed((self.seed * 1_000_003 + self.epoch) * 100_003 + index)

@@ -38,6 +38,7 @@ from turbosr.train.common import (
     LATEST,
     Cadence,
     averaged_copy,
+    hq_batch,
     load_dataset,
     make_accelerator,
     make_optimizer,
@@ -46,7 +47,6 @@ from turbosr.train.common import (
     resume,
     save_checkpoint,
     speed_up,
-    to_device,
 )
 from turbosr.train.patchgan import PatchGAN
 from turbosr.train.reporting import StepReport
@@ -122,7 +122,7 @@ def train(config: AutoencoderConfig) -> Path:
 
     for step in range(start, run.max_steps):
         for generator, sync in micro_batches(run.seed, step, run.gradient_accumulation_steps, accelerator, model):
-            hq = to_device(dataset.sample(run.batch_size, generator), accelerator.device)
+            hq = hq_batch(dataset, run.batch_size, generator, accelerator.device)
             # reconstruct; image terms (+ KL) (+ the PatchGAN generator term)
             with sync, accelerator.autocast():
                 prediction, kl = reconstruct(autoencoder, hq)

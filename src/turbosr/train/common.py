@@ -60,11 +60,14 @@ def micro_batches(seed: int, step: int, accumulation: int, accelerator: Any, mod
         yield generator, (contextlib.nullcontext() if last else accelerator.no_sync(model))
 
 
-def to_device(batch: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """Copy a CPU batch to the training device (through pinned memory on CUDA, without blocking)."""
+def hq_batch(dataset: HRFolderDataset, batch_size: int, generator: torch.Generator, device: torch.device
+             ) -> torch.Tensor:
+    """A training batch of HR crops, (B, 3, crop, crop) float in [0, 1] on ``device``: cut as uint8 on the CPU,
+    copied as bytes (through pinned memory on CUDA, without blocking), converted on the device."""
+    crops = dataset.sample_uint8(batch_size, generator)
     if device.type == "cuda":
-        return batch.pin_memory().to(device, non_blocking=True)
-    return batch.to(device)
+        crops = crops.pin_memory().to(device, non_blocking=True)
+    return crops.to(device).float().div_(255.0)
 
 
 def speed_up(module: nn.Module, run: RunConfig) -> nn.Module:

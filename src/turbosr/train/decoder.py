@@ -38,6 +38,7 @@ from turbosr.train.common import (
     LATEST,
     Cadence,
     averaged_copy,
+    hq_batch,
     load_dataset,
     make_accelerator,
     make_optimizer,
@@ -46,7 +47,6 @@ from turbosr.train.common import (
     resume,
     save_checkpoint,
     speed_up,
-    to_device,
     validate,
     validation_crops,
 )
@@ -124,7 +124,7 @@ def train(config: DecoderConfig) -> Path:
     for step in range(start, run.max_steps):
         for generator, sync in micro_batches(run.seed, step, run.gradient_accumulation_steps, accelerator, model):
             # data and the frozen model's one-step latents
-            hq = to_device(dataset.sample(run.batch_size, generator), accelerator.device)
+            hq = hq_batch(dataset, run.batch_size, generator, accelerator.device)
             lq = make_lq(hq, pipeline.scale, data.degradation, generator, data.realesrgan)
             with torch.no_grad():
                 lq_latent = lq_condition(pipeline.autoencoder, lq, pipeline.scale)

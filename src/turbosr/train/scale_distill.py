@@ -33,6 +33,7 @@ from turbosr.train.common import (
     LATEST,
     Cadence,
     averaged_copy,
+    hq_batch,
     load_dataset,
     make_accelerator,
     make_optimizer,
@@ -41,7 +42,6 @@ from turbosr.train.common import (
     resume,
     save_checkpoint,
     speed_up,
-    to_device,
     validate,
     validation_crops,
 )
@@ -143,7 +143,7 @@ def train(config: ScaleDistillConfig) -> Path:
 
     for step in range(start, run.max_steps):
         for generator, sync in micro_batches(run.seed, step, run.gradient_accumulation_steps, accelerator, model):
-            hq = to_device(dataset.sample(run.batch_size, generator), accelerator.device)
+            hq = hq_batch(dataset, run.batch_size, generator, accelerator.device)
             # two degraded versions of the same crop: the teacher's (small factor) and the student's (large)
             with torch.no_grad():
                 hq_latent = autoencoder.encode(to_model_range(hq))

@@ -25,6 +25,7 @@ from turbosr.train.common import (
     LATEST,
     Cadence,
     averaged_copy,
+    hq_batch,
     load_dataset,
     make_accelerator,
     make_optimizer,
@@ -33,7 +34,6 @@ from turbosr.train.common import (
     resume,
     save_checkpoint,
     speed_up,
-    to_device,
     validate,
     validation_crops,
 )
@@ -93,7 +93,7 @@ def train(config: TeacherConfig) -> Path:
     for step in range(start, run.max_steps):
         for generator, sync in micro_batches(run.seed, step, run.gradient_accumulation_steps, accelerator, model):
             # data: HR crops degraded on the training device; both sides encoded by the frozen latent space
-            hq = to_device(dataset.sample(run.batch_size, generator), accelerator.device)
+            hq = hq_batch(dataset, run.batch_size, generator, accelerator.device)
             lq = make_lq(hq, scale, data.degradation, generator, data.realesrgan)
             with torch.no_grad():
                 lq_latent = lq_condition(autoencoder, lq, scale)
