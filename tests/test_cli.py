@@ -103,7 +103,9 @@ def test_without_builtin_model_says_so_clearly(inputs, tmp_path, monkeypatch):
 def test_train_dry_run_prints_resolved_config():
     result = run("train", "teacher", "--set", "model.preset=tiny", "--set", "data.crop_size=64", "--dry-run")
     assert result.returncode == 0, result.stderr
-    assert "preset: tiny" in result.stdout and "method: teacher" in result.stdout
+    assert "preset: tiny" in result.stdout and "terminal_fraction: 0.0" in result.stdout
+    rejected = run("train", "teacher", "--set", "data.degradation=blurry", "--dry-run")  # checked at config time
+    assert rejected.returncode == 2 and "data.degradation must be one of" in rejected.stderr
 
 
 def test_sharding_across_two_processes_does_each_image_once(model_dir, tmp_path):
@@ -145,3 +147,20 @@ def test_eval_and_make_pairs_commands(tmp_path, model_dir):
     assert json.loads(scored.stdout)["mean"]["psnr_y"] == pytest.approx(data["mean"]["psnr_y"], abs=1e-6)
     missing = run("eval", "--ref", str(tmp_path / "pairs" / "hq"))
     assert missing.returncode == 2 and "nothing to evaluate" in missing.stderr
+
+
+def test_two_inputs_mapping_to_one_output_stop_before_anything_is_written(model_dir, tmp_path):
+    """A glob keeps the tree below its root, so shots/a/x.png and shots/x.png stay apart; a real collision
+    (b.png and b.jpg both -> b.png) is refused before anything is written, naming both files."""
+    shots = tmp_path / "shots"
+    (shots / "a").mkdir(parents=True)
+    for path in ("a/x.png", "b.png"):
+        Image.new("RGB", (10, 6), (90, 120, 30)).save(shots / path)
+    Image.new("RGB", (10, 6), (10, 20, 30)).save(shots / "b.jpg")
+    out = tmp_path / "out"
+    result = run("upscale", str(shots / "**" / "*.*"), "-o", str(out), "--model", str(model_dir))
+    assert result.returncode != 0 and "b.jpg" in result.stderr and "b.png" in result.stderr
+    assert not out.exists() or not any(out.rglob("*.png"))
+    ok = run("upscale", str(shots / "**" / "*.png"), "-o", str(out), "--model", str(model_dir))
+    assert ok.returncode == 0, ok.stderr
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*.png")) == ["a/x.png", "b.png"]

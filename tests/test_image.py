@@ -131,3 +131,11 @@ def test_tensor_pil_round_trip_is_exact():
     array = (np.random.default_rng(0).random((5, 6, 3)) * 255).astype(np.uint8)
     image = Image.fromarray(array)
     assert np.array_equal(np.asarray(tensor_to_pil(pil_to_tensor(image))), array)
+
+
+def test_glob_inputs_keep_the_tree_below_the_pattern_root(tmp_path):
+    for path in ("shots/a/x.jpg", "shots/b/x.jpg", "shots/top.jpg"):
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).write_bytes(b"")
+    found = find_images([str(tmp_path / "shots" / "**" / "*.jpg")])
+    assert sorted(str(relative) for _, relative in found) == ["a/x.jpg", "b/x.jpg", "top.jpg"]

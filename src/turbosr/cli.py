@@ -71,14 +71,20 @@ def _run_upscale(args: argparse.Namespace) -> int:
     if args.scale is not None and args.scale != pipeline.scale:
         raise CLIError(f"the model in {model_dir} is x{pipeline.scale}; --scale {args.scale} needs a model trained for it")
     pipeline.check_options(args.steps, args.strength, args.tile, args.tile_overlap, args.color_fix)
-    mine = items[state.process_index :: state.num_processes]  # each image exactly once across processes
+    targets = [_output_path(source, relative, output, single_file, args.format) for source, relative in items]
+    seen: dict[Path, Path] = {}
+    for (source, _), target in zip(items, targets, strict=True):  # before anything is written
+        if target in seen:
+            raise CLIError(f"{seen[target]} and {source} would both be written to {target}: upscale them separately "
+                           "or give folders instead of a pattern")
+        seen[target] = source
+    mine = list(zip(items, targets, strict=True))[state.process_index :: state.num_processes]  # each image once
     logging.getLogger("turbosr").info("process %d/%d: %d of %d images on %s", state.process_index,
                                       state.num_processes, len(mine), len(items), device)
     failures = 0
     from tqdm.auto import tqdm
 
-    for source, relative in tqdm(mine, disable=not sys.stderr.isatty() or not mine, unit="img"):
-        target = _output_path(source, relative, output, single_file, args.format)
+    for (source, _), target in tqdm(mine, disable=not sys.stderr.isatty() or not mine, unit="img"):
         try:
             if target.exists() and target.resolve() == source.resolve():
                 raise FileExistsError(f"{target} is the input itself: choose another output (inputs are never replaced)")

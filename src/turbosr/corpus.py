@@ -232,7 +232,13 @@ def split_corpus(manifest: Path) -> dict[str, int]:
     """Group the manifest's photos by scene and (re)write their ``group`` and ``split`` fields (train / val /
     test, see :mod:`turbosr.scene_groups`); the content matches go to ``groups.json`` beside it, with scores.
     Returns the photo count per split."""
-    from turbosr.scene_groups import assign_splits, connected_groups, match_scenes, scene_key
+    from turbosr.scene_groups import (
+        MATCH_THRESHOLD,
+        assign_splits,
+        connected_groups,
+        scene_key,
+        verified_scores,
+    )
 
     manifest = Path(manifest)
     records = json.loads(manifest.read_text())
@@ -242,7 +248,9 @@ def split_corpus(manifest: Path) -> dict[str, int]:
     for record in records:
         with Image.open(manifest.parent / record["file"]) as image:
             images.append(image.convert("L"))
-    matches = match_scenes(images)
+    scores = verified_scores(images)
+    matches = [pair for pair in scores if pair[2] >= MATCH_THRESHOLD]
+    misses = sorted((pair for pair in scores if pair[2] < MATCH_THRESHOLD), key=lambda pair: -pair[2])[:5]
     by_scene: dict[str, int] = {}
     links = [(index, by_scene.setdefault(scene, index)) for index, scene in enumerate(scenes)]
     links += [(i, j) for i, j, _ in matches]
@@ -258,8 +266,11 @@ def split_corpus(manifest: Path) -> dict[str, int]:
     from turbosr.checkpoint import write_json
 
     write_json(manifest.with_name("groups.json"), {
+        "threshold": MATCH_THRESHOLD,
         "content_matches": [{"a": records[i]["file"], "b": records[j]["file"], "score": round(score, 4)}
                             for i, j, score in matches],
+        "best_non_matches": [{"a": records[i]["file"], "b": records[j]["file"], "score": round(score, 4)}
+                             for i, j, score in misses],
         "groups": {name: sorted(r["file"] for r in records if r["group"] == name)
                    for name in sorted(set(names.values()))},
     })

@@ -222,10 +222,22 @@ def list_images(folder: str | Path) -> list[Path]:
     return files
 
 
+def glob_root(pattern: str) -> Path:
+    """The fixed leading folder of a glob pattern (``shots/**/*.jpg`` -> ``shots``; ``*.png`` -> ``.``)."""
+    parts = Path(pattern).parts
+    fixed = []
+    for part in parts[:-1]:
+        if any(ch in part for ch in "*?["):
+            break
+        fixed.append(part)
+    return Path(*fixed) if fixed else Path(".")
+
+
 def find_images(inputs: Sequence[str | Path]) -> list[tuple[Path, Path]]:
     """Expand files, folders (recursively) and glob patterns into sorted, unique (path, relative path) pairs.
 
-    The relative path keeps a folder's tree in the output. An input matching nothing raises FileNotFoundError.
+    The relative path keeps the tree below a folder, or below a glob pattern's fixed leading folder
+    (``shots/**/*.jpg``: ``shots/a/x.jpg`` -> ``a/x.jpg``). An input matching nothing raises FileNotFoundError.
     """
     found: dict[Path, Path] = {}
     for item in inputs:
@@ -236,8 +248,9 @@ def find_images(inputs: Sequence[str | Path]) -> list[tuple[Path, Path]]:
             files = [p for p in matches if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
             if not files:
                 raise FileNotFoundError(f"{text}: no image files match this pattern")
+            root = glob_root(text)
             for file in files:
-                found.setdefault(file, Path(file.name))
+                found.setdefault(file, file.relative_to(root))
         elif path.is_dir():
             for file in list_images(path):
                 found.setdefault(file, file.relative_to(path))

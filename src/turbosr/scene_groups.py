@@ -115,11 +115,16 @@ def _verify(big: Image.Image, small: Image.Image, short_side: int, y: int, x: in
     return best
 
 
-@torch.no_grad()
 def match_scenes(images: Sequence[Image.Image], threshold: float = MATCH_THRESHOLD
                  ) -> list[tuple[int, int, float]]:
     """Pairs (i, j, score) with i < j where one image is a crop and/or rescale of the other (any 90-degree
     rotation); ``score`` is the verified NCC (1 = identical). Images may be of any mode and size."""
+    return [pair for pair in verified_scores(images) if pair[2] >= threshold]
+
+
+@torch.no_grad()
+def verified_scores(images: Sequence[Image.Image]) -> list[tuple[int, int, float]]:
+    """Every pair (i < j) that passed the search stage, with its verified score (matches and near misses)."""
     greys = [image.convert("L") for image in images]
     count = len(greys)
     templates = torch.cat([_templates(image, TEMPLATE) for image in greys])  # (4 * count, s, s)
@@ -144,7 +149,7 @@ def match_scenes(images: Sequence[Image.Image], threshold: float = MATCH_THRESHO
             score = _verify(greys[i], greys[j], *where[(i, j)])
             key = (min(i, j), max(i, j))
             pairs[key] = max(pairs.get(key, 0.0), score)
-    return sorted((i, j, score) for (i, j), score in pairs.items() if score >= threshold)
+    return sorted((i, j, score) for (i, j), score in pairs.items())
 
 
 # ------------------------------------------------------------------------------------- groups and splits

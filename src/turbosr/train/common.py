@@ -91,8 +91,9 @@ def load_dataset(data: DataConfig, scale: int, split: str | None = None) -> HRFo
 
 
 def validation_crops(data: DataConfig, scale: int, count: int) -> torch.Tensor | None:
-    """Fixed HR crops for validation during training: the first ``count`` images of the manifest's val split
-    (the same crops for every run, whatever its seed), or of the training folder when there is no manifest."""
+    """Fixed HR crops for validation during training: one crop of each of ``count`` images spread evenly over
+    the manifest's val split (the same crops for every run, whatever its seed), or over the training folder
+    when there is no manifest."""
     if count <= 0:
         return None
     try:
@@ -101,7 +102,8 @@ def validation_crops(data: DataConfig, scale: int, count: int) -> torch.Tensor |
         logger.warning("validation disabled: %s", error)
         return None
     generator = torch.Generator().manual_seed(0)
-    return torch.stack([dataset.crop(index, generator) for index in range(min(count, len(dataset)))])
+    count = min(count, len(dataset))
+    return torch.stack([dataset.crop(index * len(dataset) // count, generator) for index in range(count)])
 
 
 # ----------------------------------------------------------------------------------------- optimisation
