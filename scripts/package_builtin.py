@@ -51,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def describe_model(pipeline, folder: Path, storage: str, scale: int) -> dict:
-    from turbosr.reports import folder_digest
+    from turbosr.reports import MODEL_FILES, folder_digest
 
     autoencoder = pipeline.autoencoder
     kind = autoencoder.config()["kind"]
@@ -68,7 +68,7 @@ def describe_model(pipeline, folder: Path, storage: str, scale: int) -> dict:
         "target": pipeline.config.target,
         "zero_terminal_snr": pipeline.config.schedule.zero_terminal_snr,
         "size_mb": sum(f.stat().st_size for f in folder.iterdir() if f.suffix == ".safetensors") / 2**20,
-        "digest": folder_digest(folder, (".json", ".safetensors")),
+        "digest": folder_digest(folder, MODEL_FILES),
     }
 
 

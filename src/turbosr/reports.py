@@ -15,7 +15,7 @@ import io
 import json
 import platform
 import shlex
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,9 +41,9 @@ def software_versions() -> dict[str, str]:
     return versions
 
 
-def folder_digest(folder: str | Path, suffixes: Iterable[str] | None = None) -> str:
+def folder_digest(folder: str | Path, keep: Callable[[Path], bool] | None = None) -> str:
     """sha256 (first 16 hex digits) over the relative paths and bytes of the files below ``folder`` (or of one
-    file), optionally only those with the given suffixes; hidden files (temporary writes) are skipped."""
+    file), optionally only those ``keep`` accepts; hidden files (temporary writes) are skipped."""
     folder = Path(folder)
     if folder.is_file():
         files = [folder]
@@ -51,9 +51,8 @@ def folder_digest(folder: str | Path, suffixes: Iterable[str] | None = None) -> 
     else:
         if not folder.is_dir():
             raise FileNotFoundError(f"cannot hash {folder}: no such file or folder")
-        wanted = {s.lower() for s in suffixes} if suffixes else None
         files = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".")
-                       and (wanted is None or p.suffix.lower() in wanted))
+                       and (keep is None or keep(p)))
         root = folder
     digest = hashlib.sha256()
     for file in files:
@@ -62,7 +61,9 @@ def folder_digest(folder: str | Path, suffixes: Iterable[str] | None = None) -> 
     return digest.hexdigest()[:16]
 
 
-MODEL_FILES = (".json", ".safetensors")  # what defines a model folder's outputs (not its README)
+def MODEL_FILES(path: Path) -> bool:  # noqa: N802  (used like a constant: the files that define a model)
+    """The files that define a model folder's outputs: its config and weights (not its card or measurements)."""
+    return path.name == "config.json" or path.name.endswith((".safetensors", ".safetensors.index.json"))
 
 
 def model_identity(folder: str | Path) -> dict[str, str]:
@@ -90,7 +91,8 @@ def describe_pairs(identity: dict[str, Any]) -> str:
     if not info:
         return f"{identity['lq']} / {identity['ref']} (digests {identity['lq_digest']} / {identity['ref_digest']})"
     crop = f"centre {info['crop_size']}² crops" if info.get("crop_size") else "whole images"
-    return (f"{identity['ref']}: {crop} of {info['source']} (split {info['split']}), x{info['scale']} "
+    split = f" (split {info['split']})" if str(info.get("source", "")).endswith(".json") else ""
+    return (f"{identity['ref']}: {crop} of {info['source']}{split}, x{info['scale']} "
             f"{info['degradation']} degradation, seed {info['seed']}; digests lq {identity['lq_digest']}, "
             f"hq {identity['ref_digest']}")
 
