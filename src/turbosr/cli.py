@@ -225,20 +225,30 @@ def _run_data(args: argparse.Namespace) -> int:
 
 # --------------------------------------------------------------------------------------------------------- demo
 def _add_demo(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("demo", help="local web demo on http://127.0.0.1:PORT")
-    p.add_argument("--model", help="model folder (default: the built-in x4 model)")
+    p = sub.add_parser("demo", help="local web demo (Gradio) on http://127.0.0.1:PORT")
+    p.add_argument("--model", action="append", default=[], metavar="NAME_OR_FOLDER",
+                   help="a built-in model name or a model folder (repeatable; default: every built-in model)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=7860)
+    p.add_argument("--share", action="store_true", help="ask Gradio for a public link (needs the internet)")
     p.add_argument("--device", default="cpu")
     p.set_defaults(run=_run_demo)
 
 
 def _run_demo(args: argparse.Namespace) -> int:
-    from turbosr.demo import launch
-    from turbosr.pipeline import SRPipeline
-    from turbosr.weights import builtin_model_dir
+    from turbosr.demo import builtin_models, launch
 
-    pipeline = SRPipeline.from_pretrained(args.model or builtin_model_dir(4), device=args.device)
-    launch(pipeline, args.port)
+    builtin = builtin_models()
+    models = {}
+    for item in args.model:
+        if item in builtin:
+            models[item] = builtin[item]
+        elif Path(item, "config.json").is_file():
+            models[Path(item).name] = Path(item)
+        else:
+            raise CLIError(f"--model {item}: not a built-in model ({', '.join(builtin)}) or a model folder")
+    print(f"turbosr demo on http://{args.host}:{args.port} (Ctrl-C to stop)", file=sys.stderr)
+    launch(models or builtin, args.host, args.port, args.share, args.device)
     return EXIT_OK
 
 

@@ -1,113 +1,238 @@
-"""A local web demo: upload an image, get the upscaled result beside bicubic. Standard library only (WSGI).
+"""The local web demo (Gradio, extra ``demo``): upload or paste an image, compare before/after on a slider.
 
-``build_demo(pipeline)`` returns a WSGI application; ``launch(pipeline, port)`` serves it on 127.0.0.1 only.
+- :func:`build_demo` returns the Gradio ``Blocks`` app without launching it (tests drive it);
+- :func:`build_app` returns the FastAPI server: the demo at ``/`` and a plain HTTP endpoint ``POST /api/upscale``
+  (multipart ``image`` + form fields; PNG back, or a one-line JSON error with a 4xx status);
+- :func:`launch` serves it on 127.0.0.1 unless told otherwise.
+
+Every input goes through :func:`turbosr.image.load_image` (EXIF orientation; the pixel limit is read from the
+header before anything is decoded) and every option is checked on the server by :func:`upscale_file`, the one
+function both the page and the endpoint call. Nothing is fetched from the internet: analytics are off and the
+theme uses the system's fonts. One job runs at a time; others wait in Gradio's visible queue.
 """
 
 from __future__ import annotations
 
-import base64
-import html
-import io
-import logging
-from collections.abc import Callable, Iterable
-from email.parser import BytesParser
-from email.policy import default as default_policy
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
-from PIL import Image, UnidentifiedImageError
 
-from turbosr.degradations import upsample_lq
-from turbosr.image import pil_to_tensor, tensor_to_pil
-from turbosr.pipeline import SRPipeline
+from turbosr.pipeline import DEFAULT_TILE, DEFAULT_TILE_OVERLAP, SRPipeline
 
-logger = logging.getLogger(__name__)
-
-MAX_UPLOAD_BYTES = 20 * 2**20
-MAX_INPUT_PIXELS = 1024 * 1024
-
-PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>turbosr demo</title>
-<style>body{{font-family:sans-serif;margin:2em}} img{{max-width:48%;image-rendering:pixelated}}
-.error{{color:#b00}}</style></head><body>
-<h1>turbosr x{scale}</h1>
-<form method="post" enctype="multipart/form-data">
-<input type="file" name="image" accept="image/*" required>
-steps <input type="number" name="steps" value="{steps}" min="1" max="50">
-strength <input type="number" name="strength" value="{strength}" min="0.05" max="1" step="0.05">
-seed <input type="number" name="seed" value="{seed}">
-colour fix <select name="color_fix">{fix_options}</select>
-<button type="submit">Upscale</button></form>
-{body}</body></html>"""
+MAX_INPUT_PIXELS = 1024 * 1024  # per input image (x4: a 16-megapixel output)
+MAX_UPLOAD = "20mb"
+MAX_STEPS = 50
+TILES = (256, 512, 1024)
+COLOR_FIXES = ("none", "adain", "wavelet")
 
 
-def _png_data_uri(image: Image.Image) -> str:
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+class DemoInputError(ValueError):
+    """A request the demo refuses (bad image, too large, bad option): shown as one line, HTTP 4xx."""
+
+    def __init__(self, message: str, status: int = 422) -> None:
+        super().__init__(message)
+        self.status = status
 
 
-def _parse_form(environ: dict[str, Any]) -> dict[str, Any]:
-    length = int(environ.get("CONTENT_LENGTH") or 0)
-    if length > MAX_UPLOAD_BYTES:
-        raise ValueError(f"upload too large ({length} bytes; limit {MAX_UPLOAD_BYTES})")
-    body = environ["wsgi.input"].read(length)
-    header = f"Content-Type: {environ.get('CONTENT_TYPE', '')}\r\n\r\n".encode()
-    message = BytesParser(policy=default_policy).parsebytes(header + body)
-    fields: dict[str, Any] = {}
-    for part in message.iter_parts():
-        name = part.get_param("name", header="content-disposition")
-        fields[name] = part.get_payload(decode=True) if part.get_filename() else part.get_content().strip()
-    return fields
+@dataclass
+class Result:
+    """What one upscale produced: output (lossless PNG at full resolution), comparison images, timing."""
+
+    output_path: Path
+    bicubic_path: Path
+    input_view_path: Path
+    seconds: float
+    size: tuple[int, int]
 
 
-def build_demo(pipeline: SRPipeline) -> Callable[[dict[str, Any], Callable], Iterable[bytes]]:
-    """A WSGI app: GET shows the form; POST upscales the uploaded image and shows input, bicubic and turbosr."""
+def builtin_models() -> dict[str, Path]:
+    """The installed built-in models by name."""
+    from turbosr.weights import WEIGHTS_DIR
 
-    def app(environ: dict[str, Any], start_response: Callable) -> Iterable[bytes]:
-        values = {"steps": 1, "strength": 1.0, "seed": 0, "color_fix": "none"}
-        body = ""
-        status = "200 OK"
-        if environ.get("REQUEST_METHOD") == "POST":
-            try:
-                form = _parse_form(environ)
-                if not form.get("image"):
-                    raise ValueError("no image uploaded")
-                values = {"steps": int(form.get("steps", 1)), "strength": float(form.get("strength", 1.0)),
-                          "seed": int(form.get("seed", 0)), "color_fix": str(form.get("color_fix", "none"))}
-                try:
-                    image = Image.open(io.BytesIO(form["image"]))
-                    image.load()
-                except (UnidentifiedImageError, OSError) as error:
-                    raise ValueError(f"not a readable image ({error})") from None
-                if image.width * image.height > MAX_INPUT_PIXELS:
-                    raise ValueError(f"image too large for the demo ({image.width}x{image.height}; "
-                                     f"limit {MAX_INPUT_PIXELS} pixels): use the turbosr upscale command")
-                rgb = pil_to_tensor(image)
-                generator = torch.Generator().manual_seed(values["seed"])
-                output = pipeline(rgb, num_steps=values["steps"], strength=values["strength"],
-                                  color_fix=values["color_fix"], generator=generator)
-                bicubic = tensor_to_pil(upsample_lq(rgb, pipeline.scale))
-                body = (f"<p>{image.width}x{image.height} -> {output.shape[-1]}x{output.shape[-2]}</p>"
-                        f"<p>bicubic (left), turbosr (right)</p>"
-                        f'<img alt="bicubic" src="{_png_data_uri(bicubic)}"> '
-                        f'<img alt="turbosr" src="{_png_data_uri(tensor_to_pil(output))}">')
-            except ValueError as error:
-                status = "400 Bad Request"
-                body = f'<p class="error">{html.escape(str(error))}</p>'
-        options = "".join(f'<option{" selected" if fix == values["color_fix"] else ""}>{fix}</option>'
-                          for fix in ("none", "adain", "wavelet"))
-        page = PAGE.format(scale=pipeline.scale, fix_options=options, body=body,
-                           **{k: html.escape(str(v)) for k, v in values.items() if k != "color_fix"})
-        start_response(status, [("Content-Type", "text/html; charset=utf-8")])
-        return [page.encode()]
-
-    return app
+    return {p.name: p for p in sorted(WEIGHTS_DIR.iterdir()) if (p / "config.json").is_file()}
 
 
-def launch(pipeline: SRPipeline, port: int = 7860) -> None:
-    """Serve the demo on http://127.0.0.1:PORT (loopback only) until interrupted."""
-    from wsgiref.simple_server import make_server
+class ModelCache:
+    """Loads each model folder once (CPU or the given device) and keeps it."""
 
-    with make_server("127.0.0.1", port, build_demo(pipeline)) as server:
-        logger.warning("turbosr demo on http://127.0.0.1:%d (Ctrl-C to stop)", port)
-        server.serve_forever()
+    def __init__(self, models: dict[str, Path], device: str = "cpu") -> None:
+        if not models:
+            raise ValueError("the demo needs at least one model")
+        self.models, self.device, self.loaded = models, device, {}
+
+    def get(self, name: str) -> SRPipeline:
+        if name not in self.models:
+            raise DemoInputError(f"unknown model {name!r}; choose one of {', '.join(self.models)}")
+        if name not in self.loaded:
+            self.loaded[name] = SRPipeline.from_pretrained(self.models[name], device=self.device)
+        return self.loaded[name]
+
+
+def upscale_file(cache: ModelCache, path: str | Path, model: str, steps: int, seed: int, color_fix: str, tile: int,
+                 work_dir: Path, progress: Callable[[int, int], None] | None = None) -> Result:
+    """Check every option, load the image with the CLI's loader and limits, upscale, write the results."""
+    from turbosr.degradations import upsample_lq
+    from turbosr.image import ImageReadError, load_image, read_image_size, save_image
+
+    if not 1 <= int(steps) <= MAX_STEPS:
+        raise DemoInputError(f"steps must be between 1 and {MAX_STEPS}, got {steps}")
+    if tile not in TILES:
+        raise DemoInputError(f"tile must be one of {', '.join(map(str, TILES))}, got {tile}")
+    if color_fix not in COLOR_FIXES:
+        raise DemoInputError(f"colour fix must be one of {', '.join(COLOR_FIXES)}, got {color_fix!r}")
+    pipeline = cache.get(model)
+    try:
+        width, height = read_image_size(path)  # the header only: nothing is decoded before this check
+        if width * height > MAX_INPUT_PIXELS:
+            raise DemoInputError(f"the image is {width}x{height} pixels; this demo takes at most "
+                                 f"{MAX_INPUT_PIXELS:,} (1024x1024): downscale it or use `turbosr upscale`", 413)
+        loaded = load_image(path, max_pixels=MAX_INPUT_PIXELS)
+    except ImageReadError as error:
+        raise DemoInputError(str(error).replace(f"{path}: ", "").replace(str(path), "the image"), 415) from None
+    start = time.perf_counter()
+    output = pipeline(loaded.rgb, num_steps=int(steps), tile=int(tile), tile_overlap=min(DEFAULT_TILE_OVERLAP,
+                      int(tile) // 4), color_fix=color_fix, generator=torch.Generator().manual_seed(int(seed)),
+                      progress=progress)
+    seconds = time.perf_counter() - start
+    work_dir.mkdir(parents=True, exist_ok=True)
+    stem = f"turbosr-{model}-{int(time.time() * 1000)}"
+    result = Result(work_dir / f"{stem}.png", work_dir / f"{stem}-bicubic.png", work_dir / f"{stem}-input.png",
+                    seconds, (output.shape[-1], output.shape[-2]))
+    save_image(output, result.output_path, icc_profile=loaded.icc_profile)
+    save_image(upsample_lq(loaded.rgb, pipeline.scale).clamp(0, 1), result.bicubic_path)
+    nearest = torch.nn.functional.interpolate(loaded.rgb, scale_factor=pipeline.scale, mode="nearest")
+    save_image(nearest, result.input_view_path)  # the input at the output's display size
+    return result
+
+
+def offline_theme() -> Any:
+    """Gradio's default theme with the system's fonts (the default would ask Google Fonts for Inter)."""
+    import gradio as gr
+
+    return gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"],
+                             font_mono=["ui-monospace", "monospace"])
+
+
+def build_demo(models: dict[str, Path] | None = None, device: str = "cpu", work_dir: Path | None = None,
+               cache: ModelCache | None = None) -> Any:
+    """The Gradio app (not launched). ``models``: {name: model folder}, default the built-in models."""
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    try:
+        import gradio as gr
+    except ImportError:
+        raise ImportError("the web demo needs Gradio: pip install 'turbosr[demo]'") from None
+    import PIL.Image
+
+    # PIL's global bomb guard would fire inside Gradio's own header read with a generic error; our loader
+    # checks the pixel count from the header (MAX_INPUT_PIXELS) and explains it instead.
+    PIL.Image.MAX_IMAGE_PIXELS = None
+    cache = cache or ModelCache(models or builtin_models(), device)
+    work = work_dir or Path(tempfile.mkdtemp(prefix="turbosr-demo-"))
+
+    def run(path: str | None, model: str, steps: float, seed: float, color_fix: str, tile: str,
+            progress: Any = gr.Progress()) -> tuple:  # noqa: B008  (Gradio's way to ask for a progress bar)
+        if not path:
+            raise gr.Error("upload or paste an image first", print_exception=False)
+        try:
+            result = upscale_file(cache, path, model, int(steps), int(seed), color_fix, int(tile), work,
+                                  progress=lambda i, n: progress((i + 1) / n, desc=f"denoising step {i + 1}/{n}"))
+        except (DemoInputError, ValueError) as error:
+            raise gr.Error(str(error).splitlines()[0], print_exception=False) from None
+        info = (f"{result.size[0]}x{result.size[1]} in {result.seconds:.2f} s ({model}, {int(steps)} step"
+                f"{'s' if int(steps) > 1 else ''})")
+        return ((str(result.bicubic_path), str(result.output_path)),
+                (str(result.input_view_path), str(result.output_path)), str(result.output_path), info)
+
+    class UploadedImage(gr.Image):
+        """gr.Image that hands over the uploaded file's path untouched: Gradio's own preprocessing opens it with
+        PIL (a second loader without our limits); ours (load_image) reads it in upscale_file."""
+
+        def get_block_name(self) -> str:
+            return "image"  # the browser side is Gradio's own image component
+
+        def preprocess(self, payload: Any) -> Any:
+            if payload is not None and payload.path and not (payload.url or "").startswith("data:"):
+                return payload.path
+            return super().preprocess(payload)
+
+    with gr.Blocks(title="turbosr", analytics_enabled=False) as demo:
+        gr.Markdown("# turbosr: one-step diffusion super-resolution")
+        with gr.Row():
+            with gr.Column(scale=1):
+                image = UploadedImage(type="filepath", sources=["upload", "clipboard"], label="input image",
+                                      elem_id="input-image")
+                model = gr.Dropdown(list(cache.models), value=next(iter(cache.models)), label="model")
+                steps = gr.Slider(1, MAX_STEPS, value=1, step=1, label="steps")
+                seed = gr.Number(0, precision=0, label="seed")
+                color_fix = gr.Radio(list(COLOR_FIXES), value="none", label="colour fix")
+                tile = gr.Radio([str(t) for t in TILES], value=str(DEFAULT_TILE), label="tile (output pixels)")
+                button = gr.Button("Upscale", variant="primary", elem_id="upscale-button")
+            with gr.Column(scale=2):
+                info = gr.Markdown(elem_id="run-info")
+                versus_bicubic = gr.ImageSlider(label="bicubic | turbosr", type="filepath", elem_id="slider-bicubic",
+                                                height=420)
+                versus_input = gr.ImageSlider(label="input | turbosr (same display size)", type="filepath", height=420)
+                download = gr.File(label="full-resolution PNG", elem_id="download")
+        button.click(run, [image, model, steps, seed, color_fix, tile],
+                     [versus_bicubic, versus_input, download, info], concurrency_limit=1)
+    return demo
+
+
+def build_app(models: dict[str, Path] | None = None, device: str = "cpu") -> Any:
+    """FastAPI server: the demo at ``/`` and ``POST /api/upscale`` (same checks, PNG or a 4xx JSON error)."""
+    import gradio as gr
+    from fastapi import FastAPI
+    from fastapi.responses import FileResponse, JSONResponse
+
+    work = Path(tempfile.mkdtemp(prefix="turbosr-demo-"))
+    cache = ModelCache(models or builtin_models(), device)
+    demo = build_demo(work_dir=work, cache=cache)
+    app = FastAPI()
+    max_bytes = 20 * 2**20
+
+    async def api_upscale(request: Any) -> Any:
+        """multipart: ``image`` (file) and optional ``model``, ``steps``, ``seed``, ``color_fix``, ``tile``."""
+        if int(request.headers.get("content-length", 0)) > max_bytes + 65536:
+            return JSONResponse({"error": f"upload larger than {MAX_UPLOAD}"}, status_code=413)
+        form = await request.form()
+        image = form.get("image")
+        if image is None or isinstance(image, str):
+            return JSONResponse({"error": "send the image as the multipart file field 'image'"}, status_code=422)
+        upload = work / f"upload-{time.time_ns()}"
+        upload.write_bytes(await image.read())
+        try:
+            options = {"model": str(form.get("model", next(iter(cache.models)))), "steps": int(form.get("steps", 1)),
+                       "seed": int(form.get("seed", 0)), "color_fix": str(form.get("color_fix", "none")),
+                       "tile": int(form.get("tile", DEFAULT_TILE))}
+            result = upscale_file(cache, upload, work_dir=work, **options)
+        except DemoInputError as error:
+            return JSONResponse({"error": str(error).splitlines()[0]}, status_code=error.status)
+        except ValueError:  # a form field that is not a number
+            return JSONResponse({"error": "steps, seed and tile must be whole numbers"}, status_code=422)
+        finally:
+            upload.unlink(missing_ok=True)
+        return FileResponse(result.output_path, media_type="image/png",
+                            headers={"X-Seconds": f"{result.seconds:.3f}"})
+
+    app.add_route("/api/upscale", api_upscale, methods=["POST"])  # a plain Starlette route: request in, response out
+    return gr.mount_gradio_app(app, demo.queue(default_concurrency_limit=1), path="/", theme=offline_theme(),
+                               max_file_size=MAX_UPLOAD, show_error=True)
+
+
+def launch(models: dict[str, Path] | None = None, host: str = "127.0.0.1", port: int = 7860, share: bool = False,
+           device: str = "cpu") -> None:
+    """Serve the demo (blocking). Binds 127.0.0.1 unless ``host`` says otherwise; ``share`` asks Gradio for a
+    public link (needs the internet; the /api/upscale endpoint is not served then)."""
+    if share:
+        build_demo(models, device).queue(default_concurrency_limit=1).launch(
+            server_name=host, server_port=port, share=True, max_file_size=MAX_UPLOAD, theme=offline_theme())
+        return
+    import uvicorn
+
+    uvicorn.run(build_app(models, device), host=host, port=port, log_level="warning")

@@ -117,6 +117,24 @@ def _open_image(path: Path, max_pixels: int) -> tuple[Image.Image, str, bytes | 
     return image, fmt, icc
 
 
+def read_image_size(path: str | Path) -> tuple[int, int]:
+    """(width, height) from the file's header, without decoding the pixels (EXIF rotation not applied)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                return image.size
+    except Image.DecompressionBombError:
+        raise ImageReadError(f"{path}: image too large (its header announces more pixels than PIL accepts)") from None
+    except UnidentifiedImageError:
+        raise ImageReadError(f"{path}: not a supported image format") from None
+    except (OSError, SyntaxError, ValueError) as error:
+        raise ImageReadError(f"{path}: cannot read image header ({error})") from None
+
+
 def read_rgb_uint8(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> torch.Tensor:
     """An image file as a (3, H, W) uint8 RGB tensor (datasets and metrics: exact 8-bit values), with the
     same guards as :func:`load_image`."""
