@@ -119,6 +119,19 @@ def offline_theme() -> Any:
                              font_mono=["ui-monospace", "monospace"])
 
 
+def _path_only(preprocess: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """gr.Image's preprocessing, but an uploaded file's path is handed over untouched: Gradio's own step opens it
+    with PIL (a second loader without our limits); ours (load_image) reads it in upscale_file. (Set on the
+    instance: a gr.Image subclass would make Gradio write a .pyi stub into the package.)"""
+
+    def wrapped(payload: Any) -> Any:
+        if payload is not None and payload.path and not (payload.url or "").startswith("data:"):
+            return payload.path
+        return preprocess(payload)
+
+    return wrapped
+
+
 def build_demo(models: dict[str, Path] | None = None, device: str = "cpu", work_dir: Path | None = None,
                cache: ModelCache | None = None) -> Any:
     """The Gradio app (not launched). ``models``: {name: model folder}, default the built-in models."""
@@ -149,24 +162,13 @@ def build_demo(models: dict[str, Path] | None = None, device: str = "cpu", work_
         return ((str(result.bicubic_path), str(result.output_path)),
                 (str(result.input_view_path), str(result.output_path)), str(result.output_path), info)
 
-    class UploadedImage(gr.Image):
-        """gr.Image that hands over the uploaded file's path untouched: Gradio's own preprocessing opens it with
-        PIL (a second loader without our limits); ours (load_image) reads it in upscale_file."""
-
-        def get_block_name(self) -> str:
-            return "image"  # the browser side is Gradio's own image component
-
-        def preprocess(self, payload: Any) -> Any:
-            if payload is not None and payload.path and not (payload.url or "").startswith("data:"):
-                return payload.path
-            return super().preprocess(payload)
-
     with gr.Blocks(title="turbosr", analytics_enabled=False) as demo:
         gr.Markdown("# turbosr: one-step diffusion super-resolution")
         with gr.Row():
             with gr.Column(scale=1):
-                image = UploadedImage(type="filepath", sources=["upload", "clipboard"], label="input image",
-                                      elem_id="input-image")
+                image = gr.Image(type="filepath", sources=["upload", "clipboard"], label="input image",
+                                 elem_id="input-image")
+                image.preprocess = _path_only(image.preprocess)
                 model = gr.Dropdown(list(cache.models), value=next(iter(cache.models)), label="model")
                 steps = gr.Slider(1, MAX_STEPS, value=1, step=1, label="steps")
                 seed = gr.Number(0, precision=0, label="seed")
