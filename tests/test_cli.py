@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -164,3 +165,15 @@ def test_two_inputs_mapping_to_one_output_stop_before_anything_is_written(model_
     ok = run("upscale", str(shots / "**" / "*.png"), "-o", str(out), "--model", str(model_dir))
     assert ok.returncode == 0, ok.stderr
     assert sorted(str(p.relative_to(out)) for p in out.rglob("*.png")) == ["a/x.png", "b.png"]
+
+
+def test_16bit_input_gives_16bit_output(model_dir, tmp_path):
+    import png
+
+    y, x = np.mgrid[0:6, 0:10]
+    pixels = np.stack([1000 + 300 * x, 40000 + 90 * y, 65535 - 500 * x * y], -1).astype(np.uint16)
+    png.from_array(pixels.reshape(6, -1), mode="RGB;16").save(str(tmp_path / "deep.png"))
+    result = run("upscale", str(tmp_path / "deep.png"), "-o", str(tmp_path / "out"), "--model", str(model_dir))
+    assert result.returncode == 0, result.stderr
+    width, height, _, info = png.Reader(filename=str(tmp_path / "out" / "deep.png")).read()
+    assert (width, height) == (20, 12) and info["bitdepth"] == 16 and info["planes"] == 3

@@ -139,3 +139,66 @@ def test_glob_inputs_keep_the_tree_below_the_pattern_root(tmp_path):
         (tmp_path / path).write_bytes(b"")
     found = find_images([str(tmp_path / "shots" / "**" / "*.jpg")])
     assert sorted(str(relative) for _, relative in found) == ["a/x.jpg", "b/x.jpg", "top.jpg"]
+
+
+def _gradient16(height: int = 12, width: int = 20) -> np.ndarray:
+    """A 16-bit RGB gradient whose values are not multiples of 257 (an 8-bit round trip would change them)."""
+    y, x = np.mgrid[0:height, 0:width]
+    return np.stack([1000 + 37 * x + 5 * y, 65535 - 91 * x * y, 3 + 2011 * y], axis=-1).astype(np.uint16)
+
+
+@pytest.mark.parametrize("suffix", [".png", ".tif"])
+def test_16bit_rgb_round_trips_at_full_precision(tmp_path, suffix):
+    import png
+    import tifffile
+
+    pixels = _gradient16()
+    source = tmp_path / f"deep{suffix}"
+    if suffix == ".png":
+        png.from_array(pixels.reshape(12, -1), mode="RGB;16").save(str(source))
+    else:
+        tifffile.imwrite(source, pixels, photometric="rgb")
+    loaded = load_image(source)
+    assert loaded.bit_depth == 16 and loaded.rgb.shape == (1, 3, 12, 20)
+    assert np.array_equal((loaded.rgb[0].permute(1, 2, 0).numpy() * 65535).round().astype(np.uint16), pixels)
+    assert abs(float(loaded.rgb[0, 0, 0, 0]) * 65535 - 1000) < 1e-3  # 1000, not the 8-bit 771 (3 * 257)
+    out = save_image(loaded.rgb, tmp_path / f"out{suffix}", bit_depth=16)
+    again = load_image(out)
+    assert again.bit_depth == 16 and torch.equal(again.rgb, loaded.rgb)
+    if suffix == ".png":
+        assert png.Reader(filename=str(out)).read()[3]["bitdepth"] == 16
+
+
+def test_16bit_png_keeps_its_icc_profile_and_exif_and_applies_orientation(tmp_path):
+    from PIL import ImageCms
+
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    rgb = torch.rand(1, 3, 6, 10, generator=torch.Generator().manual_seed(0))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotated: displayed after a 90-degree clockwise turn
+    exif[0x010F] = "turbosr-test-camera"
+    written = save_image(rgb, tmp_path / "a.png", icc_profile=icc, exif=exif.tobytes(), bit_depth=16)
+    loaded = load_image(written)
+    assert loaded.icc_profile == icc and loaded.rgb.shape == (1, 3, 10, 6)  # orientation applied
+    assert torch.allclose(loaded.rgb, rgb.rot90(3, (-2, -1)), atol=1 / 65535)
+    kept = Image.Exif()
+    kept.load(loaded.exif)
+    assert kept.get(0x010F) == "turbosr-test-camera" and 0x0112 not in kept
+
+
+@pytest.mark.parametrize(("suffix", "quality"), [(".jpg", 60), (".webp", 80), (".png", 95)])
+def test_output_formats_carry_icc_and_exif_without_orientation(tmp_path, suffix, quality):
+    from PIL import ImageCms
+
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    source = Image.fromarray((np.random.default_rng(0).random((16, 24, 3)) * 255).astype(np.uint8))
+    exif = source.getexif()
+    exif[0x0112] = 3
+    exif[0x010F] = "camera"
+    source.save(tmp_path / "in.jpg", icc_profile=icc, exif=exif.tobytes(), quality=98)
+    loaded = load_image(tmp_path / "in.jpg")
+    out = save_image(loaded.rgb, tmp_path / f"out{suffix}", icc_profile=loaded.icc_profile, exif=loaded.exif,
+                     quality=quality)
+    with Image.open(out) as written:
+        assert written.info.get("icc_profile") == icc
+        assert written.getexif().get(0x010F) == "camera" and 0x0112 not in written.getexif()

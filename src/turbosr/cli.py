@@ -39,7 +39,9 @@ def _add_upscale(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps ... (default: the process's device)")
     p.add_argument("--dtype", choices=DTYPES, default="float32")
     p.add_argument("--color-fix", choices=("none", "adain", "wavelet"), default="none")
-    p.add_argument("--format", default="png", help="output format: png (default), jpg, webp, tif, or 'same' as input")
+    p.add_argument("--format", default="png", choices=("png", "jpg", "webp", "tif", "same"),
+                   help="output format (default png; 'same' keeps each input's). 16-bit inputs give 16-bit PNG/TIFF")
+    p.add_argument("--quality", type=int, default=95, help="JPEG/WebP quality 1-100 (default 95)")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.set_defaults(run=_run_upscale)
 
@@ -71,6 +73,8 @@ def _run_upscale(args: argparse.Namespace) -> int:
     if args.scale is not None and args.scale != pipeline.scale:
         raise CLIError(f"the model in {model_dir} is x{pipeline.scale}; --scale {args.scale} needs a model trained for it")
     pipeline.check_options(args.steps, args.strength, args.tile, args.tile_overlap, args.color_fix)
+    if not 1 <= args.quality <= 100:
+        raise CLIError(f"--quality must be in 1-100, got {args.quality}")
     targets = [_output_path(source, relative, output, single_file, args.format) for source, relative in items]
     seen: dict[Path, Path] = {}
     for (source, _), target in zip(items, targets, strict=True):  # before anything is written
@@ -95,7 +99,8 @@ def _run_upscale(args: argparse.Namespace) -> int:
             result = pipeline(loaded.rgb, num_steps=args.steps, strength=args.strength, tile=args.tile,
                               tile_overlap=args.tile_overlap, color_fix=args.color_fix, generator=generator)
             alpha = upscale_alpha(loaded.alpha, pipeline.scale) if loaded.alpha is not None else None
-            save_image(result, target, alpha=alpha, icc_profile=loaded.icc_profile, overwrite=args.overwrite)
+            save_image(result, target, alpha=alpha, icc_profile=loaded.icc_profile, exif=loaded.exif,
+                       overwrite=args.overwrite, quality=args.quality, bit_depth=loaded.bit_depth)
             logging.getLogger("turbosr").info("wrote %s", target)
         except (OSError, ValueError, RuntimeError) as error:
             failures += 1

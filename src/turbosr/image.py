@@ -70,7 +70,8 @@ class LoadedImage:
     """An image file split into what the SR model sees and what is carried around it.
 
     ``rgb``: (1, 3, H, W) float32 in [0, 1] (16-bit sources keep their precision); ``alpha``: (1, 1, H, W) or
-    None; ``icc_profile``: bytes or None; ``bit_depth``: 8 or 16; ``mode``/``format``: as PIL reported them.
+    None; ``icc_profile``: bytes or None; ``bit_depth``: 8 or 16; ``mode``/``format``: as PIL reported them
+    ("RGB;16" / "PNG" or "TIFF" for 16-bit colour files, which are read by :mod:`turbosr.image16`).
     """
 
     rgb: torch.Tensor
@@ -79,6 +80,7 @@ class LoadedImage:
     bit_depth: int
     mode: str
     format: str
+    exif: bytes | None = None  # the EXIF block without its orientation (already applied to the pixels)
 
 
 def _array_to_tensor(array: np.ndarray, maximum: float) -> torch.Tensor:
@@ -145,10 +147,17 @@ def read_rgb_uint8(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> to
 def load_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> LoadedImage:
     """Read an image file: EXIF orientation applied; grey, palette, CMYK, 16-bit and alpha handled.
 
-    Raises FileNotFoundError for a missing path and :class:`ImageReadError` (one line naming the file) for a
+    16-bit PNG and TIFF files keep their 16 bits (PIL alone would read colour ones as 8-bit). Raises
+    FileNotFoundError for a missing path and :class:`ImageReadError` (one line naming the file) for a
     directory, an unsupported or corrupt file, or more than ``max_pixels`` pixels (checked before decoding).
     """
-    image, fmt, icc = _open_image(Path(path), max_pixels)
+    path = Path(path)
+    if path.is_file():
+        deep = _deep_image(path, max_pixels)
+        if deep is not None:
+            return deep
+    image, fmt, icc = _open_image(path, max_pixels)
+    exif = _exif_without_orientation(image)
     mode = image.mode
     alpha = None
     bit_depth = 8
@@ -167,7 +176,49 @@ def load_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Loaded
         if image.mode in ("RGBA", "LA", "PA", "La", "RGBa"):
             alpha = _array_to_tensor(np.asarray(image.getchannel("A")), 255.0)
         rgb = _array_to_tensor(np.asarray(image.convert("RGB")), 255.0)
-    return LoadedImage(rgb=rgb, alpha=alpha, icc_profile=icc, bit_depth=bit_depth, mode=mode, format=fmt)
+    return LoadedImage(rgb=rgb, alpha=alpha, icc_profile=icc, bit_depth=bit_depth, mode=mode, format=fmt, exif=exif)
+
+
+def _exif_without_orientation(image: Image.Image) -> bytes | None:
+    exif = image.getexif()
+    exif.pop(0x0112, None)  # orientation: already applied by exif_transpose
+    return exif.tobytes() if len(exif) else None
+
+
+# PIL's transpose for each EXIF orientation, as tensor operations on (..., H, W)
+_ORIENT = {2: lambda x: x.flip(-1), 3: lambda x: x.rot90(2, (-2, -1)), 4: lambda x: x.flip(-2),
+           5: lambda x: x.transpose(-2, -1), 6: lambda x: x.rot90(3, (-2, -1)),
+           7: lambda x: x.transpose(-2, -1).rot90(2, (-2, -1)), 8: lambda x: x.rot90(1, (-2, -1))}
+
+
+def _deep_image(path: Path, max_pixels: int) -> LoadedImage | None:
+    """A 16-bit colour PNG/TIFF read at full precision (None for every other file)."""
+    from turbosr import image16
+
+    try:
+        kind = image16.deep_format(path)
+        if kind is None:
+            return None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as header:  # header only: size, profile, EXIF
+                width, height = header.size
+                icc = header.info.get("icc_profile")
+                exif = header.getexif()
+        if width * height > max_pixels:
+            raise ImageReadError(f"{path}: {width}x{height} is more than {max_pixels} pixels "
+                                 f"(raise the limit with max_pixels if you trust this file)")
+        rgb, alpha = image16.to_tensors(*image16.read_deep(path, kind))
+    except ImageReadError:
+        raise
+    except Exception as error:  # noqa: BLE001  (any decoder failure is a bad file, said in one line)
+        raise ImageReadError(f"{path}: cannot decode 16-bit image ({error})") from None
+    orientation = exif.pop(0x0112, 1)
+    if orientation in _ORIENT:
+        rgb = _ORIENT[orientation](rgb).contiguous()
+        alpha = _ORIENT[orientation](alpha).contiguous() if alpha is not None else None
+    return LoadedImage(rgb=rgb, alpha=alpha, icc_profile=icc, bit_depth=16, mode="RGB;16",
+                       format=kind.upper(), exif=exif.tobytes() if len(exif) else None)
 
 
 def _cmyk_to_rgb(image: Image.Image, icc: bytes | None) -> Image.Image:
@@ -183,12 +234,14 @@ def _cmyk_to_rgb(image: Image.Image, icc: bytes | None) -> Image.Image:
 
 
 def save_image(image: torch.Tensor, path: str | Path, *, alpha: torch.Tensor | None = None,
-               icc_profile: bytes | None = None, overwrite: bool = False, quality: int = 95) -> Path:
+               icc_profile: bytes | None = None, exif: bytes | None = None, overwrite: bool = False,
+               quality: int = 95, bit_depth: int = 8) -> Path:
     """Write (1, 3, H, W) [0, 1] to ``path`` atomically (temp file + rename); format from the suffix.
 
     Refuses to replace an existing file unless ``overwrite``. ``alpha`` (1, 1, H, W) is attached where the
-    format supports it (dropped with a warning for JPEG/BMP). Output is 8 bits per channel: 16-bit inputs are
-    read and processed at full precision, but PIL has no writer for 48-bit RGB.
+    format supports it (dropped with a warning for JPEG/BMP); the ICC profile and EXIF block are carried where
+    the format has a place for them. ``bit_depth`` 16 writes 16-bit PNG or TIFF (:mod:`turbosr.image16`);
+    other formats are 8-bit. ``quality`` applies to JPEG and WebP.
     """
     path = Path(path)
     suffix = path.suffix.lower()
@@ -197,6 +250,14 @@ def save_image(image: torch.Tensor, path: str | Path, *, alpha: torch.Tensor | N
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} exists (use --overwrite to replace it)")
     fmt = SAVE_FORMATS[suffix]
+    if bit_depth not in (8, 16):
+        raise ValueError(f"bit_depth must be 8 or 16, got {bit_depth}")
+    if bit_depth == 16 and fmt in ("PNG", "TIFF"):
+        from turbosr import image16
+
+        data = (image16.encode_png16(image, alpha, icc_profile, exif) if fmt == "PNG"
+                else image16.encode_tiff16(image, alpha, icc_profile))
+        return _write_atomically(path, data, overwrite)
     array = image.detach().float().clamp(0, 1)[0].permute(1, 2, 0).cpu().numpy()
     pil = Image.fromarray((array * 255).round().astype(np.uint8), mode="RGB")
     if alpha is not None:
@@ -210,12 +271,18 @@ def save_image(image: torch.Tensor, path: str | Path, *, alpha: torch.Tensor | N
         options["icc_profile"] = icc_profile
     if fmt in ("JPEG", "WEBP"):
         options["quality"] = quality
+    if exif and fmt in ("JPEG", "WEBP", "PNG", "TIFF"):
+        options["exif"] = exif
     buffer = io.BytesIO()
     pil.save(buffer, format=fmt, **options)
+    return _write_atomically(path, buffer.getvalue(), overwrite)
+
+
+def _write_atomically(path: Path, data: bytes, overwrite: bool) -> Path:
     handle, temp = temp_file_beside(path)
     try:
         with os.fdopen(handle, "wb") as file:
-            file.write(buffer.getvalue())
+            file.write(data)
         if path.exists() and not overwrite:  # created meanwhile by someone else: still never replace it
             raise FileExistsError(f"{path} exists (use --overwrite to replace it)")
         os.replace(temp, path)
