@@ -34,19 +34,16 @@ from turbosr.models.autoencoders import Autoencoder, KLAutoencoder, PatchAutoenc
 from turbosr.models.initial import fit_patch_autoencoder, setup_generator
 from turbosr.models.presets import build_autoencoder
 from turbosr.train.common import (
-    EMA,
     LATEST,
     Cadence,
     averaged_copy,
     hq_batch,
     load_dataset,
     make_accelerator,
-    make_optimizer,
     micro_batches,
     optimizer_step,
-    resume,
+    prepare,
     save_checkpoint,
-    speed_up,
 )
 from turbosr.train.patchgan import PatchGAN
 from turbosr.train.reporting import StepReport
@@ -111,12 +108,9 @@ def train(config: AutoencoderConfig) -> Path:
         return save_checkpoint(accelerator, run.output_dir, 0, None, to_dict(config), lambda folder: save_autoencoder(
             folder, autoencoder, {"train_crop_psnr": psnr}))
     autoencoder.to(accelerator.device)
-    optimizer, scheduler = make_optimizer(trained.parameters(), config.optim)
-    model, optimizer, scheduler = accelerator.prepare(trained, optimizer, scheduler)
-    speed_up(model, run)  # memory format only: the network runs inside reconstruct()
     gan = PatchGAN(config.adversarial, accelerator)
-    ema = EMA(trained, run.ema_decay)
-    start = resume(accelerator, run.output_dir, ema)
+    # (the network runs inside reconstruct(): of the speed options only the memory format applies)
+    model, _, optimizer, scheduler, ema, start = prepare(accelerator, trained, config.optim, run)
     report = StepReport(run, accelerator, start)
     cadence = Cadence(run)
 
@@ -128,13 +122,9 @@ def train(config: AutoencoderConfig) -> Path:
                 prediction, kl = reconstruct(autoencoder, hq)
                 terms = image_loss(prediction, hq, config.loss)
                 loss = terms["total"] + config.loss.kl * kl
-                adversarial = gan.generator_loss(prediction, step)
-                if adversarial is not None:
-                    terms["generator"], loss = adversarial, loss + adversarial
+                loss = gan.add_generator_loss(loss, terms, prediction, step)
                 accelerator.backward(loss / run.gradient_accumulation_steps)
-            discriminator_loss = gan.discriminator_step(hq, prediction)
-            if discriminator_loss is not None:
-                terms["discriminator"] = discriminator_loss
+            gan.discriminator_step(hq, prediction, terms)
         # update, average, log, checkpoint (the averaged autoencoder); stop when the time budget is spent
         optimizer_step(accelerator, model, optimizer, scheduler, config.optim.grad_clip)
         ema.update(trained, step)

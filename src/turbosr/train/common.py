@@ -15,7 +15,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
@@ -157,6 +157,29 @@ def optimizer_step(accelerator: Any, model: nn.Module, optimizer: torch.optim.Op
     optimizer.step()
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)
+
+
+class Trainee(NamedTuple):
+    """The trained module as a loop uses it: ``model`` (prepared by Accelerate: step and clip it),
+    ``forward`` (call it: ``model`` or its compiled wrapper), optimizer, scheduler, EMA and the first step."""
+
+    model: nn.Module
+    forward: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    ema: EMA
+    start: int
+
+
+def prepare(accelerator: Any, module: nn.Module, optim: OptimConfig, run: RunConfig) -> Trainee:
+    """Optimizer and warm-up schedule for ``module``, Accelerate preparation, the speed options, an EMA of its
+    parameters, and the resume from ``run.output_dir/checkpoint-latest`` when there is one."""
+    optimizer, scheduler = make_optimizer(module.parameters(), optim)
+    model, optimizer, scheduler = accelerator.prepare(module, optimizer, scheduler)
+    forward = speed_up(model, run)
+    ema = EMA(module, run.ema_decay)
+    start = resume(accelerator, run.output_dir, ema)
+    return Trainee(model, forward, optimizer, scheduler, ema, start)
 
 
 # ---------------------------------------------------------------------------------------- checkpoints

@@ -34,19 +34,16 @@ from turbosr.models.autoencoders import KLAutoencoder, PatchAutoencoder
 from turbosr.models.initial import lq_condition
 from turbosr.pipeline import SRPipeline
 from turbosr.train.common import (
-    EMA,
     LATEST,
     Cadence,
     averaged_copy,
     hq_batch,
     load_dataset,
     make_accelerator,
-    make_optimizer,
     micro_batches,
     optimizer_step,
-    resume,
+    prepare,
     save_checkpoint,
-    speed_up,
     validate,
     validation_crops,
 )
@@ -111,12 +108,9 @@ def train(config: DecoderConfig) -> Path:
     pipeline.denoiser.requires_grad_(False)
     pipeline.autoencoder.requires_grad_(False)
     decoder = decoder_module(pipeline).requires_grad_(True).train()
-    optimizer, scheduler = make_optimizer(decoder.parameters(), config.optim)
-    model, optimizer, scheduler = accelerator.prepare(decoder, optimizer, scheduler)
-    speed_up(model, run)  # the decoder runs inside autoencoder.decode: only the memory format applies
     gan = PatchGAN(config.adversarial, accelerator)
-    ema = EMA(decoder, run.ema_decay)
-    start = resume(accelerator, run.output_dir, ema)
+    # (the decoder runs inside autoencoder.decode: of the speed options only the memory format applies)
+    model, _, optimizer, scheduler, ema, start = prepare(accelerator, decoder, config.optim, run)
     report = StepReport(run, accelerator, start)
     validation = validation_crops(data, pipeline.scale, run.validation_images)
     cadence = Cadence(run)
@@ -134,13 +128,9 @@ def train(config: DecoderConfig) -> Path:
                 prediction = (pipeline.autoencoder.decode(latent).float() + 1.0) / 2.0
                 terms = image_loss(prediction, hq, config.loss)
                 loss = terms["total"]
-                adversarial = gan.generator_loss(prediction, step)
-                if adversarial is not None:
-                    terms["generator"], loss = adversarial, loss + adversarial
+                loss = gan.add_generator_loss(loss, terms, prediction, step)
                 accelerator.backward(loss / run.gradient_accumulation_steps)
-            discriminator_loss = gan.discriminator_step(hq, prediction)
-            if discriminator_loss is not None:
-                terms["discriminator"] = discriminator_loss
+            gan.discriminator_step(hq, prediction, terms)
         # update, average, log
         optimizer_step(accelerator, model, optimizer, scheduler, config.optim.grad_clip)
         ema.update(decoder, step)

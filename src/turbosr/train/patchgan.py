@@ -36,8 +36,19 @@ class PatchGAN:
         self.discriminator.requires_grad_(False)  # this term must not train the discriminator
         return self.config.weight * hinge_generator_loss(self.discriminator(to_model_range(prediction)))
 
-    def discriminator_step(self, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor | None:
-        """One hinge-loss update of the discriminator on real vs (detached) fake images; returns its loss."""
+    def add_generator_loss(self, loss: torch.Tensor, terms: dict[str, torch.Tensor], prediction: torch.Tensor,
+                           step: int) -> torch.Tensor:
+        """``loss`` plus the generator term when it is on (recorded in ``terms`` as "generator")."""
+        term = self.generator_loss(prediction, step)
+        if term is None:
+            return loss
+        terms["generator"] = term
+        return loss + term
+
+    def discriminator_step(self, real: torch.Tensor, fake: torch.Tensor,
+                           terms: dict[str, torch.Tensor] | None = None) -> torch.Tensor | None:
+        """One hinge-loss update of the discriminator on real vs (detached) fake images; returns its loss (also
+        recorded in ``terms`` as "discriminator")."""
         if not self.enabled:
             return None
         self.discriminator.requires_grad_(True)
@@ -47,4 +58,6 @@ class PatchGAN:
         self.accelerator.backward(loss)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
+        if terms is not None:
+            terms["discriminator"] = loss.detach()
         return loss.detach()

@@ -29,19 +29,16 @@ from turbosr.models.denoiser import Denoiser
 from turbosr.models.initial import initial_pipeline, lq_condition
 from turbosr.pipeline import SRPipeline
 from turbosr.train.common import (
-    EMA,
     LATEST,
     Cadence,
     averaged_copy,
     hq_batch,
     load_dataset,
     make_accelerator,
-    make_optimizer,
     micro_batches,
     optimizer_step,
-    resume,
+    prepare,
     save_checkpoint,
-    speed_up,
     validate,
     validation_crops,
 )
@@ -129,17 +126,13 @@ def train(config: ScaleDistillConfig) -> Path:
     pipeline.denoiser.residual_scale.copy_(teacher.denoiser.residual_scale)  # shared scale: exact conversion
     teacher.denoiser.requires_grad_(False)
     autoencoder = teacher.autoencoder.requires_grad_(False)
+    alpha_bar = pipeline.alpha_bar.to(accelerator.device)  # the schedule both share (checked above)
+    steps_total = config.model.schedule.num_train_timesteps
     denoiser = pipeline.denoiser.train()
-    optimizer, scheduler = make_optimizer(denoiser.parameters(), config.optim)
-    model, optimizer, scheduler = accelerator.prepare(denoiser, optimizer, scheduler)
-    forward = speed_up(model, run)
-    ema = EMA(denoiser, run.ema_decay)
-    start = resume(accelerator, run.output_dir, ema)
+    model, forward, optimizer, scheduler, ema, start = prepare(accelerator, denoiser, config.optim, run)
     report = StepReport(run, accelerator, start)
     validation = validation_crops(data, scale, run.validation_images)
     cadence = Cadence(run)
-    alpha_bar = pipeline.alpha_bar.to(accelerator.device)
-    steps_total = config.model.schedule.num_train_timesteps
 
     for step in range(start, run.max_steps):
         for generator, sync in micro_batches(run.seed, step, run.gradient_accumulation_steps, accelerator, model):

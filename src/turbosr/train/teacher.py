@@ -21,19 +21,16 @@ from turbosr.image import to_model_range
 from turbosr.losses import diffusion_loss
 from turbosr.models.initial import initial_pipeline, lq_condition
 from turbosr.train.common import (
-    EMA,
     LATEST,
     Cadence,
     averaged_copy,
     hq_batch,
     load_dataset,
     make_accelerator,
-    make_optimizer,
     micro_batches,
     optimizer_step,
-    resume,
+    prepare,
     save_checkpoint,
-    speed_up,
     validate,
     validation_crops,
 )
@@ -79,11 +76,7 @@ def train(config: TeacherConfig) -> Path:
         residual_scale_batches=config.residual_scale_batches, batch_size=run.batch_size)
     autoencoder = pipeline.autoencoder.to(accelerator.device).requires_grad_(False)
     denoiser = pipeline.denoiser.train()
-    optimizer, scheduler = make_optimizer(denoiser.parameters(), config.optim)
-    model, optimizer, scheduler = accelerator.prepare(denoiser, optimizer, scheduler)
-    forward = speed_up(model, run)
-    ema = EMA(denoiser, run.ema_decay)
-    start = resume(accelerator, run.output_dir, ema)
+    model, forward, optimizer, scheduler, ema, start = prepare(accelerator, denoiser, config.optim, run)
     report = StepReport(run, accelerator, start)
     validation = validation_crops(data, scale, run.validation_images)
     cadence = Cadence(run)
