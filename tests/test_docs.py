@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PAGES = ["docs/api.md"]
+PAGES = ["docs/api.md", "README.md"]
 
 
 def python_blocks(page: Path) -> list[str]:
