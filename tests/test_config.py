@@ -72,8 +72,9 @@ def test_method_names_match_the_methods():
 
 
 def config_method(path: Path) -> str:
-    """configs/ naming: decoder-*, distill-*, autoencoder-*; everything else trains a teacher."""
-    for prefix, method in (("decoder", "decoder"), ("distill", "scale-distill"), ("autoencoder", "autoencoder")):
+    """configs/ naming: decoder-*, distill-*, autoencoder-*, addsr-*; everything else trains a teacher."""
+    for prefix, method in (("decoder", "decoder"), ("distill", "scale-distill"), ("autoencoder", "autoencoder"),
+                           ("addsr", "adversarial-distill")):
         if path.name.startswith(prefix):
             return method
     return "teacher"

@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from turbosr.config import ImageLossConfig
@@ -7,7 +8,7 @@ from turbosr.losses import (
     image_loss,
     l1_loss,
     ssim_loss,
-    timestep_adaptive_weights,
+    timestep_adaptive_weight,
 )
 
 
@@ -34,7 +35,13 @@ def test_image_loss_is_float32_even_under_bfloat16_autocast():
     assert set(terms) == {"l1", "total"}
 
 
-def test_timestep_adaptive_weights_ramp():
-    adversarial, distillation = timestep_adaptive_weights(torch.tensor([0, 999]), 1000)
-    assert adversarial.tolist() == [0.0, 1.0]
-    assert distillation[0] == 1.0 and distillation[1] >= 0.1
+def test_timestep_adaptive_weights_are_the_published_constants():
+    steps = torch.arange(4)
+    expected = [0.5 * 2.1**k for k in range(4)]  # 0.5, 1.05, 2.205, 4.6305
+    assert torch.allclose(timestep_adaptive_weight(steps), torch.tensor(expected))
+    assert torch.allclose(timestep_adaptive_weight(steps, "linear"), torch.tensor([0.7, 0.9, 1.1, 1.3]))
+    assert torch.equal(timestep_adaptive_weight(steps, "fixed"), torch.ones(4))
+    assert torch.all(timestep_adaptive_weight(steps)[1:] > timestep_adaptive_weight(steps)[:-1])
+    with pytest.raises(ValueError, match="unknown weighting form"):
+        timestep_adaptive_weight(steps, "cosine")
+

@@ -69,6 +69,12 @@ class ModelConfig:
     target: str = "residual"  # "residual" | "latent"
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     sd_path: str | None = None  # preset "sd": local diffusers Stable Diffusion folder to initialise from
+    # AddSR students (turbosr train adversarial-distill): a ControlNet-style branch, the sampler that re-noises
+    # each step's x0 prediction with fresh noise, and prediction-based self-refinement at inference: from the
+    # second step on the branch sees psr_weight * previous prediction + (1 - psr_weight) * LQ (latents)
+    control: bool = False
+    sampler: str = "ddim"  # "ddim" | "renoise"
+    psr_weight: float = 0.5
 
     def __post_init__(self) -> None:
         checks = {
@@ -76,6 +82,7 @@ class ModelConfig:
             "unet": ("unet2d", "unet2d_condition"),
             "prediction_type": ("epsilon", "v", "sample"),
             "target": ("residual", "latent"),
+            "sampler": ("ddim", "renoise"),
         }
         for name, allowed in checks.items():
             if getattr(self, name) not in allowed:
@@ -84,6 +91,8 @@ class ModelConfig:
             raise ConfigError(f"model.scale must be a positive integer, got {self.scale}")
         if len(self.attention_levels) != len(self.unet_channels):
             raise ConfigError("model.attention_levels needs one entry per model.unet_channels entry")
+        if not 0.0 <= self.psr_weight <= 1.0:
+            raise ConfigError(f"model.psr_weight must be in [0, 1], got {self.psr_weight}")
         if self.prediction_type == "epsilon" and self.schedule.zero_terminal_snr:
             raise ConfigError(
                 "epsilon prediction cannot recover x0 at zero terminal SNR: set model.schedule.zero_terminal_snr=false "

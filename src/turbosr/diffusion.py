@@ -168,3 +168,37 @@ def sample(
         if on_step is not None:
             on_step(index)
     return x0
+
+
+RenoiseDenoiseFn = Callable[[torch.Tensor, int, "torch.Tensor | None"], torch.Tensor]
+
+
+def sample_renoise(
+    denoise: RenoiseDenoiseFn,
+    fresh_noise: Callable[[], torch.Tensor],
+    timesteps: list[int],
+    alpha_bar: torch.Tensor,
+    prediction_type: str,
+    initial_x0: torch.Tensor | None = None,
+    on_step: Callable[[int], None] | None = None,
+) -> torch.Tensor:
+    """Few-step sampling of adversarially distilled models (ADD, Sauer et al. 2023, sec. 3; AddSR): each step
+    predicts x0, and the next step starts from that x0 noised again to its timestep with *fresh* noise (not
+    DDIM's reuse of the predicted noise). ``denoise(x_t, t, previous_x0)`` gets the previous step's x0 (None at
+    the first step) so it can condition on it (AddSR's prediction-based self-refinement).
+    """
+    first = torch.full((1,), timesteps[0], dtype=torch.long)
+    noise = fresh_noise()
+    start = torch.zeros_like(noise) if initial_x0 is None else initial_x0
+    x_t = add_noise(start, noise, first.expand(noise.shape[0]).to(noise.device), alpha_bar)
+    previous = None
+    for index, t in enumerate(timesteps):
+        t_batch = torch.full((noise.shape[0],), t, device=noise.device, dtype=torch.long)
+        output = denoise(x_t, t, previous)
+        previous, _ = predict_x0_eps(output, x_t, t_batch, alpha_bar, prediction_type)
+        if index + 1 < len(timesteps):
+            next_t = torch.full((noise.shape[0],), timesteps[index + 1], device=noise.device, dtype=torch.long)
+            x_t = add_noise(previous, fresh_noise(), next_t, alpha_bar)
+        if on_step is not None:
+            on_step(index)
+    return previous

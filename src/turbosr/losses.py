@@ -71,16 +71,27 @@ def hinge_generator_loss(fake_logits: torch.Tensor) -> torch.Tensor:
     return -fake_logits.float().mean()
 
 
-def timestep_adaptive_weights(t: torch.Tensor, num_train_timesteps: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """AddSR's timestep-adaptive ADD weighting (Xie et al. 2024, arXiv 2404.01717, sec. 3.3).
+# AddSR's timestep-adaptive distillation weights (Xie et al. 2024, arXiv 2404.01717, sec. 3.3), indexed by the
+# step k = 1..4 of the 4-step schedule (t = 999, 749, 499, 249). The paper's form is exponential, 0.5 * 2.1^(k-1);
+# an earlier version of the paper used a linear ramp. (The released code uses 0.85, 1, 1.2, 1.4 instead.)
+ADAPTIVE_WEIGHT_FORMS = {
+    "exponential": (0.5, 1.05, 2.205, 4.6305),
+    "linear": (0.7, 0.9, 1.1, 1.3),
+    "fixed": (1.0, 1.0, 1.0, 1.0),  # the ablation: no timestep adaptation
+}
 
-    Early (noisy, large t) student steps must hallucinate detail, so the adversarial term dominates; late steps
-    refine what is there, so the distillation term dominates. Returns (adversarial weight, distillation weight),
-    each (B,), from a linear ramp in t / T: w_adv = t / T, w_distill = 1 - t / T + (small floor) — the exact
-    ramp the paper uses is a design choice we document, not a published formula we reproduce.
+
+def timestep_adaptive_weight(step_index: torch.Tensor, form: str = "exponential") -> torch.Tensor:
+    """Distillation-loss weight for 0-based schedule step ``step_index`` (B,) (0 = the pure-noise step).
+
+    Small at the first, noisiest step and large at the last: early steps must invent detail (the fixed
+    adversarial term dominates), late steps refine what is there (distillation dominates). Which index a
+    training sample gets is the caller's choice (see ``adaptive_indexing`` in train/adversarial_distill.py).
     """
-    fraction = t.float() / max(1, num_train_timesteps - 1)
-    return fraction, (1.0 - fraction).clamp_min(0.1)
+    if form not in ADAPTIVE_WEIGHT_FORMS:
+        raise ValueError(f"unknown weighting form {form!r}; choose one of {', '.join(ADAPTIVE_WEIGHT_FORMS)}")
+    table = torch.tensor(ADAPTIVE_WEIGHT_FORMS[form], device=step_index.device)
+    return table[step_index.clamp(0, len(table) - 1).long()]
 
 
 def image_loss(prediction: torch.Tensor, target: torch.Tensor, weights: ImageLossConfig) -> dict[str, torch.Tensor]:

@@ -24,7 +24,7 @@ from turbosr import checkpoint
 from turbosr.colorfix import COLOR_FIXES
 from turbosr.config import ModelConfig, from_dict, to_dict
 from turbosr.degradations import upsample_lq
-from turbosr.diffusion import make_alpha_bar, sample, sampling_timesteps
+from turbosr.diffusion import make_alpha_bar, sample, sample_renoise, sampling_timesteps
 from turbosr.image import from_model_range, pil_to_tensor, tensor_to_pil, to_model_range, upscale_alpha
 from turbosr.models.autoencoders import Autoencoder, autoencoder_from_config, diffusers_config
 from turbosr.models.denoiser import Denoiser
@@ -115,7 +115,7 @@ class SRPipeline:
         unet = classes[meta["unet_class"]].from_config(meta["unet"])
         state = checkpoint.expand_state(checkpoint.load_tensors(folder / "denoiser.safetensors"))
         prompt = state.get("prompt_embedding")
-        denoiser = Denoiser(unet, config.latent_channels, config.target, prompt)
+        denoiser = Denoiser(unet, config.latent_channels, config.target, prompt, config.control)
         denoiser.load_state_dict(state, strict=True)
         autoencoder = autoencoder_from_config(meta["autoencoder"])
         autoencoder.load_state_dict(checkpoint.load_tensors(folder / "autoencoder.safetensors"), strict=True)
@@ -195,19 +195,36 @@ class SRPipeline:
         """
         channels = lq_latent.shape[1]
         noise_device = generator.device if generator is not None else lq_latent.device
-        noise = torch.randn(lq_latent.shape, generator=generator, device=noise_device, dtype=torch.float32)
-        noise = noise.to(lq_latent.device, lq_latent.dtype)
+
+        def fresh_noise() -> torch.Tensor:
+            noise = torch.randn(lq_latent.shape, generator=generator, device=noise_device, dtype=torch.float32)
+            return noise.to(lq_latent.device, lq_latent.dtype)
+
         latent_tile = latent_tile or max(lq_latent.shape[-2:])
+        timesteps = sampling_timesteps(num_steps, self.config.schedule.num_train_timesteps, strength)
+        on_step = (lambda i: progress(i, len(timesteps))) if progress else None
+        initial_x0 = self.denoiser.to_x0(lq_latent, lq_latent)
+        if self.config.sampler == "renoise":
+            weight = self.config.psr_weight
+
+            def denoise_psr(x_t: torch.Tensor, t: int, previous_x0: torch.Tensor | None) -> torch.Tensor:
+                control = lq_latent if previous_x0 is None else (
+                    weight * self.denoiser.from_x0(previous_x0, lq_latent) + (1 - weight) * lq_latent)
+                stacked = torch.cat([x_t, lq_latent, control], dim=1)
+                return tiled_map(lambda x, _: self.denoiser(x[:, :channels], x[:, channels:2 * channels], t,
+                                                            x[:, 2 * channels:]), stacked, latent_tile, latent_overlap)
+
+            x0 = sample_renoise(denoise_psr, fresh_noise, timesteps, self.alpha_bar, self.config.prediction_type,
+                                initial_x0=initial_x0, on_step=on_step)
+            return self.denoiser.from_x0(x0, lq_latent)
 
         def denoise(x_t: torch.Tensor, t: int) -> torch.Tensor:
             stacked = torch.cat([x_t, lq_latent], dim=1)
             return tiled_map(lambda x, _: self.denoiser(x[:, :channels], x[:, channels:], t), stacked,
                              latent_tile, latent_overlap)
 
-        timesteps = sampling_timesteps(num_steps, self.config.schedule.num_train_timesteps, strength)
-        x0 = sample(denoise, noise, timesteps, self.alpha_bar, self.config.prediction_type,
-                    initial_x0=self.denoiser.to_x0(lq_latent, lq_latent),
-                    on_step=(lambda i: progress(i, len(timesteps))) if progress else None)
+        x0 = sample(denoise, fresh_noise(), timesteps, self.alpha_bar, self.config.prediction_type,
+                    initial_x0=initial_x0, on_step=on_step)
         return self.denoiser.from_x0(x0, lq_latent)
 
     def check_options(self, num_steps: int, strength: float, tile: int, tile_overlap: int, color_fix: str) -> None:

@@ -20,7 +20,7 @@ class Denoiser(nn.Module):
     """
 
     def __init__(self, unet: nn.Module, latent_channels: int, target: str,
-                 prompt_embedding: torch.Tensor | None = None) -> None:
+                 prompt_embedding: torch.Tensor | None = None, control: bool = False) -> None:
         super().__init__()
         self.unet = unet
         self.latent_channels = latent_channels
@@ -32,14 +32,39 @@ class Denoiser(nn.Module):
                 dim = unet.config.cross_attention_dim
                 prompt_embedding = torch.zeros(1, 8, dim if isinstance(dim, int) else dim[0])
             self.register_buffer("prompt_embedding", prompt_embedding.clone())
+        # AddSR student: a ControlNet-style branch that also sees a control condition (see models/control.py)
+        self.control = None
+        if control:
+            from turbosr.models.control import ControlBranch
 
-    def forward(self, x_t: torch.Tensor, condition: torch.Tensor, t: torch.Tensor | int) -> torch.Tensor:
-        """x_t, condition: (B, C, h, w); t: int or (B,) -> network output (B, C, h, w)."""
+            self.control = ControlBranch(unet, latent_channels)
+
+    def add_control(self) -> None:
+        """Give this denoiser a zero-initialised control branch (its outputs stay exactly the same)."""
+        from turbosr.models.control import ControlBranch
+
+        if self.control is None:
+            self.control = ControlBranch(self.unet, self.latent_channels).to(self.residual_scale.device)
+
+    def forward(self, x_t: torch.Tensor, condition: torch.Tensor, t: torch.Tensor | int,
+                control_condition: torch.Tensor | None = None) -> torch.Tensor:
+        """x_t, condition: (B, C, h, w); t: int or (B,) -> network output (B, C, h, w).
+
+        ``condition`` is the LQ latent (YONOS-SR conditioning, concatenated to x_t). A denoiser with a control
+        branch also takes ``control_condition`` (AddSR: the LQ latent, or the previous step's prediction under
+        self-refinement); None means the LQ latent.
+        """
         if not torch.is_tensor(t):
             t = torch.full((x_t.shape[0],), int(t), device=x_t.device, dtype=torch.long)
         inputs = torch.cat([x_t, condition.to(x_t.dtype)], dim=1)
+        context = self.prompt_embedding.to(x_t.dtype).expand(x_t.shape[0], -1, -1) if self.cross_attention else None
+        if self.control is not None:
+            from turbosr.models.control import unet_with_residuals
+
+            control = condition if control_condition is None else control_condition
+            down, mid = self.control(inputs, control, t, context)
+            return unet_with_residuals(self.unet, inputs, t, context, down, mid)
         if self.cross_attention:
-            context = self.prompt_embedding.to(x_t.dtype).expand(x_t.shape[0], -1, -1)
             return self.unet(inputs, t, encoder_hidden_states=context).sample
         return self.unet(inputs, t).sample
 

@@ -1,7 +1,9 @@
-"""A small PatchGAN discriminator (Isola et al. 2017) with spectral normalisation, for adversarial losses.
+"""Discriminators for the adversarial losses (hinge losses in ``turbosr.losses``), and DiffAugment.
 
-Input: images (B, 3, H, W) in [-1, 1] (model range). Output: a logit map (B, 1, H/8, W/8): one real/fake score
-per receptive-field patch, used with the hinge losses in ``turbosr.losses``.
+- :class:`PatchDiscriminator`: a small PatchGAN (Isola et al. 2017) with spectral normalisation on images in
+  [-1, 1]; a logit per receptive-field patch.
+- :class:`FeatureDiscriminator`: trainable heads on a frozen diffusion UNet's encoder features of noised latents
+  (latent adversarial distillation), conditioned on the LQ latent: AddSR's default here.
 """
 
 from __future__ import annotations
@@ -12,9 +14,11 @@ from torch.nn.utils import spectral_norm
 
 
 class PatchDiscriminator(nn.Module):
-    def __init__(self, channels: int = 32, layers: int = 3) -> None:
+    """PatchGAN: ``in_channels`` 3 for an image, 6 for an image with its bicubic LQ beside it (conditioned)."""
+
+    def __init__(self, channels: int = 32, layers: int = 3, in_channels: int = 3) -> None:
         super().__init__()
-        blocks: list[nn.Module] = [spectral_norm(nn.Conv2d(3, channels, 4, 2, 1)), nn.LeakyReLU(0.2)]
+        blocks: list[nn.Module] = [spectral_norm(nn.Conv2d(in_channels, channels, 4, 2, 1)), nn.LeakyReLU(0.2)]
         width = channels
         for _ in range(layers - 1):
             blocks += [spectral_norm(nn.Conv2d(width, width * 2, 4, 2, 1)), nn.LeakyReLU(0.2)]
@@ -24,3 +28,76 @@ class PatchDiscriminator(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.net(images)
+
+
+def diff_augment(images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """DiffAugment's translation and cutout (Zhao et al. 2020, "Differentiable Augmentation for Data-Efficient
+    GAN Training"), per sample: a shift of up to 1/8 of the size with zero fill, then one zeroed square of half
+    the size. Differentiable in ``images``; the random choices come from ``generator`` (CPU)."""
+    batch, _, height, width = images.shape
+    shift = torch.randint(-(height // 8), height // 8 + 1, (batch, 2), generator=generator)
+    pad = max(1, height // 8, width // 8)
+    padded = nn.functional.pad(images, (pad, pad, pad, pad))
+    rows = (torch.arange(height)[None, :] + pad - shift[:, :1]).to(images.device)  # (B, H)
+    cols = (torch.arange(width)[None, :] + pad - shift[:, 1:]).to(images.device)  # (B, W)
+    index = torch.arange(batch, device=images.device)[:, None, None]
+    moved = padded.permute(0, 2, 3, 1)[index, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
+    size_h, size_w = height // 2, width // 2
+    top = torch.randint(0, height - size_h + 1, (batch,), generator=generator)
+    left = torch.randint(0, width - size_w + 1, (batch,), generator=generator)
+    y = torch.arange(height)[None, :, None]
+    x = torch.arange(width)[None, None, :]
+    keep = ~(((y >= top[:, None, None]) & (y < top[:, None, None] + size_h))
+             & ((x >= left[:, None, None]) & (x < left[:, None, None] + size_w)))
+    return moved * keep[:, None].to(images.device, images.dtype)
+
+
+def unet_encoder_features(unet: nn.Module, inputs: torch.Tensor, t: torch.Tensor,
+                          context: torch.Tensor | None = None) -> list[torch.Tensor]:
+    """The outputs of a diffusers UNet's down blocks and mid block for (inputs, t): multi-scale features."""
+    from turbosr.models.control import _time_embedding
+
+    emb = _time_embedding(unet, t, inputs)
+    hidden = unet.conv_in(inputs)
+    features = []
+    for block in unet.down_blocks:
+        if context is not None and getattr(block, "has_cross_attention", False):
+            hidden, _ = block(hidden_states=hidden, temb=emb, encoder_hidden_states=context)
+        else:
+            hidden, _ = block(hidden_states=hidden, temb=emb)
+        features.append(hidden)
+    if context is not None:
+        features.append(unet.mid_block(hidden, emb, encoder_hidden_states=context))
+    else:
+        features.append(unet.mid_block(hidden, emb))
+    return features
+
+
+class FeatureDiscriminator(nn.Module):
+    """Latent adversarial discriminator (LADD, Sauer et al. 2024): a frozen diffusion UNet's encoder features of
+    a noised latent, scored by small trainable heads, one per feature level, each conditioned on a global
+    embedding of the LQ latent (as AddSR conditions its heads on the LQ image's DINO class token; global, so
+    DiffAugment's shifts of the scored latent cannot be matched against it). Only the heads and the embedding
+    train; the UNet is used, not owned (it is the frozen teacher's)."""
+
+    def __init__(self, unet: nn.Module, latent_channels: int, width: int = 64, embedding: int = 32) -> None:
+        super().__init__()
+        self.unet = [unet]  # a list: not registered as a submodule, so neither saved nor trained here
+        levels = list(unet.config.block_out_channels) + [unet.config.block_out_channels[-1]]
+        self.embed = nn.Sequential(nn.Conv2d(latent_channels, embedding, 3, padding=1), nn.SiLU(),
+                                   nn.Conv2d(embedding, embedding, 3, padding=1))
+        self.heads = nn.ModuleList(
+            nn.Sequential(spectral_norm(nn.Conv2d(channels + embedding, width, 3, padding=1)), nn.LeakyReLU(0.2),
+                          spectral_norm(nn.Conv2d(width, 1, 1))) for channels in levels)
+
+    def forward(self, noisy_x0: torch.Tensor, lq_latent: torch.Tensor, t: torch.Tensor,
+                context: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits (B, N) over all heads' positions for the noised diffusion variable of a latent."""
+        unet = self.unet[0]
+        features = unet_encoder_features(unet, torch.cat([noisy_x0, lq_latent], dim=1), t, context)
+        embedding = self.embed(lq_latent.to(noisy_x0.dtype)).mean(dim=(-2, -1), keepdim=True)
+        logits = []
+        for head, feature in zip(self.heads, features, strict=True):
+            condition = embedding.expand(-1, -1, *feature.shape[-2:])
+            logits.append(head(torch.cat([feature, condition.to(feature.dtype)], dim=1)).flatten(1))
+        return torch.cat(logits, dim=1)

@@ -1,0 +1,260 @@
+"""AddSR: adversarial diffusion distillation for blind SR (Xie et al. 2024, arXiv 2404.01717).
+
+The student is the blind teacher's UNet plus a ControlNet-style branch (``models/control.py``) whose outputs
+start at zero, so training starts from the teacher. The schedule has K steps t_1 = 999 > ... > t_K (trailing
+spacing: 999, 749, 499, 249 for K = 4). One training step:
+
+1. **Which step learns.** With probability ``one_step_fraction`` a sample trains the first step (t_1, from pure
+   noise, conditioned on the LQ latent): one-step generation. With prediction-based self-refinement (PSR) the
+   others draw a start index k < K: the student predicts x0 at t_k from the noised HR latent, without gradient,
+   and the trained step is k + 1, with x at t_{k+1} the HR latent noised again, and the control branch
+   conditioned on that prediction (the reference code's scheme). Without PSR the trained step is drawn
+   uniformly and always conditioned on the LQ latent.
+2. **Distillation.** The student's HQ-latent estimate is noised to a random s and denoised by the frozen
+   teacher, conditioned on the HR latent (HR-regulated teacher) or on the LQ latent. Both are expressed as HQ
+   latents first, so the residual target's anchor change (LQ -> HR) is exact. The loss is the squared error of
+   the decoded images, weighted by sqrt(alpha_bar_s) (reference code) and by the timestep-adaptive weight of
+   the trained step (``losses.timestep_adaptive_weight``; ``adaptive_indexing`` picks the paper's indexing, by
+   the trained step, or the reference code's, by the no-grad start step, which gives pure one-step samples the
+   largest weight).
+3. **Adversarial.** A hinge loss from a discriminator on noised latents read by the frozen teacher UNet's
+   encoder with small trainable heads conditioned on the LQ latent (LADD-style; DINOv2 features are not
+   available offline), or a PatchGAN on decoded images beside the bicubic LQ; DiffAugment (translation,
+   cutout) before either. Weight ``adversarial_weight`` (0.02 as in the reference code).
+
+The student is saved as a normal model folder (control branch, re-noising sampler, PSR weight for inference in
+its config); ``turbosr upscale --model FOLDER --steps 1..4`` runs it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from turbosr.config import ConfigError, DataConfig, ModelConfig, OptimConfig, RunConfig, to_dict
+from turbosr.data import make_lq
+from turbosr.diffusion import add_noise, predict_x0_eps, sampling_timesteps
+from turbosr.image import from_model_range, to_model_range
+from turbosr.losses import hinge_discriminator_loss, hinge_generator_loss, timestep_adaptive_weight
+from turbosr.models.discriminator import FeatureDiscriminator, PatchDiscriminator, diff_augment
+from turbosr.models.initial import lq_condition
+from turbosr.pipeline import SRPipeline
+from turbosr.train.common import (
+    LATEST,
+    Cadence,
+    averaged_copy,
+    hq_batch,
+    load_dataset,
+    make_accelerator,
+    micro_batches,
+    optimizer_step,
+    prepare,
+    save_checkpoint,
+    validate,
+    validation_crops,
+)
+from turbosr.train.reporting import StepReport
+
+logger = logging.getLogger(__name__)
+
+
+def _blind() -> DataConfig:
+    return DataConfig(degradation="realesrgan")
+
+
+@dataclass(frozen=True)
+class AdversarialDistillConfig:
+    """``turbosr train adversarial-distill``: an AddSR student distilled from a frozen blind teacher."""
+
+    teacher: str  # the multi-step blind teacher's model folder (frozen)
+    init_from: str | None = None  # the student's starting weights (default: the teacher's)
+    model: ModelConfig = field(default_factory=ModelConfig)  # scale (checked) and psr_weight (for inference)
+    data: DataConfig = field(default_factory=_blind)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+    num_steps: int = 4  # K: the student's schedule (trailing spacing)
+    one_step_fraction: float = 0.5  # share of samples that train pure one-step generation
+    psr: bool = True  # prediction-based self-refinement
+    psr_train_weight: float = 1.0  # training condition: w * previous prediction + (1 - w) * LQ (reference: 1)
+    hr_regulated: bool = True  # the teacher is conditioned on the HR latent (else on the LQ latent)
+    distill_weighting: str = "exponential"  # "exponential" | "linear" | "fixed" (losses.ADAPTIVE_WEIGHT_FORMS)
+    adaptive_indexing: str = "paper"  # "paper" (by the trained step) | "reference" (by the no-grad start step)
+    adversarial_weight: float = 0.02  # 0 switches the adversarial loss off
+    discriminator: str = "features"  # "features" (frozen teacher encoder + heads) | "pixel" (PatchGAN)
+    discriminator_learning_rate: float = 2e-4
+    diffaugment: bool = True
+
+    def __post_init__(self) -> None:
+        from turbosr.losses import ADAPTIVE_WEIGHT_FORMS
+
+        self.data.check_crop(self.model)
+        checks = {"distill_weighting": tuple(ADAPTIVE_WEIGHT_FORMS), "adaptive_indexing": ("paper", "reference"),
+                  "discriminator": ("features", "pixel")}
+        for name, allowed in checks.items():
+            if getattr(self, name) not in allowed:
+                raise ConfigError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+        if not 1 <= self.num_steps <= len(ADAPTIVE_WEIGHT_FORMS["fixed"]):
+            raise ConfigError(f"num_steps must be in 1..4 (the weighting tables have 4 entries), got {self.num_steps}")
+        for name in ("one_step_fraction", "psr_train_weight"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ConfigError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+
+
+def student_from(folder: str, psr_weight: float) -> SRPipeline:
+    """The teacher's model with a zero-initialised control branch and the AddSR sampler settings."""
+    loaded = SRPipeline.from_pretrained(folder)
+    loaded.denoiser.add_control()
+    config = dataclasses.replace(loaded.config, control=True, sampler="renoise", psr_weight=psr_weight)
+    return SRPipeline(loaded.denoiser, loaded.autoencoder, config)
+
+
+def teacher_target(teacher: SRPipeline, student_hq_latent: torch.Tensor, anchor: torch.Tensor, s: torch.Tensor,
+                   noise: torch.Tensor) -> torch.Tensor:
+    """The frozen teacher's HQ-latent estimate for the student's HQ latent noised to timestep ``s`` (B,),
+    conditioned on ``anchor`` (the HR latent: HR-regulated; or the LQ latent).
+
+    The student's estimate is re-expressed in the teacher's diffusion variable for that anchor (for the
+    residual target x0 = (z - anchor) / scale: the anchor change is exact because it happens on z), noised,
+    denoised, and converted back to an HQ latent.
+    """
+    alpha_bar = teacher.alpha_bar.to(anchor.device)
+    x_s = add_noise(teacher.denoiser.to_x0(student_hq_latent, anchor), noise, s, alpha_bar)
+    output = teacher.denoiser(x_s, anchor, s).float()
+    x0, _ = predict_x0_eps(output, x_s, s, alpha_bar, teacher.config.prediction_type)
+    return teacher.denoiser.from_x0(x0, anchor)
+
+
+def train(config: AdversarialDistillConfig) -> Path:
+    """Run (or resume) AddSR training; returns the checkpoint folder (its ``model/`` is the student)."""
+    run, data, scale = config.run, config.data, config.model.scale
+    accelerator = make_accelerator(run)
+    dataset = load_dataset(data, scale)
+    teacher = SRPipeline.from_pretrained(config.teacher, device=accelerator.device)
+    if teacher.scale != scale:
+        raise ValueError(f"{config.teacher} is an x{teacher.scale} model; set model.scale={teacher.scale}")
+    teacher.denoiser.requires_grad_(False).eval()
+    autoencoder = teacher.autoencoder.requires_grad_(False)
+    pipeline = student_from(config.init_from or config.teacher, config.model.psr_weight)
+    if pipeline.autoencoder.config() != autoencoder.config():
+        raise ValueError("the student must share the teacher's latent space (init_from a folder that does)")
+    denoiser = pipeline.denoiser.to(accelerator.device).train()
+    model, forward, optimizer, scheduler, ema, start = prepare(accelerator, denoiser, config.optim, run)
+    # the discriminator, its optimizer (and, in the checkpoint, their state)
+    if config.discriminator == "features":
+        discriminator = FeatureDiscriminator(teacher.denoiser.unet, pipeline.config.latent_channels)
+    else:
+        discriminator = PatchDiscriminator(in_channels=6)
+    discriminator_optimizer = torch.optim.AdamW(discriminator.parameters(), lr=config.discriminator_learning_rate,
+                                                betas=(0.5, 0.999))
+    discriminator, discriminator_optimizer = accelerator.prepare(discriminator.to(accelerator.device),
+                                                                 discriminator_optimizer)
+    report = StepReport(run, accelerator, start)
+    validation = validation_crops(data, scale, run.validation_images)
+    cadence = Cadence(run)
+    alpha_bar = pipeline.alpha_bar.to(accelerator.device)
+    steps_total = pipeline.config.schedule.num_train_timesteps
+    schedule = torch.tensor(sampling_timesteps(config.num_steps, steps_total), device=accelerator.device)
+
+    def score(hq_latent: torch.Tensor, lq: torch.Tensor, lq_latent: torch.Tensor, generator: torch.Generator
+              ) -> torch.Tensor:
+        """Discriminator logits for HQ latents (real: the HR latent; fake: the student's)."""
+        if config.discriminator == "pixel":
+            images = torch.cat([autoencoder.decode(hq_latent), to_model_range(upsample(lq))], dim=1)
+            return discriminator(diff_augment(images, generator) if config.diffaugment else images)
+        x0 = denoiser.to_x0(hq_latent, lq_latent)
+        x0 = diff_augment(x0, generator) if config.diffaugment else x0
+        t_d = torch.randint(steps_total, (len(x0),), generator=generator).to(x0.device)
+        noise = torch.randn(x0.shape, generator=generator).to(x0.device)
+        return discriminator(add_noise(x0, noise, t_d, alpha_bar), lq_latent, t_d)
+
+    def upsample(lq: torch.Tensor) -> torch.Tensor:
+        from turbosr.degradations import upsample_lq
+
+        return upsample_lq(lq, scale)
+
+    for step in range(start, run.max_steps):
+        for generator, sync in micro_batches(run.seed, step, run.gradient_accumulation_steps, accelerator, model):
+            # data: HR crops, blind-degraded on the device; latents from the shared frozen latent space
+            hq = hq_batch(dataset, run.batch_size, generator, accelerator.device)
+            lq = make_lq(hq, scale, data.degradation, generator, data.realesrgan)
+            with torch.no_grad():
+                lq_latent = lq_condition(autoencoder, lq, scale)
+                hr_latent = autoencoder.encode(to_model_range(hq))
+                x0_hr = denoiser.to_x0(hr_latent, lq_latent)
+            batch = len(hq)
+            noise = torch.randn(x0_hr.shape, generator=generator).to(accelerator.device)
+            # 1. which step of the schedule learns, from which state, with which control condition
+            one_step = (torch.rand(batch, generator=generator) < config.one_step_fraction).to(accelerator.device)
+            if config.psr and config.num_steps > 1:
+                start_index = torch.randint(config.num_steps - 1, (batch,), generator=generator).to(one_step.device)
+                trained_index = torch.where(one_step, 0, start_index + 1)
+                with torch.no_grad(), accelerator.autocast():  # the previous step, without gradient
+                    t_start = schedule[start_index]
+                    x_start = add_noise(x0_hr, noise, t_start, alpha_bar)
+                    previous = predict_x0_eps(forward(x_start, lq_latent, t_start, lq_latent).float(), x_start,
+                                              t_start, alpha_bar, pipeline.config.prediction_type)[0]
+                    previous_hq = denoiser.from_x0(previous, lq_latent)
+                refined = config.psr_train_weight * previous_hq + (1 - config.psr_train_weight) * lq_latent
+                control = torch.where(one_step[:, None, None, None], lq_latent, refined)
+                reference_index = torch.where(one_step, config.num_steps - 1, start_index)
+            else:
+                trained_index = torch.randint(config.num_steps, (batch,), generator=generator).to(one_step.device)
+                trained_index = torch.where(one_step, 0, trained_index)
+                control = lq_latent
+                reference_index = torch.where(one_step, config.num_steps - 1, trained_index)
+            t = schedule[trained_index]
+            x_t = add_noise(x0_hr, noise, t, alpha_bar)
+            with sync, accelerator.autocast():
+                # the student's prediction at its step, as an HQ latent and as an image
+                output = forward(x_t, lq_latent, t, control).float()
+                student_hq = denoiser.from_x0(predict_x0_eps(output, x_t, t, alpha_bar,
+                                                             pipeline.config.prediction_type)[0], lq_latent)
+                student_image = from_model_range(autoencoder.decode(student_hq).float())
+                # 2. distillation towards the (HR-regulated) teacher's denoising of the noised student output
+                s = torch.randint(steps_total, (batch,), generator=generator).to(accelerator.device)
+                teacher_noise = torch.randn(x0_hr.shape, generator=generator).to(accelerator.device)
+                with torch.no_grad():
+                    anchor = hr_latent if config.hr_regulated else lq_latent
+                    target = from_model_range(autoencoder.decode(
+                        teacher_target(teacher, student_hq.detach(), anchor, s, teacher_noise)).float())
+                index = trained_index if config.adaptive_indexing == "paper" else reference_index
+                weight = timestep_adaptive_weight(index, config.distill_weighting) * alpha_bar[s].sqrt()
+                distill = (weight * (student_image - target).pow(2).flatten(1).mean(1)).mean()
+                loss, terms = distill, {"distill": distill.detach()}
+                # 3. the generator side of the adversarial loss
+                if config.adversarial_weight > 0:
+                    discriminator.requires_grad_(False)
+                    adversarial = hinge_generator_loss(score(student_hq, lq, lq_latent, generator))
+                    loss = loss + config.adversarial_weight * adversarial
+                    terms["adversarial"] = adversarial.detach()
+                accelerator.backward(loss / run.gradient_accumulation_steps)
+            # the discriminator: real HR latents vs the student's (detached)
+            if config.adversarial_weight > 0:
+                discriminator.requires_grad_(True)
+                with accelerator.autocast():
+                    d_loss = hinge_discriminator_loss(score(hr_latent, lq, lq_latent, generator),
+                                                      score(student_hq.detach(), lq, lq_latent, generator))
+                accelerator.backward(d_loss)
+                discriminator_optimizer.step()
+                discriminator_optimizer.zero_grad(set_to_none=True)
+                terms["discriminator"] = d_loss.detach()
+        # update, average, log
+        optimizer_step(accelerator, model, optimizer, scheduler, config.optim.grad_clip)
+        ema.update(denoiser, step)
+        report.after_step(step + 1, {"loss": loss.detach(), **terms}, scheduler.get_last_lr()[0])
+        # validate (one step) and checkpoint the averaged student; stop when the time budget is spent
+        done, checkpointing = step + 1, cadence.checkpoint_due(step + 1)
+        due = validation is not None and done % run.validate_every_steps == 0
+        student = averaged_copy(pipeline, ema, lambda p: p.denoiser) if due or checkpointing else None
+        if due and accelerator.is_main_process:
+            validate(student, validation, data, done, report.log)
+        if checkpointing:
+            save_checkpoint(accelerator, run.output_dir, done, ema, to_dict(config), student.save_pretrained)
+        if cadence.out_of_time():
+            break
+    report.close()
+    return Path(run.output_dir) / LATEST
