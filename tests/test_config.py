@@ -72,9 +72,9 @@ def test_method_names_match_the_methods():
 
 
 def config_method(path: Path) -> str:
-    """configs/ naming: decoder-*, distill-*, autoencoder-*, addsr-*; everything else trains a teacher."""
+    """configs/ naming: decoder-*, distill-*, autoencoder-*, addsr-*, stablesr-*; everything else trains a teacher."""
     for prefix, method in (("decoder", "decoder"), ("distill", "scale-distill"), ("autoencoder", "autoencoder"),
-                           ("addsr", "adversarial-distill")):
+                           ("addsr", "adversarial-distill"), ("stablesr", "stablesr")):
         if path.name.startswith(prefix):
             return method
     return "teacher"

@@ -35,6 +35,8 @@ def _add_upscale(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tile", type=int, default=DEFAULT_TILE, help=f"tile size in output pixels ({DEFAULT_TILE})")
     p.add_argument("--tile-overlap", type=int, default=DEFAULT_TILE_OVERLAP,
                    help=f"tile overlap in output pixels ({DEFAULT_TILE_OVERLAP})")
+    p.add_argument("--fidelity", type=float, default=None, metavar="W",
+                   help="StableSR CFW weight in [0, 1] for models with CFW modules: 0 = realism, 1 = fidelity")
     p.add_argument("--seed", type=int, default=0, help="noise seed (same seed, same output)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps ... (default: the process's device)")
     p.add_argument("--dtype", choices=DTYPES, default="float32")
@@ -72,7 +74,7 @@ def _run_upscale(args: argparse.Namespace) -> int:
     pipeline = SRPipeline.from_pretrained(model_dir, device=device, dtype=getattr(torch, args.dtype))
     if args.scale is not None and args.scale != pipeline.scale:
         raise CLIError(f"the model in {model_dir} is x{pipeline.scale}; --scale {args.scale} needs a model trained for it")
-    pipeline.check_options(args.steps, args.strength, args.tile, args.tile_overlap, args.color_fix)
+    pipeline.check_options(args.steps, args.strength, args.tile, args.tile_overlap, args.color_fix, args.fidelity)
     if not 1 <= args.quality <= 100:
         raise CLIError(f"--quality must be in 1-100, got {args.quality}")
     targets = [_output_path(source, relative, output, single_file, args.format) for source, relative in items]
@@ -97,7 +99,8 @@ def _run_upscale(args: argparse.Namespace) -> int:
             loaded = load_image(source)
             generator = torch.Generator(device="cpu").manual_seed(args.seed)
             result = pipeline(loaded.rgb, num_steps=args.steps, strength=args.strength, tile=args.tile,
-                              tile_overlap=args.tile_overlap, color_fix=args.color_fix, generator=generator)
+                              tile_overlap=args.tile_overlap, color_fix=args.color_fix, fidelity=args.fidelity,
+                              generator=generator)
             alpha = upscale_alpha(loaded.alpha, pipeline.scale) if loaded.alpha is not None else None
             save_image(result, target, alpha=alpha, icc_profile=loaded.icc_profile, exif=loaded.exif,
                        overwrite=args.overwrite, quality=args.quality, bit_depth=loaded.bit_depth)

@@ -75,6 +75,10 @@ class ModelConfig:
     control: bool = False
     sampler: str = "ddim"  # "ddim" | "renoise"
     psr_weight: float = 0.5
+    # StableSR (turbosr train stablesr): a time-aware LQ encoder whose features modulate the frozen prior UNet
+    # through SFT layers (models/stablesr.py); sft_time_aware=false is the paper's time-agnostic ablation
+    sft: bool = False
+    sft_time_aware: bool = True
 
     def __post_init__(self) -> None:
         checks = {

@@ -75,7 +75,7 @@ class ModelCache:
 
 
 def upscale_file(cache: ModelCache, path: str | Path, model: str, steps: int, seed: int, color_fix: str, tile: int,
-                 work_dir: Path, progress: Callable[[int, int], None] | None = None) -> Result:
+                 work_dir: Path, progress: Callable[[int, int], None] | None = None, fidelity: float = 0.0) -> Result:
     """Check every option, load the image with the CLI's loader and limits, upscale, write the results."""
     from turbosr.degradations import upsample_lq
     from turbosr.image import ImageReadError, load_image, read_image_size, save_image
@@ -87,6 +87,10 @@ def upscale_file(cache: ModelCache, path: str | Path, model: str, steps: int, se
     if color_fix not in COLOR_FIXES:
         raise DemoInputError(f"colour fix must be one of {', '.join(COLOR_FIXES)}, got {color_fix!r}")
     pipeline = cache.get(model)
+    if not 0.0 <= fidelity <= 1.0:
+        raise DemoInputError(f"fidelity must be between 0 and 1, got {fidelity}")
+    if fidelity > 0 and pipeline.fidelity_warp is None:
+        raise DemoInputError(f"model {model} has no fidelity (CFW) modules: set fidelity to 0")
     try:
         width, height = read_image_size(path)  # the header only: nothing is decoded before this check
         if width * height > MAX_INPUT_PIXELS:
@@ -98,7 +102,7 @@ def upscale_file(cache: ModelCache, path: str | Path, model: str, steps: int, se
     start = time.perf_counter()
     output = pipeline(loaded.rgb, num_steps=int(steps), tile=int(tile), tile_overlap=min(DEFAULT_TILE_OVERLAP,
                       int(tile) // 4), color_fix=color_fix, generator=torch.Generator().manual_seed(int(seed)),
-                      progress=progress)
+                      fidelity=fidelity if pipeline.fidelity_warp is not None else None, progress=progress)
     seconds = time.perf_counter() - start
     work_dir.mkdir(parents=True, exist_ok=True)
     stem = f"turbosr-{model}-{int(time.time() * 1000)}"
@@ -148,13 +152,14 @@ def build_demo(models: dict[str, Path] | None = None, device: str = "cpu", work_
     cache = cache or ModelCache(models or builtin_models(), device)
     work = work_dir or Path(tempfile.mkdtemp(prefix="turbosr-demo-"))
 
-    def run(path: str | None, model: str, steps: float, seed: float, color_fix: str, tile: str,
+    def run(path: str | None, model: str, steps: float, seed: float, color_fix: str, tile: str, fidelity: float,
             progress: Any = gr.Progress()) -> tuple:  # noqa: B008  (Gradio's way to ask for a progress bar)
         if not path:
             raise gr.Error("upload or paste an image first", print_exception=False)
         try:
             result = upscale_file(cache, path, model, int(steps), int(seed), color_fix, int(tile), work,
-                                  progress=lambda i, n: progress((i + 1) / n, desc=f"denoising step {i + 1}/{n}"))
+                                  progress=lambda i, n: progress((i + 1) / n, desc=f"denoising step {i + 1}/{n}"),
+                                  fidelity=float(fidelity))
         except (DemoInputError, ValueError) as error:
             raise gr.Error(str(error).splitlines()[0], print_exception=False) from None
         info = (f"{result.size[0]}x{result.size[1]} in {result.seconds:.2f} s ({model}, {int(steps)} step"
@@ -174,6 +179,8 @@ def build_demo(models: dict[str, Path] | None = None, device: str = "cpu", work_
                 seed = gr.Number(0, precision=0, label="seed")
                 color_fix = gr.Radio(list(COLOR_FIXES), value="none", label="colour fix")
                 tile = gr.Radio([str(t) for t in TILES], value=str(DEFAULT_TILE), label="tile (output pixels)")
+                fidelity = gr.Slider(0, 1, value=0, step=0.05, label="fidelity w (models with CFW modules: "
+                                     "0 = realism, 1 = fidelity to the input)")
                 button = gr.Button("Upscale", variant="primary", elem_id="upscale-button")
             with gr.Column(scale=2):
                 info = gr.Markdown(elem_id="run-info")
@@ -181,7 +188,7 @@ def build_demo(models: dict[str, Path] | None = None, device: str = "cpu", work_
                                                 height=420)
                 versus_input = gr.ImageSlider(label="input | turbosr (same display size)", type="filepath", height=420)
                 download = gr.File(label="full-resolution PNG", elem_id="download")
-        button.click(run, [image, model, steps, seed, color_fix, tile],
+        button.click(run, [image, model, steps, seed, color_fix, tile, fidelity],
                      [versus_bicubic, versus_input, download, info], concurrency_limit=1)
     return demo
 
@@ -211,12 +218,13 @@ def build_app(models: dict[str, Path] | None = None, device: str = "cpu") -> Any
         try:
             options = {"model": str(form.get("model", next(iter(cache.models)))), "steps": int(form.get("steps", 1)),
                        "seed": int(form.get("seed", 0)), "color_fix": str(form.get("color_fix", "none")),
-                       "tile": int(form.get("tile", DEFAULT_TILE))}
+                       "tile": int(form.get("tile", DEFAULT_TILE)), "fidelity": float(form.get("fidelity", 0))}
             result = upscale_file(cache, upload, work_dir=work, **options)
         except DemoInputError as error:
             return JSONResponse({"error": str(error).splitlines()[0]}, status_code=error.status)
         except ValueError:  # a form field that is not a number
-            return JSONResponse({"error": "steps, seed and tile must be whole numbers"}, status_code=422)
+            return JSONResponse({"error": "steps, seed and tile must be whole numbers, fidelity a number"},
+                                status_code=422)
         finally:
             upload.unlink(missing_ok=True)
         return FileResponse(result.output_path, media_type="image/png",

@@ -28,6 +28,7 @@ from turbosr.diffusion import make_alpha_bar, sample, sample_renoise, sampling_t
 from turbosr.image import from_model_range, pil_to_tensor, tensor_to_pil, to_model_range, upscale_alpha
 from turbosr.models.autoencoders import Autoencoder, autoencoder_from_config, diffusers_config
 from turbosr.models.denoiser import Denoiser
+from turbosr.models.stablesr import FidelityWarp
 from turbosr.tiling import tiled_map
 
 logger = logging.getLogger(__name__)
@@ -48,12 +49,15 @@ class SRPipeline:
     """A latent diffusion SR model ready for inference.
 
     Attributes: ``denoiser`` (:class:`~turbosr.models.Denoiser`), ``autoencoder`` (latent space),
-    ``config`` (:class:`~turbosr.config.ModelConfig`), ``device``, ``dtype``.
+    ``fidelity_warp`` (StableSR's CFW module, or None), ``config`` (:class:`~turbosr.config.ModelConfig`),
+    ``device``, ``dtype``.
     """
 
-    def __init__(self, denoiser: Denoiser, autoencoder: Autoencoder, config: ModelConfig) -> None:
+    def __init__(self, denoiser: Denoiser, autoencoder: Autoencoder, config: ModelConfig,
+                 fidelity_warp: FidelityWarp | None = None) -> None:
         self.denoiser = denoiser.eval()
         self.autoencoder = autoencoder.eval()
+        self.fidelity_warp = fidelity_warp.eval() if fidelity_warp is not None else None
         self.config = config
         self.alpha_bar = make_alpha_bar(config.schedule)
         self.device = torch.device("cpu")
@@ -85,6 +89,11 @@ class SRPipeline:
         checkpoint.save_tensors(folder / "denoiser.safetensors", denoiser_state, max_shard_bytes=max_shard_bytes)
         checkpoint.save_tensors(folder / "autoencoder.safetensors",
                                 {k: v.float() for k, v in self.autoencoder.state_dict().items()})
+        extra = {}
+        if self.fidelity_warp is not None:
+            checkpoint.save_tensors(folder / "fidelity_warp.safetensors",
+                                    {k: v.float() for k, v in self.fidelity_warp.state_dict().items()})
+            extra["fidelity_warp"] = self.fidelity_warp.config()
         checkpoint.write_json(folder / "config.json", {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
@@ -93,6 +102,7 @@ class SRPipeline:
             "unet": diffusers_config(self.denoiser.unet),
             "autoencoder": self.autoencoder.config(),
             "weights_storage": storage,
+            **extra,
         })
         return folder
 
@@ -115,11 +125,16 @@ class SRPipeline:
         unet = classes[meta["unet_class"]].from_config(meta["unet"])
         state = checkpoint.expand_state(checkpoint.load_tensors(folder / "denoiser.safetensors"))
         prompt = state.get("prompt_embedding")
-        denoiser = Denoiser(unet, config.latent_channels, config.target, prompt, config.control)
+        denoiser = Denoiser(unet, config.latent_channels, config.target, prompt, config.control, config.sft,
+                            config.sft_time_aware)
         denoiser.load_state_dict(state, strict=True)
         autoencoder = autoencoder_from_config(meta["autoencoder"])
         autoencoder.load_state_dict(checkpoint.load_tensors(folder / "autoencoder.safetensors"), strict=True)
-        return cls(denoiser, autoencoder, config).to(device, dtype)
+        warp = None
+        if "fidelity_warp" in meta:
+            warp = FidelityWarp(**meta["fidelity_warp"])
+            warp.load_state_dict(checkpoint.load_tensors(folder / "fidelity_warp.safetensors"), strict=True)
+        return cls(denoiser, autoencoder, config, warp).to(device, dtype)
 
     def to(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> SRPipeline:
         """Move both networks (like ``nn.Module.to``); returns self."""
@@ -129,6 +144,8 @@ class SRPipeline:
             self.dtype = dtype
         self.denoiser.to(self.device, self.dtype)
         self.autoencoder.to(self.device, self.dtype)
+        if self.fidelity_warp is not None:
+            self.fidelity_warp.to(self.device, self.dtype)
         return self
 
     # ------------------------------------------------------------------------------------------------ inference
@@ -141,6 +158,7 @@ class SRPipeline:
         tile: int = DEFAULT_TILE,
         tile_overlap: int = DEFAULT_TILE_OVERLAP,
         color_fix: str = "none",
+        fidelity: float | None = None,
         generator: torch.Generator | None = None,
         progress: Callable[[int, int], None] | None = None,
     ) -> Image.Image | torch.Tensor:
@@ -154,20 +172,22 @@ class SRPipeline:
             tile, tile_overlap: tile size and overlap in OUTPUT pixels; images larger than ``tile`` are processed
                 tile by tile (latent aggregation sampling, tiled encode/decode).
             color_fix: "none", "adain" or "wavelet" (match the colours of the bicubic-upsampled input).
+            fidelity: StableSR's CFW weight w in [0, 1] for models that carry CFW modules (0 = the prior's
+                realism, exactly the output without CFW; 1 = fidelity to the input); None = not applied.
             generator: seeds the starting noise; the same seed gives the same output.
             progress: called as ``progress(step_index, num_steps)`` after every step.
         Returns: the same kind as ``images``, (h * scale, w * scale); a tensor keeps the input's device and dtype.
         """
         if isinstance(images, Image.Image):
             return self._call_pil(images, num_steps=num_steps, strength=strength, tile=tile,
-                                  tile_overlap=tile_overlap, color_fix=color_fix, generator=generator,
-                                  progress=progress)
+                                  tile_overlap=tile_overlap, color_fix=color_fix, fidelity=fidelity,
+                                  generator=generator, progress=progress)
         if not torch.is_tensor(images) or images.dim() != 4 or images.shape[1] != 3:
             shape = tuple(images.shape) if torch.is_tensor(images) else type(images).__name__
             raise ValueError(f"expected a PIL image or a (B, 3, H, W) tensor in [0, 1], got {shape}")
         with torch.inference_mode():
             output = self._upscale(images.to(self.device, self.dtype), num_steps, strength, tile, tile_overlap,
-                                   color_fix, generator, progress)
+                                   color_fix, fidelity, generator, progress)
         return output.to(images.device, images.dtype)
 
     def _call_pil(self, image: Image.Image, **kwargs: Any) -> Image.Image:
@@ -227,8 +247,15 @@ class SRPipeline:
                     initial_x0=initial_x0, on_step=on_step)
         return self.denoiser.from_x0(x0, lq_latent)
 
-    def check_options(self, num_steps: int, strength: float, tile: int, tile_overlap: int, color_fix: str) -> None:
+    def check_options(self, num_steps: int, strength: float, tile: int, tile_overlap: int, color_fix: str,
+                      fidelity: float | None = None) -> None:
         """Raise ValueError with a clear message for options this model cannot use."""
+        if fidelity is not None:
+            if self.fidelity_warp is None:
+                raise ValueError("this model has no CFW (fidelity) modules: leave --fidelity out, or train them "
+                                 "with `turbosr train stablesr --set stage=cfw`")
+            if not 0.0 <= fidelity <= 1.0:
+                raise ValueError(f"fidelity must be in [0, 1], got {fidelity}")
         if color_fix not in COLOR_FIXES:
             raise ValueError(f"color_fix must be one of {', '.join(COLOR_FIXES)}, got {color_fix!r}")
         if num_steps < 1:
@@ -242,9 +269,9 @@ class SRPipeline:
             raise ValueError(f"tile_overlap must be a multiple of {factor} in [0, tile), got {tile_overlap}")
 
     def _upscale(self, lq: torch.Tensor, num_steps: int, strength: float, tile: int, tile_overlap: int,
-                 color_fix: str, generator: torch.Generator | None,
+                 color_fix: str, fidelity: float | None, generator: torch.Generator | None,
                  progress: Callable[[int, int], None] | None) -> torch.Tensor:
-        self.check_options(num_steps, strength, tile, tile_overlap, color_fix)
+        self.check_options(num_steps, strength, tile, tile_overlap, color_fix, fidelity)
         factor = self.autoencoder.factor
         multiple = self.pixel_multiple
         height, width = lq.shape[-2] * self.scale, lq.shape[-1] * self.scale
@@ -260,6 +287,12 @@ class SRPipeline:
                                          latent_tile=latent_tile, latent_overlap=latent_overlap, progress=progress)
         decoded = tiled_map(lambda z, _: from_model_range(self.autoencoder.decode(z)), hq_latent, latent_tile,
                             latent_overlap, out_scale=factor)
+        if fidelity:  # CFW: a local correction from the LQ image's features, scaled by w (tiles like the rest)
+            warp = self.fidelity_warp
+            stacked = torch.cat([decoded, _pad_to_multiple(upsampled, multiple)[..., : decoded.shape[-2],
+                                                                                 : decoded.shape[-1]]], dim=1)
+            decoded = tiled_map(lambda x, _: from_model_range(warp(to_model_range(x[:, :3]), to_model_range(x[:, 3:]),
+                                                                   fidelity)), stacked, tile, tile_overlap)
         output = decoded[..., :height, :width]
         return COLOR_FIXES[color_fix](output, upsampled).clamp(0, 1) if color_fix != "none" else output
 

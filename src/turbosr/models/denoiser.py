@@ -20,7 +20,8 @@ class Denoiser(nn.Module):
     """
 
     def __init__(self, unet: nn.Module, latent_channels: int, target: str,
-                 prompt_embedding: torch.Tensor | None = None, control: bool = False) -> None:
+                 prompt_embedding: torch.Tensor | None = None, control: bool = False, sft: bool = False,
+                 sft_time_aware: bool = True) -> None:
         super().__init__()
         self.unet = unet
         self.latent_channels = latent_channels
@@ -38,6 +39,18 @@ class Denoiser(nn.Module):
             from turbosr.models.control import ControlBranch
 
             self.control = ControlBranch(unet, latent_channels)
+        # StableSR: SFT modulation of the (frozen) UNet by a time-aware encoder of the LQ latent
+        self.sft = None
+        if sft:
+            self.add_sft(sft_time_aware)
+
+    def add_sft(self, time_aware: bool = True) -> None:
+        """Attach a zero-initialised SFT conditioner (the UNet's outputs stay exactly the same)."""
+        from turbosr.models.stablesr import SFTConditioner
+
+        if self.sft is None:
+            self.sft = SFTConditioner(self.unet, self.latent_channels, time_aware=time_aware).to(
+                self.residual_scale.device)
 
     def add_control(self) -> None:
         """Give this denoiser a zero-initialised control branch (its outputs stay exactly the same)."""
@@ -58,13 +71,23 @@ class Denoiser(nn.Module):
             t = torch.full((x_t.shape[0],), int(t), device=x_t.device, dtype=torch.long)
         inputs = torch.cat([x_t, condition.to(x_t.dtype)], dim=1)
         context = self.prompt_embedding.to(x_t.dtype).expand(x_t.shape[0], -1, -1) if self.cross_attention else None
+        if self.sft is not None:
+            self.sft.set(condition.to(x_t.dtype), t)
+            try:
+                return self._unet(inputs, t, context, condition, control_condition)
+            finally:
+                self.sft.set(None)
+        return self._unet(inputs, t, context, condition, control_condition)
+
+    def _unet(self, inputs: torch.Tensor, t: torch.Tensor, context: torch.Tensor | None, condition: torch.Tensor,
+              control_condition: torch.Tensor | None) -> torch.Tensor:
         if self.control is not None:
             from turbosr.models.control import unet_with_residuals
 
             control = condition if control_condition is None else control_condition
             down, mid = self.control(inputs, control, t, context)
             return unet_with_residuals(self.unet, inputs, t, context, down, mid)
-        if self.cross_attention:
+        if context is not None:
             return self.unet(inputs, t, encoder_hidden_states=context).sample
         return self.unet(inputs, t).sample
 

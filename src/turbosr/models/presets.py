@@ -79,7 +79,8 @@ def build_model(config: ModelConfig) -> tuple[Denoiser, Autoencoder]:
     prompt = None
     if config.unet == "unet2d_condition":
         prompt = torch.zeros(1, config.prompt_tokens, config.cross_attention_dim)
-    return Denoiser(build_unet(config), config.latent_channels, config.target, prompt, config.control), autoencoder
+    return Denoiser(build_unet(config), config.latent_channels, config.target, prompt, config.control, config.sft,
+                    config.sft_time_aware), autoencoder
 
 
 def describe_loaded(config: ModelConfig, denoiser: Denoiser, autoencoder: Autoencoder) -> ModelConfig:

@@ -108,22 +108,24 @@ def validation_crops(data: DataConfig, scale: int, count: int) -> torch.Tensor |
 
 # ----------------------------------------------------------------------------------------- optimisation
 class EMA:
-    """Exponential moving average of a module's floating-point parameters (kept in float32)."""
+    """Exponential moving average of a module's trainable parameters (kept in float32; frozen ones are skipped)."""
 
     def __init__(self, module: nn.Module, decay: float) -> None:
         self.decay = decay
-        self.shadow = {k: v.detach().float().clone() for k, v in module.named_parameters()}
+        self.shadow = {k: v.detach().float().clone() for k, v in module.named_parameters() if v.requires_grad}
 
     @torch.no_grad()
     def update(self, module: nn.Module, step: int) -> None:
         decay = min(self.decay, (1 + step) / (10 + step))  # warm-up, so early averages forget the init
         for name, param in module.named_parameters():
-            self.shadow[name].lerp_(param.detach().float(), 1.0 - decay)
+            if name in self.shadow:
+                self.shadow[name].lerp_(param.detach().float(), 1.0 - decay)
 
     @torch.no_grad()
     def copy_to(self, module: nn.Module) -> None:
         for name, param in module.named_parameters():
-            param.copy_(self.shadow[name].to(param.dtype))
+            if name in self.shadow:
+                param.copy_(self.shadow[name].to(param.dtype))
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {f"ema.{k}": v for k, v in self.shadow.items()}
@@ -142,7 +144,8 @@ def averaged_copy(owner: Any, ema: EMA, part: Callable[[Any], nn.Module]) -> Any
 
 def make_optimizer(parameters: Any, optim: OptimConfig) -> tuple[torch.optim.Optimizer, Any]:
     """AdamW with the configured betas and weight decay, and a linear warm-up of the learning rate."""
-    optimizer = torch.optim.AdamW(parameters, lr=optim.learning_rate, betas=(optim.beta1, optim.beta2),
+    optimizer = torch.optim.AdamW([p for p in parameters if p.requires_grad], lr=optim.learning_rate,
+                                  betas=(optim.beta1, optim.beta2),
                                   weight_decay=optim.weight_decay)
     warmup = max(1, optim.warmup_steps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup))
@@ -248,14 +251,16 @@ def resume(accelerator: Any, output_dir: str | Path, ema: EMA | None) -> int:
 
 # ------------------------------------------------------------------------------------------ validation
 @torch.no_grad()
-def validate(model: Any, hq: torch.Tensor, data: DataConfig, step: int, log: RunLog) -> dict[str, Any]:
-    """One-step PSNR-Y of ``model`` (a pipeline) vs bicubic on the fixed crops ``hq``, degraded as in training
-    (seed 0); writes the record to ``log`` and the strip bicubic | model | HR (a row per crop) beside it."""
+def validate(model: Any, hq: torch.Tensor, data: DataConfig, step: int, log: RunLog,
+             fidelity: float | None = None) -> dict[str, Any]:
+    """One-step PSNR-Y of ``model`` (a pipeline; at CFW weight ``fidelity`` when given) vs bicubic on the fixed
+    crops ``hq``, degraded as in training (seed 0); writes the record to ``log`` and the strip
+    bicubic | model | HR (a row per crop) beside it."""
     from turbosr.image import save_image
     from turbosr.metrics import psnr
 
     lq = make_lq(hq, model.scale, data.degradation, torch.Generator().manual_seed(0), data.realesrgan)
-    output = model(lq, generator=torch.Generator().manual_seed(0))
+    output = model(lq, generator=torch.Generator().manual_seed(0), fidelity=fidelity)
     bicubic = upsample_lq(lq, model.scale)
     border = model.scale
     record = {"step": step, "validation": "val" if data.manifest else "train-folder", "images": len(hq),

@@ -1,0 +1,118 @@
+"""StableSR (turbosr train stablesr) on the tiny preset: the SFT stage trains only the encoder and SFT layers (the
+prior stays bit-identical), resumes and loads; the CFW stage gives a model whose w = 0 output is exactly the
+model without CFW and whose distance to the HR image falls as w rises; models without CFW refuse --fidelity."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from turbosr.config import load_config, model_config
+from turbosr.models import build_model
+from turbosr.pipeline import SRPipeline
+from turbosr.train import stablesr
+
+
+@pytest.fixture(scope="module")
+def hr_folder(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("hr")
+    rng = np.random.default_rng(0)
+    for index in range(3):
+        image = np.zeros((96, 128, 3))
+        for size in (6, 24):
+            noise = rng.random((size, size * 4 // 3, 3))
+            image += np.asarray(Image.fromarray((noise * 255).astype(np.uint8)).resize((128, 96), Image.BICUBIC)) / 2
+        Image.fromarray(image.clip(0, 255).astype(np.uint8)).save(folder / f"p{index}.png")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def prior_dir(tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    config = model_config("tiny", scale=4)
+    denoiser, autoencoder = build_model(config)
+    torch.nn.init.normal_(denoiser.unet.conv_out.weight, 0, 0.05)
+    autoencoder.fit(torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(1)) * 2 - 1)
+    folder = tmp_path_factory.mktemp("prior") / "model"
+    SRPipeline(denoiser, autoencoder, config).save_pretrained(folder)
+    return folder
+
+
+def config_for(tmp_path: Path, hr_folder: Path, prior_dir: Path, *extra: str):
+    return load_config(stablesr.StableSRConfig, None, [
+        f"prior={prior_dir}", "model.preset=tiny", f"data.folder={hr_folder}", "data.crop_size=64",
+        f"run.output_dir={tmp_path / 'run'}", "run.max_steps=2", "run.batch_size=2", "run.log_every_steps=1",
+        "run.checkpoint_every_steps=1", "run.validate_every_steps=2", "run.validation_images=2", *extra])
+
+
+@pytest.mark.parametrize("time_aware", [True, False])
+def test_sft_stage_trains_only_the_conditioner_resumes_and_loads(tmp_path, hr_folder, prior_dir, time_aware):
+    prior = SRPipeline.from_pretrained(prior_dir)
+    extra = [f"model.sft_time_aware={str(time_aware).lower()}"]
+    stablesr.train(config_for(tmp_path, hr_folder, prior_dir, *extra))
+    folder = stablesr.train(config_for(tmp_path, hr_folder, prior_dir, *extra, "run.max_steps=3"))
+    assert json.loads((folder / "progress.json").read_text())["step"] == 3
+    model = SRPipeline.from_pretrained(folder / "model")
+    assert model.config.sft and model.config.sft_time_aware == time_aware
+    unet_before, unet_after = prior.denoiser.unet.state_dict(), model.denoiser.unet.state_dict()
+    assert all(torch.equal(unet_before[key], unet_after[key]) for key in unet_before)  # the prior is untouched
+    trained = [p for p in model.denoiser.sft.parameters() if p.abs().sum() > 0]
+    assert trained and any(torch.any(layer.gamma.weight != 0) for layer in model.denoiser.sft.layers)
+    assert (model.denoiser.sft.encoder.time_embedding is not None) == time_aware
+    lq = torch.rand(1, 3, 16, 16)
+    assert not torch.equal(model(lq, generator=torch.Generator().manual_seed(0)),
+                           prior(lq, generator=torch.Generator().manual_seed(0)))
+
+
+@pytest.fixture(scope="module")
+def cfw_model(tmp_path_factory, hr_folder, prior_dir) -> Path:
+    """The prior with CFW modules trained for 60 steps."""
+    out = tmp_path_factory.mktemp("cfw")
+    folder = stablesr.train(config_for(out, hr_folder, prior_dir, "stage=cfw", "run.max_steps=60",
+                                       "run.batch_size=4", "run.checkpoint_every_steps=60", "optim.warmup_steps=5",
+                                       "optim.learning_rate=0.002", "run.validation_images=0"))
+    return folder / "model"
+
+
+def test_cfw_at_zero_is_exactly_the_model_without_it(cfw_model, prior_dir):
+    prior, model = SRPipeline.from_pretrained(prior_dir), SRPipeline.from_pretrained(cfw_model)
+    assert model.fidelity_warp is not None and prior.fidelity_warp is None
+    lq = torch.rand(1, 3, 20, 24, generator=torch.Generator().manual_seed(4))
+    reference = prior(lq, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(model(lq, fidelity=0.0, generator=torch.Generator().manual_seed(0)), reference)
+    assert torch.equal(model(lq, generator=torch.Generator().manual_seed(0)), reference)  # not asked: not applied
+    with pytest.raises(ValueError, match="no CFW"):
+        prior(lq, fidelity=0.5)
+
+
+def test_distance_to_the_hr_image_falls_as_w_rises(cfw_model, hr_folder):
+    from turbosr.data import make_lq
+    from turbosr.image import load_image
+
+    model = SRPipeline.from_pretrained(cfw_model)
+    hq = torch.cat([load_image(path).rgb[..., :64, :64] for path in sorted(hr_folder.glob("*.png"))])
+    lq = make_lq(hq, 4)
+    distances = [float((model(lq, fidelity=w, generator=torch.Generator().manual_seed(0)) - hq).pow(2).mean())
+                 for w in (0.0, 0.25, 0.5, 0.75, 1.0)]
+    assert all(later < earlier for earlier, later in zip(distances, distances[1:], strict=False)), distances
+
+
+def test_fidelity_option_on_the_command_line(cfw_model, prior_dir, tmp_path):
+    Image.fromarray((np.random.default_rng(1).random((12, 16, 3)) * 255).astype(np.uint8)).save(tmp_path / "a.png")
+
+    def run(model: Path, *extra: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "turbosr", "upscale", str(tmp_path / "a.png"), "-o",
+                               str(tmp_path / f"out-{model.parent.name}-{'-'.join(extra)}.png"), "--model",
+                               str(model), *extra], capture_output=True, text=True, timeout=300)
+
+    refused = run(prior_dir, "--fidelity", "0.5")
+    assert refused.returncode != 0 and "no CFW" in refused.stderr and "Traceback" not in refused.stderr
+    assert run(cfw_model, "--fidelity", "1").returncode == 0
+    assert run(cfw_model, "--fidelity", "2").returncode != 0
