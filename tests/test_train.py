@@ -213,3 +213,13 @@ def test_refit_residual_scale_measures_the_new_degradation(tmp_path, hr_folder):
     assert float((scale["fresh"] / scale["bicubic"]).max()) > 1.5  # noise and JPEG add high-frequency residual
     with pytest.raises(ConfigError, match="refit_residual_scale"):
         tiny(tmp_path, hr_folder, "teacher", "refit_residual_scale=true")
+
+
+def test_validation_and_step_checkpoints_can_be_switched_off(tmp_path, hr_folder):
+    from turbosr.train import teacher
+
+    folder = teacher.train(tiny(tmp_path, hr_folder, "teacher", "run.validate_every_steps=0",
+                                "run.checkpoint_every_steps=0", "run.checkpoint_every_minutes=0"))
+    log = [json.loads(line) for line in (tmp_path / "teacher" / "log.jsonl").read_text().splitlines()]
+    assert not [r for r in log if "val_psnr_y" in r]
+    assert json.loads((folder / "progress.json").read_text())["step"] == 2  # the last step still checkpoints

@@ -248,7 +248,7 @@ def train(config: AdversarialDistillConfig) -> Path:
         report.after_step(step + 1, {"loss": loss.detach(), **terms}, scheduler.get_last_lr()[0])
         # validate (one step) and checkpoint the averaged student; stop when the time budget is spent
         done, checkpointing = step + 1, cadence.checkpoint_due(step + 1)
-        due = validation is not None and done % run.validate_every_steps == 0
+        due = validation is not None and cadence.validation_due(done)
         student = averaged_copy(pipeline, ema, lambda p: p.denoiser) if due or checkpointing else None
         if due and accelerator.is_main_process:
             validate(student, validation, data, done, report.log)

@@ -203,6 +203,11 @@ class Cadence:
             self.last = time.monotonic()
         return due
 
+    def validation_due(self, step: int) -> bool:
+        """Is validation due after ``step``? (``run.validate_every_steps`` 0 = never.)"""
+        every = self.run.validate_every_steps
+        return every > 0 and step % every == 0
+
     def out_of_time(self) -> bool:
         """Is the run's ``max_minutes`` budget spent? (A checkpoint is then always due.)"""
         return self.run.max_minutes > 0 and time.monotonic() - self.started > 60 * self.run.max_minutes

@@ -137,7 +137,7 @@ def train(config: DecoderConfig) -> Path:
         report.after_step(step + 1, {k: v.detach() for k, v in terms.items()}, scheduler.get_last_lr()[0])
         # validate and checkpoint the model with the averaged decoder; stop when the time budget is spent
         done, checkpointing = step + 1, cadence.checkpoint_due(step + 1)
-        validating = validation is not None and done % run.validate_every_steps == 0
+        validating = validation is not None and cadence.validation_due(done)
         averaged = averaged_copy(pipeline, ema, decoder_module) if validating or checkpointing else None
         if validating and accelerator.is_main_process:
             validate(averaged, validation, data, done, report.log)

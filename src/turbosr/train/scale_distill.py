@@ -167,7 +167,7 @@ def train(config: ScaleDistillConfig) -> Path:
         report.after_step(step + 1, {"loss": loss.detach()}, scheduler.get_last_lr()[0])
         # validate the averaged student; checkpoint; stop when the time budget is spent
         done, checkpointing = step + 1, cadence.checkpoint_due(step + 1)
-        validating = validation is not None and done % run.validate_every_steps == 0
+        validating = validation is not None and cadence.validation_due(done)
         student = averaged_copy(pipeline, ema, lambda p: p.denoiser) if validating or checkpointing else None
         if validating and accelerator.is_main_process:
             validate(student, validation, data, done, report.log)

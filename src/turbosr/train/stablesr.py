@@ -134,7 +134,7 @@ def train_sft(config: StableSRConfig) -> Path:
         report.after_step(step + 1, {"loss": loss.detach()}, scheduler.get_last_lr()[0])
         # validate and checkpoint the model with the averaged conditioner; stop when the time budget is spent
         done, checkpointing = step + 1, cadence.checkpoint_due(step + 1)
-        due = validation is not None and done % run.validate_every_steps == 0
+        due = validation is not None and cadence.validation_due(done)
         averaged = averaged_copy(pipeline, ema, lambda p: p.denoiser) if due or checkpointing else None
         if due and accelerator.is_main_process:
             validate(averaged, validation, data, done, report.log)
@@ -186,7 +186,7 @@ def train_cfw(config: StableSRConfig) -> Path:
         report.after_step(step + 1, {k: v.detach() for k, v in terms.items()}, scheduler.get_last_lr()[0])
         # validate at w = 1 and checkpoint the model with the averaged CFW module
         done, checkpointing = step + 1, cadence.checkpoint_due(step + 1)
-        due = validation is not None and done % run.validate_every_steps == 0
+        due = validation is not None and cadence.validation_due(done)
         averaged = averaged_copy(pipeline, ema, lambda p: p.fidelity_warp) if due or checkpointing else None
         if due and accelerator.is_main_process:
             validate(averaged, validation, data, done, report.log, fidelity=1.0)

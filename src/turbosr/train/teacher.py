@@ -107,7 +107,7 @@ def train(config: TeacherConfig) -> Path:
         report.after_step(step + 1, {"loss": loss.detach()}, scheduler.get_last_lr()[0])
         # validate and checkpoint the averaged model; stop when the time budget is spent
         done, checkpointing = step + 1, cadence.checkpoint_due(step + 1)
-        validating = validation is not None and done % run.validate_every_steps == 0
+        validating = validation is not None and cadence.validation_due(done)
         averaged = averaged_copy(pipeline, ema, lambda p: p.denoiser) if validating or checkpointing else None
         if validating and accelerator.is_main_process:
             validate(averaged, validation, data, done, report.log)
