@@ -6,7 +6,8 @@
 
 For each model: the full evaluation (one-step PSNR-Y on every pair of --pairs, the val split's centre crops)
 and the training-time validation (:func:`turbosr.train.common.validate` on the first N fixed crops of the val
-split, as a run with ``run.validation_images=N`` and ``data.crop_size=CROP`` sees them). Reports, per N, the
+split, as a run with ``run.validation_images=N`` and ``data.crop_size=CROP`` sees them: one fixed crop of each of
+N images spread evenly over the split). Reports, per N, the
 Kendall rank correlation with the full ranking and the number of model pairs ordered differently.
 """
 
@@ -91,8 +92,8 @@ def main(argv: list[str] | None = None) -> None:
     pair_set = pairs_identity(args.pairs / "lq", args.pairs / "hq")
     lines = [
         "# Validation size: rank agreement with the full val evaluation", "", f"Command: `{command}`", "",
-        f"Full evaluation: one-step PSNR-Y on {describe_pairs(pair_set)}. Training-time validation: the first N "
-        f"fixed {args.crop}² crops of the val split of `{args.manifest}` (manifest digest "
+        f"Full evaluation: one-step PSNR-Y on {describe_pairs(pair_set)}. Training-time validation: one fixed "
+        f"{args.crop}² crop of each of N images spread evenly over the val split of `{args.manifest}` (manifest digest "
         f"{folder_digest(args.manifest)}), {args.degradation} degradation, seed 0. "
         f"{', '.join(f'{k} {v}' for k, v in versions.items())}.", "",
         *markdown_table(["model", "full val PSNR-Y", *(f"{c} crops" for c in args.counts)],

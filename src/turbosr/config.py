@@ -319,7 +319,7 @@ class RunConfig:
     checkpoint_every_steps: int = 500
     checkpoint_every_minutes: float = 5.0
     validate_every_steps: int = 1000
-    validation_images: int = 16  # fixed centre crops of the val split (see docs/data.md for the choice)
+    validation_images: int = 21  # one fixed crop of each of N val images (all 21; docs/data.md: the choice)
     log_every_steps: int = 20
     tensorboard: bool = False  # also write TensorBoard scalars to output_dir/tensorboard (extra "tensorboard")
 
