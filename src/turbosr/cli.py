@@ -27,7 +27,8 @@ def _add_upscale(sub: argparse._SubParsersAction) -> None:
     p.add_argument("inputs", nargs="+", help="image files, folders or glob patterns")
     p.add_argument("-o", "--output", required=True,
                    help="output folder (keeps the input tree), or a file name when there is one input image")
-    p.add_argument("--model", help="model folder (default: the built-in model for --scale)")
+    p.add_argument("--model", help="a built-in model's name (x4, x4-real) or a model folder (default: the "
+                   "built-in model for --scale)")
     p.add_argument("--scale", type=int, default=None, help="SR factor (must match the model; picks the built-in one)")
     p.add_argument("--steps", type=int, default=1, help="denoising steps (default 1: one-step SR)")
     p.add_argument("--strength", type=float, default=1.0,
@@ -61,7 +62,7 @@ def _run_upscale(args: argparse.Namespace) -> int:
     from turbosr.distributed import process_state
     from turbosr.image import IMAGE_SUFFIXES, find_images, load_image, save_image, upscale_alpha
     from turbosr.pipeline import SRPipeline
-    from turbosr.weights import builtin_model_dir
+    from turbosr.weights import builtin_model_dir, resolve_model
 
     state = process_state()  # one process, or one of many under `accelerate launch`
     items = find_images(args.inputs)
@@ -69,7 +70,7 @@ def _run_upscale(args: argparse.Namespace) -> int:
     single_file = output.suffix.lower() in IMAGE_SUFFIXES
     if single_file and len(items) != 1:
         raise CLIError(f"-o {output} is a file name but {len(items)} input images were given; pass a folder")
-    model_dir = Path(args.model) if args.model else builtin_model_dir(args.scale or 4)
+    model_dir = resolve_model(args.model) if args.model else builtin_model_dir(args.scale or 4)
     device = torch.device(args.device) if args.device else state.device
     pipeline = SRPipeline.from_pretrained(model_dir, device=device, dtype=getattr(torch, args.dtype))
     if args.scale is not None and args.scale != pipeline.scale:

@@ -53,9 +53,9 @@ class Result:
 
 def builtin_models() -> dict[str, Path]:
     """The installed built-in models by name."""
-    from turbosr.weights import WEIGHTS_DIR
+    from turbosr.weights import builtin_model_dir, installed_builtins
 
-    return {p.name: p for p in sorted(WEIGHTS_DIR.iterdir()) if (p / "config.json").is_file()}
+    return {name: builtin_model_dir(name) for name in installed_builtins()}
 
 
 class ModelCache:

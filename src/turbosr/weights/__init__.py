@@ -7,11 +7,27 @@ from pathlib import Path
 WEIGHTS_DIR = Path(__file__).resolve().parent
 
 
-def builtin_model_dir(scale: int = 4) -> Path:
-    """Folder of the built-in x``scale`` model; a clear error when none is installed for that scale."""
-    folder = WEIGHTS_DIR / f"x{scale}"
+def installed_builtins() -> list[str]:
+    """Names of the installed built-in models (x4, x4-real, ...)."""
+    if not WEIGHTS_DIR.is_dir():
+        return []
+    return sorted(p.name for p in WEIGHTS_DIR.iterdir() if (p / "config.json").is_file())
+
+
+def builtin_model_dir(name: int | str = 4) -> Path:
+    """Folder of a built-in model, by scale (4 -> "x4", the default model for that scale) or by name
+    ("x4-real"); a clear error when none is installed under that name."""
+    key = f"x{name}" if isinstance(name, int) else name
+    folder = WEIGHTS_DIR / key
     if not (folder / "config.json").is_file():
-        available = sorted(p.name for p in WEIGHTS_DIR.glob("x*") if (p / "config.json").is_file())
+        available = installed_builtins()
         have = f"installed: {', '.join(available)}" if available else "none is installed yet"
-        raise FileNotFoundError(f"no built-in x{scale} model ({have}); pass --model DIR with a trained model folder")
+        raise FileNotFoundError(f"no built-in {key} model ({have}); pass --model DIR with a trained model folder")
     return folder
+
+
+def resolve_model(name_or_folder: str) -> Path:
+    """A --model argument: a built-in model's name, or a model folder."""
+    if name_or_folder in installed_builtins():
+        return builtin_model_dir(name_or_folder)
+    return Path(name_or_folder)
