@@ -4,11 +4,13 @@
         --pairs "test split=data/test-x4" --pairs "external photos=data/external-x4" \
         --fact "..." --training-command "turbosr train teacher --config ..."
     python scripts/package_builtin.py render src/turbosr/weights/x4      # README.md again from measurements.json
+    python scripts/package_builtin.py fingerprint src/turbosr/weights/x4 # outputs on the samples, for the tests
 
 ``package`` copies the model into src/turbosr/weights/NAME/ (denoiser parameters as float16 or int8 with
 per-channel scales; buffers and the latent space float32), measures the packaged copy (one step) and the
 baselines on each pair set, times a 128² upscale, and writes measurements.json plus README.md (the card,
-rendered by turbosr.weights.card.render_card). Every number in the card comes from measurements.json.
+rendered by turbosr.weights.card.render_card). Every number in the card comes from measurements.json, which also
+holds the model's output fingerprints on the bundled samples (tests/test_builtin.py checks they still hold).
 """
 
 from __future__ import annotations
@@ -47,7 +49,20 @@ def build_parser() -> argparse.ArgumentParser:
     package.add_argument("--weights-dir", type=Path, default=None, help=argparse.SUPPRESS)  # tests
     render = sub.add_parser("render", help="write README.md again from a built-in folder's measurements.json")
     render.add_argument("folder", type=Path)
+    fingerprint = sub.add_parser("fingerprint", help="record a built-in's outputs on the samples in measurements.json")
+    fingerprint.add_argument("folder", type=Path)
     return parser
+
+
+def sample_fingerprints(pipeline, seed: int = 0) -> dict[str, str]:
+    """The one-step output on each bundled sample (seed ``seed``), as turbosr.reports.output_fingerprint."""
+    from turbosr.corpus import list_samples, sample_path
+    from turbosr.image import load_image
+    from turbosr.reports import output_fingerprint
+
+    return {name: output_fingerprint(pipeline(load_image(sample_path(name)).rgb, num_steps=1,
+                                              generator=torch.Generator().manual_seed(seed)))
+            for name in list_samples()}
 
 
 def describe_model(pipeline, folder: Path, storage: str, scale: int) -> dict:
@@ -135,6 +150,7 @@ def package(args: argparse.Namespace, argv: list[str]) -> None:
         "versions": software_versions(),
         "command": command_line(SCRIPT, argv),
         "sections": [{"title": s.partition("::")[0], "text": s.partition("::")[2]} for s in args.section],
+        "fingerprints": sample_fingerprints(packaged, args.seed),
     }
     write_json(staging / "measurements.json", measurements)
     (staging / "README.md").write_text(render_card(measurements))
@@ -153,6 +169,15 @@ def main(argv: list[str] | None = None) -> None:
         card = render_card(json.loads((args.folder / "measurements.json").read_text()))
         (args.folder / "README.md").write_text(card)
         print(card)
+        return
+    if args.command == "fingerprint":
+        from turbosr.checkpoint import write_json
+        from turbosr.pipeline import SRPipeline
+
+        measurements = json.loads((args.folder / "measurements.json").read_text())
+        measurements["fingerprints"] = sample_fingerprints(SRPipeline.from_pretrained(args.folder),
+                                                           measurements.get("seed", 0))
+        write_json(args.folder / "measurements.json", measurements)
         return
     package(args, argv)
 

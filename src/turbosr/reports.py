@@ -71,6 +71,23 @@ def model_identity(folder: str | Path) -> dict[str, str]:
     return {"path": str(folder), "digest": folder_digest(folder, MODEL_FILES)}
 
 
+def output_fingerprint(image: Any, size: int = 32) -> str:
+    """A model output reduced to size x size block means per channel, as hex 16-bit values: unlike a hash of the
+    pixels it survives the last-bit float differences between CPUs, and any real change of behaviour moves it."""
+    import torch
+    import torch.nn.functional as F
+
+    pooled = F.adaptive_avg_pool2d(image.detach().float().clamp(0, 1), size).flatten()
+    return "".join(f"{int(v):04x}" for v in torch.round(pooled * 65535).tolist())
+
+
+def fingerprint_distance(a: str, b: str) -> float:
+    """Largest block-mean difference (0..1 pixel range) between two output fingerprints of the same shape."""
+    if len(a) != len(b):
+        raise ValueError("fingerprints of different sizes")
+    return max(abs(int(a[i:i + 4], 16) - int(b[i:i + 4], 16)) for i in range(0, len(a), 4)) / 65535
+
+
 def pairs_identity(lq_dir: str | Path, ref_dir: str | Path) -> dict[str, Any]:
     """Paths and content digests of an evaluation pair set, with the manifest ``turbosr data make-pairs`` wrote
     (split, degradation, seed, crop) when the two folders sit in one set folder."""
