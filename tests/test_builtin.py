@@ -81,7 +81,6 @@ def test_model_cards_are_generated_from_their_measurements():
     import json
 
     from turbosr.reports import MODEL_FILES, folder_digest
-    from turbosr.weights import WEIGHTS_DIR
     from turbosr.weights.card import render_card
 
     folders = builtin_folders()
