@@ -61,8 +61,8 @@ def main(argv: list[str] | None = None) -> None:
         write_json,
         write_text,
     )
-    from turbosr.train.common import validate, validation_crops
     from turbosr.train.reporting import RunLog
+    from turbosr.train.validation import validate, validation_crops
 
     data = DataConfig(manifest=str(args.manifest), crop_size=args.crop, degradation=args.degradation)
     rows = []

@@ -22,9 +22,7 @@ from torch import nn
 
 from turbosr import checkpoint
 from turbosr.config import DataConfig, OptimConfig, RunConfig
-from turbosr.data import HRFolderDataset, make_lq
-from turbosr.degradations import upsample_lq
-from turbosr.train.reporting import RunLog
+from turbosr.data import HRFolderDataset
 
 logger = logging.getLogger(__name__)
 
@@ -88,22 +86,6 @@ def load_dataset(data: DataConfig, scale: int, split: str | None = None) -> HRFo
     if data.folder:
         return HRFolderDataset(Path(data.folder), crop_size=data.crop_size, scale=scale)
     raise ValueError("no training data: set data.manifest (a corpus manifest.json) or data.folder (HR images)")
-
-
-def validation_crops(data: DataConfig, scale: int, count: int) -> torch.Tensor | None:
-    """Fixed HR crops for validation during training: one crop of each of ``count`` images spread evenly over
-    the manifest's val split (the same crops for every run, whatever its seed), or over the training folder
-    when there is no manifest."""
-    if count <= 0:
-        return None
-    try:
-        dataset = load_dataset(data, scale, "val") if data.manifest else load_dataset(data, scale)
-    except (ValueError, FileNotFoundError) as error:
-        logger.warning("validation disabled: %s", error)
-        return None
-    generator = torch.Generator().manual_seed(0)
-    count = min(count, len(dataset))
-    return torch.stack([dataset.crop(index * len(dataset) // count, generator) for index in range(count)])
 
 
 # ----------------------------------------------------------------------------------------- optimisation
@@ -252,27 +234,3 @@ def resume(accelerator: Any, output_dir: str | Path, ema: EMA | None) -> int:
     step = int(checkpoint.read_json(latest / "progress.json")["step"])
     logger.info("resumed from %s at step %d", latest, step)
     return step
-
-
-# ------------------------------------------------------------------------------------------ validation
-@torch.no_grad()
-def validate(model: Any, hq: torch.Tensor, data: DataConfig, step: int, log: RunLog,
-             fidelity: float | None = None) -> dict[str, Any]:
-    """One-step PSNR-Y of ``model`` (a pipeline; at CFW weight ``fidelity`` when given) vs bicubic on the fixed
-    crops ``hq``, degraded as in training (seed 0); writes the record to ``log`` and the strip
-    bicubic | model | HR (a row per crop) beside it."""
-    from turbosr.image import save_image
-    from turbosr.metrics import psnr
-
-    lq = make_lq(hq, model.scale, data.degradation, torch.Generator().manual_seed(0), data.realesrgan)
-    output = model(lq, generator=torch.Generator().manual_seed(0), fidelity=fidelity)
-    bicubic = upsample_lq(lq, model.scale)
-    border = model.scale
-    record = {"step": step, "validation": "val" if data.manifest else "train-folder", "images": len(hq),
-              "val_psnr_y": float(psnr(output, hq, border, y_channel=True).mean()),
-              "val_psnr_y_bicubic": float(psnr(bicubic, hq, border, y_channel=True).mean())}
-    log.write(record)
-    if log.enabled:
-        strip = torch.cat([torch.cat([bicubic[i], output[i], hq[i]], dim=-1) for i in range(len(hq))], dim=-2)
-        save_image(strip[None], log.path.parent / "validation-latest.png", overwrite=True)
-    return record

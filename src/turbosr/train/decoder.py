@@ -44,11 +44,10 @@ from turbosr.train.common import (
     optimizer_step,
     prepare,
     save_checkpoint,
-    validate,
-    validation_crops,
 )
 from turbosr.train.patchgan import PatchGAN
 from turbosr.train.reporting import StepReport
+from turbosr.train.validation import validate, validation_crops
 
 logger = logging.getLogger(__name__)
 

@@ -50,10 +50,9 @@ from turbosr.train.common import (
     optimizer_step,
     prepare,
     save_checkpoint,
-    validate,
-    validation_crops,
 )
 from turbosr.train.reporting import StepReport
+from turbosr.train.validation import validate, validation_crops
 
 logger = logging.getLogger(__name__)
 
