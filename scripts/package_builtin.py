@@ -93,12 +93,17 @@ def evaluate(pipeline, title: str, pairs: Path, metrics: list[str], baselines: l
     from turbosr.metrics import evaluate_upscaler
     from turbosr.reports import describe_pairs, pairs_identity
 
-    def upscale(lq: torch.Tensor) -> torch.Tensor:
-        return pipeline(lq, num_steps=1, generator=torch.Generator().manual_seed(seed))
+    def upscaler(fidelity: float | None):
+        def upscale(lq: torch.Tensor) -> torch.Tensor:
+            return pipeline(lq, num_steps=1, fidelity=fidelity, generator=torch.Generator().manual_seed(seed))
+        return upscale
 
+    ours = [("turbosr (1 step)", upscaler(None))]
+    if pipeline.fidelity_warp is not None:  # StableSR CFW modules: also the most faithful setting
+        ours.append(("turbosr (1 step, --fidelity 1)", upscaler(1.0)))
     scores, count = {}, 0
-    for method, upscaler in (("turbosr (1 step)", upscale), *((b, baseline_upscaler(b, scale)) for b in baselines)):
-        result = evaluate_upscaler(upscaler, pairs / "lq", pairs / "hq", metrics, crop_border=scale)
+    for method, upscale in (*ours, *((b, baseline_upscaler(b, scale)) for b in baselines)):
+        result = evaluate_upscaler(upscale, pairs / "lq", pairs / "hq", metrics, crop_border=scale)
         scores[method], count = result["mean"], result["count"]
     identity = pairs_identity(pairs / "lq", pairs / "hq")
     return {"title": title, "pairs": identity, "description": describe_pairs(identity), "count": count,
