@@ -5,6 +5,7 @@
         --fact "..." --training-command "turbosr train teacher --config ..."
     python scripts/package_builtin.py render src/turbosr/weights/x4      # README.md again from measurements.json
     python scripts/package_builtin.py fingerprint src/turbosr/weights/x4 # outputs on the samples, for the tests
+    python scripts/package_builtin.py time src/turbosr/weights/x4        # the timing again, on an idle machine
 
 ``package`` copies the model into src/turbosr/weights/NAME/ (denoiser parameters as float16 or int8 with
 per-channel scales; buffers and the latent space float32), measures the packaged copy (one step) and the
@@ -51,6 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("folder", type=Path)
     fingerprint = sub.add_parser("fingerprint", help="record a built-in's outputs on the samples in measurements.json")
     fingerprint.add_argument("folder", type=Path)
+    timing = sub.add_parser("time", help="time the upscale again (when packaging ran beside other jobs)")
+    timing.add_argument("folder", type=Path)
+    timing.add_argument("--threads", type=int, default=2)
     return parser
 
 
@@ -175,14 +179,21 @@ def main(argv: list[str] | None = None) -> None:
         (args.folder / "README.md").write_text(card)
         print(card)
         return
-    if args.command == "fingerprint":
+    if args.command in ("fingerprint", "time"):
         from turbosr.checkpoint import write_json
         from turbosr.pipeline import SRPipeline
+        from turbosr.reports import command_line
+        from turbosr.weights.card import render_card
 
         measurements = json.loads((args.folder / "measurements.json").read_text())
-        measurements["fingerprints"] = sample_fingerprints(SRPipeline.from_pretrained(args.folder),
-                                                           measurements.get("seed", 0))
+        pipeline = SRPipeline.from_pretrained(args.folder)
+        if args.command == "fingerprint":
+            measurements["fingerprints"] = sample_fingerprints(pipeline, measurements.get("seed", 0))
+        else:
+            torch.set_num_threads(args.threads)
+            measurements["timing"] = {**time_upscale(pipeline, args.threads), "command": command_line(SCRIPT, argv)}
         write_json(args.folder / "measurements.json", measurements)
+        (args.folder / "README.md").write_text(render_card(measurements))
         return
     package(args, argv)
 

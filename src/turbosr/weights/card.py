@@ -71,7 +71,8 @@ def render_card(m: dict[str, Any]) -> str:
         lines.append("")
     lines += [
         f"Time for one 128² -> {128 * model['scale']}² upscale: {timing['seconds']:.3f} s ({timing['where']}; "
-        f"median of {timing['repeats']}).",
+        f"median of {timing['repeats']})"
+        + (f"; timed again on an idle machine by `{timing['command']}`." if "command" in timing else "."),
         "",
         f"Measured on {m['date']} with {', '.join(f'{k} {v}' for k, v in m['versions'].items())} by:",
         "",
