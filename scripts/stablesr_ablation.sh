@@ -2,18 +2,18 @@
 # StableSR's time-aware encoder claim (paper, Figure 3) at CPU scale, as run for docs/stablesr.md: SFT conditioning
 # of the same frozen prior (the built-in x4's diffusion model, trained on bicubic inputs only) on the blind "mixed"
 # degradation, with and without the timestep embedding in the encoder, for the same number of steps.
-#   aware | agnostic: one training run each (STEPS, default 800); run them side by side, one CPU thread each
+#   aware | agnostic: one training run each (STEPS, default 3000); run them side by side, one CPU thread each
 #   eval: both, and the prior alone, on the blind-degraded test crops at 1 and 4 steps
 # Usage: bash scripts/stablesr_ablation.sh aware|agnostic|eval   (logs in runs/<name>.out; a killed run resumes)
 set -euo pipefail
 export OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1
 PRIOR=${PRIOR:-runs/x4-new-int8}
-STEPS=${STEPS:-800}
+STEPS=${STEPS:-3000}
 sft() {  # sft <output_dir> <time_aware>
   mkdir -p runs
   turbosr -v train stablesr --config configs/stablesr-x4-small.yaml --set prior="$PRIOR" \
     --set model.sft_time_aware="$2" --set run.output_dir="$1" --set run.max_steps="$STEPS" \
-    --set run.num_threads=1 --set run.batch_size=8 --set run.validate_every_steps=400 >>"$1.out" 2>&1
+    --set run.num_threads=1 --set run.batch_size=8 --set run.validate_every_steps=1000 >>"$1.out" 2>&1
 }
 latest=checkpoint-latest/model
 case "${1:?aware, agnostic or eval}" in
