@@ -3,8 +3,9 @@
 #   teacher: the blind multi-step teacher (configs/teacher-x4-blind-small.yaml)
 #   lane a:  the full method, longer (FULL_STEPS) and at the ablations' length, then "without PSR"
 #   lane b:  the other ablations (ABLATION_STEPS each)
+#   lane c:  reference indexing at FULL_STEPS (after lane b: it was the better indexing at equal length)
 #   eval:    the table on the blind-degraded test crops, and the teacher at 50 steps
-# Usage: bash scripts/addsr_ablation.sh teacher|a|b|eval   (logs in runs/<name>.out; a killed run resumes, a
+# Usage: bash scripts/addsr_ablation.sh teacher|a|b|c|eval   (logs in runs/<name>.out; a killed run resumes, a
 # finished one is skipped). One CPU thread per lane; run a and b side by side after the teacher.
 set -euo pipefail
 export OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1
@@ -18,7 +19,7 @@ train() {  # train <method> <config> <output_dir> <max_steps> [extra --set ...]
 }
 addsr() { train adversarial-distill configs/addsr-x4-small.yaml "$@"; }
 latest=checkpoint-latest/model
-case "${1:?teacher, a, b or eval}" in
+case "${1:?teacher, a, b, c or eval}" in
   teacher) train teacher configs/teacher-x4-blind-small.yaml runs/teacher-x4-blind-small 4000 ;;
   a)
     addsr runs/addsr-full "$FULL"
@@ -30,6 +31,10 @@ case "${1:?teacher, a, b or eval}" in
     addsr runs/addsr-fixed-weights "$ABLATION" --set distill_weighting=fixed
     addsr runs/addsr-no-adversarial "$ABLATION" --set adversarial_weight=0
     addsr runs/addsr-reference-indexing "$ABLATION" --set adaptive_indexing=reference
+    ;;
+  c)  # the better indexing of lane b at the full length (run as a resume of addsr-reference-indexing's
+      # checkpoint copied to runs/addsr-reference-long: resumed == uninterrupted, tests/test_train.py)
+    addsr runs/addsr-reference-long "$FULL" --set adaptive_indexing=reference
     ;;
   eval)
     # PSR at inference: the reference code's mix (psr_weight 0.5, the config's) and the pure prediction of training
@@ -44,6 +49,7 @@ json.dump(c, open(p, 'w'), indent=2)" runs/addsr-full-psr1/config.json
       --model "fixed loss weights=runs/addsr-fixed-weights/$latest" \
       --model "without adversarial loss=runs/addsr-no-adversarial/$latest" \
       --model "reference indexing=runs/addsr-reference-indexing/$latest" \
+      --model "reference indexing, full length=runs/addsr-reference-long/$latest" \
       --model "blind teacher=runs/teacher-x4-blind-small/$latest" --steps 1 4 \
       --metrics psnr_y ssim_y niqe patch_fid --folder-metric-steps 1 --out docs/benchmarks/addsr_ablation_x4 --resume
     python benchmarks/quality_vs_steps.py --lq data/test-x4-blind/lq --ref data/test-x4-blind/hq --scale 4 \
