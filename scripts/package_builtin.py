@@ -40,6 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     package.add_argument("--metrics", nargs="+", default=["psnr_y", "ssim_y", "niqe"])
     package.add_argument("--baselines", nargs="*", default=["bicubic", "lanczos"])
     package.add_argument("--storage", choices=("float16", "int8"), default="float16")
+    package.add_argument("--steps", type=int, nargs="+", default=[1],
+                         help="denoising step counts to measure (the first is the card's headline; default 1)")
     package.add_argument("--summary", default="", help="one paragraph for the top of the card (no numbers)")
     package.add_argument("--fact", action="append", default=[], help="a training fact for the card, repeatable")
     package.add_argument("--training-command", action="append", default=[], help="a training command, repeatable")
@@ -92,19 +94,19 @@ def describe_model(pipeline, folder: Path, storage: str, scale: int) -> dict:
 
 
 def evaluate(pipeline, title: str, pairs: Path, metrics: list[str], baselines: list[str], scale: int,
-             seed: int) -> dict:
+             seed: int, steps: list[int] = (1,)) -> dict:
     from turbosr.baselines import baseline_upscaler
     from turbosr.metrics import evaluate_upscaler
     from turbosr.reports import describe_pairs, pairs_identity
 
-    def upscaler(fidelity: float | None):
+    def upscaler(num_steps: int, fidelity: float | None):
         def upscale(lq: torch.Tensor) -> torch.Tensor:
-            return pipeline(lq, num_steps=1, fidelity=fidelity, generator=torch.Generator().manual_seed(seed))
+            return pipeline(lq, num_steps=num_steps, fidelity=fidelity, generator=torch.Generator().manual_seed(seed))
         return upscale
 
-    ours = [("turbosr (1 step)", upscaler(None))]
+    ours = [(f"turbosr ({n} step{'s' if n > 1 else ''})", upscaler(n, None)) for n in steps]
     if pipeline.fidelity_warp is not None:  # StableSR CFW modules: also the most faithful setting
-        ours.append(("turbosr (1 step, --fidelity 1)", upscaler(1.0)))
+        ours.append(("turbosr (1 step, --fidelity 1)", upscaler(1, 1.0)))
     scores, count = {}, 0
     for method, upscale in (*ours, *((b, baseline_upscaler(b, scale)) for b in baselines)):
         result = evaluate_upscaler(upscale, pairs / "lq", pairs / "hq", metrics, crop_border=scale)
@@ -146,7 +148,7 @@ def package(args: argparse.Namespace, argv: list[str]) -> None:
     for item in args.pairs:
         title, _, folder = item.partition("=")
         evaluations.append(evaluate(packaged, title, Path(folder), args.metrics, args.baselines, packaged.scale,
-                                    args.seed))
+                                    args.seed, args.steps))
     measurements = {
         "name": args.name,
         "summary": args.summary,

@@ -53,7 +53,8 @@ def render_card(m: dict[str, Any]) -> str:
         "",
         "## Measured",
         "",
-        f"One step (seed {m['seed']}), PSNR/SSIM on the Y channel with a border of {model['scale']} pixels; NIQE",
+        f"Each turbosr row names its denoising steps (seed {m['seed']}); PSNR/SSIM on the Y channel with a border of "
+        f"{model['scale']} pixels; NIQE",
         "without reference (lower is more natural). Each row names its pair set: how the LQ images were made, from",
         "which split, and the digests of the LQ and HQ folders.",
         "",
