@@ -4,8 +4,9 @@
 #   lane a:  the full method, longer (FULL_STEPS) and at the ablations' length, then "without PSR"
 #   lane b:  the other ablations (ABLATION_STEPS each)
 #   lane c:  reference indexing at FULL_STEPS (after lane b: it was the better indexing at equal length)
+#   seed:    AddSR short with another seed, for the run-to-run spread of the ablations
 #   eval:    the table on the blind-degraded test crops, and the teacher at 50 steps
-# Usage: bash scripts/addsr_ablation.sh teacher|a|b|c|eval   (logs in runs/<name>.out; a killed run resumes, a
+# Usage: bash scripts/addsr_ablation.sh teacher|a|b|c|seed|eval   (logs in runs/<name>.out; a killed run resumes, a
 # finished one is skipped). One CPU thread per lane; run a and b side by side after the teacher.
 set -euo pipefail
 export OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1
@@ -19,7 +20,7 @@ train() {  # train <method> <config> <output_dir> <max_steps> [extra --set ...]
 }
 addsr() { train adversarial-distill configs/addsr-x4-small.yaml "$@"; }
 latest=checkpoint-latest/model
-case "${1:?teacher, a, b, c or eval}" in
+case "${1:?teacher, a, b, c, seed or eval}" in
   teacher) train teacher configs/teacher-x4-blind-small.yaml runs/teacher-x4-blind-small 4000 ;;
   a)
     addsr runs/addsr-full "$FULL"
@@ -36,6 +37,9 @@ case "${1:?teacher, a, b, c or eval}" in
       # checkpoint copied to runs/addsr-reference-long: resumed == uninterrupted, tests/test_train.py)
     addsr runs/addsr-reference-long "$FULL" --set adaptive_indexing=reference
     ;;
+  seed)  # run-to-run spread: AddSR short again with another seed (data order, noise, initial heads)
+    addsr runs/addsr-short-seed1 "$ABLATION" --set run.seed=1
+    ;;
   eval)
     # PSR at inference: the reference code's mix (psr_weight 0.5, the config's) and the pure prediction of training
     rm -rf runs/addsr-full-psr1 && cp -r "runs/addsr-full/$latest" runs/addsr-full-psr1
@@ -50,6 +54,7 @@ json.dump(c, open(p, 'w'), indent=2)" runs/addsr-full-psr1/config.json
       --model "without adversarial loss=runs/addsr-no-adversarial/$latest" \
       --model "reference indexing=runs/addsr-reference-indexing/$latest" \
       --model "reference indexing, full length=runs/addsr-reference-long/$latest" \
+      --model "AddSR short, seed 1=runs/addsr-short-seed1/$latest" \
       --model "blind teacher=runs/teacher-x4-blind-small/$latest" --steps 1 4 \
       --metrics psnr_y ssim_y niqe patch_fid --folder-metric-steps 1 --out docs/benchmarks/addsr_ablation_x4 --resume
     python benchmarks/quality_vs_steps.py --lq data/test-x4-blind/lq --ref data/test-x4-blind/hq --scale 4 \
