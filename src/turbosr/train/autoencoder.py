@@ -36,6 +36,7 @@ from turbosr.models.presets import build_autoencoder
 from turbosr.train.common import (
     LATEST,
     Cadence,
+    average_gradients,
     averaged_copy,
     hq_batch,
     load_dataset,
@@ -126,6 +127,7 @@ def train(config: AutoencoderConfig) -> Path:
                 accelerator.backward(loss / run.gradient_accumulation_steps)
             gan.discriminator_step(hq, prediction, terms)
         # update, average, log, checkpoint (the averaged autoencoder); stop when the time budget is spent
+        average_gradients(accelerator, trained)  # it ran outside its DDP wrapper
         optimizer_step(accelerator, model, optimizer, scheduler, config.optim.grad_clip)
         ema.update(trained, step)
         report.after_step(step + 1, {k: v.detach() for k, v in terms.items()}, scheduler.get_last_lr()[0])

@@ -144,6 +144,19 @@ def optimizer_step(accelerator: Any, model: nn.Module, optimizer: torch.optim.Op
     optimizer.zero_grad(set_to_none=True)
 
 
+def average_gradients(accelerator: Any, module: nn.Module) -> None:
+    """Average ``module``'s gradients over the processes, for a network run outside its DDP wrapper (whose hooks
+    then never fire: the decoder and autoencoder run inside the latent space's calls). One process: no-op."""
+    if accelerator.num_processes == 1:
+        return
+    grads = [p.grad for p in module.parameters() if p.grad is not None]
+    flat = torch.cat([g.flatten().float() for g in grads])
+    torch.distributed.all_reduce(flat)
+    flat /= accelerator.num_processes
+    for grad, part in zip(grads, flat.split([g.numel() for g in grads]), strict=True):
+        grad.copy_(part.view_as(grad))
+
+
 class Trainee(NamedTuple):
     """The trained module as a loop uses it: ``model`` (prepared by Accelerate: step and clip it),
     ``forward`` (call it: ``model`` or its compiled wrapper), optimizer, scheduler, EMA and the first step."""

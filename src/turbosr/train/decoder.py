@@ -36,6 +36,7 @@ from turbosr.pipeline import SRPipeline
 from turbosr.train.common import (
     LATEST,
     Cadence,
+    average_gradients,
     averaged_copy,
     hq_batch,
     load_dataset,
@@ -131,6 +132,7 @@ def train(config: DecoderConfig) -> Path:
                 accelerator.backward(loss / run.gradient_accumulation_steps)
             gan.discriminator_step(hq, prediction, terms)
         # update, average, log
+        average_gradients(accelerator, decoder)  # it ran outside its DDP wrapper
         optimizer_step(accelerator, model, optimizer, scheduler, config.optim.grad_clip)
         ema.update(decoder, step)
         report.after_step(step + 1, {k: v.detach() for k, v in terms.items()}, scheduler.get_last_lr()[0])
