@@ -5,8 +5,9 @@
 #   lane b:  the other ablations (ABLATION_STEPS each)
 #   lane c:  reference indexing at FULL_STEPS (after lane b: it was the better indexing at equal length)
 #   seed:    AddSR short with another seed, for the run-to-run spread of the ablations
+#   select:  the x4-real candidates on the val split (the choice is made there)
 #   eval:    the table on the blind-degraded test crops, and the teacher at 50 steps
-# Usage: bash scripts/addsr_ablation.sh teacher|a|b|c|seed|eval   (logs in runs/<name>.out; a killed run resumes, a
+# Usage: bash scripts/addsr_ablation.sh teacher|a|b|c|seed|select|eval   (logs in runs/<name>.out; a killed run resumes, a
 # finished one is skipped). One CPU thread per lane; run a and b side by side after the teacher.
 set -euo pipefail
 export OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1
@@ -20,7 +21,7 @@ train() {  # train <method> <config> <output_dir> <max_steps> [extra --set ...]
 }
 addsr() { train adversarial-distill configs/addsr-x4-small.yaml "$@"; }
 latest=checkpoint-latest/model
-case "${1:?teacher, a, b, c, seed or eval}" in
+case "${1:?teacher, a, b, c, seed, select or eval}" in
   teacher) train teacher configs/teacher-x4-blind-small.yaml runs/teacher-x4-blind-small 4000 ;;
   a)
     addsr runs/addsr-full "$FULL"
@@ -39,6 +40,15 @@ case "${1:?teacher, a, b, c, seed or eval}" in
     ;;
   seed)  # run-to-run spread: AddSR short again with another seed (data order, noise, initial heads)
     addsr runs/addsr-short-seed1 "$ABLATION" --set run.seed=1
+    ;;
+  select)  # choosing x4-real on the val split (blind-degraded val crops), never on test
+    python benchmarks/quality_vs_steps.py --lq data/val-x4-blind/lq --ref data/val-x4-blind/hq --scale 4 \
+      --crop-border 4 --threads 2 --baselines bicubic realesrgan_x4plus \
+      --model "AddSR full=runs/addsr-full/$latest" --model "reference indexing=runs/addsr-reference-indexing/$latest" \
+      --model "reference indexing, full length=runs/addsr-reference-long/$latest" \
+      --model "without adversarial loss=runs/addsr-no-adversarial/$latest" \
+      --model "time-aware SFT (StableSR)=runs/sft-time-aware/$latest" --steps 1 4 \
+      --metrics psnr_y ssim_y niqe --out docs/benchmarks/x4_real_selection_val --resume
     ;;
   eval)
     # PSR at inference: the reference code's mix (psr_weight 0.5, the config's) and the pure prediction of training
