@@ -89,3 +89,9 @@ def test_model_cards_are_generated_from_their_measurements():
         measurements = json.loads((folder / "measurements.json").read_text())
         assert (folder / "README.md").read_text() == render_card(measurements), f"{folder.name}: card edited"
         assert measurements["model"]["digest"] == folder_digest(folder, MODEL_FILES), f"{folder.name}: stale"
+
+
+def test_builtin_weights_fit_the_repository_budget():
+    """All built-in weights together stay within 40 MB, so the repository plus a GPU bundle fit a 64 MiB transfer."""
+    total = sum(f.stat().st_size for folder in builtin_folders() for f in folder.glob("*.safetensors"))
+    assert total <= 40 * 10**6, f"built-in weights take {total / 1e6:.1f} MB"
