@@ -72,7 +72,8 @@ def main() -> None:
         for c, crop in enumerate(crops):
             image = tensor_to_pil(crop.clamp(0, 1)).resize((cell, cell), Image.Resampling.NEAREST)
             sheet.paste(image, (c * cell, r * (cell + 14) + 14))
-            draw.text((c * cell + 2, r * (cell + 14)), f"{labels[c]} ({args.names[r]})", fill="black")
+            label = f"{labels[c]} ({args.names[r][-24:]})" if c == 0 else labels[c]
+            draw.text((c * cell + 2, r * (cell + 14)), label, fill="black")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     sheet.save(args.out, optimize=True)
     print(f"wrote {args.out}")
