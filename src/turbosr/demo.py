@@ -53,9 +53,10 @@ class Result:
 
 def builtin_models() -> dict[str, Path]:
     """The installed built-in models by name."""
-    from turbosr.weights import builtin_model_dir, installed_builtins
+    from turbosr.weights import DEFAULT_BUILTINS, builtin_model_dir, installed_builtins
 
-    return {name: builtin_model_dir(name) for name in installed_builtins()}
+    names = sorted(installed_builtins(), key=lambda name: name not in DEFAULT_BUILTINS.values())  # defaults first
+    return {name: builtin_model_dir(name) for name in names}
 
 
 class ModelCache:

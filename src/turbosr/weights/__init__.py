@@ -6,6 +6,11 @@ from pathlib import Path
 
 WEIGHTS_DIR = Path(__file__).resolve().parent
 
+# The default built-in model of each scale. x4-real (blind degradations) is the x4 default because it won on the
+# blind-degraded val crops by a rule fixed beforehand (docs/addsr.md, "Which built-in is the default");
+# x4 stays for clean or bicubic-style inputs.
+DEFAULT_BUILTINS = {4: "x4-real"}
+
 
 def installed_builtins() -> list[str]:
     """Names of the installed built-in models (x4, x4-real, ...)."""
@@ -15,9 +20,9 @@ def installed_builtins() -> list[str]:
 
 
 def builtin_model_dir(name: int | str = 4) -> Path:
-    """Folder of a built-in model, by scale (4 -> "x4", the default model for that scale) or by name
-    ("x4-real"); a clear error when none is installed under that name."""
-    key = f"x{name}" if isinstance(name, int) else name
+    """Folder of a built-in model, by scale (the default model for that scale: DEFAULT_BUILTINS, else "x{scale}")
+    or by name ("x4", "x4-real"); a clear error when none is installed under that name."""
+    key = DEFAULT_BUILTINS.get(name, f"x{name}") if isinstance(name, int) else name
     folder = WEIGHTS_DIR / key
     if not (folder / "config.json").is_file():
         available = installed_builtins()
