@@ -116,3 +116,18 @@ def test_fidelity_option_on_the_command_line(cfw_model, prior_dir, tmp_path):
     assert refused.returncode != 0 and "no CFW" in refused.stderr and "Traceback" not in refused.stderr
     assert run(cfw_model, "--fidelity", "1").returncode == 0
     assert run(cfw_model, "--fidelity", "2").returncode != 0
+
+
+def test_training_on_a_model_with_cfw_leaves_the_stale_module_out(tmp_path, hr_folder, cfw_model):
+    """A CFW module is trained for one generator's outputs: SFT on top of that model, or a new decoder for it,
+    changes them, so the new model must not carry the old module (it would "correct" the wrong thing)."""
+    from turbosr.train import decoder
+
+    assert SRPipeline.from_pretrained(cfw_model).fidelity_warp is not None
+    folder = stablesr.train(config_for(tmp_path / "sft", hr_folder, cfw_model))
+    assert SRPipeline.from_pretrained(folder / "model").fidelity_warp is None
+    tuned = decoder.train(load_config(decoder.DecoderConfig, None, [
+        f"init_from={cfw_model}", "model.preset=tiny", "model.refine_channels=8", f"data.folder={hr_folder}",
+        "data.crop_size=64", f"run.output_dir={tmp_path / 'decoder'}", "run.max_steps=1", "run.batch_size=2",
+        "run.validation_images=0"]))
+    assert SRPipeline.from_pretrained(tuned / "model").fidelity_warp is None

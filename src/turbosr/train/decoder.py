@@ -101,7 +101,11 @@ def train(config: DecoderConfig) -> Path:
     run, data = config.run, config.data
     accelerator = make_accelerator(run)
     dataset = load_dataset(data, config.model.scale)
-    pipeline = with_refiner(SRPipeline.from_pretrained(config.init_from), config.model.refine_channels)
+    loaded = SRPipeline.from_pretrained(config.init_from)
+    if loaded.fidelity_warp is not None:  # trained for the old decoder's output: train CFW again afterwards
+        logger.warning("%s: its CFW modules are left out (trained for the decoder being replaced)", config.init_from)
+    loaded = SRPipeline(loaded.denoiser, loaded.autoencoder, loaded.config)
+    pipeline = with_refiner(loaded, config.model.refine_channels)
     if pipeline.scale != config.model.scale:
         raise ValueError(f"{config.init_from} is x{pipeline.scale}; set model.scale={pipeline.scale}")
     pipeline.to(accelerator.device)

@@ -80,12 +80,15 @@ class StableSRConfig:
 
 
 def with_sft(folder: str, time_aware: bool) -> SRPipeline:
-    """The prior with a zero-initialised SFT conditioner; everything but the conditioner frozen."""
+    """The prior with a zero-initialised SFT conditioner; everything but the conditioner frozen. A CFW module of
+    the prior is left out: it was trained for the prior's outputs, which SFT changes (train CFW again after)."""
     loaded = SRPipeline.from_pretrained(folder)
+    if loaded.fidelity_warp is not None:
+        logger.warning("%s: its CFW modules are left out (trained for the model without SFT)", folder)
     loaded.denoiser.requires_grad_(False)
     loaded.denoiser.add_sft(time_aware)
     config = dataclasses.replace(loaded.config, sft=True, sft_time_aware=time_aware)
-    return SRPipeline(loaded.denoiser, loaded.autoencoder, config, loaded.fidelity_warp)
+    return SRPipeline(loaded.denoiser, loaded.autoencoder, config)
 
 
 def train(config: StableSRConfig) -> Path:
