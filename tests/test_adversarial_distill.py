@@ -156,3 +156,20 @@ def test_hr_regulated_teacher_sees_the_hr_latent_and_the_anchor_conversion_is_ex
         assert torch.allclose(recovered, true_hq, atol=1e-4)
     assert torch.allclose(add_noise(torch.zeros(1), torch.ones(1), torch.tensor([999]), alpha_bar), torch.ones(1))
     # (zero terminal SNR: the pure-noise step x_999 is the noise itself, which the one-step branch relies on)
+
+
+@pytest.mark.parametrize("unet", ["unet2d", "unet2d_condition"])
+def test_feature_discriminator_scores_with_either_unet_kind(unet):
+    """The latent discriminator runs the frozen teacher's encoder half with the teacher's own cross-attention
+    states (the `sd` preset's UNet needs them), and scores depend on the LQ condition."""
+    from turbosr.models.discriminator import FeatureDiscriminator
+
+    config = dataclasses.replace(model_config("tiny", scale=4), unet=unet)
+    torch.manual_seed(0)
+    teacher, _ = build_model(config)
+    discriminator = FeatureDiscriminator(teacher, config.latent_channels)
+    x, lq = torch.randn(2, 8, 8, 8), torch.randn(2, 8, 8, 8)
+    logits = discriminator(x, lq, torch.tensor([5, 900]))
+    assert logits.shape[0] == 2 and logits.dim() == 2 and torch.isfinite(logits).all()
+    assert not torch.equal(discriminator(x, torch.randn(2, 8, 8, 8), torch.tensor([5, 900])), logits)
+    assert all(not name.startswith("teacher") for name, _ in discriminator.named_parameters())

@@ -36,9 +36,7 @@ class Denoiser(nn.Module):
         # AddSR student: a ControlNet-style branch that also sees a control condition (see models/control.py)
         self.control = None
         if control:
-            from turbosr.models.control import ControlBranch
-
-            self.control = ControlBranch(unet, latent_channels)
+            self.add_control()
         # StableSR: SFT modulation of the (frozen) UNet by a time-aware encoder of the LQ latent
         self.sft = None
         if sft:
@@ -59,6 +57,13 @@ class Denoiser(nn.Module):
         if self.control is None:
             self.control = ControlBranch(self.unet, self.latent_channels).to(self.residual_scale.device)
 
+    def context(self, like: torch.Tensor) -> torch.Tensor | None:
+        """The UNet's cross-attention states for a batch like ``like`` (the stored prompt embedding), or None
+        for a UNet without cross-attention."""
+        if not self.cross_attention:
+            return None
+        return self.prompt_embedding.to(like.dtype).expand(like.shape[0], -1, -1)
+
     def forward(self, x_t: torch.Tensor, condition: torch.Tensor, t: torch.Tensor | int,
                 control_condition: torch.Tensor | None = None) -> torch.Tensor:
         """x_t, condition: (B, C, h, w); t: int or (B,) -> network output (B, C, h, w).
@@ -70,7 +75,7 @@ class Denoiser(nn.Module):
         if not torch.is_tensor(t):
             t = torch.full((x_t.shape[0],), int(t), device=x_t.device, dtype=torch.long)
         inputs = torch.cat([x_t, condition.to(x_t.dtype)], dim=1)
-        context = self.prompt_embedding.to(x_t.dtype).expand(x_t.shape[0], -1, -1) if self.cross_attention else None
+        context = self.context(x_t)
         if self.sft is not None:
             self.sft.set(condition.to(x_t.dtype), t)
             try:

@@ -12,6 +12,9 @@ import torch
 from torch import nn
 from torch.nn.utils import spectral_norm
 
+from turbosr.models.control import down_half, embed_timesteps
+from turbosr.models.denoiser import Denoiser
+
 
 class PatchDiscriminator(nn.Module):
     """PatchGAN: ``in_channels`` 3 for an image, 6 for an image with its bicubic LQ beside it (conditioned)."""
@@ -52,49 +55,31 @@ def diff_augment(images: torch.Tensor, generator: torch.Generator | None = None)
     return moved * keep[:, None].to(images.device, images.dtype)
 
 
-def unet_encoder_features(unet: nn.Module, inputs: torch.Tensor, t: torch.Tensor,
-                          context: torch.Tensor | None = None) -> list[torch.Tensor]:
-    """The outputs of a diffusers UNet's down blocks and mid block for (inputs, t): multi-scale features."""
-    from turbosr.models.control import _time_embedding
-
-    emb = _time_embedding(unet, t, inputs)
-    hidden = unet.conv_in(inputs)
-    features = []
-    for block in unet.down_blocks:
-        if context is not None and getattr(block, "has_cross_attention", False):
-            hidden, _ = block(hidden_states=hidden, temb=emb, encoder_hidden_states=context)
-        else:
-            hidden, _ = block(hidden_states=hidden, temb=emb)
-        features.append(hidden)
-    if context is not None:
-        features.append(unet.mid_block(hidden, emb, encoder_hidden_states=context))
-    else:
-        features.append(unet.mid_block(hidden, emb))
-    return features
-
-
 class FeatureDiscriminator(nn.Module):
     """Latent adversarial discriminator (LADD, Sauer et al. 2024): a frozen diffusion UNet's encoder features of
     a noised latent, scored by small trainable heads, one per feature level, each conditioned on a global
     embedding of the LQ latent (as AddSR conditions its heads on the LQ image's DINO class token; global, so
     DiffAugment's shifts of the scored latent cannot be matched against it). Only the heads and the embedding
-    train; the UNet is used, not owned (it is the frozen teacher's)."""
+    train; the teacher's denoiser (its UNet and, for a cross-attention UNet, its prompt embedding) is used, not
+    owned."""
 
-    def __init__(self, unet: nn.Module, latent_channels: int, width: int = 64, embedding: int = 32) -> None:
+    def __init__(self, teacher: Denoiser, latent_channels: int, width: int = 64, embedding: int = 32) -> None:
         super().__init__()
-        self.unet = [unet]  # a list: not registered as a submodule, so neither saved nor trained here
-        levels = list(unet.config.block_out_channels) + [unet.config.block_out_channels[-1]]
+        self.teacher = [teacher]  # a list: not registered as a submodule, so neither saved nor trained here
+        widths = teacher.unet.config.block_out_channels
+        levels = [*widths, widths[-1]]
         self.embed = nn.Sequential(nn.Conv2d(latent_channels, embedding, 3, padding=1), nn.SiLU(),
                                    nn.Conv2d(embedding, embedding, 3, padding=1))
         self.heads = nn.ModuleList(
             nn.Sequential(spectral_norm(nn.Conv2d(channels + embedding, width, 3, padding=1)), nn.LeakyReLU(0.2),
                           spectral_norm(nn.Conv2d(width, 1, 1))) for channels in levels)
 
-    def forward(self, noisy_x0: torch.Tensor, lq_latent: torch.Tensor, t: torch.Tensor,
-                context: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, noisy_x0: torch.Tensor, lq_latent: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """Logits (B, N) over all heads' positions for the noised diffusion variable of a latent."""
-        unet = self.unet[0]
-        features = unet_encoder_features(unet, torch.cat([noisy_x0, lq_latent], dim=1), t, context)
+        teacher = self.teacher[0]
+        inputs = torch.cat([noisy_x0, lq_latent], dim=1)
+        emb = embed_timesteps(teacher.unet, t, inputs)
+        _, features = down_half(teacher.unet, teacher.unet.conv_in(inputs), emb, teacher.context(inputs))
         embedding = self.embed(lq_latent.to(noisy_x0.dtype)).mean(dim=(-2, -1), keepdim=True)
         logits = []
         for head, feature in zip(self.heads, features, strict=True):

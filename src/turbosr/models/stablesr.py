@@ -21,12 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
-
-def _zero_conv(channels_in: int, channels_out: int) -> nn.Conv2d:
-    conv = nn.Conv2d(channels_in, channels_out, 3, padding=1)
-    nn.init.zeros_(conv.weight)
-    nn.init.zeros_(conv.bias)
-    return conv
+from turbosr.models.control import zero_conv
 
 
 class TimeAwareEncoder(nn.Module):
@@ -73,8 +68,8 @@ class SFTLayer(nn.Module):
 
     def __init__(self, feature_channels: int, hidden_channels: int) -> None:
         super().__init__()
-        self.gamma = _zero_conv(feature_channels, hidden_channels)
-        self.beta = _zero_conv(feature_channels, hidden_channels)
+        self.gamma = zero_conv(feature_channels, hidden_channels, kernel=3)
+        self.beta = zero_conv(feature_channels, hidden_channels, kernel=3)
         self.feature: torch.Tensor | None = None
 
     def hook(self, module: nn.Module, inputs: Any, output: torch.Tensor) -> torch.Tensor:
@@ -126,7 +121,7 @@ class FidelityWarp(nn.Module):
         self.encode_lq = nn.Sequential(nn.Conv2d(3, channels, 3, padding=1), nn.SiLU(),
                                        nn.Conv2d(channels, channels, 3, padding=1), nn.SiLU())
         self.fuse = nn.Sequential(nn.Conv2d(3 + channels, channels, 3, padding=1), nn.SiLU(),
-                                  nn.Conv2d(channels, channels, 3, padding=1), nn.SiLU(), _zero_conv(channels, 3))
+                                  nn.Conv2d(channels, channels, 3, padding=1), nn.SiLU(), zero_conv(channels, 3, kernel=3))
 
     def config(self) -> dict[str, Any]:
         return {"channels": self.channels}

@@ -144,7 +144,7 @@ def train(config: AdversarialDistillConfig) -> Path:
     model, forward, optimizer, scheduler, ema, start = prepare(accelerator, denoiser, config.optim, run)
     # the discriminator, its optimizer (and, in the checkpoint, their state)
     if config.discriminator == "features":
-        discriminator = FeatureDiscriminator(teacher.denoiser.unet, pipeline.config.latent_channels)
+        discriminator = FeatureDiscriminator(teacher.denoiser, pipeline.config.latent_channels)
     else:
         discriminator = PatchDiscriminator(in_channels=6)
     discriminator_optimizer = torch.optim.AdamW(discriminator.parameters(), lr=config.discriminator_learning_rate,
