@@ -131,6 +131,9 @@ def test_training_on_a_model_with_cfw_leaves_the_stale_module_out(tmp_path, hr_f
         "data.crop_size=64", f"run.output_dir={tmp_path / 'decoder'}", "run.max_steps=1", "run.batch_size=2",
         "run.validation_images=0"]))
     assert SRPipeline.from_pretrained(tuned / "model").fidelity_warp is None
+    from turbosr.train import adversarial_distill
+
+    assert adversarial_distill.student_from(str(cfw_model), 0.5).fidelity_warp is None  # an AddSR student, too
 
 
 def test_sft_conditioning_follows_the_latent_tiles(prior_dir):

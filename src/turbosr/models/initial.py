@@ -32,6 +32,14 @@ def setup_generator(seed: int, purpose: str) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 1_000_003 + 999_983 * SETUP_PURPOSES[purpose])
 
 
+def without_fidelity_warp(pipeline: SRPipeline, source: str) -> SRPipeline:
+    """``pipeline`` without its CFW module, for training that changes the model's outputs: the module was trained
+    to correct those outputs and must not ride along (train CFW again afterwards, `turbosr train stablesr`)."""
+    if pipeline.fidelity_warp is not None:
+        logger.warning("%s: its CFW modules are left out (trained for the outputs this run changes)", source)
+    return SRPipeline(pipeline.denoiser, pipeline.autoencoder, pipeline.config)
+
+
 def lq_condition(autoencoder: Autoencoder, lq: torch.Tensor, scale: int) -> torch.Tensor:
     """The denoiser's condition for LQ images (B, 3, h, w) in [0, 1]: the latent of their bicubic upsampling."""
     return autoencoder.encode(to_model_range(upsample_lq(lq, scale)))
@@ -78,7 +86,7 @@ def initial_pipeline(model: ModelConfig, dataset: HRFolderDataset, *, degradatio
     (diffusers draws from it) inside a forked RNG state seeded from the "weights" stream.
     """
     if init_from:
-        loaded = SRPipeline.from_pretrained(init_from)
+        loaded = without_fidelity_warp(SRPipeline.from_pretrained(init_from), init_from)
         pipeline = SRPipeline(loaded.denoiser, loaded.autoencoder, dataclasses.replace(loaded.config,
                                                                                       scale=model.scale))
         logger.info("initialised from %s (trained at x%d) for x%d", init_from, loaded.scale, pipeline.scale)

@@ -41,7 +41,7 @@ from turbosr.diffusion import add_noise, predict_x0_eps, sampling_timesteps
 from turbosr.image import from_model_range, to_model_range
 from turbosr.losses import hinge_discriminator_loss, hinge_generator_loss, timestep_adaptive_weight
 from turbosr.models.discriminator import FeatureDiscriminator, PatchDiscriminator, diff_augment
-from turbosr.models.initial import lq_condition
+from turbosr.models.initial import lq_condition, without_fidelity_warp
 from turbosr.pipeline import SRPipeline
 from turbosr.train.common import (
     LATEST,
@@ -105,7 +105,7 @@ class AdversarialDistillConfig:
 
 def student_from(folder: str, psr_weight: float) -> SRPipeline:
     """The teacher's model with a zero-initialised control branch and the AddSR sampler settings."""
-    loaded = SRPipeline.from_pretrained(folder)
+    loaded = without_fidelity_warp(SRPipeline.from_pretrained(folder), folder)
     loaded.denoiser.add_control()
     config = dataclasses.replace(loaded.config, control=True, sampler="renoise", psr_weight=psr_weight)
     return SRPipeline(loaded.denoiser, loaded.autoencoder, config)

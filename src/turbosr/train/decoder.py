@@ -31,7 +31,7 @@ from turbosr.config import (
 from turbosr.data import make_lq
 from turbosr.losses import image_loss
 from turbosr.models.autoencoders import KLAutoencoder, PatchAutoencoder
-from turbosr.models.initial import lq_condition
+from turbosr.models.initial import lq_condition, without_fidelity_warp
 from turbosr.pipeline import SRPipeline
 from turbosr.train.common import (
     LATEST,
@@ -101,10 +101,7 @@ def train(config: DecoderConfig) -> Path:
     run, data = config.run, config.data
     accelerator = make_accelerator(run)
     dataset = load_dataset(data, config.model.scale)
-    loaded = SRPipeline.from_pretrained(config.init_from)
-    if loaded.fidelity_warp is not None:  # trained for the old decoder's output: train CFW again afterwards
-        logger.warning("%s: its CFW modules are left out (trained for the decoder being replaced)", config.init_from)
-    loaded = SRPipeline(loaded.denoiser, loaded.autoencoder, loaded.config)
+    loaded = without_fidelity_warp(SRPipeline.from_pretrained(config.init_from), config.init_from)
     pipeline = with_refiner(loaded, config.model.refine_channels)
     if pipeline.scale != config.model.scale:
         raise ValueError(f"{config.init_from} is x{pipeline.scale}; set model.scale={pipeline.scale}")

@@ -36,7 +36,7 @@ from turbosr.degradations import upsample_lq
 from turbosr.diffusion import add_noise, sample_training_timesteps, training_target
 from turbosr.image import from_model_range, to_model_range
 from turbosr.losses import diffusion_loss, image_loss
-from turbosr.models.initial import lq_condition
+from turbosr.models.initial import lq_condition, without_fidelity_warp
 from turbosr.models.stablesr import FidelityWarp
 from turbosr.pipeline import SRPipeline
 from turbosr.train.common import (
@@ -82,9 +82,7 @@ class StableSRConfig:
 def with_sft(folder: str, time_aware: bool) -> SRPipeline:
     """The prior with a zero-initialised SFT conditioner; everything but the conditioner frozen. A CFW module of
     the prior is left out: it was trained for the prior's outputs, which SFT changes (train CFW again after)."""
-    loaded = SRPipeline.from_pretrained(folder)
-    if loaded.fidelity_warp is not None:
-        logger.warning("%s: its CFW modules are left out (trained for the model without SFT)", folder)
+    loaded = without_fidelity_warp(SRPipeline.from_pretrained(folder), folder)
     loaded.denoiser.requires_grad_(False)
     loaded.denoiser.add_sft(time_aware)
     config = dataclasses.replace(loaded.config, sft=True, sft_time_aware=time_aware)
