@@ -174,30 +174,28 @@ def package(args: argparse.Namespace, argv: list[str]) -> None:
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
-    if args.command == "render":
-        from turbosr.weights.card import render_card
-
-        card = render_card(json.loads((args.folder / "measurements.json").read_text()))
-        (args.folder / "README.md").write_text(card)
-        print(card)
+    if args.command == "package":
+        package(args, argv)
         return
-    if args.command in ("fingerprint", "time"):
-        from turbosr.checkpoint import write_json
-        from turbosr.pipeline import SRPipeline
-        from turbosr.reports import command_line
-        from turbosr.weights.card import render_card
+    from turbosr.checkpoint import write_json
+    from turbosr.pipeline import SRPipeline
+    from turbosr.reports import command_line
+    from turbosr.weights.card import render_card
 
-        measurements = json.loads((args.folder / "measurements.json").read_text())
-        pipeline = SRPipeline.from_pretrained(args.folder)
-        if args.command == "fingerprint":
-            measurements["fingerprints"] = sample_fingerprints(pipeline, measurements.get("seed", 0))
-        else:
-            torch.set_num_threads(args.threads)
-            measurements["timing"] = {**time_upscale(pipeline, args.threads), "command": command_line(SCRIPT, argv)}
+    measurements = json.loads((args.folder / "measurements.json").read_text())
+    if args.command == "fingerprint":
+        measurements["fingerprints"] = sample_fingerprints(SRPipeline.from_pretrained(args.folder),
+                                                           measurements.get("seed", 0))
+    elif args.command == "time":
+        torch.set_num_threads(args.threads)
+        measurements["timing"] = {**time_upscale(SRPipeline.from_pretrained(args.folder), args.threads),
+                                  "command": command_line(SCRIPT, argv)}
+    if args.command != "render":
         write_json(args.folder / "measurements.json", measurements)
-        (args.folder / "README.md").write_text(render_card(measurements))
-        return
-    package(args, argv)
+    card = render_card(measurements)
+    (args.folder / "README.md").write_text(card)
+    if args.command == "render":
+        print(card)
 
 
 if __name__ == "__main__":
