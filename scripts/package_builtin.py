@@ -6,6 +6,7 @@
     python scripts/package_builtin.py render src/turbosr/weights/x4      # README.md again from measurements.json
     python scripts/package_builtin.py fingerprint src/turbosr/weights/x4 # outputs on the samples, for the tests
     python scripts/package_builtin.py time src/turbosr/weights/x4        # the timing again, on an idle machine
+    python scripts/package_builtin.py update src/turbosr/weights/x4-real --text "..."  # dated prose (no numbers)
 
 ``package`` copies the model into src/turbosr/weights/NAME/ (denoiser parameters as float16 or int8 with
 per-channel scales; buffers and the latent space float32), measures the packaged copy (one step) and the
@@ -57,6 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     timing = sub.add_parser("time", help="time the upscale again (when packaging ran beside other jobs)")
     timing.add_argument("folder", type=Path)
     timing.add_argument("--threads", type=int, default=2)
+    update = sub.add_parser("update", help="add a dated note to a card (prose that overrules its summary; no numbers)")
+    update.add_argument("folder", type=Path)
+    update.add_argument("--text", required=True)
     return parser
 
 
@@ -190,6 +194,9 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_threads(args.threads)
         measurements["timing"] = {**time_upscale(SRPipeline.from_pretrained(args.folder), args.threads),
                                   "command": command_line(SCRIPT, argv)}
+    elif args.command == "update":
+        measurements.setdefault("updates", []).append({"date": time.strftime("%Y-%m-%d"), "text": args.text,
+                                                      "command": command_line(SCRIPT, argv)})
     if args.command != "render":
         write_json(args.folder / "measurements.json", measurements)
     card = render_card(measurements)
