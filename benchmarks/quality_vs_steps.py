@@ -123,6 +123,14 @@ def main(argv: list[str] | None = None) -> None:
             result = evaluate_upscaler(upscale, args.lq, args.ref, wanted(steps), args.crop_border)
             add_row(name, steps, provenance, result)
 
+    if "grid" in args.metrics and not any(row["model"] == "HR" for row in rows):  # the yardstick of the figure
+        from turbosr.metrics import get_metrics
+        from turbosr.metrics.folders import match_files, reference_scores
+
+        references = [reference for _, reference in match_files(args.lq, args.ref)]
+        scores = reference_scores(references, get_metrics(["grid"]), args.crop_border)["reference_mean"]
+        rows.append({"model": "HR", "steps": None, **scores, "seconds": 0.0, **common, "model_folder": None})
+        save_rows()
     count = len(list(args.ref.iterdir()))
     versions = ", ".join(f"{k} {v}" for k, v in common["versions"].items())
     folders = [f"- {row['model']}: `{row['model_folder']['path']}` (digest {row['model_folder']['digest']})"
@@ -146,7 +154,8 @@ def main(argv: list[str] | None = None) -> None:
     columns = ["model", "steps", *args.metrics, "seconds"]
     table = markdown_table(columns, [
         [row["model"], "-" if row["steps"] is None else str(row["steps"]),
-         *(f"{row[m]:.4f}" if m in row else "-" for m in args.metrics), f"{row['seconds']:.3f}"] for row in rows])
+         *(f"{row[m]:.4f}" if m in row else "-" for m in args.metrics),
+         f"{row['seconds']:.3f}" if row["model"] != "HR" else "-"] for row in rows])
     write_text(args.out.with_suffix(".md"), header + table)
     write_json(args.out.with_suffix(".json"), {"commands": commands, "rows": rows})
     print("\n".join(header + table))
@@ -181,7 +190,7 @@ def main(argv: list[str] | None = None) -> None:
                 if ax is not None and metric in row:
                     ax.axhline(row[metric], linestyle="--", linewidth=0.8, color="grey")
                     ax.annotate(row["model"], (min(args.steps), row[metric]), fontsize=7)
-            if pd_ax is not None:
+            if pd_ax is not None and perception in row and distortion in row:
                 pd_ax.plot(row[perception], row[distortion], "s", label=row["model"])
     steps_ax.set(xscale="log", xlabel="denoising steps", ylabel=distortion, title=f"{distortion} vs steps")
     steps_ax.legend(fontsize=7)

@@ -89,13 +89,33 @@ def test_reference_statistics_are_cached_until_the_reference_folder_changes(tmp_
         return np.random.default_rng(0).normal(size=(3, 4))
 
     monkeypatch.setattr(fid_module, "folder_features", fake_features)
-    fid_module._reference_features.cache_clear()
+    fid_module._cached_features.cache_clear()
     for folder in ("ref", "pred"):
         save_image(torch.rand(1, 3, 8, 8), tmp_path / folder / "a.png")
     fid_module.fid_folders(tmp_path / "pred", tmp_path / "ref")
-    fid_module.fid_folders(tmp_path / "pred", tmp_path / "ref")
-    assert calls == [["a.png"], ["a.png"], ["a.png"]]  # pred twice, the reference once
+    fid_module.kid_folders(tmp_path / "pred", tmp_path / "ref")
+    assert calls == [["a.png"], ["a.png"]]  # FID and KID of the same folders: each folder's features once
     save_image(torch.rand(1, 3, 8, 8), tmp_path / "ref" / "b.png")  # the reference changes: recomputed
     fid_module.fid_folders(tmp_path / "pred", tmp_path / "ref")
-    assert calls[-1] == ["a.png", "b.png"] and len(calls) == 5
-    fid_module._reference_features.cache_clear()
+    assert calls[-1] == ["a.png", "b.png"] and len(calls) == 3
+    fid_module._cached_features.cache_clear()
+
+
+def test_kid_is_the_unbiased_polynomial_mmd():
+    """KID by its definition (Binkowski et al. 2018), written out with loops on a small case; near zero for two
+    samples of one distribution and clearly positive for a shifted one."""
+    from turbosr.metrics.fid import kernel_inception_distance
+
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(5, 3)), rng.normal(size=(4, 3)) + 0.5
+
+    def k(a, b):
+        return (float(a @ b) / 3 + 1) ** 3
+
+    expected = (sum(k(x[i], x[j]) for i in range(5) for j in range(5) if i != j) / 20
+                + sum(k(y[i], y[j]) for i in range(4) for j in range(4) if i != j) / 12
+                - 2 * sum(k(a, b) for a in x for b in y) / 20)
+    assert kernel_inception_distance(x, y) == pytest.approx(expected, rel=1e-12)
+    same = kernel_inception_distance(rng.normal(size=(400, 8)), rng.normal(size=(400, 8)))
+    shifted = kernel_inception_distance(rng.normal(size=(400, 8)), rng.normal(size=(400, 8)) + 0.5)
+    assert abs(same) < 0.05 < shifted

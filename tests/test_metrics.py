@@ -76,3 +76,53 @@ def test_evaluate_folders_schema_and_outputs(tmp_path):
     Image.new("RGB", (8, 8)).save(tmp_path / "pred" / "c.png")
     with pytest.raises(ValueError, match="c.png"):
         evaluate_folders(tmp_path / "pred", tmp_path / "ref", ["psnr"])
+
+
+def _photo(seed: int = 0, size: int = 256) -> torch.Tensor:
+    """A photo-like image with no preferred pixel phase: noise with a natural image's falling spectrum (amplitude
+    ~ 1/f^1.25; mean |gradient| about 9 grey levels, like the corpus photos). The bundled samples are too small for
+    the figure (16 columns per phase)."""
+    generator = torch.Generator().manual_seed(seed)
+    frequency = torch.fft.fftfreq(size)
+    radius = (frequency[:, None] ** 2 + frequency[None, :] ** 2).sqrt().clamp_min(1 / size)
+    image = torch.fft.ifft2(torch.randn(3, size, size, generator=generator, dtype=torch.complex64) / radius**1.25).real
+    return ((image - image.mean()) / image.std() * 0.15 + 0.5).clamp(0, 1)[None]
+
+
+def test_grid_figure_of_a_photo_is_about_one_and_a_faint_grid_is_caught():
+    from turbosr.metrics.artifacts import grid_figure
+
+    photo = _photo()
+    clean = float(grid_figure(photo, 8))
+    assert 1.0 <= clean < 1.03
+    pattern = torch.zeros_like(photo[:, :1])
+    pattern[..., :, ::8] = 3 / 255  # a faint column pattern of period 8 (3 grey levels)
+    pattern[..., ::8, :] += 3 / 255
+    gridded = float(grid_figure((photo + pattern).clamp(0, 1), 8))
+    assert gridded > clean + 0.03  # the default rule's tolerance (docs/realism.md)
+    assert float(grid_figure((photo + pattern).clamp(0, 1), 7)) < gridded  # another period does not see it
+
+
+def test_grid_figure_ignores_a_pure_shift_of_the_phase():
+    from turbosr.metrics.artifacts import grid_figure
+
+    photo = _photo()
+    pattern = torch.zeros_like(photo[:, :1])
+    pattern[..., :, ::8] = 4 / 255
+    figures = [float(grid_figure((photo + pattern.roll(shift, dims=-1)).clamp(0, 1), 8)) for shift in range(8)]
+    assert max(figures) - min(figures) < 0.01  # the same pattern on any phase scores the same
+    rolled = float(grid_figure(photo.roll((3, 5), dims=(-2, -1)), 8))  # the whole image moved: the phases permute
+    assert abs(rolled - float(grid_figure(photo, 8))) < 0.01
+
+
+def test_grid_is_an_eval_metric_with_the_references_own_value(tmp_path):
+    from turbosr.image import save_image
+
+    photo = _photo()
+    save_image(photo, tmp_path / "ref" / "a.png")
+    save_image(photo, tmp_path / "pred" / "a.png")
+    results = evaluate_folders(tmp_path / "pred", tmp_path / "ref", ["psnr", "grid"], grid_period=8)
+    assert results["mean"]["grid"] == pytest.approx(results["reference_mean"]["grid"], abs=1e-12)
+    assert "psnr" not in results["reference_mean"]
+    with pytest.raises(ValueError, match="period"):
+        get_metrics(["grid"], grid_period=1)

@@ -144,11 +144,16 @@ def _run_train(args: argparse.Namespace) -> int:
 def _add_eval(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help="score outputs against references, or run a model and score it")
     p.add_argument("--pred", help="folder of outputs to score (matched to --ref by file name)")
-    p.add_argument("--model", help="model folder to run on --lq, or a baseline: bicubic, lanczos, realesrgan_x4plus, "
-                   "realsr_df2k_x4, span_x4, dat_light")
+    p.add_argument("--model", help="a built-in model's name (x4, x4-real), a model folder, or a baseline: bicubic, "
+                   "lanczos, realesrgan_x4plus, realsr_df2k_x4, span_x4, dat_light; run on --lq")
     p.add_argument("--lq", help="folder of LQ inputs (with --model)")
     p.add_argument("--ref", required=True, help="folder of reference HQ images")
-    p.add_argument("--metrics", default="psnr_y,ssim_y", help="comma-separated: psnr, psnr_y, ssim, ssim_y")
+    from turbosr.metrics.table import METRIC_NAMES
+
+    p.add_argument("--metrics", default="psnr_y,ssim_y", help=f"comma-separated, of: {', '.join(METRIC_NAMES)} "
+                   "(grid: the periodic-artifact figure, reported with the references' own value)")
+    p.add_argument("--grid-period", type=int, default=None,
+                   help="period of the grid metric in pixels (default: the model's latent factor, else 8)")
     p.add_argument("--crop-border", type=int, default=0, help="pixels removed on each side (SR papers: the scale)")
     p.add_argument("--steps", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
@@ -163,17 +168,20 @@ def _run_eval(args: argparse.Namespace) -> int:
     import json
 
     from turbosr.metrics import evaluate_folders, evaluate_upscaler
+    from turbosr.metrics.table import DEFAULT_GRID_PERIOD
     from turbosr.reports import write_results
 
     metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
     if args.pred and args.model:
         raise CLIError("give either --pred (score existing outputs) or --model with --lq, not both")
     if args.pred:
-        results = evaluate_folders(Path(args.pred), Path(args.ref), metrics, args.crop_border)
+        period = args.grid_period or DEFAULT_GRID_PERIOD
+        results = evaluate_folders(Path(args.pred), Path(args.ref), metrics, args.crop_border, period)
     elif args.model and args.lq:
-        upscale = _upscaler(args)
+        upscale, factor = _upscaler(args)
+        period = args.grid_period or factor or DEFAULT_GRID_PERIOD
         save = Path(args.save_outputs) if args.save_outputs else None
-        results = evaluate_upscaler(upscale, Path(args.lq), Path(args.ref), metrics, args.crop_border, save)
+        results = evaluate_upscaler(upscale, Path(args.lq), Path(args.ref), metrics, args.crop_border, save, period)
         results["model"] = args.model
         results["steps"] = args.steps
     else:
@@ -185,25 +193,27 @@ def _run_eval(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _upscaler(args: argparse.Namespace) -> Callable:
+def _upscaler(args: argparse.Namespace) -> tuple[Callable, int | None]:
+    """The upscaler --model names and its latent factor (None for baselines)."""
     import torch
 
     from turbosr.baselines import CLASSICAL, NCNN_MODELS, baseline_upscaler
+    from turbosr.weights import resolve_model
 
     if args.model in CLASSICAL or args.model in NCNN_MODELS or args.model == "dat_light":
         if args.scale is None:
             raise CLIError(f"--model {args.model} needs --scale")
-        return baseline_upscaler(args.model, args.scale)
+        return baseline_upscaler(args.model, args.scale), None
     from turbosr.pipeline import SRPipeline
 
-    pipeline = SRPipeline.from_pretrained(args.model, device=args.device)
+    pipeline = SRPipeline.from_pretrained(resolve_model(args.model), device=args.device)
     if args.scale is not None and args.scale != pipeline.scale:
         raise CLIError(f"the model in {args.model} is x{pipeline.scale}, not x{args.scale}")
 
     def upscale(lq: torch.Tensor) -> torch.Tensor:
         return pipeline(lq, num_steps=args.steps, generator=torch.Generator().manual_seed(args.seed))
 
-    return upscale
+    return upscale, pipeline.autoencoder.factor
 
 
 # --------------------------------------------------------------------------------------------------------- data

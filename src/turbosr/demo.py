@@ -90,7 +90,7 @@ def upscale_file(cache: ModelCache, path: str | Path, model: str, steps: int, se
     pipeline = cache.get(model)
     if not 0.0 <= fidelity <= 1.0:
         raise DemoInputError(f"fidelity must be between 0 and 1, got {fidelity}")
-    if fidelity > 0 and pipeline.fidelity_warp is None:
+    if fidelity > 0 and not pipeline.has_cfw:
         raise DemoInputError(f"model {model} has no fidelity (CFW) modules: set fidelity to 0")
     try:
         width, height = read_image_size(path)  # the header only: nothing is decoded before this check
@@ -103,7 +103,7 @@ def upscale_file(cache: ModelCache, path: str | Path, model: str, steps: int, se
     start = time.perf_counter()
     output = pipeline(loaded.rgb, num_steps=int(steps), tile=int(tile), tile_overlap=min(DEFAULT_TILE_OVERLAP,
                       int(tile) // 4), color_fix=color_fix, generator=torch.Generator().manual_seed(int(seed)),
-                      fidelity=fidelity if pipeline.fidelity_warp is not None else None, progress=progress)
+                      fidelity=fidelity if pipeline.has_cfw else None, progress=progress)
     seconds = time.perf_counter() - start
     work_dir.mkdir(parents=True, exist_ok=True)
     stem = f"turbosr-{model}-{int(time.time() * 1000)}"

@@ -68,6 +68,12 @@ class SRPipeline:
         return self.config.scale
 
     @property
+    def has_cfw(self) -> bool:
+        """Whether ``fidelity`` (StableSR's CFW weight) applies: a learned decoder with CFW, or an older model
+        folder's image-level CFW module."""
+        return self.autoencoder.has_cfw or self.fidelity_warp is not None
+
+    @property
     def pixel_multiple(self) -> int:
         """Output-resolution sizes the networks accept: latent factor x the UNet's total downsampling."""
         levels = len(self.denoiser.unet.config.block_out_channels)
@@ -247,11 +253,31 @@ class SRPipeline:
                     initial_x0=initial_x0, on_step=on_step)
         return self.denoiser.from_x0(x0, lq_latent)
 
+    def decode(self, hq_latent: torch.Tensor, lq_latent: torch.Tensor, fidelity: float = 0.0,
+               latent_tile: int | None = None, latent_overlap: int = 0) -> torch.Tensor:
+        """HQ latent (B, C, h, w) -> image (B, 3, h * f, w * f) in [0, 1], tile by tile. A learned decoder (with its
+        CFW at weight ``fidelity``, which also reads ``lq_latent``) is decoded exactly: non-overlapping tiles
+        with a halo of its receptive radius; other decoders are patch-local or blended like the denoiser."""
+        autoencoder, channels = self.autoencoder, hq_latent.shape[1]
+        latent_tile = latent_tile or max(hq_latent.shape[-2:])
+        use_cfw = bool(fidelity) and autoencoder.has_cfw
+        stacked = torch.cat([hq_latent, lq_latent], dim=1) if use_cfw else hq_latent
+
+        def decode_tile(z: torch.Tensor, _: Any) -> torch.Tensor:
+            if use_cfw:
+                return from_model_range(autoencoder.decode(z[:, :channels], z[:, channels:], fidelity))
+            return from_model_range(autoencoder.decode(z))
+
+        if autoencoder.decode_radius:
+            return tiled_map(decode_tile, stacked, latent_tile, autoencoder.decode_radius,
+                             out_scale=autoencoder.factor, weight="crop")
+        return tiled_map(decode_tile, stacked, latent_tile, latent_overlap, out_scale=autoencoder.factor)
+
     def check_options(self, num_steps: int, strength: float, tile: int, tile_overlap: int, color_fix: str,
                       fidelity: float | None = None) -> None:
         """Raise ValueError with a clear message for options this model cannot use."""
         if fidelity is not None:
-            if self.fidelity_warp is None:
+            if not self.has_cfw:
                 raise ValueError("this model has no CFW (fidelity) modules: leave --fidelity out, or train them "
                                  "with `turbosr train stablesr --set stage=cfw`")
             if not 0.0 <= fidelity <= 1.0:
@@ -285,9 +311,8 @@ class SRPipeline:
         del padded
         hq_latent = self.denoise_latents(lq_latent, num_steps=num_steps, strength=strength, generator=generator,
                                          latent_tile=latent_tile, latent_overlap=latent_overlap, progress=progress)
-        decoded = tiled_map(lambda z, _: from_model_range(self.autoencoder.decode(z)), hq_latent, latent_tile,
-                            latent_overlap, out_scale=factor)
-        if fidelity:  # CFW: a local correction from the LQ image's features, scaled by w (tiles like the rest)
+        decoded = self.decode(hq_latent, lq_latent, fidelity or 0.0, latent_tile, latent_overlap)
+        if fidelity and self.fidelity_warp is not None:  # an older folder's CFW on the decoded image
             warp = self.fidelity_warp
             stacked = torch.cat([decoded, _pad_to_multiple(upsampled, multiple)[..., : decoded.shape[-2],
                                                                                  : decoded.shape[-1]]], dim=1)

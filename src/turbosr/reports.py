@@ -147,8 +147,12 @@ def write_results(results: dict[str, Any], out_json: Path) -> list[Path]:
     for image, values in results["per_image"].items():
         writer.writerow([image, *(f"{values[n]:.6f}" if n in values else "" for n in names)])
     arrows = {n: ("↑" if results["metrics"][n]["higher_is_better"] else "↓") for n in names}
-    table = markdown_table(["images", *(f"{n} {arrows[n]}" for n in names)],
-                           [[results["count"], *(f"{results['mean'][n]:.4f}" for n in names)]])
+    rows = [["outputs", results["count"], *(f"{results['mean'][n]:.4f}" for n in names)]]
+    if results.get("reference_mean"):  # the references' own value of metrics such as the artifact figure
+        rows.append(["references", results["count"],
+                     *(f"{results['reference_mean'][n]:.4f}" if n in results["reference_mean"] else "-"
+                       for n in names)])
+    table = markdown_table(["", "images", *(f"{n} {arrows[n]}" for n in names)], rows)
     return [atomic_write_bytes(out_json, (json.dumps(results, indent=2) + "\n").encode()),
             atomic_write_bytes(out_json.with_suffix(".csv"), buffer.getvalue().encode()),
             write_text(out_json.with_suffix(".md"), table)]

@@ -5,6 +5,11 @@ encoder, decoder) runs on one tile at a time and the outputs are fused with Gaus
 tile borders (and to ~0 at tile edges inside the image, where a neighbour covers), normalised by the summed
 weights. Only one tile's output and two accumulators exist at a time, so
 the networks' working memory depends on the tile size, not on the image size.
+
+For a network with a known, bounded receptive field (the learned latent decoder, which has no normalisation
+layers) there is an exact alternative, ``blend="crop"``: the image is cut into non-overlapping cores, each is
+computed with a halo of ``overlap`` input pixels of real context on every side that has a neighbour, and only
+the core of each result is kept. With a halo at least the receptive radius this equals the untiled result.
 """
 
 from __future__ import annotations
@@ -83,12 +88,28 @@ def edge_ramps(window: Tile, height: int, width: int, margin: int, *, device: to
     return ramps.to(dtype or torch.float32).view(1, 1, *ramps.shape)
 
 
+def plan_cores(height: int, width: int, tile: int, halo: int) -> list[tuple[Tile, Tile]]:
+    """(core, window) pairs: cores of ``tile`` x ``tile`` (smaller at the bottom/right) that partition the image,
+    each with its window = the core grown by ``halo`` pixels on every side, clipped to the image."""
+    if tile <= 0 or halo < 0:
+        raise ValueError(f"tile must be positive and the halo >= 0, got tile {tile}, halo {halo}")
+    pairs = []
+    for y in range(0, height, tile):
+        for x in range(0, width, tile):
+            core = Tile(y, x, min(y + tile, height), min(x + tile, width))
+            window = Tile(max(y - halo, 0), max(x - halo, 0), min(core.y1 + halo, height), min(core.x1 + halo, width))
+            pairs.append((core, window))
+    return pairs
+
+
 def tiled_map(fn: Callable[[torch.Tensor, Tile], torch.Tensor], x: torch.Tensor, tile: int, overlap: int,
               out_scale: float = 1.0, weight: str = "gaussian") -> torch.Tensor:
-    """Apply ``fn(x_tile, tile)`` over overlapping tiles of ``x`` (B, C, H, W) and blend the outputs.
+    """Apply ``fn(x_tile, tile)`` over tiles of ``x`` (B, C, H, W) and join the outputs.
 
     ``fn`` maps a (B, C, h, w) tile to (B, C', h * out_scale, w * out_scale); ``out_scale`` is an integer
-    (e.g. 8 for a decoder) or 1 / integer (e.g. 1/8 for an encoder). ``weight`` is "gaussian" or "uniform".
+    (e.g. 8 for a decoder) or 1 / integer (e.g. 1/8 for an encoder). ``weight`` "gaussian" or "uniform" blends
+    tiles overlapping by ``overlap`` pixels; "crop" computes non-overlapping cores with a halo of ``overlap``
+    pixels and keeps the cores (exact for a network whose receptive radius is at most the halo).
     If the whole input fits in one tile, ``fn`` is called once on it (exact fast path).
     """
     height, width = x.shape[-2:]
@@ -100,8 +121,10 @@ def tiled_map(fn: Callable[[torch.Tensor, Tile], torch.Tensor], x: torch.Tensor,
     for name, value in (("height", height), ("width", width), ("tile", tile), ("overlap", overlap)):
         if (value * ratio).denominator != 1:
             raise ValueError(f"{name} {value} is not divisible by {ratio.denominator} (out_scale {out_scale})")
-    if weight not in ("gaussian", "uniform"):
-        raise ValueError(f"weight must be 'gaussian' or 'uniform', got {weight!r}")
+    if weight not in ("gaussian", "uniform", "crop"):
+        raise ValueError(f"weight must be 'gaussian', 'uniform' or 'crop', got {weight!r}")
+    if weight == "crop":
+        return _cropped_map(fn, x, tile, overlap, ratio)
     output: torch.Tensor | None = None
     total: torch.Tensor | None = None
     for window in plan_tiles(height, width, tile, overlap):
@@ -124,3 +147,23 @@ def tiled_map(fn: Callable[[torch.Tensor, Tile], torch.Tensor], x: torch.Tensor,
         total[..., oy0:oy1, ox0:ox1] += w
     assert output is not None and total is not None
     return output.div_(total)  # in place: no second full-size buffer
+
+
+def _cropped_map(fn: Callable[[torch.Tensor, Tile], torch.Tensor], x: torch.Tensor, tile: int, halo: int,
+                 ratio: Fraction) -> torch.Tensor:
+    """``tiled_map`` with ``weight="crop"``: each core's result, cut out of its window's result."""
+    height, width = x.shape[-2:]
+    output: torch.Tensor | None = None
+    for core, window in plan_cores(height, width, tile, halo):
+        result = fn(x[..., window.y0:window.y1, window.x0:window.x1], window)
+        expected = (int((window.y1 - window.y0) * ratio), int((window.x1 - window.x0) * ratio))
+        if result.shape[-2:] != expected:
+            raise ValueError(f"fn returned {tuple(result.shape[-2:])} for a tile expected to give {expected}")
+        if output is None:
+            output = result.new_empty(*result.shape[:2], int(height * ratio), int(width * ratio))
+        top, left = int((core.y0 - window.y0) * ratio), int((core.x0 - window.x0) * ratio)
+        rows, cols = int((core.y1 - core.y0) * ratio), int((core.x1 - core.x0) * ratio)
+        output[..., int(core.y0 * ratio):int(core.y0 * ratio) + rows, int(core.x0 * ratio):int(core.x0 * ratio) + cols] = \
+            result[..., top:top + rows, left:left + cols]
+    assert output is not None
+    return output

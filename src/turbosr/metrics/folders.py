@@ -11,7 +11,7 @@ import torch
 
 from turbosr.image import list_images, read_rgb_uint8
 from turbosr.metrics.pixel import quantize
-from turbosr.metrics.table import FOLDER_METRICS, Metric, get_metrics
+from turbosr.metrics.table import DEFAULT_GRID_PERIOD, FOLDER_METRICS, Metric, get_metrics
 
 
 def match_files(pred_dir: Path, ref_dir: Path) -> list[tuple[Path, Path]]:
@@ -24,23 +24,39 @@ def match_files(pred_dir: Path, ref_dir: Path) -> list[tuple[Path, Path]]:
     return [(predictions[stem], references[stem]) for stem in sorted(references)]
 
 
-def evaluate_folders(pred_dir: Path, ref_dir: Path, metrics: Sequence[str], crop_border: int = 0) -> dict[str, Any]:
+def evaluate_folders(pred_dir: Path, ref_dir: Path, metrics: Sequence[str], crop_border: int = 0,
+                     grid_period: int = DEFAULT_GRID_PERIOD) -> dict[str, Any]:
     """Score every prediction against its reference; returns the JSON-able results dict."""
-    chosen = get_metrics(metrics)
+    chosen = get_metrics(metrics, grid_period)
     per_image: dict[str, dict[str, float]] = {}
-    for prediction_path, reference_path in match_files(pred_dir, ref_dir):
+    pairs = match_files(pred_dir, ref_dir)
+    for prediction_path, reference_path in pairs:
         prediction = read_rgb_uint8(prediction_path).unsqueeze(0).double() / 255
         reference = read_rgb_uint8(reference_path).unsqueeze(0).double() / 255
         if prediction.shape != reference.shape:
             raise ValueError(f"{prediction_path.name}: prediction is {prediction.shape[-1]}x{prediction.shape[-2]}, "
                              f"reference is {reference.shape[-1]}x{reference.shape[-2]}")
         per_image[reference_path.name] = {m.name: float(m(prediction, reference, crop_border)[0]) for m in chosen}
-    results = summarise(per_image, chosen, crop_border)
+    results = summarise(per_image, chosen, crop_border, reference_scores([r for _, r in pairs], chosen, crop_border))
     for name in metrics:
         if name in FOLDER_METRICS:
             results["mean"][name] = FOLDER_METRICS[name](Path(pred_dir), Path(ref_dir))
             results["metrics"][name] = {"higher_is_better": False, "needs_reference": True, "folder_level": True}
     return results
+
+
+def reference_scores(references: Sequence[Path], chosen: Sequence[Metric], crop_border: int) -> dict[str, Any]:
+    """``{"reference_mean": {name: mean}}`` for the chosen metrics that report the references' own value (the
+    artifact figure: HR photos are the yardstick), or {} when there are none."""
+    scored = [m for m in chosen if m.score_reference]
+    if not scored:
+        return {}
+    totals = dict.fromkeys((m.name for m in scored), 0.0)
+    for path in references:
+        image = read_rgb_uint8(path).unsqueeze(0).double() / 255
+        for metric in scored:
+            totals[metric.name] += float(metric(image, None, crop_border)[0])
+    return {"reference_mean": {name: total / max(1, len(references)) for name, total in totals.items()}}
 
 
 def summarise(per_image: dict[str, dict[str, float]], chosen: Sequence[Metric], crop_border: int,
@@ -60,22 +76,24 @@ def summarise(per_image: dict[str, dict[str, float]], chosen: Sequence[Metric], 
 
 
 def evaluate_upscaler(upscale: Callable[[torch.Tensor], torch.Tensor], lq_dir: Path, ref_dir: Path,
-                      metrics: Sequence[str], crop_border: int = 0, save_dir: Path | None = None) -> dict[str, Any]:
+                      metrics: Sequence[str], crop_border: int = 0, save_dir: Path | None = None,
+                      grid_period: int = DEFAULT_GRID_PERIOD) -> dict[str, Any]:
     """Run ``upscale`` ((1, 3, h, w) -> (1, 3, H, W), [0, 1]) on every LQ image and score it against the
     reference of the same name; records seconds per image and peak memory (CUDA, or RSS growth on CPU)."""
     import resource
 
-    chosen = get_metrics(metrics)
+    chosen = get_metrics(metrics, grid_period)
     folder_metrics = [n for n in metrics if n in FOLDER_METRICS]
     if folder_metrics and save_dir is None:
         import tempfile
 
         with tempfile.TemporaryDirectory() as temp:  # folder metrics need the outputs on disk
-            return evaluate_upscaler(upscale, lq_dir, ref_dir, metrics, crop_border, Path(temp))
+            return evaluate_upscaler(upscale, lq_dir, ref_dir, metrics, crop_border, Path(temp), grid_period)
     per_image: dict[str, dict[str, float]] = {}
     seconds = []
     start_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    for lq_path, reference_path in match_files(lq_dir, ref_dir):
+    pairs = match_files(lq_dir, ref_dir)
+    for lq_path, reference_path in pairs:
         lq = read_rgb_uint8(lq_path).unsqueeze(0).float() / 255
         reference = read_rgb_uint8(reference_path).unsqueeze(0).double() / 255
         begin = time.perf_counter()
@@ -93,7 +111,8 @@ def evaluate_upscaler(upscale: Callable[[torch.Tensor], torch.Tensor], lq_dir: P
     peak_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - start_rss) / 1024
     if torch.cuda.is_available():
         peak_mb = torch.cuda.max_memory_allocated() / 2**20
-    extra = {"seconds_per_image": sum(seconds) / max(1, len(seconds)), "peak_memory_mb": peak_mb}
+    extra = {"seconds_per_image": sum(seconds) / max(1, len(seconds)), "peak_memory_mb": peak_mb,
+             **reference_scores([r for _, r in pairs], chosen, crop_border)}
     results = summarise(per_image, chosen, crop_border, extra)
     for name in folder_metrics:
         assert save_dir is not None

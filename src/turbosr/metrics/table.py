@@ -24,6 +24,7 @@ class Metric:
     higher_is_better: bool
     needs_reference: bool
     value_range: tuple[float, float]
+    score_reference: bool = False  # also report the reference images' own value (what "good" is for this metric)
 
     def __call__(self, prediction: torch.Tensor, reference: torch.Tensor | None = None, crop_border: int = 0
                  ) -> torch.Tensor:
@@ -59,15 +60,30 @@ def _dists(prediction: torch.Tensor, reference: torch.Tensor | None, crop_border
     return dists(quantize(prediction), quantize(reference))  # type: ignore[arg-type]
 
 
-METRICS: dict[str, Callable[[], Metric]] = {
-    "psnr": lambda: Metric("psnr", lambda p, r, c: psnr(p, r, c), True, True, (0.0, math.inf)),
-    "psnr_y": lambda: Metric("psnr_y", lambda p, r, c: psnr(p, r, c, y_channel=True), True, True, (0.0, math.inf)),
-    "ssim": lambda: Metric("ssim", lambda p, r, c: ssim(p, r, c), True, True, (-1.0, 1.0)),
-    "ssim_y": lambda: Metric("ssim_y", lambda p, r, c: ssim(p, r, c, y_channel=True), True, True, (-1.0, 1.0)),
-    "niqe": lambda: Metric("niqe", _niqe, False, False, (0.0, math.inf)),
-    "lpips": lambda: Metric("lpips", _lpips("alex"), False, True, (0.0, math.inf)),
-    "lpips_vgg": lambda: Metric("lpips_vgg", _lpips("vgg"), False, True, (0.0, math.inf)),
-    "dists": lambda: Metric("dists", _dists, False, True, (0.0, 1.0)),
+def _grid(period: int) -> Callable[..., torch.Tensor]:
+    def compute(prediction: torch.Tensor, reference: torch.Tensor | None, crop_border: int) -> torch.Tensor:
+        from turbosr.metrics.artifacts import grid_figure
+
+        return grid_figure(prediction, period, crop_border)
+
+    return compute
+
+
+DEFAULT_GRID_PERIOD = 8  # the built-in models' latent factor (and JPEG's block size)
+
+# Per-image metrics by name; each factory takes the options a metric may use (today the artifact period).
+METRICS: dict[str, Callable[..., Metric]] = {
+    "psnr": lambda **_: Metric("psnr", lambda p, r, c: psnr(p, r, c), True, True, (0.0, math.inf)),
+    "psnr_y": lambda **_: Metric("psnr_y", lambda p, r, c: psnr(p, r, c, y_channel=True), True, True, (0.0, math.inf)),
+    "ssim": lambda **_: Metric("ssim", lambda p, r, c: ssim(p, r, c), True, True, (-1.0, 1.0)),
+    "ssim_y": lambda **_: Metric("ssim_y", lambda p, r, c: ssim(p, r, c, y_channel=True), True, True, (-1.0, 1.0)),
+    "niqe": lambda **_: Metric("niqe", _niqe, False, False, (0.0, math.inf)),
+    "lpips": lambda **_: Metric("lpips", _lpips("alex"), False, True, (0.0, math.inf)),
+    "lpips_vgg": lambda **_: Metric("lpips_vgg", _lpips("vgg"), False, True, (0.0, math.inf)),
+    "dists": lambda **_: Metric("dists", _dists, False, True, (0.0, 1.0)),
+    # periodic-artifact figure (metrics/artifacts.py): about 1.0 for photos; compare with the reference's own
+    "grid": lambda grid_period=DEFAULT_GRID_PERIOD, **_: Metric("grid", _grid(grid_period), False, False,
+                                                                 (1.0, math.inf), score_reference=True),
 }
 
 
@@ -83,16 +99,28 @@ def _patch_fid(pred_dir: Path, ref_dir: Path) -> float:
     return fid_folders(pred_dir, ref_dir, patch=64)
 
 
+def _patch_kid(pred_dir: Path, ref_dir: Path) -> float:
+    from turbosr.metrics.fid import kid_folders
+
+    return 1000.0 * kid_folders(pred_dir, ref_dir, patch=64)
+
+
 # Folder-level metrics (a distribution distance, not a per-image value); lower is better.
 FOLDER_METRICS: dict[str, Callable[[Path, Path], float]] = {
     "fid": _fid,
     "patch_fid": _patch_fid,  # 64 x 64 non-overlapping patches as samples, for small test sets
+    "patch_kid": _patch_kid,  # KID x 1000 on the same patches (unbiased: stable where FID is not)
 }
 
 
-def get_metrics(names: Sequence[str]) -> list[Metric]:
+METRIC_NAMES = (*METRICS, *FOLDER_METRICS)  # every name `turbosr eval --metrics` accepts
+
+
+def get_metrics(names: Sequence[str], grid_period: int = DEFAULT_GRID_PERIOD) -> list[Metric]:
     """Per-image metric objects for ``names`` (folder metrics are skipped), with a clear error for unknown names."""
-    unknown = [n for n in names if n not in METRICS and n not in FOLDER_METRICS]
+    unknown = [n for n in names if n not in METRIC_NAMES]
     if unknown:
-        raise ValueError(f"unknown metric(s) {', '.join(unknown)}; known: {', '.join([*METRICS, *FOLDER_METRICS])}")
-    return [METRICS[n]() for n in names if n in METRICS]
+        raise ValueError(f"unknown metric(s) {', '.join(unknown)}; known: {', '.join(METRIC_NAMES)}")
+    if grid_period < 2:
+        raise ValueError(f"the artifact (grid) period must be at least 2 pixels, got {grid_period}")
+    return [METRICS[n](grid_period=grid_period) for n in names if n in METRICS]

@@ -5,7 +5,8 @@ Images entering ``encode`` and leaving ``decode`` are in the model range [-1, 1]
 - :class:`PatchAutoencoder`: an analytic latent space. Each non-overlapping f x f RGB patch is projected on the top
   k principal components of the corpus's patches (an orthonormal linear map), each component divided by its
   standard deviation so latents have unit variance per channel. Decoding is the exact linear inverse on the kept
-  subspace plus an optional learned residual refiner whose last layer starts at zero.
+  subspace plus, optionally, a learned residual: the :class:`~turbosr.models.decoders.LatentDecoder` (reads the
+  latent, carries StableSR's CFW) or, in older model folders, a refiner of the decoded RGB. Both start at zero.
 - :class:`KLAutoencoder`: the Stable-Diffusion-style learned KL autoencoder (diffusers ``AutoencoderKL``).
 """
 
@@ -18,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from turbosr.models.decoders import LatentDecoder, decoder_from_config
+
 
 def diffusers_config(model: nn.Module) -> dict[str, Any]:
     """A diffusers model's config as a plain JSON-able dict (private ``_`` keys such as the load path dropped)."""
@@ -29,7 +32,8 @@ class PatchAutoencoder(nn.Module):
 
     kind = "patch"
 
-    def __init__(self, factor: int, latent_channels: int, refine_channels: int = 0) -> None:
+    def __init__(self, factor: int, latent_channels: int, refine_channels: int = 0,
+                 decoder: dict[str, Any] | None = None) -> None:
         super().__init__()
         dim = 3 * factor * factor
         if not 1 <= latent_channels <= dim:
@@ -52,16 +56,61 @@ class PatchAutoencoder(nn.Module):
                 nn.Conv2d(refine_channels, refine_channels, 3, padding=1), nn.SiLU(),
                 last,
             )
+        self.decoder: LatentDecoder | None = None
+        if decoder is not None:
+            if refine_channels:
+                raise ValueError("a patch autoencoder has either a learned decoder or a refiner, not both")
+            self.decoder = decoder_from_config(latent_channels, factor, decoder)
+
+    @property
+    def has_cfw(self) -> bool:
+        """Whether decoding can take the LQ condition latent and a CFW weight (StableSR)."""
+        return self.decoder is not None and self.decoder.has_cfw
+
+    @property
+    def decode_radius(self) -> int:
+        """Latent pixels of context a decoded pixel depends on beyond its own patch (0: patch-local)."""
+        return self.decoder.receptive_radius if self.decoder is not None else 0
 
     def config(self) -> dict[str, Any]:
-        return {"kind": self.kind, "factor": self.factor, "latent_channels": self.latent_channels,
-                "refine_channels": self.refine_channels}
+        config = {"kind": self.kind, "factor": self.factor, "latent_channels": self.latent_channels,
+                  "refine_channels": self.refine_channels}
+        if self.decoder is not None:
+            config["decoder"] = self.decoder.config()
+        return config
 
     def without_refiner(self) -> PatchAutoencoder:
         """A copy with the same latent space and the plain linear decoder (e.g. to undo decoder fine-tuning)."""
         plain = PatchAutoencoder(self.factor, self.latent_channels, 0)
-        plain.load_state_dict({k: v for k, v in self.state_dict().items() if not k.startswith("refiner.")})
+        plain.load_state_dict({k: v for k, v in self.state_dict().items() if k in ("basis", "mean", "std")})
         return plain.to(self.basis.device)
+
+    def without_cfw(self) -> PatchAutoencoder:
+        """This latent space with its learned decoder's CFW branch left out (self when there is none)."""
+        if not self.has_cfw:
+            return self
+        assert self.decoder is not None
+        bare = PatchAutoencoder(self.factor, self.latent_channels, 0, {**self.decoder.config(), "cfw_channels": []})
+        bare.load_state_dict(self.state_dict(), strict=False)
+        return bare.to(self.basis.device)
+
+    def with_decoder(self, decoder: dict[str, Any]) -> PatchAutoencoder:
+        """A copy with the same latent space and a new learned decoder (zero residual: it decodes as the linear
+        inverse until trained). An old refiner is dropped."""
+        plain = self.without_refiner()
+        learned = PatchAutoencoder(self.factor, self.latent_channels, 0, decoder)
+        learned.load_state_dict(plain.state_dict(), strict=False)
+        return learned.to(self.basis.device)
+
+    def with_cfw(self, cfw_channels: tuple[int, ...]) -> PatchAutoencoder:
+        """A copy whose learned decoder (kept as it is) gets a new, zero-initialised CFW branch."""
+        if self.decoder is None or self.has_cfw:
+            raise ValueError("with_cfw adds CFW to a learned decoder that has none")
+        grown = PatchAutoencoder(self.factor, self.latent_channels, 0,
+                                 {**self.decoder.config(), "cfw_channels": list(cfw_channels)})
+        missing, unexpected = grown.load_state_dict(self.state_dict(), strict=False)
+        assert not unexpected and all(".cfw_" in k or ".fusions." in k for k in missing)
+        return grown.to(self.basis.device)
 
     def _kernel(self) -> torch.Tensor:
         return self.basis.view(self.latent_channels, 3, self.factor, self.factor)
@@ -80,10 +129,14 @@ class PatchAutoencoder(nn.Module):
         mean = self.mean.to(latents.dtype).view(1, 3, self.factor, self.factor)
         return images + mean.repeat(1, 1, latents.shape[-2], latents.shape[-1])
 
-    def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        """(B, k, h, w) -> (B, 3, h*f, w*f) in (roughly) [-1, 1]."""
+    def decode(self, latents: torch.Tensor, lq_latent: torch.Tensor | None = None, fidelity: float = 0.0
+               ) -> torch.Tensor:
+        """(B, k, h, w) -> (B, 3, h*f, w*f) in (roughly) [-1, 1]. With a CFW decoder, ``lq_latent`` (the
+        condition latent, same shape) and ``fidelity`` w > 0 fuse the LQ image's features in."""
         images = self.decode_linear(latents)
-        if self.refiner is not None:
+        if self.decoder is not None:
+            images = images + self.decoder(latents, lq_latent, fidelity)
+        elif self.refiner is not None:
             images = images + self.refiner(images)
         return images
 
@@ -131,13 +184,17 @@ class KLAutoencoder(nn.Module):
         self.factor = 2 ** (len(vae.config.block_out_channels) - 1)
         self.latent_channels = int(vae.config.latent_channels)
 
+    has_cfw = False  # (StableSR's CFW inside a KL decoder is not built: the learned patch decoder carries it)
+    decode_radius = 0  # tiles are blended, not cropped: its convolutions reach far (mid-block attention)
+
     def config(self) -> dict[str, Any]:
         return {"kind": self.kind, "scaling_factor": self.scaling_factor, "vae": diffusers_config(self.vae)}
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         return self.vae.encode(images).latent_dist.mode() * self.scaling_factor
 
-    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+    def decode(self, latents: torch.Tensor, lq_latent: torch.Tensor | None = None, fidelity: float = 0.0
+               ) -> torch.Tensor:
         return self.vae.decode(latents / self.scaling_factor).sample
 
 
@@ -148,7 +205,8 @@ def autoencoder_from_config(config: dict[str, Any]) -> Autoencoder:
     """Rebuild an autoencoder (random/empty weights) from the dict its ``config()`` returned."""
     kind = config.get("kind")
     if kind == "patch":
-        return PatchAutoencoder(config["factor"], config["latent_channels"], config.get("refine_channels", 0))
+        return PatchAutoencoder(config["factor"], config["latent_channels"], config.get("refine_channels", 0),
+                                config.get("decoder"))
     if kind == "kl":
         from diffusers import AutoencoderKL
 

@@ -16,7 +16,7 @@ from turbosr.config import ModelConfig
 from turbosr.data import HRFolderDataset, make_lq
 from turbosr.degradations import RealESRGANConfig, upsample_lq
 from turbosr.image import to_model_range
-from turbosr.models.autoencoders import Autoencoder, load_autoencoder
+from turbosr.models.autoencoders import Autoencoder, PatchAutoencoder, load_autoencoder
 from turbosr.models.presets import build_model, describe_loaded
 from turbosr.pipeline import SRPipeline
 
@@ -32,12 +32,19 @@ def setup_generator(seed: int, purpose: str) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 1_000_003 + 999_983 * SETUP_PURPOSES[purpose])
 
 
-def without_fidelity_warp(pipeline: SRPipeline, source: str) -> SRPipeline:
-    """``pipeline`` without its CFW module, for training that changes the model's outputs: the module was trained
-    to correct those outputs and must not ride along (train CFW again afterwards, `turbosr train stablesr`)."""
-    if pipeline.fidelity_warp is not None:
-        logger.warning("%s: its CFW modules are left out (trained for the outputs this run changes)", source)
-    return SRPipeline(pipeline.denoiser, pipeline.autoencoder, pipeline.config)
+def without_fidelity_warp(pipeline: SRPipeline, source: str, decoder_cfw: bool = True) -> SRPipeline:
+    """``pipeline`` without its CFW modules (an image-level module, and with ``decoder_cfw`` the CFW branch of a
+    learned decoder), for training that changes the model's outputs: they were trained to correct those outputs
+    and must not ride along (train CFW again afterwards: `turbosr train decoder`, which trains the decoder's
+    CFW itself and so keeps it, or `turbosr train stablesr` for older folders)."""
+    autoencoder = pipeline.autoencoder
+    strip_decoder = decoder_cfw and autoencoder.has_cfw
+    if pipeline.fidelity_warp is None and not strip_decoder:
+        return pipeline
+    logger.warning("%s: its CFW modules are left out (trained for the outputs this run changes)", source)
+    if strip_decoder and isinstance(autoencoder, PatchAutoencoder):
+        autoencoder = autoencoder.without_cfw()
+    return SRPipeline(pipeline.denoiser, autoencoder, pipeline.config)
 
 
 def lq_condition(autoencoder: Autoencoder, lq: torch.Tensor, scale: int) -> torch.Tensor:

@@ -125,10 +125,16 @@ def averaged_copy(owner: Any, ema: EMA, part: Callable[[Any], nn.Module]) -> Any
 
 
 def make_optimizer(parameters: Any, optim: OptimConfig) -> tuple[torch.optim.Optimizer, Any]:
-    """AdamW with the configured betas and weight decay, and a linear warm-up of the learning rate."""
-    optimizer = torch.optim.AdamW([p for p in parameters if p.requires_grad], lr=optim.learning_rate,
-                                  betas=(optim.beta1, optim.beta2),
-                                  weight_decay=optim.weight_decay)
+    """AdamW with the configured betas and weight decay, and a linear warm-up of the learning rate.
+    ``parameters``: an iterable of parameters (trainable ones are kept), or torch parameter groups (dicts with
+    "params" and their own "lr")."""
+    items = list(parameters)
+    if items and isinstance(items[0], dict):
+        groups = [{**group, "params": [p for p in group["params"] if p.requires_grad]} for group in items]
+    else:
+        groups = [{"params": [p for p in items if p.requires_grad]}]
+    optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=optim.learning_rate,
+                                  betas=(optim.beta1, optim.beta2), weight_decay=optim.weight_decay)
     warmup = max(1, optim.warmup_steps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup))
     return optimizer, scheduler
@@ -169,10 +175,18 @@ class Trainee(NamedTuple):
     start: int
 
 
-def prepare(accelerator: Any, module: nn.Module, optim: OptimConfig, run: RunConfig) -> Trainee:
+def prepare(accelerator: Any, module: nn.Module, optim: OptimConfig, run: RunConfig,
+            learning_rates: dict[str, float] | None = None) -> Trainee:
     """Optimizer and warm-up schedule for ``module``, Accelerate preparation, the speed options, an EMA of its
-    parameters, and the resume from ``run.output_dir/checkpoint-latest`` when there is one."""
-    optimizer, scheduler = make_optimizer(module.parameters(), optim)
+    parameters, and the resume from ``run.output_dir/checkpoint-latest`` when there is one.
+    ``learning_rates``: {child name: learning rate} for children of ``module`` that do not use ``optim``'s."""
+    parameters: Any = module.parameters()
+    if learning_rates:
+        own = {name: child for name, child in module.named_children() if name in learning_rates}
+        rest = [p for name, child in module.named_children() if name not in own for p in child.parameters()]
+        parameters = [{"params": rest}, *({"params": list(child.parameters()), "lr": learning_rates[name]}
+                                          for name, child in own.items())]
+    optimizer, scheduler = make_optimizer(parameters, optim)
     model, optimizer, scheduler = accelerator.prepare(module, optimizer, scheduler)
     forward = speed_up(model, run)
     ema = EMA(module, run.ema_decay)

@@ -1,11 +1,16 @@
-"""YONOS-SR decoder fine-tuning (arXiv 2401.17258, sec. 3.3): freeze the distilled UNet, run it for one step,
-and fine-tune the decoder on its latents against the HR image. The encoder stays frozen, so the condition
-latents the UNet was trained on do not move.
+"""YONOS-SR decoder fine-tuning (arXiv 2401.17258, sec. 3.3) with StableSR's CFW (arXiv 2305.07015, sec. 3.3):
+freeze the one-step UNet, run it for one step, and train the decoder on its latents against the HR image. The
+encoder stays frozen, so the condition latents the UNet was trained on do not move.
 
-Patch latent: the linear decoder is kept and a residual refiner (zero-initialised, so training starts from the
-exact linear inverse) is added and trained. KL latent: ``vae.decoder`` and ``post_quant_conv`` are trained.
+- Patch latent, ``decoder: learned`` (the default): a :class:`~turbosr.models.decoders.LatentDecoder` that reads
+  the latent over several latent pixels and adds a residual to the linear decode (zero at the start). Its CFW
+  branch (``decoder_shape.cfw_channels``) is trained in the same steps, StableSR's way: at w = 1, on the same
+  latents, with the decoder's own trunk held fixed, so w = 0 stays exactly the decoder the first loss trained.
+  ``decoder: refiner`` is the older RGB refiner; a KL latent trains ``vae.decoder`` and ``post_quant_conv``.
+- ``train_denoiser: true`` fine-tunes the UNet jointly, as a one-step model (t = T - 1, gradients through the
+  decoder), at its own learning rate: to measure whether that pays more per CPU-hour than either alone.
 Losses: L1 + SSIM + Sobel-edge (+ FFT amplitude) terms that need no downloaded network, and an optional
-PatchGAN hinge term.
+PatchGAN hinge term at w = 0. Validation reports the periodic-artifact figure beside PSNR.
 """
 
 from __future__ import annotations
@@ -52,48 +57,91 @@ from turbosr.train.validation import validate, validation_crops
 
 logger = logging.getLogger(__name__)
 
+DECODER_KINDS = ("learned", "refiner")
+
+
+@dataclass(frozen=True)
+class DecoderShape:
+    """Shape of a new learned decoder (models/decoders.py). When the model already has one it is kept; only a
+    missing CFW branch is added (``cfw_channels``)."""
+
+    channels: tuple[int, ...] = (96, 48)  # trunk widths, at 1x, 2x, ... the latent resolution
+    blocks: tuple[int, ...] = (2, 1)  # residual blocks per trunk stage
+    head_channels: tuple[int, ...] = (16,)  # the light x2 upsamplings after the trunk (the last one is RGB)
+    cfw_channels: tuple[int, ...] = (64, 32)  # StableSR CFW: LQ encoder widths at the first stages (empty: none)
+
+    def as_dict(self) -> dict[str, object]:
+        return {"kind": "conv", **{k: list(v) for k, v in dataclasses.asdict(self).items()}}
+
 
 @dataclass(frozen=True)
 class DecoderConfig:
-    """``turbosr train decoder``: the trained model's UNet frozen, its decoder fine-tuned on one-step latents."""
+    """``turbosr train decoder``: the trained model's UNet frozen (or fine-tuned jointly as a one-step model),
+    its decoder trained on one-step latents."""
 
-    init_from: str  # the trained model folder (its UNet is frozen)
+    init_from: str  # the trained model folder (its UNet is frozen unless train_denoiser)
     model: ModelConfig = field(default_factory=ModelConfig)  # scale and refine_channels are read from it
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     run: RunConfig = field(default_factory=RunConfig)
     loss: ImageLossConfig = field(default_factory=ImageLossConfig)
     adversarial: AdversarialConfig = field(default_factory=AdversarialConfig)
+    decoder: str = "learned"  # patch latent: "learned" (LatentDecoder + CFW) | "refiner" (RGB refiner, older)
+    decoder_shape: DecoderShape = field(default_factory=DecoderShape)
+    cfw_loss: ImageLossConfig = field(default_factory=ImageLossConfig)  # CFW's w = 1 fidelity loss (all 0: untrained)
+    train_denoiser: bool = False  # also fine-tune the UNet as a one-step model (t = T - 1)
+    denoiser_learning_rate: float = 2e-5  # its learning rate (the decoder's is optim.learning_rate)
     sample_steps: int = 1  # denoising steps that make the latents the decoder learns to decode
 
     def __post_init__(self) -> None:
         self.data.check_crop(self.model)
         if self.sample_steps < 1:
             raise ConfigError(f"sample_steps must be >= 1, got {self.sample_steps}")
+        if self.decoder not in DECODER_KINDS:
+            raise ConfigError(f"decoder must be one of {DECODER_KINDS}, got {self.decoder!r}")
+        if not self.denoiser_learning_rate > 0:
+            raise ConfigError(f"denoiser_learning_rate must be positive, got {self.denoiser_learning_rate}")
+        if self.train_denoiser and self.sample_steps != 1:
+            raise ConfigError("train_denoiser fine-tunes a one-step model: set sample_steps=1")
 
 
 def decoder_module(pipeline: SRPipeline) -> nn.Module:
     """The part of the latent space that decoder fine-tuning trains."""
     autoencoder = pipeline.autoencoder
     if isinstance(autoencoder, PatchAutoencoder):
+        if autoencoder.decoder is not None:
+            return autoencoder.decoder
         if autoencoder.refiner is None:
-            raise ValueError("this patch autoencoder has no refiner to fine-tune (see with_refiner)")
+            raise ValueError("this patch autoencoder has no decoder to fine-tune (see with_trainable_decoder)")
         return autoencoder.refiner
     assert isinstance(autoencoder, KLAutoencoder)
     return nn.ModuleList([autoencoder.vae.decoder, autoencoder.vae.post_quant_conv])
 
 
-def with_refiner(pipeline: SRPipeline, refine_channels: int) -> SRPipeline:
-    """Give a patch-latent pipeline a zero-initialised decoder refiner (a no-op for KL or existing refiners)."""
+def with_trainable_decoder(pipeline: SRPipeline, config: DecoderConfig) -> SRPipeline:
+    """Give a patch-latent pipeline the decoder this run trains, zero-initialised (a learned decoder, or an RGB
+    refiner of ``model.refine_channels``); a KL latent, or a model that already has that kind, is kept."""
     autoencoder = pipeline.autoencoder
-    if not isinstance(autoencoder, PatchAutoencoder) or autoencoder.refiner is not None:
+    if not isinstance(autoencoder, PatchAutoencoder):
         return pipeline
-    if refine_channels <= 0:
-        raise ValueError("decoder fine-tuning of a patch latent needs model.refine_channels > 0 (e.g. 32)")
-    refined = PatchAutoencoder(autoencoder.factor, autoencoder.latent_channels, refine_channels)
-    refined.load_state_dict(autoencoder.state_dict(), strict=False)
-    config = dataclasses.replace(pipeline.config, refine_channels=refine_channels)
-    return SRPipeline(pipeline.denoiser, refined, config)
+    if config.decoder == "learned":
+        if autoencoder.decoder is not None:
+            if autoencoder.has_cfw or not config.decoder_shape.cfw_channels:
+                return pipeline
+            return SRPipeline(pipeline.denoiser, autoencoder.with_cfw(config.decoder_shape.cfw_channels),
+                              pipeline.config)
+        if autoencoder.refiner is not None:
+            logger.warning("%s: its RGB refiner is replaced by a new learned decoder", config.init_from)
+        return SRPipeline(pipeline.denoiser, autoencoder.with_decoder(config.decoder_shape.as_dict()),
+                          dataclasses.replace(pipeline.config, refine_channels=0))
+    if autoencoder.refiner is not None:
+        return pipeline
+    if config.model.refine_channels <= 0:
+        raise ValueError("decoder fine-tuning with a refiner needs model.refine_channels > 0 (e.g. 32)")
+    refined = PatchAutoencoder(autoencoder.factor, autoencoder.latent_channels, config.model.refine_channels)
+    refined.load_state_dict(autoencoder.without_refiner().state_dict(), strict=False)
+    return SRPipeline(pipeline.denoiser, refined,
+                      dataclasses.replace(pipeline.config, refine_channels=config.model.refine_channels))
 
 
 def train(config: DecoderConfig) -> Path:
@@ -101,46 +149,74 @@ def train(config: DecoderConfig) -> Path:
     run, data = config.run, config.data
     accelerator = make_accelerator(run)
     dataset = load_dataset(data, config.model.scale)
-    loaded = without_fidelity_warp(SRPipeline.from_pretrained(config.init_from), config.init_from)
-    pipeline = with_refiner(loaded, config.model.refine_channels)
+    # an image-level CFW module is left out; a learned decoder's CFW stays: this run trains it
+    loaded = without_fidelity_warp(SRPipeline.from_pretrained(config.init_from), config.init_from, decoder_cfw=False)
+    pipeline = with_trainable_decoder(loaded, config)
     if pipeline.scale != config.model.scale:
         raise ValueError(f"{config.init_from} is x{pipeline.scale}; set model.scale={pipeline.scale}")
     pipeline.to(accelerator.device)
-    pipeline.denoiser.requires_grad_(False)
+    pipeline.denoiser.requires_grad_(config.train_denoiser)
     pipeline.autoencoder.requires_grad_(False)
     decoder = decoder_module(pipeline).requires_grad_(True).train()
+    trains_cfw = any(getattr(config.cfw_loss, name) > 0 for name in ("l1", "ssim", "edge", "frequency"))
+    cfw = list(decoder.cfw_parameters()) if pipeline.autoencoder.has_cfw and trains_cfw else []
+    if pipeline.autoencoder.has_cfw and not cfw:
+        for parameter in decoder.cfw_parameters():  # left as it is (zero at the start: w has no effect)
+            parameter.requires_grad_(False)
+
+    def trained_part(owner: SRPipeline) -> nn.Module:  # the modules this run trains, by the same names
+        parts = {"decoder": decoder_module(owner)}
+        if config.train_denoiser:
+            parts["denoiser"] = owner.denoiser
+        return nn.ModuleDict(parts)
+
+    trained = trained_part(pipeline)
+    learning_rates = {"denoiser": config.denoiser_learning_rate}
     gan = PatchGAN(config.adversarial, accelerator)
     # (the decoder runs inside autoencoder.decode: of the speed options only the memory format applies)
-    model, _, optimizer, scheduler, ema, start = prepare(accelerator, decoder, config.optim, run)
+    model, _, optimizer, scheduler, ema, start = prepare(accelerator, trained, config.optim, run, learning_rates)
     report = StepReport(run, accelerator, start)
     validation = validation_crops(data, pipeline.scale, run.validation_images)
     cadence = Cadence(run)
 
     for step in range(start, run.max_steps):
         for generator, sync in micro_batches(run.seed, step, run.gradient_accumulation_steps, accelerator, model):
-            # data and the frozen model's one-step latents
+            # data and the one-step latents (frozen UNet; with train_denoiser the UNet is in the graph)
             hq = hq_batch(dataset, run.batch_size, generator, accelerator.device)
             lq = make_lq(hq, pipeline.scale, data.degradation, generator, data.realesrgan)
             with torch.no_grad():
                 lq_latent = lq_condition(pipeline.autoencoder, lq, pipeline.scale)
+            with torch.set_grad_enabled(config.train_denoiser), accelerator.autocast():
                 latent = pipeline.denoise_latents(lq_latent, num_steps=config.sample_steps, generator=generator)
-            # decode with the trainable decoder and compare with the HR crop
+            # w = 0: decode with the trainable decoder (CFW off) and compare with the HR crop
             with sync, accelerator.autocast():
-                prediction = (pipeline.autoencoder.decode(latent).float() + 1.0) / 2.0
+                prediction = (pipeline.autoencoder.decode(latent.float()).float() + 1.0) / 2.0
                 terms = image_loss(prediction, hq, config.loss)
-                loss = terms["total"]
-                loss = gan.add_generator_loss(loss, terms, prediction, step)
-                accelerator.backward(loss / run.gradient_accumulation_steps)
+                loss = gan.add_generator_loss(terms["total"], terms, prediction, step)
+                if loss.requires_grad:  # (every w = 0 term may be switched off, to train CFW alone)
+                    accelerator.backward(loss / run.gradient_accumulation_steps)
             gan.discriminator_step(hq, prediction, terms)
+            # w = 1: CFW on the same latents, only the CFW branch learning (the trunk is what w = 0 means)
+            if cfw:
+                trunk = [p for p in decoder.trunk_parameters() if p.requires_grad]
+                for parameter in trunk:
+                    parameter.requires_grad_(False)
+                with accelerator.autocast():
+                    faithful = (pipeline.autoencoder.decode(latent.detach().float(), lq_latent, 1.0).float() + 1) / 2
+                    cfw_terms = image_loss(faithful, hq, config.cfw_loss)
+                    accelerator.backward(cfw_terms["total"] / run.gradient_accumulation_steps)
+                for parameter in trunk:
+                    parameter.requires_grad_(True)
+                terms["cfw"] = cfw_terms["total"]
         # update, average, log
-        average_gradients(accelerator, decoder)  # it ran outside its DDP wrapper
+        average_gradients(accelerator, trained)  # it ran outside its DDP wrapper
         optimizer_step(accelerator, model, optimizer, scheduler, config.optim.grad_clip)
-        ema.update(decoder, step)
+        ema.update(trained, step)
         report.after_step(step + 1, {k: v.detach() for k, v in terms.items()}, scheduler.get_last_lr()[0])
-        # validate and checkpoint the model with the averaged decoder; stop when the time budget is spent
+        # validate and checkpoint the model with the averaged weights; stop when the time budget is spent
         done, checkpointing = step + 1, cadence.checkpoint_due(step + 1)
         validating = validation is not None and cadence.validation_due(done)
-        averaged = averaged_copy(pipeline, ema, decoder_module) if validating or checkpointing else None
+        averaged = averaged_copy(pipeline, ema, trained_part) if validating or checkpointing else None
         if validating and accelerator.is_main_process:
             validate(averaged, validation, data, done, report.log)
         if checkpointing:

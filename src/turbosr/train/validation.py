@@ -35,19 +35,27 @@ def validation_crops(data: DataConfig, scale: int, count: int) -> torch.Tensor |
 @torch.no_grad()
 def validate(model: Any, hq: torch.Tensor, data: DataConfig, step: int, log: RunLog,
              fidelity: float | None = None) -> dict[str, Any]:
-    """One-step PSNR-Y of ``model`` (a pipeline; at CFW weight ``fidelity`` when given) vs bicubic on the fixed
-    crops ``hq``, degraded as in training (seed 0); writes the record to ``log`` and the strip
-    bicubic | model | HR (a row per crop) beside it."""
+    """One-step PSNR-Y and periodic-artifact figure (period: the latent factor) of ``model`` (a pipeline; at CFW
+    weight ``fidelity`` when given) beside bicubic's PSNR and the HR crops' figure, on the fixed crops ``hq``
+    degraded as in training (seed 0); a model with CFW is also measured at w = 1 (``val_*_fidelity1``). Writes
+    the record to ``log`` and the strip bicubic | model | HR (a row per crop) beside it."""
     from turbosr.image import save_image
     from turbosr.metrics import psnr
+    from turbosr.metrics.artifacts import grid_figure
 
     lq = make_lq(hq, model.scale, data.degradation, torch.Generator().manual_seed(0), data.realesrgan)
     output = model(lq, generator=torch.Generator().manual_seed(0), fidelity=fidelity)
     bicubic = upsample_lq(lq, model.scale)
-    border = model.scale
+    border, period = model.scale, model.autoencoder.factor
     record = {"step": step, "validation": "val" if data.manifest else "train-folder", "images": len(hq),
               "val_psnr_y": float(psnr(output, hq, border, y_channel=True).mean()),
-              "val_psnr_y_bicubic": float(psnr(bicubic, hq, border, y_channel=True).mean())}
+              "val_psnr_y_bicubic": float(psnr(bicubic, hq, border, y_channel=True).mean()),
+              "val_grid": float(grid_figure(output, period, border).mean()),
+              "val_grid_hr": float(grid_figure(hq, period, border).mean())}
+    if fidelity is None and model.has_cfw:
+        faithful = model(lq, generator=torch.Generator().manual_seed(0), fidelity=1.0)
+        record["val_psnr_y_fidelity1"] = float(psnr(faithful, hq, border, y_channel=True).mean())
+        record["val_grid_fidelity1"] = float(grid_figure(faithful, period, border).mean())
     log.write(record)
     if log.enabled:
         strip = torch.cat([torch.cat([bicubic[i], output[i], hq[i]], dim=-1) for i in range(len(hq))], dim=-2)

@@ -1,0 +1,197 @@
+"""The learned latent decoder with CFW (models/decoders.py) and its training (turbosr train decoder): it starts as
+the linear decoder, sees no further than its stated receptive radius (so halo tiling is exact), w = 0 is exactly
+the decoder without CFW, and training changes what it should and nothing else."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from turbosr.config import load_config, model_config
+from turbosr.models import build_model
+from turbosr.models.autoencoders import PatchAutoencoder
+from turbosr.models.decoders import LatentDecoder
+from turbosr.pipeline import SRPipeline
+from turbosr.tiling import tiled_map
+
+TINY_SHAPE = {"kind": "conv", "channels": [16, 8], "blocks": [1, 1], "head_channels": [], "cfw_channels": [8, 4]}
+
+
+def randomised(decoder: LatentDecoder, seed: int = 0) -> LatentDecoder:
+    """Every weight drawn again (the zero-initialised output layers too), so each path really contributes."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for parameter in decoder.parameters():
+            parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.15)
+    return decoder
+
+
+def test_a_new_decoder_decodes_exactly_as_the_linear_one():
+    plain = PatchAutoencoder(4, 8)
+    plain.fit(torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1)
+    learned = plain.with_decoder(TINY_SHAPE)
+    latents = torch.randn(2, 8, 9, 7)
+    assert torch.equal(learned.decode(latents), plain.decode(latents))
+    assert torch.equal(learned.decode(latents, latents.flip(0), 1.0), plain.decode(latents))  # CFW starts at zero
+
+
+def test_an_impulse_reaches_exactly_as_far_as_the_receptive_radius_says():
+    decoder = randomised(LatentDecoder(8, 4, (16, 8), (1, 1), (), (8, 4))).eval()
+    radius, factor = decoder.receptive_radius, 4
+    for fidelity in (0.0, 1.0):
+        base = torch.zeros(1, 8, 41, 41)
+        bumped = base.clone()
+        bumped[..., 20, 20] = 1.0  # in the latent and the LQ latent alike
+        with torch.no_grad():
+            change = (decoder(bumped, bumped, fidelity) - decoder(base, base, fidelity)).abs().sum(dim=(0, 1))
+        rows = torch.nonzero(change.sum(1) > 1e-7).flatten()
+        reach = max(20 * factor - int(rows.min()), int(rows.max()) - (21 * factor - 1))  # output px beyond the patch
+        assert 0 < reach <= radius * factor
+    assert reach > (radius - 1) * factor  # with CFW on, the radius is not a loose bound either
+
+
+@pytest.mark.parametrize("fidelity", [0.0, 0.7])
+def test_halo_tiling_equals_untiled_decoding(fidelity):
+    decoder = randomised(LatentDecoder(8, 4, (16, 8), (1, 1), (), (8, 4))).eval()
+    latents, lq_latent = torch.randn(1, 8, 37, 45), torch.randn(1, 8, 37, 45)
+    stacked = torch.cat([latents, lq_latent], dim=1)
+
+    def decode(x: torch.Tensor, _: object) -> torch.Tensor:
+        return decoder(x[:, :8], x[:, 8:], fidelity)
+
+    with torch.no_grad():
+        whole = decode(stacked, None)
+        tiled = tiled_map(decode, stacked, 16, decoder.receptive_radius, out_scale=4, weight="crop")
+        short = tiled_map(decode, stacked, 16, decoder.receptive_radius - 2, out_scale=4, weight="crop")
+    assert torch.allclose(tiled, whole, atol=1e-5 * float(whole.abs().max()))
+    if fidelity:  # the radius counts the CFW paths: with CFW on, a shorter halo is noticed
+        assert not torch.allclose(short, whole, atol=1e-3 * float(whole.abs().max()))
+
+
+def test_cfw_at_zero_is_exactly_the_decoder_without_it():
+    autoencoder = PatchAutoencoder(4, 8, 0, TINY_SHAPE)
+    randomised(autoencoder.decoder)
+    bare = autoencoder.without_cfw()
+    assert not bare.has_cfw and autoencoder.has_cfw
+    latents, lq_latent = torch.randn(1, 8, 6, 5), torch.randn(1, 8, 6, 5)
+    with torch.no_grad():
+        assert torch.equal(autoencoder.decode(latents, lq_latent, 0.0), bare.decode(latents))
+        assert not torch.allclose(autoencoder.decode(latents, lq_latent, 1.0), bare.decode(latents))
+
+
+def test_pipeline_with_a_learned_decoder_saves_loads_and_tiles(tmp_path):
+    torch.manual_seed(0)
+    config = model_config("tiny", scale=4)
+    denoiser, autoencoder = build_model(config)
+    torch.nn.init.normal_(denoiser.unet.conv_out.weight, 0, 0.02)
+    autoencoder.fit(torch.rand(4, 3, 32, 32) * 2 - 1)
+    autoencoder = autoencoder.with_decoder(TINY_SHAPE)
+    randomised(autoencoder.decoder, seed=3)
+    with torch.no_grad():  # keep the decoder's residual small, like a trained one
+        autoencoder.decoder.to_rgb.conv.weight.mul_(0.05)
+    pipeline = SRPipeline(denoiser, autoencoder, config)
+    assert pipeline.has_cfw
+    lq = torch.rand(1, 3, 40, 36, generator=torch.Generator().manual_seed(1))
+    out = pipeline(lq, fidelity=0.5, generator=torch.Generator().manual_seed(0))
+    pipeline.save_pretrained(tmp_path / "model")
+    loaded = SRPipeline.from_pretrained(tmp_path / "model")
+    assert torch.equal(loaded(lq, fidelity=0.5, generator=torch.Generator().manual_seed(0)), out)
+    # a single latent tile vs several: the decoder is tiled exactly, only the denoiser's blending differs
+    latent = pipeline.denoise_latents(torch.randn(1, 8, 40, 36, generator=torch.Generator().manual_seed(2)))
+    condition = torch.randn(latent.shape, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        whole = pipeline.decode(latent, condition, 0.5)
+        tiled = pipeline.decode(latent, condition, 0.5, latent_tile=8)
+    assert torch.allclose(whole, tiled, atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def hr_folder(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("hr")
+    rng = np.random.default_rng(0)
+    for index in range(3):
+        image = np.zeros((96, 128, 3))
+        for size in (6, 24):
+            noise = rng.random((size, size * 4 // 3, 3))
+            image += np.asarray(Image.fromarray((noise * 255).astype(np.uint8)).resize((128, 96), Image.BICUBIC)) / 2
+        Image.fromarray(image.clip(0, 255).astype(np.uint8)).save(folder / f"p{index}.png")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    config = model_config("tiny", scale=4)
+    denoiser, autoencoder = build_model(config)
+    torch.nn.init.normal_(denoiser.unet.conv_out.weight, 0, 0.05)
+    autoencoder.fit(torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(1)) * 2 - 1)
+    folder = tmp_path_factory.mktemp("model") / "model"
+    SRPipeline(denoiser, autoencoder, config).save_pretrained(folder)
+    return folder
+
+
+def decoder_config(tmp_path: Path, hr_folder: Path, model_dir: Path, *extra: str):
+    from turbosr.train import decoder
+
+    return load_config(decoder.DecoderConfig, None, [
+        f"init_from={model_dir}", "model.preset=tiny", f"data.folder={hr_folder}", "data.crop_size=64",
+        f"run.output_dir={tmp_path / 'run'}", "run.max_steps=2", "run.batch_size=2", "run.log_every_steps=1",
+        "run.checkpoint_every_steps=1", "run.validate_every_steps=2", "run.validation_images=2",
+        "decoder_shape.channels=[16,8]", "decoder_shape.blocks=[1,1]", "decoder_shape.head_channels=[]",
+        "decoder_shape.cfw_channels=[8,4]", *extra])
+
+
+def test_decoder_training_trains_the_trunk_and_cfw_only_and_resumes(tmp_path, hr_folder, model_dir):
+    from turbosr.train import decoder
+
+    start = SRPipeline.from_pretrained(model_dir)
+    decoder.train(decoder_config(tmp_path, hr_folder, model_dir))
+    folder = decoder.train(decoder_config(tmp_path, hr_folder, model_dir, "run.max_steps=3"))
+    assert json.loads((folder / "progress.json").read_text())["step"] == 3
+    tuned = SRPipeline.from_pretrained(folder / "model")
+    for key, value in start.denoiser.state_dict().items():  # the UNet is frozen
+        assert torch.equal(value, tuned.denoiser.state_dict()[key]), key
+    for key in ("basis", "mean", "std"):  # so is the latent space
+        assert torch.equal(getattr(start.autoencoder, key), getattr(tuned.autoencoder, key))
+    learned = tuned.autoencoder.decoder
+    assert learned is not None and tuned.has_cfw
+    assert torch.any(learned.to_rgb.conv.weight != 0)  # the trunk's zero layer trained
+    assert torch.any(learned.fusions[0].out.weight != 0)  # and CFW's
+    log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    records = [r for r in log if "val_grid" in r]
+    assert records and {"val_grid_hr", "val_psnr_y_fidelity1", "val_grid_fidelity1"} <= set(records[0])
+    assert [r["step"] for r in log if "cfw" in r] == [1, 2, 3]
+
+
+def test_cfw_loss_does_not_move_the_trunk(tmp_path, hr_folder, model_dir):
+    """The w = 1 loss trains the CFW branch only: from a trained decoder, with the w = 0 loss switched off (all
+    its terms 0), the trunk stays bit for bit as it was, so w = 0 still means that decoder; CFW learns."""
+    from turbosr.train import decoder
+
+    first = decoder.train(decoder_config(tmp_path / "a", hr_folder, model_dir, "decoder_shape.cfw_channels=[]"))
+    trained = SRPipeline.from_pretrained(first / "model")
+    assert not trained.has_cfw
+    folder = decoder.train(decoder_config(tmp_path / "b", hr_folder, model_dir, f"init_from={first / 'model'}",
+                                          "loss.l1=0", "loss.ssim=0", "loss.edge=0"))
+    tuned = SRPipeline.from_pretrained(folder / "model")
+    assert tuned.has_cfw
+    for key, value in trained.autoencoder.state_dict().items():
+        assert torch.equal(value, tuned.autoencoder.state_dict()[key]), key
+    assert torch.any(tuned.autoencoder.decoder.fusions[0].out.weight != 0)
+
+
+def test_joint_one_step_fine_tune_moves_the_unet(tmp_path, hr_folder, model_dir):
+    from turbosr.train import decoder
+
+    start = SRPipeline.from_pretrained(model_dir)
+    folder = decoder.train(decoder_config(tmp_path, hr_folder, model_dir, "train_denoiser=true", "cfw_loss.l1=0",
+                                          "cfw_loss.ssim=0", "cfw_loss.edge=0"))
+    tuned = SRPipeline.from_pretrained(folder / "model")
+    moved = [k for k, v in start.denoiser.state_dict().items() if not torch.equal(v, tuned.denoiser.state_dict()[k])]
+    assert moved
+    assert torch.all(tuned.autoencoder.decoder.fusions[0].out.weight == 0)  # no CFW loss: CFW untouched
