@@ -54,17 +54,17 @@ def test_upscale_folder_keeps_tree_reports_bad_file_and_exits_non_zero(model_dir
     errors = [line for line in result.stderr.splitlines() if line.startswith("turbosr:")]
     assert len(errors) == 1 and "broken.jpg" in errors[0]
     assert "Traceback" not in result.stderr
-    # nothing is overwritten without --overwrite
+    # nothing is overwritten without --overwrite: an existing output is kept, and that is not a failure
     before = (out / "a.png").stat().st_mtime_ns
     again = run("upscale", str(inputs / "a.png"), "-o", str(out), "--model", str(model_dir))
-    assert again.returncode == 1 and "exists" in again.stderr
+    assert again.returncode == 0 and "kept 1 existing output" in again.stderr
     assert (out / "a.png").stat().st_mtime_ns == before
     assert run("upscale", str(inputs / "a.png"), "-o", str(out), "--model", str(model_dir),
                "--overwrite").returncode == 0
     # an input is never replaced, not even with --overwrite
     before = (inputs / "a.png").read_bytes()
     same = run("upscale", str(inputs / "a.png"), "-o", str(inputs), "--model", str(model_dir), "--overwrite")
-    assert same.returncode == 1 and "input itself" in same.stderr
+    assert same.returncode == 2 and "is an input" in same.stderr
     assert (inputs / "a.png").read_bytes() == before
 
 
@@ -177,3 +177,90 @@ def test_16bit_input_gives_16bit_output(model_dir, tmp_path):
     assert result.returncode == 0, result.stderr
     width, height, _, info = png.Reader(filename=str(tmp_path / "out" / "deep.png")).read()
     assert (width, height) == (20, 12) and info["bitdepth"] == 16 and info["planes"] == 3
+
+
+def tree_digest(folder: Path) -> dict[str, str]:
+    """sha256 of every file below ``folder`` (links not followed), by relative path."""
+    import hashlib
+
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file() and not p.is_symlink()}
+
+
+def test_an_output_folder_inside_the_inputs_is_never_read_or_replaced(model_dir, tmp_path):
+    """`upscale g -o g/out` twice (the second with --overwrite): the first run's outputs are not inputs of the
+    second (no g/out/out), no input changes, and the rerun says once what it left out."""
+    folder = tmp_path / "g"
+    folder.mkdir()
+    Image.new("RGB", (12, 10), (10, 200, 30)).save(folder / "a.png")
+    first = run("upscale", str(folder), "-o", str(folder / "out"), "--model", str(model_dir))
+    assert first.returncode == 0, first.stderr
+    inputs_before = {k: v for k, v in tree_digest(folder).items() if not k.startswith("out")}
+    second = run("upscale", str(folder), "-o", str(folder / "out"), "--model", str(model_dir), "--overwrite")
+    assert second.returncode == 0, second.stderr
+    assert "1 image(s) inside the output folder" in second.stderr
+    assert sorted(tree_digest(folder)) == ["a.png", "out/a.png"]  # no out/out/a.png
+    assert {k: v for k, v in tree_digest(folder).items() if not k.startswith("out")} == inputs_before
+    # naming a folder inside the output as an input: nothing is taken from it, nothing is written over it
+    (folder / "out" / "sub").mkdir()
+    Image.new("RGB", (8, 8), (1, 2, 3)).save(folder / "out" / "sub" / "b.png")
+    before = tree_digest(folder)
+    third = run("upscale", str(folder / "in_missing_is_fine"), str(folder / "out" / "sub"), "-o", str(folder / "out"),
+                "--model", str(model_dir), "--overwrite")
+    assert third.returncode == 2 and "Traceback" not in third.stderr
+    assert tree_digest(folder) == before
+
+
+def test_no_run_writes_a_file_that_is_one_of_its_inputs(model_dir, tmp_path):
+    """An input whose output would be the input itself (explicit files are inputs even inside the output folder):
+    the run is refused before anything is written, even with --overwrite."""
+    (tmp_path / "in").mkdir()
+    (tmp_path / "b").mkdir()
+    Image.new("RGB", (12, 10), (10, 200, 30)).save(tmp_path / "in" / "a.png")
+    Image.new("RGB", (12, 10), (200, 10, 30)).save(tmp_path / "b" / "c.png")
+    before = tree_digest(tmp_path)
+    result = run("upscale", str(tmp_path / "in"), str(tmp_path / "b" / "c.png"), "-o", str(tmp_path / "b"),
+                 "--format", "png", "--model", str(model_dir), "--overwrite")
+    # c.png's output would be b/c.png, the input itself: refused before in/a.png's output is written either
+    assert result.returncode == 2 and "is an input" in result.stderr and "Traceback" not in result.stderr
+    assert tree_digest(tmp_path) == before
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="symlinks")
+def test_link_loops_are_not_followed_and_each_file_is_read_once(model_dir, tmp_path):
+    from turbosr.image import find_images
+
+    tree = tmp_path / "tree"
+    (tree / "d").mkdir(parents=True)
+    Image.new("RGB", (8, 8)).save(tree / "a.png")
+    Image.new("RGB", (8, 8)).save(tree / "d" / "b.png")
+    (tree / "loop").symlink_to(".")
+    (tree / "d" / "up").symlink_to("..")
+    (tree / "alias.png").symlink_to("a.png")
+    for inputs in ([tree], [str(tree / "**" / "*.png")], [tree, str(tree / "*.png")]):
+        items = find_images(inputs).items
+        assert sorted(p.resolve().name for p, _ in items) == ["a.png", "b.png"], inputs
+    out = tmp_path / "out"
+    result = run("upscale", str(tree / "**" / "*.png"), "-o", str(out), "--model", str(model_dir), timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in out.rglob("*.png")) == ["a.png", "b.png"]
+
+
+def test_odd_options_fail_in_one_line(model_dir, inputs, tmp_path):
+    """-o with a format turbosr cannot write, a CUDA device on a torch without one, a seed out of range: one line,
+    exit 2, nothing written; unsupported files in a folder are reported, not silently dropped."""
+    cases = [
+        (["-o", str(tmp_path / "x.gif")], ".gif"),
+        (["-o", str(tmp_path / "o"), "--seed", str(2**70)], "--seed"),
+        (["-o", str(tmp_path / "o"), "--device", "nonsense"], "--device"),
+    ]
+    if not torch.cuda.is_available():
+        cases.append((["-o", str(tmp_path / "o"), "--device", "cuda"], "no CUDA"))
+    for extra, expected in cases:
+        result = run("upscale", str(inputs / "a.png"), "--model", str(model_dir), *extra)
+        assert result.returncode == 2 and expected in result.stderr, (extra, result.stderr)
+        assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "x.gif").exists() and not (tmp_path / "o").exists()
+    Image.new("RGB", (8, 8)).save(inputs / "anim.gif")
+    result = run("upscale", str(inputs), "-o", str(tmp_path / "o2"), "--model", str(model_dir))
+    assert "skipped 1 file(s) turbosr cannot read (.gif)" in result.stderr

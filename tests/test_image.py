@@ -119,7 +119,7 @@ def test_find_images_folders_globs_and_errors(tmp_path):
     (tmp_path / "a" / "b").mkdir(parents=True)
     for path in ("a/1.png", "a/b/2.jpg", "a/notes.txt", "3.webp"):
         (tmp_path / path).write_bytes(b"")
-    found = find_images([tmp_path / "a", str(tmp_path / "*.webp"), tmp_path / "a" / "1.png"])
+    found = find_images([tmp_path / "a", str(tmp_path / "*.webp"), tmp_path / "a" / "1.png"]).items
     assert [(p.name, str(r)) for p, r in found] == [("3.webp", "3.webp"), ("1.png", "1.png"), ("2.jpg", "b/2.jpg")]
     with pytest.raises(FileNotFoundError, match="no image files match"):
         find_images([str(tmp_path / "*.gif")])
@@ -137,7 +137,7 @@ def test_glob_inputs_keep_the_tree_below_the_pattern_root(tmp_path):
     for path in ("shots/a/x.jpg", "shots/b/x.jpg", "shots/top.jpg"):
         (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / path).write_bytes(b"")
-    found = find_images([str(tmp_path / "shots" / "**" / "*.jpg")])
+    found = find_images([str(tmp_path / "shots" / "**" / "*.jpg")]).items
     assert sorted(str(relative) for _, relative in found) == ["a/x.jpg", "b/x.jpg", "top.jpg"]
 
 

@@ -10,6 +10,7 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 EXIT_OK, EXIT_FAILURES, EXIT_USAGE = 0, 1, 2
 DTYPES = ("float32", "float16", "bfloat16")
@@ -60,43 +61,67 @@ def _run_upscale(args: argparse.Namespace) -> int:
     import torch
 
     from turbosr.distributed import process_state
-    from turbosr.image import IMAGE_SUFFIXES, find_images, load_image, save_image, upscale_alpha
+    from turbosr.image import (
+        IMAGE_SUFFIXES,
+        UNSUPPORTED_SUFFIXES,
+        find_images,
+        load_image,
+        save_image,
+        upscale_alpha,
+    )
     from turbosr.pipeline import SRPipeline
     from turbosr.weights import builtin_model_dir, resolve_model
 
     state = process_state()  # one process, or one of many under `accelerate launch`
-    items = find_images(args.inputs)
     output = Path(args.output)
     single_file = output.suffix.lower() in IMAGE_SUFFIXES
-    if single_file and len(items) != 1:
-        raise CLIError(f"-o {output} is a file name but {len(items)} input images were given; pass a folder")
-    model_dir = resolve_model(args.model) if args.model else builtin_model_dir(args.scale or 4)
-    device = torch.device(args.device) if args.device else state.device
-    pipeline = SRPipeline.from_pretrained(model_dir, device=device, dtype=getattr(torch, args.dtype))
-    if args.scale is not None and args.scale != pipeline.scale:
-        raise CLIError(f"the model in {model_dir} is x{pipeline.scale}; --scale {args.scale} needs a model trained for it")
-    pipeline.check_options(args.steps, args.strength, args.tile, args.tile_overlap, args.color_fix, args.fidelity)
+    if not single_file and output.suffix.lower() in UNSUPPORTED_SUFFIXES:
+        raise CLIError(f"-o {output}: turbosr cannot write {output.suffix} files; name a .png, .jpg, .webp or .tif "
+                       "file, or a folder")
     if not 1 <= args.quality <= 100:
         raise CLIError(f"--quality must be in 1-100, got {args.quality}")
+    if not 0 <= args.seed < 2**63:
+        raise CLIError(f"--seed must be in [0, 2^63), got {args.seed}")
+    found = find_images(args.inputs, skip=None if single_file else output)
+    items = found.items
+    if found.skipped and state.is_main_process:
+        print(f"turbosr: {found.skipped} image(s) inside the output folder {output} are not inputs "
+              "(earlier outputs are never upscaled again)", file=sys.stderr)
+    unsupported = found.unsupported
+    if unsupported and state.is_main_process:
+        kinds = ", ".join(sorted({p.suffix.lower() for p in unsupported}))
+        print(f"turbosr: skipped {len(unsupported)} file(s) turbosr cannot read ({kinds}), e.g. {unsupported[0]}",
+              file=sys.stderr)
+    if single_file and len(items) != 1:
+        raise CLIError(f"-o {output} is a file name but {len(items)} input images were given; pass a folder")
     targets = [_output_path(source, relative, output, single_file, args.format) for source, relative in items]
+    inputs = {source.resolve(): source for source, _ in items}
     seen: dict[Path, Path] = {}
-    for (source, _), target in zip(items, targets, strict=True):  # before anything is written
+    for (source, _), target in zip(items, targets, strict=True):  # before anything is written (or loaded)
+        if target.resolve() in inputs:
+            raise CLIError(f"{target} would be written but is an input ({inputs[target.resolve()]}): inputs are "
+                           "never replaced; choose another output")
         if target in seen:
             raise CLIError(f"{seen[target]} and {source} would both be written to {target}: upscale them separately "
                            "or give folders instead of a pattern")
         seen[target] = source
+    model_dir = resolve_model(args.model) if args.model else builtin_model_dir(args.scale or 4)
+    device = _device(args.device, state.device)
+    pipeline = SRPipeline.from_pretrained(model_dir, device=device, dtype=getattr(torch, args.dtype))
+    if args.scale is not None and args.scale != pipeline.scale:
+        raise CLIError(f"the model in {model_dir} is x{pipeline.scale}; --scale {args.scale} needs a model trained for it")
+    pipeline.check_options(args.steps, args.strength, args.tile, args.tile_overlap, args.color_fix, args.fidelity)
     mine = list(zip(items, targets, strict=True))[state.process_index :: state.num_processes]  # each image once
     logging.getLogger("turbosr").info("process %d/%d: %d of %d images on %s", state.process_index,
                                       state.num_processes, len(mine), len(items), device)
-    failures = 0
+    failures = kept = 0
     from tqdm.auto import tqdm
 
     for (source, _), target in tqdm(mine, disable=not sys.stderr.isatty() or not mine, unit="img"):
+        if target.exists() and not args.overwrite:  # kept, not a failure: a rerun after a kill carries on
+            kept += 1
+            continue
         try:
-            if target.exists() and target.resolve() == source.resolve():
-                raise FileExistsError(f"{target} is the input itself: choose another output (inputs are never replaced)")
-            if target.exists() and not args.overwrite:
-                raise FileExistsError(f"{target} exists (use --overwrite to replace it)")
             loaded = load_image(source)
             generator = torch.Generator(device="cpu").manual_seed(args.seed)
             result = pipeline(loaded.rgb, num_steps=args.steps, strength=args.strength, tile=args.tile,
@@ -109,7 +134,28 @@ def _run_upscale(args: argparse.Namespace) -> int:
         except (OSError, ValueError, RuntimeError) as error:
             failures += 1
             print(f"turbosr: skipped {source}: {_one_line(error)}", file=sys.stderr)
+    if kept:
+        print(f"turbosr: kept {kept} existing output(s) (--overwrite replaces them)", file=sys.stderr)
     return EXIT_FAILURES if failures else EXIT_OK
+
+
+def _device(name: str | None, default: Any) -> Any:
+    """The torch device --device names, checked here: a clear error for a device this torch cannot use."""
+    import torch
+
+    if name is None:
+        return default
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise CLIError(f"--device {name}: not a device name (cpu, cuda, cuda:1, mps ...)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise CLIError(f"--device {name}: this torch has no CUDA device (torch {torch.__version__}); use --device cpu")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise CLIError(f"--device {name}: there are only {torch.cuda.device_count()} CUDA device(s)")
+    if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise CLIError(f"--device {name}: MPS is not available here; use --device cpu")
+    return device
 
 
 # -------------------------------------------------------------------------------------------------------- train
