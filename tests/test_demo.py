@@ -6,6 +6,7 @@ import importlib.util
 import io
 import os
 import struct
+import time
 import zlib
 from pathlib import Path
 
@@ -131,3 +132,129 @@ def test_real_browser_upload_run_slider_and_readable_errors(tiny_model_dir, tmp_
     finally:
         driver.quit()
         server.should_exit = True
+
+
+def _serve(app):
+    spec = importlib.util.spec_from_file_location("demo_screenshot", ROOT / "scripts" / "demo_screenshot.py")
+    helpers = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(helpers)
+    return helpers.serve(app)
+
+
+def _post(url: str, body: bytes, headers: dict[str, str], timeout: float = 60) -> tuple[int, dict, bytes]:
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(url + "api/upscale", data=body, headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, {k.lower(): v for k, v in response.headers.items()}, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, {k.lower(): v for k, v in error.headers.items()}, error.read()
+
+
+def _multipart(data: bytes, name: str = "a.png") -> tuple[bytes, dict[str, str]]:
+    boundary = "turbosrtestboundary"
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"{name}\"\r\n"
+            "Content-Type: image/png\r\n\r\n").encode() + data + f"\r\n--{boundary}--\r\n".encode()
+    return body, {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+
+
+def test_the_page_answers_while_a_job_runs_and_a_full_queue_says_when_to_retry(tiny_model_dir, monkeypatch):
+    """The model runs in a worker thread: while one API job is held, the page itself is served, further API
+    requests queue up to MAX_WAITING and the next one gets 503 with Retry-After; every file is gone after."""
+    import threading
+    import urllib.request
+
+    from turbosr import demo as demo_module
+
+    release, started = threading.Event(), threading.Event()
+    real = demo_module.upscale_file
+
+    def held(*args, **kwargs):
+        started.set()
+        assert release.wait(60)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(demo_module, "upscale_file", held)
+    monkeypatch.setattr(demo_module, "MAX_WAITING", 2)
+    app = demo_module.build_app({"tiny": tiny_model_dir})
+    work, jobs = app.state.work_dir, app.state.jobs
+    url, server = _serve(app)
+    try:
+        body, headers = _multipart(_png())
+        answers: list[tuple[int, dict, bytes]] = []
+        threads = [threading.Thread(target=lambda: answers.append(_post(url, body, headers))) for _ in range(3)]
+        threads[0].start()
+        assert started.wait(30)
+        with urllib.request.urlopen(url, timeout=30) as page:  # answered while the job is held
+            assert page.status == 200 and b"turbosr" in page.read()
+        for thread in threads[1:]:
+            thread.start()
+        deadline = time.monotonic() + 30
+        while jobs.waiting < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        status, reply_headers, _ = _post(url, body, headers)  # the queue holds 2 waiting: this one is refused
+        assert status == 503 and int(reply_headers["retry-after"]) >= 1
+        assert not release.is_set() and len(answers) == 0  # all of this while the first job was still held
+        release.set()
+        for thread in threads:
+            thread.join(60)
+        assert sorted(a[0] for a in answers) == [200, 200, 200]
+        assert sorted(a[1]["x-queue-position"] for a in answers) == ["0", "1", "2"]
+        time.sleep(0.5)  # background deletions run after each response is sent
+        assert not [p for p in work.iterdir()]  # no result or upload left behind
+    finally:
+        release.set()
+        server.should_exit = True
+
+
+def test_an_upload_over_the_limit_is_refused_while_it_is_read(tiny_model_dir, monkeypatch):
+    """A chunked body without Content-Length is counted as it arrives: the server answers 413 after little more
+    than the limit, while the client is still sending (a raw socket, so nothing buffers the body first)."""
+    import select
+    import socket
+
+    from turbosr import demo as demo_module
+
+    monkeypatch.setattr(demo_module, "MAX_UPLOAD_BYTES", 100_000)
+    url, server = _serve(demo_module.build_app({"tiny": tiny_model_dir}))
+    port = int(url.rsplit(":", 1)[1].strip("/"))
+    sent, answer = 0, b""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as connection:
+            connection.sendall(b"POST /api/upscale HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+                               b"Content-Type: multipart/form-data; boundary=x\r\n\r\n")
+            chunk = b"10000\r\n" + b"\0" * 65536 + b"\r\n"
+            for _ in range(1000):  # up to 64 MB offered
+                if select.select([connection], [], [], 0.01)[0]:
+                    answer = connection.recv(4096)
+                    break
+                try:
+                    connection.sendall(chunk)
+                except OSError:  # the server closed the connection after answering
+                    answer = connection.recv(4096)
+                    break
+                sent += 65536
+    finally:
+        server.should_exit = True
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:100]
+    assert sent < 8 * 2**20  # refused after about the limit, not after reading all 64 MB
+
+
+def test_the_api_keeps_alpha(client):
+    buffer = io.BytesIO()
+    Image.new("RGBA", (20, 12), (90, 140, 200, 77)).save(buffer, "PNG")
+    response = client.post("/api/upscale", files={"image": ("a.png", buffer.getvalue(), "image/png")})
+    assert response.status_code == 200
+    out = Image.open(io.BytesIO(response.content))
+    assert out.mode == "RGBA" and out.size == (80, 48) and abs(out.getpixel((40, 24))[3] - 77) <= 1
+
+
+def test_demo_without_its_extra_names_the_extra(monkeypatch):
+    from turbosr import demo as demo_module
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "uvicorn" else real(name, *a))
+    with pytest.raises(ImportError, match=r"uvicorn: pip install 'turbosr\[demo\]'"):
+        demo_module.launch({})

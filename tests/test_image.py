@@ -202,3 +202,58 @@ def test_output_formats_carry_icc_and_exif_without_orientation(tmp_path, suffix,
     with Image.open(out) as written:
         assert written.info.get("icc_profile") == icc
         assert written.getexif().get(0x010F) == "camera" and 0x0112 not in written.getexif()
+
+
+def _reference_rgb(tmp_path, seed=0):
+    """A 48 x 32 16-bit RGB image and the same pixels written as a plain 16-bit RGB PNG (the reference reading)."""
+    rng = np.random.default_rng(seed)
+    samples = (rng.random((32, 48, 3)) * 65535).round().astype(np.uint16)
+    rgb = torch.from_numpy(samples.astype(np.float32) / 65535).permute(2, 0, 1)[None]
+    save_image(rgb, tmp_path / "reference.png", bit_depth=16)
+    return samples, load_image(tmp_path / "reference.png").rgb
+
+
+def test_planar_and_cmyk_16bit_tiffs_read_like_the_same_rgb_image(tmp_path):
+    import tifffile
+
+    samples, reference = _reference_rgb(tmp_path)
+    tifffile.imwrite(tmp_path / "planar.tif", np.moveaxis(samples, -1, 0), photometric="rgb", planarconfig="separate")
+    planar = load_image(tmp_path / "planar.tif")
+    assert planar.rgb.shape == (1, 3, 32, 48) and planar.alpha is None and planar.bit_depth == 16
+    assert torch.equal(planar.rgb, reference)
+    # CMYK with K: R = (1 - C)(1 - K) inverted exactly (up to 16-bit rounding of the CMYK samples)
+    rgb = samples.astype(np.float64) / 65535
+    k = 1 - rgb.max(-1, keepdims=True)
+    cmy = (1 - rgb - k) / np.maximum(1 - k, 1e-9)
+    cmyk = (np.concatenate([cmy, k], -1) * 65535).round().astype(np.uint16)
+    tifffile.imwrite(tmp_path / "cmyk.tif", cmyk, photometric="separated")
+    loaded = load_image(tmp_path / "cmyk.tif")
+    assert loaded.alpha is None and loaded.rgb.shape == reference.shape
+    assert float((loaded.rgb - reference).abs().max()) < 3 / 65535
+    # with an alpha channel the alpha is kept, separately
+    alpha = (np.random.default_rng(1).random((32, 48, 1)) * 65535).astype(np.uint16)
+    tifffile.imwrite(tmp_path / "rgba.tif", np.concatenate([samples, alpha], -1), photometric="rgb",
+                     extrasamples=[2])
+    with_alpha = load_image(tmp_path / "rgba.tif")
+    assert torch.equal(with_alpha.rgb, reference)
+    assert torch.allclose(with_alpha.alpha[0, 0], torch.from_numpy(alpha[..., 0] / 65535).float())
+
+
+def test_float_tiffs_are_read_and_non_finite_pixels_refused(tmp_path):
+    import tifffile
+
+    rng = np.random.default_rng(0)
+    values = rng.random((16, 20, 3)).astype(np.float32)
+    tifffile.imwrite(tmp_path / "float.tif", values, photometric="rgb")
+    loaded = load_image(tmp_path / "float.tif")
+    assert torch.allclose(loaded.rgb[0].permute(1, 2, 0), torch.from_numpy(values))
+    grey = rng.random((16, 20)).astype(np.float32)
+    for bad in (np.nan, np.inf):
+        for name, array in (("rgb", values.copy()), ("grey", grey.copy())):
+            array.flat[7] = bad
+            tifffile.imwrite(tmp_path / f"{name}.tif", array, photometric="rgb" if array.ndim == 3 else "minisblack")
+            with pytest.raises(ImageReadError, match="NaN or infinite"):
+                load_image(tmp_path / f"{name}.tif")
+    tifffile.imwrite(tmp_path / "signed.tif", (values * 100).astype(np.int16), photometric="rgb")
+    with pytest.raises(ImageReadError, match="signed"):
+        load_image(tmp_path / "signed.tif")

@@ -59,6 +59,10 @@ def write_json(path: str | Path, data: Any) -> Path:
     return atomic_write_bytes(path, (json.dumps(data, indent=2, sort_keys=False) + "\n").encode())
 
 
+class DamagedFile(ValueError):
+    """A file that exists but cannot be read as what it should be (invalid JSON, not safetensors, NaN weights)."""
+
+
 def read_json(path: str | Path) -> Any:
     """Read a JSON file, with a clear error if it is missing or invalid."""
     path = Path(path)
@@ -66,8 +70,8 @@ def read_json(path: str | Path) -> Any:
         raise FileNotFoundError(f"missing file: {path}")
     try:
         return json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{path} is not valid JSON: {error}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise DamagedFile(f"{path} is not valid JSON: {error}") from None
 
 
 def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None,
@@ -114,21 +118,41 @@ def _save_one(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, 
         raise
 
 
-def load_tensors(path: str | Path) -> dict[str, torch.Tensor]:
-    """Load a safetensors file, or the shards listed by ``PATH.index.json`` (never a pickle); clear error if
-    neither exists."""
+def _load_one(path: Path) -> dict[str, torch.Tensor]:
+    """One safetensors file, with a one-line error for anything else (a truncated file, a pickle renamed)."""
+    try:
+        return load_file(str(path))
+    except Exception as error:  # noqa: BLE001  (safetensors raises its own error types for bad files)
+        raise DamagedFile(f"{path} is not a readable safetensors file (truncated, or another format): "
+                         f"{str(error).splitlines()[0] if str(error) else type(error).__name__}") from None
+
+
+def load_tensors(path: str | Path, finite: bool = True) -> dict[str, torch.Tensor]:
+    """Load a safetensors file, or the shards listed by ``PATH.index.json`` (never a pickle); clear one-line
+    errors if neither exists, for a malformed index, for a shard name that leaves the folder, and (``finite``)
+    for NaN or infinite floating-point values."""
     path = Path(path)
     if path.is_file():
-        return load_file(str(path))
-    index = path.with_name(path.name + ".index.json")
-    if not index.is_file():
-        raise FileNotFoundError(f"missing weights file: {path}")
-    shards = sorted(set(read_json(index)["weight_map"].values()))
-    tensors: dict[str, torch.Tensor] = {}
-    for shard in shards:
-        if not (path.parent / shard).is_file():
-            raise FileNotFoundError(f"missing weights shard: {path.parent / shard} (listed in {index.name})")
-        tensors.update(load_file(str(path.parent / shard)))
+        tensors = _load_one(path)
+    else:
+        index = path.with_name(path.name + ".index.json")
+        if not index.is_file():
+            raise FileNotFoundError(f"missing weights file: {path}")
+        listing = read_json(index)
+        weight_map = listing.get("weight_map") if isinstance(listing, dict) else None
+        if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
+            raise DamagedFile(f"{index} is not a shard index (it needs a 'weight_map' of tensor name -> file name)")
+        tensors = {}
+        for shard in sorted(set(weight_map.values())):
+            if Path(shard).name != shard or shard in ("", ".", ".."):
+                raise DamagedFile(f"{index} names the shard {shard!r}: shard names are file names inside the folder")
+            if not (path.parent / shard).is_file():
+                raise FileNotFoundError(f"missing weights shard: {path.parent / shard} (listed in {index.name})")
+            tensors.update(_load_one(path.parent / shard))
+    if finite:
+        broken = next((k for k, v in tensors.items() if v.is_floating_point() and not torch.isfinite(v).all()), None)
+        if broken is not None:
+            raise DamagedFile(f"{path}: the weights hold NaN or infinite values (first: {broken}); the file is broken")
     return tensors
 
 

@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-EXIT_OK, EXIT_FAILURES, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_FAILURES, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
 DTYPES = ("float32", "float16", "bfloat16")
 
 
@@ -174,11 +174,14 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 def _run_train(args: argparse.Namespace) -> int:
     import yaml
 
-    from turbosr.config import load_config, to_dict
+    from turbosr.config import load_config, missing_inputs, to_dict
     from turbosr.train import methods
 
     config_class, train = methods()[args.method]
     config = load_config(config_class, args.config, args.overrides)
+    missing = missing_inputs(config)
+    if missing:
+        raise CLIError(f"{len(missing)} input path(s) do not exist: {'; '.join(missing)}")
     if args.dry_run:
         print(yaml.safe_dump(to_dict(config), sort_keys=False), end="")
         return EXIT_OK
@@ -351,8 +354,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("turbosr: interrupted", file=sys.stderr)
         return 130
     except (CLIError, OSError, ValueError, ImportError, RuntimeError) as error:
+        if args.verbose:
+            raise
         print(f"turbosr: error: {_one_line(error)}", file=sys.stderr)
         return EXIT_USAGE
+    except Exception as error:  # noqa: BLE001  (a bug of ours: still one line, and -v shows where)
+        if args.verbose:
+            raise
+        print(f"turbosr: internal error ({type(error).__name__}: {_one_line(error)}); run again with -v for the "
+              "traceback and please report it", file=sys.stderr)
+        return EXIT_INTERNAL
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,8 +38,11 @@ class ScheduleConfig:
     def __post_init__(self) -> None:
         if self.beta_schedule not in ("scaled_linear", "linear"):
             raise ConfigError(f"schedule.beta_schedule must be 'scaled_linear' or 'linear', got {self.beta_schedule!r}")
-        if self.num_train_timesteps < 2:
-            raise ConfigError("schedule.num_train_timesteps must be >= 2")
+        if not 2 <= self.num_train_timesteps <= 100_000:
+            raise ConfigError(f"schedule.num_train_timesteps must be in [2, 100000], got {self.num_train_timesteps}")
+        if not 0 < self.beta_start < self.beta_end < 1:
+            raise ConfigError(f"schedule betas need 0 < beta_start < beta_end < 1, got {self.beta_start}, "
+                              f"{self.beta_end}")
 
 
 @dataclass(frozen=True)
@@ -91,8 +95,19 @@ class ModelConfig:
         for name, allowed in checks.items():
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"model.{name} must be one of {allowed}, got {getattr(self, name)!r}")
-        if self.scale < 1:
-            raise ConfigError(f"model.scale must be a positive integer, got {self.scale}")
+        if not 1 <= self.scale <= 16:
+            raise ConfigError(f"model.scale must be an integer in [1, 16], got {self.scale}")
+        sizes = {"latent_factor": (self.latent_factor, 64), "latent_channels": (self.latent_channels, 1024),
+                 "layers_per_block": (self.layers_per_block, 16), "norm_groups": (self.norm_groups, 1024),
+                 "attention_head_dim": (self.attention_head_dim, 4096), "prompt_tokens": (self.prompt_tokens, 1024),
+                 "cross_attention_dim": (self.cross_attention_dim, 8192), "refine_channels": (self.refine_channels, 4096)}
+        for name, (value, high) in sizes.items():
+            if not (0 if name == "refine_channels" else 1) <= value <= high:
+                raise ConfigError(f"model.{name} must be in [1, {high}], got {value}")
+        for name in ("unet_channels", "kl_channels"):
+            widths = getattr(self, name)
+            if not 1 <= len(widths) <= 8 or not all(1 <= w <= 4096 for w in widths):
+                raise ConfigError(f"model.{name} needs 1 to 8 widths in [1, 4096], got {list(widths)}")
         if len(self.attention_levels) != len(self.unet_channels):
             raise ConfigError("model.attention_levels needs one entry per model.unet_channels entry")
         if not 0.0 <= self.psr_weight <= 1.0:
@@ -189,10 +204,15 @@ def _coerce(value: Any, annotation: Any, where: str, merge_preset: bool = True) 
         if isinstance(value, bool):
             raise ConfigError(f"{where}: expected a number, got {value!r}")
         try:
-            converted = annotation(value)
-        except (TypeError, ValueError):
+            number = float(value)
+            if not math.isfinite(number):
+                raise ConfigError(f"{where}: expected a finite number, got {value!r}")
+            converted = annotation(value) if annotation is float or not isinstance(value, str) else int(number)
+        except (TypeError, ValueError, OverflowError) as error:
+            if isinstance(error, ConfigError):
+                raise
             raise ConfigError(f"{where}: expected {annotation.__name__}, got {value!r}") from None
-        if annotation is int and float(value) != converted:
+        if annotation is int and number != converted:
             raise ConfigError(f"{where}: expected an integer, got {value!r}")
         return converted
     if annotation is str:
@@ -234,8 +254,52 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise ConfigError(f"--set {key}: {part} is not a section")
-        node[parts[-1]] = yaml.safe_load(raw)
+        try:
+            node[parts[-1]] = yaml.safe_load(raw)
+        except yaml.YAMLError as error:
+            raise ConfigError(f"--set {item}: the value is not valid YAML ({_yaml_problem(error)})") from None
     return result
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses a mapping with the same key twice (PyYAML keeps the last silently)."""
+
+
+def _construct_unique_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    seen = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise ConfigError(f"duplicate key {key!r} (line {key_node.start_mark.line + 1})")
+        seen.add(key)
+    return loader.construct_mapping(node, deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_unique_mapping)
+
+
+def _yaml_problem(error: yaml.YAMLError) -> str:
+    problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+    mark = getattr(error, "problem_mark", None)
+    return f"{problem} at line {mark.line + 1}" if mark is not None else str(problem)
+
+
+# Config fields that name an existing file or folder (a run's inputs); checked by missing_inputs before a run.
+INPUT_PATH_FIELDS = ("manifest", "folder", "init_from", "autoencoder_from", "teacher", "prior", "sd_path")
+
+
+def missing_inputs(config: Any, where: str = "") -> list[str]:
+    """``field = path`` for every input path of ``config`` (INPUT_PATH_FIELDS, nested sections too) that does not
+    exist, so that ``--dry-run`` and a run's start both say it at once."""
+    missing = []
+    for item in dataclasses.fields(config):
+        value = getattr(config, item.name)
+        name = f"{where}.{item.name}" if where else item.name
+        if dataclasses.is_dataclass(value):
+            missing += missing_inputs(value, name)
+        elif item.name in INPUT_PATH_FIELDS and isinstance(value, str) and value and not Path(value).exists():
+            missing.append(f"{name} = {value}")
+    return missing
 
 
 def load_config(cls: type[T], path: str | Path | None = None, overrides: list[str] | None = None) -> T:
@@ -245,7 +309,14 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"config file not found: {path}")
-        loaded = yaml.safe_load(path.read_text())
+        try:
+            loaded = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)  # noqa: S506  (a SafeLoader)
+        except ConfigError as error:
+            raise ConfigError(f"{path}: {error}") from None
+        except yaml.YAMLError as error:
+            raise ConfigError(f"{path}: not valid YAML for a config ({_yaml_problem(error)})") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"{path}: not a text (YAML) file") from None
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"{path}: top level must be a mapping")
         data = loaded or {}
@@ -296,8 +367,12 @@ class OptimConfig:
     grad_clip: float = 1.0  # 0 = off
 
     def __post_init__(self) -> None:
-        if self.learning_rate <= 0:
+        if not self.learning_rate > 0:
             raise ConfigError(f"optim.learning_rate must be positive, got {self.learning_rate}")
+        if not (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1):
+            raise ConfigError(f"optim.beta1 and beta2 must be in [0, 1), got {self.beta1}, {self.beta2}")
+        if self.weight_decay < 0 or self.warmup_steps < 0 or self.grad_clip < 0:
+            raise ConfigError("optim.weight_decay, warmup_steps and grad_clip must be >= 0")
 
 
 @dataclass(frozen=True)
@@ -331,6 +406,14 @@ class RunConfig:
                 raise ConfigError(f"run.{name} must be positive, got {getattr(self, name)}")
         if self.max_minutes < 0:
             raise ConfigError(f"run.max_minutes must be >= 0 (0 = no budget), got {self.max_minutes}")
+        if not 0 <= self.ema_decay < 1:
+            raise ConfigError(f"run.ema_decay must be in [0, 1), got {self.ema_decay}")
+        if not 0 <= self.seed < 2**63:
+            raise ConfigError(f"run.seed must be in [0, 2^63), got {self.seed}")
+        for name in ("checkpoint_every_steps", "checkpoint_every_minutes", "validate_every_steps",
+                     "validation_images", "num_threads"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"run.{name} must be >= 0, got {getattr(self, name)}")
 
 
 @dataclass(frozen=True)

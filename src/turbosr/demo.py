@@ -8,13 +8,24 @@
 Every input goes through :func:`turbosr.image.load_image` (EXIF orientation; the pixel limit is read from the
 header before anything is decoded) and every option is checked on the server by :func:`upscale_file`, the one
 function both the page and the endpoint call. Nothing is fetched from the internet: analytics are off and the
-theme uses the system's fonts. One job runs at a time; others wait in Gradio's visible queue.
+theme uses the system's fonts. One job runs at a time; page jobs wait in Gradio's visible queue, API requests in
+a bounded queue of their own (a full queue answers 503 with Retry-After), and the model always runs in a worker
+thread, never on the server's event loop, so the page stays responsive while an upscale runs. The upload limit
+is enforced while the body is read; result files are deleted after an API response is sent, the page keeps
+the last few results only, and the working folder is removed at shutdown.
 """
 
 from __future__ import annotations
 
+import asyncio
+import atexit
+import collections
+import contextlib
+import importlib.util
 import os
+import shutil
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,6 +38,9 @@ from turbosr.pipeline import DEFAULT_TILE, DEFAULT_TILE_OVERLAP, SRPipeline
 
 MAX_INPUT_PIXELS = 1024 * 1024  # per input image (x4: a 16-megapixel output)
 MAX_UPLOAD = "20mb"
+MAX_UPLOAD_BYTES = 20 * 2**20
+MAX_WAITING = 8  # API requests that may wait for the one running job; more get 503 + Retry-After
+KEEP_RESULTS = 8  # page results whose files are kept (older ones are deleted)
 MAX_STEPS = 50
 TILES = (256, 512, 1024)
 COLOR_FIXES = ("none", "adain", "wavelet")
@@ -49,6 +63,33 @@ class Result:
     input_view_path: Path
     seconds: float
     size: tuple[int, int]
+
+    def delete(self) -> None:
+        for path in (self.output_path, self.bicubic_path, self.input_view_path):
+            path.unlink(missing_ok=True)
+
+
+class RecentResults:
+    """The page's last ``keep`` results; adding one deletes the files of the oldest beyond that (thread-safe)."""
+
+    def __init__(self, keep: int = KEEP_RESULTS) -> None:
+        self.results: collections.deque[Result] = collections.deque()
+        self.keep = keep
+        self.lock = threading.Lock()
+
+    def add(self, result: Result) -> Result:
+        with self.lock:
+            self.results.append(result)
+            while len(self.results) > self.keep:
+                self.results.popleft().delete()
+        return result
+
+
+def model_choices(models: dict[str, Path]) -> list[tuple[str, str]]:
+    """(label, name) per model for the page's menu: built-in models say what they are for."""
+    from turbosr.weights import MODEL_PURPOSES
+
+    return [(f"{name}: {MODEL_PURPOSES[name]}" if name in MODEL_PURPOSES else name, name) for name in models]
 
 
 def builtin_models() -> dict[str, Path]:
@@ -79,7 +120,7 @@ def upscale_file(cache: ModelCache, path: str | Path, model: str, steps: int, se
                  work_dir: Path, progress: Callable[[int, int], None] | None = None, fidelity: float = 0.0) -> Result:
     """Check every option, load the image with the CLI's loader and limits, upscale, write the results."""
     from turbosr.degradations import upsample_lq
-    from turbosr.image import ImageReadError, load_image, read_image_size, save_image
+    from turbosr.image import ImageReadError, load_image, read_image_size, save_image, upscale_alpha
 
     if not 1 <= int(steps) <= MAX_STEPS:
         raise DemoInputError(f"steps must be between 1 and {MAX_STEPS}, got {steps}")
@@ -106,10 +147,11 @@ def upscale_file(cache: ModelCache, path: str | Path, model: str, steps: int, se
                       fidelity=fidelity if pipeline.has_cfw else None, progress=progress)
     seconds = time.perf_counter() - start
     work_dir.mkdir(parents=True, exist_ok=True)
-    stem = f"turbosr-{model}-{int(time.time() * 1000)}"
+    stem = f"turbosr-{model}-{time.time_ns()}-{threading.get_ident()}"
     result = Result(work_dir / f"{stem}.png", work_dir / f"{stem}-bicubic.png", work_dir / f"{stem}-input.png",
                     seconds, (output.shape[-1], output.shape[-2]))
-    save_image(output, result.output_path, icc_profile=loaded.icc_profile)
+    alpha = upscale_alpha(loaded.alpha, pipeline.scale) if loaded.alpha is not None else None
+    save_image(output, result.output_path, alpha=alpha, icc_profile=loaded.icc_profile)
     save_image(upsample_lq(loaded.rgb, pipeline.scale).clamp(0, 1), result.bicubic_path)
     nearest = torch.nn.functional.interpolate(loaded.rgb, scale_factor=pipeline.scale, mode="nearest")
     save_image(nearest, result.input_view_path)  # the input at the output's display size
@@ -151,16 +193,18 @@ def build_demo(models: dict[str, Path] | None = None, device: str = "cpu", work_
     # checks the pixel count from the header (MAX_INPUT_PIXELS) and explains it instead.
     PIL.Image.MAX_IMAGE_PIXELS = None
     cache = cache or ModelCache(models or builtin_models(), device)
-    work = work_dir or Path(tempfile.mkdtemp(prefix="turbosr-demo-"))
+    work = work_dir or _work_folder()
+    recent = RecentResults()
 
     def run(path: str | None, model: str, steps: float, seed: float, color_fix: str, tile: str, fidelity: float,
             progress: Any = gr.Progress()) -> tuple:  # noqa: B008  (Gradio's way to ask for a progress bar)
         if not path:
             raise gr.Error("upload or paste an image first", print_exception=False)
         try:
-            result = upscale_file(cache, path, model, int(steps), int(seed), color_fix, int(tile), work,
-                                  progress=lambda i, n: progress((i + 1) / n, desc=f"denoising step {i + 1}/{n}"),
-                                  fidelity=float(fidelity))
+            result = recent.add(upscale_file(
+                cache, path, model, int(steps), int(seed), color_fix, int(tile), work,
+                progress=lambda i, n: progress((i + 1) / n, desc=f"denoising step {i + 1}/{n}"),
+                fidelity=float(fidelity)))
         except (DemoInputError, ValueError) as error:
             raise gr.Error(str(error).splitlines()[0], print_exception=False) from None
         info = (f"{result.size[0]}x{result.size[1]} in {result.seconds:.2f} s ({model}, {int(steps)} step"
@@ -168,14 +212,15 @@ def build_demo(models: dict[str, Path] | None = None, device: str = "cpu", work_
         return ((str(result.bicubic_path), str(result.output_path)),
                 (str(result.input_view_path), str(result.output_path)), str(result.output_path), info)
 
-    with gr.Blocks(title="turbosr", analytics_enabled=False) as demo:
+    # Gradio copies results into its own cache: delete_cache clears files older than an hour, every 10 minutes
+    with gr.Blocks(title="turbosr", analytics_enabled=False, delete_cache=(600, 3600)) as demo:
         gr.Markdown("# turbosr: one-step diffusion super-resolution")
         with gr.Row():
             with gr.Column(scale=1):
                 image = gr.Image(type="filepath", sources=["upload", "clipboard"], label="input image",
                                  elem_id="input-image")
                 image.preprocess = _path_only(image.preprocess)
-                model = gr.Dropdown(list(cache.models), value=next(iter(cache.models)), label="model")
+                model = gr.Dropdown(model_choices(cache.models), value=next(iter(cache.models)), label="model")
                 steps = gr.Slider(1, MAX_STEPS, value=1, step=1, label="steps")
                 seed = gr.Number(0, precision=0, label="seed")
                 color_fix = gr.Radio(list(COLOR_FIXES), value="none", label="colour fix")
@@ -194,42 +239,118 @@ def build_demo(models: dict[str, Path] | None = None, device: str = "cpu", work_
     return demo
 
 
+def _work_folder() -> Path:
+    """A fresh temporary folder for results, removed when the process exits."""
+    work = Path(tempfile.mkdtemp(prefix="turbosr-demo-"))
+    atexit.register(shutil.rmtree, work, ignore_errors=True)
+    return work
+
+
+class JobQueue:
+    """One job at a time in a worker thread, at most ``max_waiting`` waiting: the server's event loop never runs
+    the model, so other requests (the page itself) are answered while a job runs."""
+
+    def __init__(self, max_waiting: int = MAX_WAITING) -> None:
+        self.max_waiting = max_waiting
+        self.waiting = 0
+        self.lock = asyncio.Lock()
+        self.seconds = 10.0  # the last job's duration: the Retry-After hint
+
+    def position(self) -> int | None:
+        """The place a new request would take (0: runs at once), or None when the queue is full."""
+        ahead = self.waiting + (1 if self.lock.locked() else 0)
+        return None if self.waiting >= self.max_waiting else ahead
+
+    async def run(self, function: Callable[[], Any]) -> Any:
+        self.waiting += 1
+        entered = False
+        try:
+            async with self.lock:
+                self.waiting -= 1
+                entered = True
+                start = time.perf_counter()
+                try:
+                    return await asyncio.to_thread(function)
+                finally:
+                    self.seconds = time.perf_counter() - start
+        finally:
+            if not entered:  # cancelled while waiting
+                self.waiting -= 1
+
+
+async def read_limited(request: Any, limit: int) -> bytes | None:
+    """The request body, read in chunks and abandoned as soon as it passes ``limit`` bytes (None): a chunked
+    upload without Content-Length is held to the limit too."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        return None
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 def build_app(models: dict[str, Path] | None = None, device: str = "cpu") -> Any:
-    """FastAPI server: the demo at ``/`` and ``POST /api/upscale`` (same checks, PNG or a 4xx JSON error)."""
+    """FastAPI server: the demo at ``/`` and ``POST /api/upscale`` (same checks, PNG or a 4xx JSON error; 503
+    with Retry-After when the queue is full)."""
     import gradio as gr
     from fastapi import FastAPI
     from fastapi.responses import FileResponse, JSONResponse
+    from starlette.background import BackgroundTask
 
-    work = Path(tempfile.mkdtemp(prefix="turbosr-demo-"))
+    work = _work_folder()
     cache = ModelCache(models or builtin_models(), device)
     demo = build_demo(work_dir=work, cache=cache)
-    app = FastAPI()
-    max_bytes = 20 * 2**20
+    @contextlib.asynccontextmanager
+    async def lifespan(_: Any) -> Any:
+        yield
+        shutil.rmtree(work, ignore_errors=True)  # at shutdown: no result or upload is left behind
+
+    app = FastAPI(lifespan=lifespan)
+    jobs = JobQueue(MAX_WAITING)
+    app.state.work_dir, app.state.jobs = work, jobs  # (tests look at them)
 
     async def api_upscale(request: Any) -> Any:
-        """multipart: ``image`` (file) and optional ``model``, ``steps``, ``seed``, ``color_fix``, ``tile``."""
-        if int(request.headers.get("content-length", 0)) > max_bytes + 65536:
+        """multipart: ``image`` (file) and optional ``model``, ``steps``, ``seed``, ``color_fix``, ``tile``,
+        ``fidelity``. The response says where the request queued (X-Queue-Position: 0 = ran at once)."""
+        position = jobs.position()
+        if position is None:
+            return JSONResponse({"error": f"busy: {jobs.max_waiting} requests are already waiting; try again"},
+                                status_code=503, headers={"Retry-After": str(max(1, round(jobs.seconds)))})
+        body = await read_limited(request, MAX_UPLOAD_BYTES + 65536)
+        if body is None:
             return JSONResponse({"error": f"upload larger than {MAX_UPLOAD}"}, status_code=413)
-        form = await request.form()
+        request._body = body  # Starlette parses the form from the body already read
+        try:
+            form = await request.form()
+        except Exception:  # noqa: BLE001  (a body that is not a multipart form)
+            return JSONResponse({"error": "send a multipart form with the image in the file field 'image'"},
+                                status_code=422)
         image = form.get("image")
         if image is None or isinstance(image, str):
             return JSONResponse({"error": "send the image as the multipart file field 'image'"}, status_code=422)
-        upload = work / f"upload-{time.time_ns()}"
+        upload = work / f"upload-{time.time_ns()}-{id(request)}"
         upload.write_bytes(await image.read())
         try:
             options = {"model": str(form.get("model", next(iter(cache.models)))), "steps": int(form.get("steps", 1)),
                        "seed": int(form.get("seed", 0)), "color_fix": str(form.get("color_fix", "none")),
                        "tile": int(form.get("tile", DEFAULT_TILE)), "fidelity": float(form.get("fidelity", 0))}
-            result = upscale_file(cache, upload, work_dir=work, **options)
-        except DemoInputError as error:
-            return JSONResponse({"error": str(error).splitlines()[0]}, status_code=error.status)
         except ValueError:  # a form field that is not a number
+            upload.unlink(missing_ok=True)
             return JSONResponse({"error": "steps, seed and tile must be whole numbers, fidelity a number"},
                                 status_code=422)
+        try:
+            result = await jobs.run(lambda: upscale_file(cache, upload, work_dir=work, **options))
+        except (DemoInputError, ValueError) as error:
+            status = error.status if isinstance(error, DemoInputError) else 422
+            return JSONResponse({"error": str(error).splitlines()[0]}, status_code=status)
         finally:
             upload.unlink(missing_ok=True)
-        return FileResponse(result.output_path, media_type="image/png",
-                            headers={"X-Seconds": f"{result.seconds:.3f}"})
+        return FileResponse(result.output_path, media_type="image/png", background=BackgroundTask(result.delete),
+                            headers={"X-Seconds": f"{result.seconds:.3f}", "X-Queue-Position": str(position)})
 
     app.add_route("/api/upscale", api_upscale, methods=["POST"])  # a plain Starlette route: request in, response out
     return gr.mount_gradio_app(app, demo.queue(default_concurrency_limit=1), path="/", theme=offline_theme(),
@@ -240,6 +361,9 @@ def launch(models: dict[str, Path] | None = None, host: str = "127.0.0.1", port:
            device: str = "cpu") -> None:
     """Serve the demo (blocking). Binds 127.0.0.1 unless ``host`` says otherwise; ``share`` asks Gradio for a
     public link (needs the internet; the /api/upscale endpoint is not served then)."""
+    missing = [name for name in ("gradio", "fastapi", "uvicorn") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise ImportError(f"the web demo needs {', '.join(missing)}: pip install 'turbosr[demo]'")
     if share:
         build_demo(models, device).queue(default_concurrency_limit=1).launch(
             server_name=host, server_port=port, share=True, max_file_size=MAX_UPLOAD, theme=offline_theme())

@@ -7,6 +7,7 @@ through the one helper pair :func:`to_model_range` / :func:`from_model_range`.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import os
@@ -95,6 +96,19 @@ def _array_to_tensor(array: np.ndarray, maximum: float) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1).unsqueeze(0)
 
 
+@contextlib.contextmanager
+def _pixel_limit() -> Iterator[None]:
+    """PIL's own bomb guard (89.5 M pixels by default: a warning, an error at twice that) off while a file is
+    opened, so that ``max_pixels``, checked from the header right after opening and before any decoding, is the
+    limit users meet, with our message."""
+    previous = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None
+    try:
+        yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = previous
+
+
 def _open_image(path: Path, max_pixels: int) -> tuple[Image.Image, str, bytes | None]:
     """Open and decode ``path`` with every guard (missing, directory, pixel limit read from the header before
     decoding, decompression bombs, corrupt data); EXIF orientation applied. Returns (image, format, ICC)."""
@@ -103,7 +117,7 @@ def _open_image(path: Path, max_pixels: int) -> tuple[Image.Image, str, bytes | 
     if path.is_dir():
         raise ImageReadError(f"{path} is a directory, not an image")
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _pixel_limit():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(path)
             if image.width * image.height > max_pixels:
@@ -171,7 +185,10 @@ def load_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Loaded
         bit_depth = 16
         rgb = _array_to_tensor(np.clip(array, 0, 65535), 65535.0).expand(-1, 3, -1, -1).contiguous()
     elif mode == "F":
-        rgb = _array_to_tensor(np.clip(np.asarray(image), 0, 1), 1.0).expand(-1, 3, -1, -1).contiguous()
+        array = np.asarray(image)
+        if not np.isfinite(array).all():
+            raise ImageReadError(f"{path}: float pixels that are NaN or infinite")
+        rgb = _array_to_tensor(np.clip(array, 0, 1), 1.0).expand(-1, 3, -1, -1).contiguous()
     else:
         if mode == "P":
             image = image.convert("RGBA" if "transparency" in image.info else "RGB")
@@ -197,32 +214,44 @@ _ORIENT = {2: lambda x: x.flip(-1), 3: lambda x: x.rot90(2, (-2, -1)), 4: lambda
 
 
 def _deep_image(path: Path, max_pixels: int) -> LoadedImage | None:
-    """A 16-bit colour PNG/TIFF read at full precision (None for every other file)."""
+    """A 16-bit colour PNG or a deep TIFF (16-bit, float, planar, CMYK) read at full precision (None for every
+    other file)."""
     from turbosr import image16
 
     try:
         kind = image16.deep_format(path)
         if kind is None:
             return None
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as header:  # header only: size, profile, EXIF
-                width, height = header.size
-                icc = header.info.get("icc_profile")
-                exif = header.getexif()
+        if kind == "tiff":  # PIL cannot open some of these (float RGB): the header through tifffile
+            width, height, icc, orientation = image16.tiff_header(path)
+            exif = Image.Exif()
+            if orientation != 1:
+                exif[0x0112] = orientation
+        else:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                with Image.open(path) as header:  # header only: size, profile, EXIF
+                    width, height = header.size
+                    icc = header.info.get("icc_profile")
+                    exif = header.getexif()
         if width * height > max_pixels:
             raise ImageReadError(f"{path}: {width}x{height} is more than {max_pixels} pixels "
                                  f"(raise the limit with max_pixels if you trust this file)")
-        rgb, alpha = image16.to_tensors(*image16.read_deep(path, kind))
+        samples, has_alpha, bit_depth = image16.read_deep(path, kind)
+        rgb, alpha = image16.to_tensors(samples, has_alpha)
     except ImageReadError:
         raise
+    except image16.DeepImageError as error:
+        raise ImageReadError(f"{path}: {error}") from None
     except Exception as error:  # noqa: BLE001  (any decoder failure is a bad file, said in one line)
-        raise ImageReadError(f"{path}: cannot decode 16-bit image ({error})") from None
+        raise ImageReadError(f"{path}: cannot decode {kind.upper()} image ({error})") from None
     orientation = exif.pop(0x0112, 1)
     if orientation in _ORIENT:
         rgb = _ORIENT[orientation](rgb).contiguous()
         alpha = _ORIENT[orientation](alpha).contiguous() if alpha is not None else None
-    return LoadedImage(rgb=rgb, alpha=alpha, icc_profile=icc, bit_depth=16, mode="RGB;16",
+    if kind == "tiff" and icc and icc[16:20] == b"CMYK":  # the ICC header's data colour space
+        icc = None  # a CMYK profile does not describe the converted pixels
+    return LoadedImage(rgb=rgb, alpha=alpha, icc_profile=icc, bit_depth=bit_depth, mode="RGB;16",
                        format=kind.upper(), exif=exif.tobytes() if len(exif) else None)
 
 

@@ -39,6 +39,10 @@ DEFAULT_TILE = 512
 DEFAULT_TILE_OVERLAP = 64
 
 
+class ModelFolderError(ValueError):
+    """A model folder that cannot be loaded: not a turbosr folder, damaged, or inconsistent (one line)."""
+
+
 def _unet_classes() -> dict[str, type]:
     from diffusers import UNet2DConditionModel, UNet2DModel
 
@@ -115,19 +119,41 @@ class SRPipeline:
     @classmethod
     def from_pretrained(cls, folder: str | Path, device: str | torch.device | None = None,
                         dtype: torch.dtype | None = None) -> SRPipeline:
-        """Load a model folder written by :meth:`save_pretrained` (safetensors only, nothing downloaded)."""
+        """Load a model folder written by :meth:`save_pretrained` (safetensors only, nothing downloaded).
+
+        A folder that is not a turbosr model, is damaged, or describes networks of absurd size (checked before
+        anything is allocated) raises ValueError (or FileNotFoundError) in one line naming the folder."""
         folder = Path(folder)
         if not folder.is_dir():
             raise FileNotFoundError(f"model folder not found: {folder}")
         meta = checkpoint.read_json(folder / "config.json")
-        if meta.get("format") != FORMAT:
-            raise ValueError(f"{folder} is not a turbosr model folder (config.json has no format '{FORMAT}')")
-        if meta.get("format_version", 0) > FORMAT_VERSION:
-            raise ValueError(f"{folder} was written by a newer turbosr (format {meta['format_version']}); upgrade turbosr")
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+            raise ModelFolderError(f"{folder} is not a turbosr model folder (config.json has no format '{FORMAT}')")
+        version = meta.get("format_version", 0)
+        if not isinstance(version, int) or isinstance(version, bool):
+            raise ModelFolderError(f"{folder}/config.json: format_version must be an integer, got {version!r}")
+        if version > FORMAT_VERSION:
+            raise ModelFolderError(f"{folder} was written by a newer turbosr (format {version}); upgrade turbosr")
+        try:
+            return cls._from_meta(folder, meta).to(device, dtype)
+        except (ModelFolderError, checkpoint.DamagedFile):
+            raise
+        except (TypeError, KeyError, AttributeError, IndexError, RuntimeError, ValueError) as error:
+            text = str(error).strip().splitlines()
+            reason = f"{type(error).__name__}: {text[0] if text else ''}"
+            raise ModelFolderError(f"{folder}: damaged or inconsistent model folder ({reason})") from None
+
+    @classmethod
+    def _from_meta(cls, folder: Path, meta: dict[str, Any]) -> SRPipeline:
+        for key, kind in (("model", dict), ("unet_class", str), ("unet", dict), ("autoencoder", dict)):
+            if not isinstance(meta.get(key), kind):
+                raise ModelFolderError(f"{folder}/config.json: '{key}' must be a {kind.__name__}, got "
+                                       f"{meta.get(key)!r}")
         config = from_dict(ModelConfig, meta["model"])
         classes = _unet_classes()
         if meta["unet_class"] not in classes:
-            raise ValueError(f"{folder}: unknown UNet class {meta['unet_class']!r}")
+            raise ModelFolderError(f"{folder}: unknown UNet class {meta['unet_class']!r}")
+        check_network_size(meta["unet"], meta["autoencoder"], folder)
         unet = classes[meta["unet_class"]].from_config(meta["unet"])
         state = checkpoint.expand_state(checkpoint.load_tensors(folder / "denoiser.safetensors"))
         prompt = state.get("prompt_embedding")
@@ -138,9 +164,11 @@ class SRPipeline:
         autoencoder.load_state_dict(checkpoint.load_tensors(folder / "autoencoder.safetensors"), strict=True)
         warp = None
         if "fidelity_warp" in meta:
+            if not isinstance(meta["fidelity_warp"], dict):
+                raise ModelFolderError(f"{folder}/config.json: 'fidelity_warp' must be a mapping")
             warp = FidelityWarp(**meta["fidelity_warp"])
             warp.load_state_dict(checkpoint.load_tensors(folder / "fidelity_warp.safetensors"), strict=True)
-        return cls(denoiser, autoencoder, config, warp).to(device, dtype)
+        return cls(denoiser, autoencoder, config, warp)
 
     def to(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> SRPipeline:
         """Move both networks (like ``nn.Module.to``); returns self."""
@@ -319,7 +347,50 @@ class SRPipeline:
             decoded = tiled_map(lambda x, _: from_model_range(warp(to_model_range(x[:, :3]), to_model_range(x[:, 3:]),
                                                                    fidelity)), stacked, tile, tile_overlap)
         output = decoded[..., :height, :width]
+        if not bool(torch.isfinite(output).all()):  # a broken model must not become a black image on disk
+            raise ValueError("the model produced NaN or infinite values (its weights or its input are broken); "
+                             "nothing was written")
         return COLOR_FIXES[color_fix](output, upsampled).clamp(0, 1) if color_fix != "none" else output
+
+
+# Bounds on a model folder's network description, checked before anything is built: far above every real model
+# (SD-class UNets have 4 levels of at most 1280 channels), far below what would exhaust memory or time.
+MAX_LEVELS, MAX_WIDTH, MAX_LAYERS, MAX_LATENT_CHANNELS, MAX_FACTOR = 8, 4096, 16, 1024, 64
+
+
+def check_network_size(unet: dict[str, Any], autoencoder: dict[str, Any], folder: Path) -> None:
+    """Refuse a config.json whose networks would be absurdly large (or mistyped sizes) before allocating them."""
+    def bad(what: str, value: Any) -> ModelFolderError:
+        return ModelFolderError(f"{folder}/config.json: {what} {value!r} is not a plausible network size")
+
+    def integer(value: Any, low: int, high: int) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+
+    widths = unet.get("block_out_channels", ())
+    if not isinstance(widths, (list, tuple)) or not 1 <= len(widths) <= MAX_LEVELS or \
+            not all(integer(w, 1, MAX_WIDTH) for w in widths):
+        raise bad("unet.block_out_channels", widths)
+    for key in ("in_channels", "out_channels"):
+        if key in unet and not integer(unet[key], 1, 2 * MAX_LATENT_CHANNELS + 3):
+            raise bad(f"unet.{key}", unet[key])
+    layers = unet.get("layers_per_block", 1)
+    if not integer(layers, 1, MAX_LAYERS):
+        raise bad("unet.layers_per_block", layers)
+    if autoencoder.get("kind") == "patch":
+        for key, high in (("factor", MAX_FACTOR), ("latent_channels", MAX_LATENT_CHANNELS)):
+            if not integer(autoencoder.get(key), 1, high):
+                raise bad(f"autoencoder.{key}", autoencoder.get(key))
+        if not integer(autoencoder.get("refine_channels", 0), 0, MAX_WIDTH):
+            raise bad("autoencoder.refine_channels", autoencoder.get("refine_channels"))
+        decoder = autoencoder.get("decoder")
+        if decoder is not None:
+            if not isinstance(decoder, dict):
+                raise bad("autoencoder.decoder", decoder)
+            for key in ("channels", "blocks", "head_channels", "cfw_channels"):
+                values = decoder.get(key)
+                if not isinstance(values, list) or len(values) > MAX_LEVELS or \
+                        not all(integer(v, 0, MAX_WIDTH) for v in values):
+                    raise bad(f"autoencoder.decoder.{key}", values)
 
 
 def _pad_to_multiple(images: torch.Tensor, multiple: int) -> torch.Tensor:

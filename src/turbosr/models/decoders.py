@@ -79,15 +79,16 @@ def icnr_(conv: nn.Conv2d, upscale: int = 2) -> nn.Conv2d:
 
 
 class Upsample(nn.Module):
-    """x2 by a sub-pixel convolution (3x3 conv to 4C channels, pixel shuffle), ICNR-initialised: the same cost as
-    a convolution at the lower resolution, no full-size intermediate."""
+    """x``factor`` by a sub-pixel convolution (3x3 conv to factor^2 * C channels, pixel shuffle), ICNR-initialised:
+    the cost of a convolution at the lower resolution, no full-size intermediate. Factor 1 is a plain conv."""
 
-    def __init__(self, in_channels: int, out_channels: int) -> None:
+    def __init__(self, in_channels: int, out_channels: int, factor: int = 2) -> None:
         super().__init__()
-        self.conv = icnr_(nn.Conv2d(in_channels, 4 * out_channels, 3, padding=1))
+        self.factor = factor
+        self.conv = icnr_(nn.Conv2d(in_channels, factor * factor * out_channels, 3, padding=1), factor)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.pixel_shuffle(self.conv(x), 2)
+        return F.pixel_shuffle(self.conv(x), self.factor) if self.factor > 1 else self.conv(x)
 
 
 class LatentDecoder(nn.Module):
@@ -95,21 +96,21 @@ class LatentDecoder(nn.Module):
 
     Trunk stage k runs at 2^k x the latent resolution with width ``channels[k]`` and ``blocks[k]`` residual
     blocks; stages are joined by x2 sub-pixel upsampling. A light head of x2 upsamplings (widths
-    ``head_channels``, then RGB) reaches the output resolution: len(channels) - 1 + len(head_channels) + 1 must be
-    log2(factor). CFW fuses an LQ encoder's features (widths ``cfw_channels``) into the first len(cfw_channels)
+    ``head_channels``) follows, and one sub-pixel convolution to RGB covers the rest of the factor (with one trunk
+    stage and no head: x8 at once, so every pixel of a latent patch has its own output filter, like the linear
+    decoder). CFW fuses an LQ encoder's features (widths ``cfw_channels``) into the first len(cfw_channels)
     trunk stages; empty: no CFW. The last convolution starts at zero (the decoder starts as the linear one)."""
 
     kind = "conv"
 
-    def __init__(self, latent_channels: int, factor: int, channels: tuple[int, ...] = (96, 48),
-                 blocks: tuple[int, ...] = (2, 1), head_channels: tuple[int, ...] = (16,),
-                 cfw_channels: tuple[int, ...] = (64, 32)) -> None:
+    def __init__(self, latent_channels: int, factor: int, channels: tuple[int, ...] = (128,),
+                 blocks: tuple[int, ...] = (4,), head_channels: tuple[int, ...] = (),
+                 cfw_channels: tuple[int, ...] = (64,)) -> None:
         super().__init__()
-        doublings = int(round(math.log2(factor))) if factor >= 1 else -1
-        if 2**doublings != factor or len(channels) < 1 or len(channels) - 1 + len(head_channels) + 1 != doublings:
-            raise ValueError(f"the learned decoder needs a power-of-two latent factor and len(channels) - 1 + "
-                             f"len(head_channels) + 1 = log2(factor): factor {factor}, channels {channels}, "
-                             f"head_channels {head_channels}")
+        doublings = len(channels) - 1 + len(head_channels)
+        if len(channels) < 1 or factor < 2**doublings or factor % 2**doublings:
+            raise ValueError(f"the learned decoder's trunk and head double the resolution {doublings} times, which "
+                             f"must divide the latent factor {factor} (channels {channels}, head {head_channels})")
         if len(blocks) != len(channels) or len(cfw_channels) > len(channels):
             raise ValueError(f"blocks {blocks} needs one count per trunk stage {channels}; cfw_channels "
                              f"{cfw_channels} may cover at most those stages")
@@ -131,7 +132,7 @@ class LatentDecoder(nn.Module):
         for width in head_channels:
             self.head.append(Upsample(previous, width))
             previous = width
-        self.to_rgb = Upsample(previous, 3)
+        self.to_rgb = Upsample(previous, 3, factor // 2**doublings)
         _zero(self.to_rgb.conv)
         # CFW: the LQ condition latent's encoder (one feature map per fused stage) and the fusions
         self.cfw_entries = nn.ModuleList()
@@ -167,7 +168,7 @@ class LatentDecoder(nn.Module):
             if stage < len(self.cfw_channels):
                 encoder += reach(max(stage - 1, 0), 1) + (reach(0, 2) if stage == 0 else 0.0)
                 reach_so_far = max(reach_so_far, encoder) + reach(stage, 2)
-        last = len(self.channels) - 1
+        last = len(self.channels) - 1  # the head's and to_rgb's convolutions run before their upsampling
         longest = reach_so_far + sum(reach(last + i, 1) for i in range(len(self.head_channels) + 1))
         return math.ceil(longest)
 

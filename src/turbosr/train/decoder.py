@@ -65,10 +65,10 @@ class DecoderShape:
     """Shape of a new learned decoder (models/decoders.py). When the model already has one it is kept; only a
     missing CFW branch is added (``cfw_channels``)."""
 
-    channels: tuple[int, ...] = (96, 48)  # trunk widths, at 1x, 2x, ... the latent resolution
-    blocks: tuple[int, ...] = (2, 1)  # residual blocks per trunk stage
-    head_channels: tuple[int, ...] = (16,)  # the light x2 upsamplings after the trunk (the last one is RGB)
-    cfw_channels: tuple[int, ...] = (64, 32)  # StableSR CFW: LQ encoder widths at the first stages (empty: none)
+    channels: tuple[int, ...] = (128,)  # trunk widths, at 1x, 2x, ... the latent resolution
+    blocks: tuple[int, ...] = (4,)  # residual blocks per trunk stage
+    head_channels: tuple[int, ...] = ()  # light x2 upsamplings after the trunk (to_rgb covers the rest)
+    cfw_channels: tuple[int, ...] = (64,)  # StableSR CFW: LQ encoder widths at the first stages (empty: none)
 
     def as_dict(self) -> dict[str, object]:
         return {"kind": "conv", **{k: list(v) for k, v in dataclasses.asdict(self).items()}}

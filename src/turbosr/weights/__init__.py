@@ -11,6 +11,12 @@ WEIGHTS_DIR = Path(__file__).resolve().parent
 # model becomes the default only by the rule in docs/realism.md ("The default rule"), measured on val.
 DEFAULT_BUILTINS = {4: "x4"}
 
+# What each built-in model is for, one line (the demo's menu, `turbosr upscale --help`).
+MODEL_PURPOSES = {
+    "x4": "clean or bicubic-downscaled photos (the x4 default)",
+    "x4-real": "photos with noise, blur or JPEG artefacts (experimental; see its card)",
+}
+
 
 def installed_builtins() -> list[str]:
     """Names of the installed built-in models (x4, x4-real, ...)."""
