@@ -45,3 +45,17 @@ def test_timestep_adaptive_weights_are_the_published_constants():
     with pytest.raises(ValueError, match="unknown weighting form"):
         timestep_adaptive_weight(steps, "cosine")
 
+
+
+def test_grid_loss_is_zero_for_the_target_and_sees_only_a_periodic_pattern():
+    from turbosr.losses import grid_loss
+
+    generator = torch.Generator().manual_seed(0)
+    target = torch.nn.functional.avg_pool2d(torch.rand(2, 3, 260, 260, generator=generator), 5, 1)
+    assert float(grid_loss(target, target)) == 0.0
+    noise = target + 0.02 * torch.randn(target.shape, generator=generator)  # unstructured: every phase alike
+    pattern = target.clone()
+    pattern[..., :, ::8] += 0.02  # the same amount of change, on one phase of 8
+    assert float(grid_loss(pattern, target)) > 3 * float(grid_loss(noise, target))
+    shifted = target.roll(3, dims=-1)  # content moves, no phase gains or loses gradient: small
+    assert float(grid_loss(shifted, target)) < 0.5 * float(grid_loss(pattern, target))

@@ -424,7 +424,16 @@ class ImageLossConfig:
     ssim: float = 0.2
     edge: float = 0.5
     frequency: float = 0.0
+    grid: float = 0.0  # losses.grid_loss: per-phase gradient profile vs the target's (punishes a latent grid)
+    grid_period: int = 8  # its period in pixels (the latent factor)
     kl: float = 1e-6  # KL autoencoder only: weight of the KL term
+
+    def __post_init__(self) -> None:
+        for name in ("l1", "ssim", "edge", "frequency", "grid", "kl"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"loss weight {name} must be >= 0, got {getattr(self, name)}")
+        if self.grid_period < 2:
+            raise ConfigError(f"grid_period must be at least 2, got {self.grid_period}")
 
 
 @dataclass(frozen=True)

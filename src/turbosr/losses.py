@@ -61,6 +61,28 @@ def frequency_loss(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tens
     return (spectrum_x - spectrum_y).abs().mean()
 
 
+def phase_profile(images: torch.Tensor, period: int) -> torch.Tensor:
+    """(B, C, H, W) -> (B, 2, period): mean |horizontal| and |vertical| gradient of the channel mean on the pixel
+    columns / rows of each phase of ``period`` (the quantity of the periodic-artifact figure, metrics/artifacts.py)."""
+    grey = images.float().mean(dim=1)
+    width, height = (grey.shape[-1] - 1) // period * period, (grey.shape[-2] - 1) // period * period
+    horizontal = (grey[..., :, 1:width + 1] - grey[..., :, :width]).abs().mean(dim=-2)
+    vertical = (grey[..., 1:height + 1, :] - grey[..., :height, :]).abs().mean(dim=-1)
+    return torch.stack([horizontal.reshape(len(grey), -1, period).mean(1),
+                        vertical.reshape(len(grey), -1, period).mean(1)], dim=1)
+
+
+def grid_loss(prediction: torch.Tensor, target: torch.Tensor, period: int = 8) -> torch.Tensor:
+    """L1 between the phase profiles of prediction and target, each divided by its own mean over the phases: zero
+    when no pixel phase of the period carries a larger share of the gradient than in the target, so it punishes
+    a latent grid or block pattern and not how much texture or noise there is overall; a scalar."""
+    def shape(images: torch.Tensor) -> torch.Tensor:
+        profile = phase_profile(images, period)
+        return profile / profile.mean(dim=-1, keepdim=True).clamp_min(1e-6)
+
+    return (shape(prediction) - shape(target)).abs().mean()
+
+
 def hinge_discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
     """Hinge loss for the discriminator (Lim & Ye 2017): mean(relu(1 - D(real))) + mean(relu(1 + D(fake)))."""
     return F.relu(1.0 - real_logits.float()).mean() + F.relu(1.0 + fake_logits.float()).mean()
@@ -107,9 +129,10 @@ def image_loss(prediction: torch.Tensor, target: torch.Tensor, weights: ImageLos
         for name, function in IMAGE_LOSSES.items():
             weight = getattr(weights, name)
             if weight > 0:
-                terms[name] = weight * function(prediction, target)
+                terms[name] = weight * (function(prediction, target, weights.grid_period) if name == "grid"
+                                        else function(prediction, target))
     terms["total"] = sum(terms.values(), torch.zeros((), device=prediction.device))
     return terms
 
 
-IMAGE_LOSSES = {"l1": l1_loss, "ssim": ssim_loss, "edge": edge_loss, "frequency": frequency_loss}
+IMAGE_LOSSES = {"l1": l1_loss, "ssim": ssim_loss, "edge": edge_loss, "frequency": frequency_loss, "grid": grid_loss}
