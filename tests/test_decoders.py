@@ -195,3 +195,26 @@ def test_joint_one_step_fine_tune_moves_the_unet(tmp_path, hr_folder, model_dir)
     moved = [k for k, v in start.denoiser.state_dict().items() if not torch.equal(v, tuned.denoiser.state_dict()[k])]
     assert moved
     assert torch.all(tuned.autoencoder.decoder.fusions[0].out.weight == 0)  # no CFW loss: CFW untouched
+
+
+def test_refitting_the_residual_scale_keeps_the_one_step_model(tmp_path, hr_folder, model_dir):
+    """A new degradation's residual std replaces the old one and the UNet's output layer is rescaled to match:
+    the one-step latent (and so the output) is the same function before training moves it."""
+    from turbosr.data import make_lq
+    from turbosr.models.initial import lq_condition
+    from turbosr.train import decoder
+    from turbosr.train.common import load_dataset
+
+    config = decoder_config(tmp_path, hr_folder, model_dir, "train_denoiser=true", "refit_residual_scale=true",
+                            "data.degradation=realesrgan", "residual_scale_batches=1")
+    pipeline = SRPipeline.from_pretrained(model_dir)
+    before = pipeline.denoiser.residual_scale.clone()
+    lq = make_lq(torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0)), 4, "bicubic")
+    with torch.no_grad():
+        condition = lq_condition(pipeline.autoencoder, lq, 4)
+        expected = pipeline.denoise_latents(condition, generator=torch.Generator().manual_seed(1))
+        dataset = load_dataset(config.data, 4)
+        decoder.refit_one_step_residual_scale(pipeline, dataset, config.data, 1, 2, 0)
+        assert not torch.allclose(pipeline.denoiser.residual_scale, before)
+        again = pipeline.denoise_latents(condition, generator=torch.Generator().manual_seed(1))
+    assert torch.allclose(again, expected, atol=1e-5)

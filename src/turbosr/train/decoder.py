@@ -36,10 +36,15 @@ from turbosr.config import (
     RunConfig,
     to_dict,
 )
-from turbosr.data import make_lq
+from turbosr.data import HRFolderDataset, make_lq
 from turbosr.losses import image_loss
 from turbosr.models.autoencoders import KLAutoencoder, PatchAutoencoder
-from turbosr.models.initial import lq_condition, without_fidelity_warp
+from turbosr.models.initial import (
+    lq_condition,
+    measure_residual_scale,
+    setup_generator,
+    without_fidelity_warp,
+)
 from turbosr.pipeline import SRPipeline
 from turbosr.train.common import (
     LATEST,
@@ -94,6 +99,10 @@ class DecoderConfig:
     cfw_loss: ImageLossConfig = field(default_factory=ImageLossConfig)  # CFW's w = 1 fidelity loss (all 0: untrained)
     train_denoiser: bool = False  # also fine-tune the UNet as a one-step model (t = T - 1)
     denoiser_learning_rate: float = 2e-5  # its learning rate (the decoder's is optim.learning_rate)
+    # with train_denoiser on a new degradation (bicubic -> blind): measure the residual std on this run's data and
+    # rescale the UNet's output layer so that the one-step model starts as exactly the same function
+    refit_residual_scale: bool = False
+    residual_scale_batches: int = 8
     sample_steps: int = 1  # denoising steps that make the latents the decoder learns to decode
 
     def __post_init__(self) -> None:
@@ -106,6 +115,8 @@ class DecoderConfig:
             raise ConfigError(f"denoiser_learning_rate must be positive, got {self.denoiser_learning_rate}")
         if self.train_denoiser and self.sample_steps != 1:
             raise ConfigError("train_denoiser fine-tunes a one-step model: set sample_steps=1")
+        if self.refit_residual_scale and not self.train_denoiser:
+            raise ConfigError("refit_residual_scale rescales the UNet: it needs train_denoiser=true")
 
 
 def decoder_module(pipeline: SRPipeline) -> nn.Module:
@@ -147,6 +158,26 @@ def with_trainable_decoder(pipeline: SRPipeline, config: DecoderConfig) -> SRPip
                       dataclasses.replace(pipeline.config, refine_channels=config.model.refine_channels))
 
 
+def refit_one_step_residual_scale(pipeline: SRPipeline, dataset: HRFolderDataset, data: DataConfig, batches: int,
+                                  batch_size: int, seed: int) -> None:
+    """Measure the residual std on this run's degradation (as a new teacher would) and divide the UNet's output
+    layer by new / old per channel. For v-prediction at t = T - 1 under zero terminal SNR the model's x0 is
+    -output, and the latent is lq + x0 * scale, so the one-step latent is unchanged: only the units the UNet
+    works in now fit the new residuals."""
+    denoiser = pipeline.denoiser
+    if pipeline.config.target != "residual" or pipeline.config.prediction_type != "v":
+        raise ValueError("refit_residual_scale keeps the one-step function only for v-prediction of the residual")
+    old = denoiser.residual_scale.clone()
+    measure_residual_scale(denoiser, pipeline.autoencoder, dataset, pipeline.scale, data.degradation,
+                           data.realesrgan, batches, batch_size, setup_generator(seed, "residual"))
+    ratio = (old / denoiser.residual_scale).to(denoiser.unet.conv_out.weight)
+    with torch.no_grad():
+        denoiser.unet.conv_out.weight.mul_(ratio.view(-1, 1, 1, 1))
+        denoiser.unet.conv_out.bias.mul_(ratio)
+    logger.info("residual std refitted: x%.2f to x%.2f of the old per channel", float(1 / ratio.max()),
+                float(1 / ratio.min()))
+
+
 def train(config: DecoderConfig) -> Path:
     """Run (or resume) decoder fine-tuning; returns the checkpoint folder (its ``model/`` is the full model)."""
     run, data = config.run, config.data
@@ -157,6 +188,8 @@ def train(config: DecoderConfig) -> Path:
     pipeline = with_trainable_decoder(loaded, config)
     if pipeline.scale != config.model.scale:
         raise ValueError(f"{config.init_from} is x{pipeline.scale}; set model.scale={pipeline.scale}")
+    if config.refit_residual_scale:
+        refit_one_step_residual_scale(pipeline, dataset, data, config.residual_scale_batches, run.batch_size, run.seed)
     pipeline.to(accelerator.device)
     pipeline.denoiser.requires_grad_(config.train_denoiser)
     pipeline.autoencoder.requires_grad_(False)
