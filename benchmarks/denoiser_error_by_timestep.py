@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
 
     from turbosr.degradations import upsample_lq
-    from turbosr.diffusion import add_noise, predict_x0_eps, sample, sampling_timesteps
+    from turbosr.diffusion import Sampler, add_noise, predict_x0_eps, sampling_timesteps
     from turbosr.image import load_image, to_model_range
     from turbosr.metrics import match_files
     from turbosr.pipeline import SRPipeline
@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> None:
                     sums[t][1] += (eps_hat - noise).pow(2).mean().item()
                 steps: list[list[float]] = []
 
-                def denoise(x_t: torch.Tensor, t: int, steps=steps, x0=x0, lq_latent=lq_latent,
+                def denoise(x_t: torch.Tensor, t: int, previous: torch.Tensor | None, steps=steps, x0=x0, lq_latent=lq_latent,
                             denoiser=pipeline.denoiser, alpha_bar=alpha_bar, kind=kind) -> torch.Tensor:
                     output = denoiser(x_t, lq_latent, t)
                     t_batch = torch.full((x_t.shape[0],), t, dtype=torch.long)
@@ -103,7 +103,8 @@ def main(argv: list[str] | None = None) -> None:
                     return output
 
                 start = torch.randn(x0.shape, generator=generator)
-                sample(denoise, start, sampling_timesteps(args.trajectory_steps, len(alpha_bar)), alpha_bar, kind)
+                Sampler().sample(denoise, lambda _, start=start: start, torch.zeros_like(start),
+                                 sampling_timesteps(args.trajectory_steps, len(alpha_bar)), alpha_bar, kind)
                 trajectory = steps if not trajectory else [[a[0], a[1] + b[1], a[2] + b[2]]
                                                            for a, b in zip(trajectory, steps, strict=True)]
         count = len(pairs)

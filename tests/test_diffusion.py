@@ -3,12 +3,13 @@ import torch
 
 from turbosr.config import ScheduleConfig
 from turbosr.diffusion import (
+    Sampler,
     add_noise,
+    keyed_noise,
     make_alpha_bar,
     make_betas,
     output_from_x0_eps,
     predict_x0_eps,
-    sample,
     sampling_timesteps,
     training_target,
 )
@@ -69,7 +70,7 @@ def test_one_step_v_sampling_from_last_timestep_returns_the_predicted_x0():
     alpha_bar = make_alpha_bar(ScheduleConfig())
     noise = torch.randn(2, 3, 4, 4, generator=torch.Generator().manual_seed(0))
     wanted = torch.full_like(noise, 0.25)
-    x0 = sample(lambda x_t, t: -wanted, noise, [999], alpha_bar, "v")
+    x0 = Sampler().sample(lambda x_t, t, _: -wanted, lambda _: noise, torch.zeros_like(noise), [999], alpha_bar, "v")
     assert torch.allclose(x0, wanted)
 
 
@@ -81,13 +82,16 @@ def test_multistep_sampling_with_oracle_recovers_x0():
     noise = torch.randn(1, 2, 4, 4, generator=generator)
     calls = []
 
-    def oracle(x_t, t):
-        calls.append(t)
+    def oracle(x_t, t, previous):
+        calls.append((t, previous is None))
         return truth  # "sample" prediction
 
-    result = sample(oracle, noise, sampling_timesteps(5, 1000), alpha_bar, "sample")
-    assert torch.allclose(result, truth)
-    assert calls == [999, 799, 599, 399, 199]
+    for kind in ("ddim", "renoise"):  # either update rule keeps an exact x0
+        calls.clear()
+        result = Sampler(kind).sample(oracle, lambda _: noise, torch.zeros_like(noise), sampling_timesteps(5, 1000),
+                                      alpha_bar, "sample")
+        assert torch.allclose(result, truth)
+        assert calls == [(999, True), (799, False), (599, False), (399, False), (199, False)]
 
 
 @pytest.mark.parametrize("steps", [1, 4, 25])
@@ -101,8 +105,53 @@ def test_epsilon_sampling_with_oracle_recovers_x0_on_the_scaled_linear_schedule(
     noise = torch.randn(1, 2, 4, 4, generator=generator, dtype=torch.float64)
     ab = alpha_bar.double()
 
-    def oracle(x_t, t):
+    def oracle(x_t, t, _):
         return (x_t - ab[t].sqrt() * truth) / (1 - ab[t]).sqrt()
 
-    result = sample(oracle, noise, sampling_timesteps(steps, 1000), ab, "epsilon")
+    result = Sampler().sample(oracle, lambda _: noise, torch.zeros_like(noise), sampling_timesteps(steps, 1000), ab,
+                              "epsilon")
     assert torch.allclose(result, truth, atol=1e-9)
+
+
+def test_the_two_update_rules_differ_only_in_the_noise_they_add():
+    """DDIM re-noises x0 with the predicted noise, the renoise rule with noise(i) of step i: with a denoiser
+    that predicts a fixed eps, each rule's x_t at step 2 is exactly add_noise(x0, that noise, t)."""
+    from turbosr.diffusion import add_noise, predict_x0_eps
+
+    alpha_bar = make_alpha_bar(ScheduleConfig())
+    generator = torch.Generator().manual_seed(0)
+    fixed = torch.randn(1, 2, 4, 4, generator=generator)
+    fresh = {i: torch.randn(1, 2, 4, 4, generator=generator) for i in range(3)}
+    for kind in ("ddim", "renoise"):
+        seen: list[torch.Tensor] = []
+
+        def denoise(x_t, t, _, seen=seen):
+            seen.append(x_t)
+            return fixed
+
+        Sampler(kind).sample(denoise, lambda i: fresh[i], torch.zeros(1, 2, 4, 4), [999, 499], alpha_bar, "v")
+        x0, eps = predict_x0_eps(fixed, seen[0], torch.tensor([999]), alpha_bar, "v")
+        expected = add_noise(x0, eps if kind == "ddim" else fresh[1], torch.tensor([499]), alpha_bar)
+        assert torch.allclose(seen[1], expected, atol=1e-6), kind
+
+
+def test_renoise_sampling_walks_the_trained_grid():
+    """An AddSR student trained on K = 4 steps (999/749/499/249): k <= 4 steps take the first k of them, the
+    transitions it was trained on; DDIM (and k > K) spread k steps over the schedule."""
+    assert Sampler("renoise", trained_steps=4).timesteps(2, 1000) == [999, 749]
+    assert Sampler("renoise", trained_steps=4).timesteps(4, 1000) == [999, 749, 499, 249]
+    assert Sampler("renoise", trained_steps=4).timesteps(3, 1000) == [999, 749, 499]
+    assert Sampler("ddim").timesteps(2, 1000) == [999, 499]
+    assert Sampler("renoise", trained_steps=4).timesteps(8, 1000) == sampling_timesteps(8, 1000)
+    with pytest.raises(ValueError, match="sampler"):
+        Sampler("euler")
+
+
+def test_keyed_noise_is_a_function_of_position_step_and_seed():
+    shape = (2, 3, 150, 97)
+    whole = keyed_noise(7, 0, shape)
+    assert torch.equal(keyed_noise(7, 0, shape, (40, 111), (60, 97)), whole[..., 40:111, 60:97])  # any window
+    assert not torch.equal(keyed_noise(7, 1, shape), whole)  # another step
+    assert not torch.equal(keyed_noise(8, 0, shape), whole)  # another seed
+    assert not torch.equal(whole[0], whole[1])  # each sample its own
+    assert abs(float(whole.mean())) < 0.02 and abs(float(whole.std()) - 1) < 0.02

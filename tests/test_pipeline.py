@@ -202,7 +202,7 @@ def test_strength_below_one_starts_from_the_noised_bicubic_estimate(tiny_config,
     the diffusion variable: 0 for the residual target, the LQ latent itself for the latent target."""
     import dataclasses
 
-    from turbosr.diffusion import add_noise, sampling_timesteps
+    from turbosr.diffusion import add_noise, keyed_noise, noise_seed, sampling_timesteps
 
     config = dataclasses.replace(tiny_config, target=target)
     denoiser, autoencoder = build_model(config)
@@ -210,10 +210,11 @@ def test_strength_below_one_starts_from_the_noised_bicubic_estimate(tiny_config,
     lq_latent = torch.randn(1, config.latent_channels, 8, 8, generator=torch.Generator().manual_seed(1)) + 2.0
     seen = []
     forward = pipeline.denoiser.forward
-    pipeline.denoiser.forward = lambda x_t, condition, t: seen.append(x_t.clone()) or forward(x_t, condition, t)
+    pipeline.denoiser.forward = lambda x_t, condition, t, control=None: (seen.append(x_t.clone())
+                                                                         or forward(x_t, condition, t, control))
     pipeline.denoise_latents(lq_latent, num_steps=2, strength=0.5, generator=torch.Generator().manual_seed(3))
     first = sampling_timesteps(2, config.schedule.num_train_timesteps, 0.5)[0]
-    noise = torch.randn(lq_latent.shape, generator=torch.Generator().manual_seed(3))
+    noise = keyed_noise(noise_seed(torch.Generator().manual_seed(3)), 0, tuple(lq_latent.shape))
     bicubic_x0 = lq_latent if target == "latent" else torch.zeros_like(lq_latent)
     expected = add_noise(bicubic_x0, noise, torch.tensor([first]), pipeline.alpha_bar)
     assert torch.allclose(seen[0], expected, atol=1e-5)

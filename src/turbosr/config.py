@@ -79,6 +79,7 @@ class ModelConfig:
     control: bool = False
     sampler: str = "ddim"  # "ddim" | "renoise"
     psr_weight: float = 0.5
+    sampler_steps: int = 0  # renoise: the K-step grid the student was trained on (k <= K steps walk its start)
     # StableSR (turbosr train stablesr): a time-aware LQ encoder whose features modulate the frozen prior UNet
     # through SFT layers (models/stablesr.py); sft_time_aware=false is the paper's time-agnostic ablation
     sft: bool = False
@@ -112,6 +113,8 @@ class ModelConfig:
             raise ConfigError("model.attention_levels needs one entry per model.unet_channels entry")
         if not 0.0 <= self.psr_weight <= 1.0:
             raise ConfigError(f"model.psr_weight must be in [0, 1], got {self.psr_weight}")
+        if not 0 <= self.sampler_steps <= 1000:
+            raise ConfigError(f"model.sampler_steps must be in [0, 1000], got {self.sampler_steps}")
         if self.prediction_type == "epsilon" and self.schedule.zero_terminal_snr:
             raise ConfigError(
                 "epsilon prediction cannot recover x0 at zero terminal SNR: set model.schedule.zero_terminal_snr=false "

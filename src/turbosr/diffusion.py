@@ -10,6 +10,7 @@ noise, which is what one-step SR starts from (YONOS-SR: a single DDIM step from 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 
@@ -128,77 +129,97 @@ def sampling_timesteps(num_steps: int, num_train_timesteps: int, strength: float
     return [int(round(start - i * stride)) - 1 for i in range(num_steps)]
 
 
-def ddim_step(
-    x0: torch.Tensor, eps: torch.Tensor, t_prev: int, alpha_bar: torch.Tensor
-) -> torch.Tensor:
-    """Deterministic DDIM update (Song et al. 2021, eq. 12 with eta = 0) to timestep ``t_prev``."""
-    t = torch.full((x0.shape[0],), t_prev, device=x0.device, dtype=torch.long)
-    return add_noise(x0, eps, t, alpha_bar)
+# ---------------------------------------------------------------------------------------------------- sampling
+NOISE_BLOCK = 64  # latent pixels per side of one block of position-keyed noise
 
 
-DenoiseFn = Callable[[torch.Tensor, int], torch.Tensor]
+def keyed_noise(seed: int, step: int, shape: tuple[int, int, int, int], rows: tuple[int, int] | None = None,
+                cols: tuple[int, int] | None = None) -> torch.Tensor:
+    """Standard Gaussian noise for the window ``rows`` x ``cols`` of a (B, C, H, W) latent, float32 on the CPU,
+    as a pure function of (seed, step, sample, position): the latent is cut into NOISE_BLOCK-square blocks,
+    each drawn from its own generator. Any window (a tile, a strip, the whole latent) gets the same values where
+    windows overlap, so tiled, streamed and whole-image sampling start from the same noise."""
+    batch, channels, height, width = shape
+    y0, y1 = rows or (0, height)
+    x0, x1 = cols or (0, width)
+    out = torch.empty(batch, channels, y1 - y0, x1 - x0)
+    for by in range(y0 // NOISE_BLOCK, (y1 - 1) // NOISE_BLOCK + 1):
+        for bx in range(x0 // NOISE_BLOCK, (x1 - 1) // NOISE_BLOCK + 1):
+            top, left = by * NOISE_BLOCK, bx * NOISE_BLOCK
+            ys, ye = max(y0, top), min(y1, top + NOISE_BLOCK)
+            xs, xe = max(x0, left), min(x1, left + NOISE_BLOCK)
+            for sample in range(batch):
+                key = (((seed * 1_000_003 + step) * 1_009 + sample) * 100_003 + by) * 100_019 + bx
+                block = torch.randn(channels, NOISE_BLOCK, NOISE_BLOCK,
+                                    generator=torch.Generator().manual_seed(key % 2**63))
+                out[sample, :, ys - y0:ye - y0, xs - x0:xe - x0] = block[:, ys - top:ye - top, xs - left:xe - left]
+    return out
 
 
-def sample(
-    denoise: DenoiseFn,
-    noise: torch.Tensor,
-    timesteps: list[int],
-    alpha_bar: torch.Tensor,
-    prediction_type: str,
-    initial_x0: torch.Tensor | None = None,
-    on_step: Callable[[int], None] | None = None,
-) -> torch.Tensor:
-    """k-step DDIM sampling, returning the final x0 estimate.
+def noise_seed(generator: torch.Generator | None = None) -> int:
+    """The seed of a sampling run's keyed noise: one draw from ``generator`` (or torch's global RNG)."""
+    device = generator.device if generator is not None else "cpu"
+    return int(torch.randint(2**62, (1,), generator=generator, device=device))
 
-    ``denoise(x_t, t)`` returns the network output for integer timestep ``t``. The start ``x_T`` is
-    ``noise`` itself when the first timestep has zero signal, else ``initial_x0`` noised to that timestep
-    (``initial_x0`` defaults to zeros: for the residual target that is the bicubic anchor).
+
+SAMPLERS = ("ddim", "renoise")
+
+# denoise(x_t, t, previous_x0) -> network output at integer timestep t; previous_x0 is the last step's x0
+# estimate (None at the first step), for AddSR's prediction-based self-refinement
+DenoiseFn = Callable[[torch.Tensor, int, "torch.Tensor | None"], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class Sampler:
+    """k-step sampling from the last timestep, one loop with two update rules:
+
+    - ``ddim``: deterministic DDIM (Song et al. 2021, eq. 12 with eta = 0): the next x_t is the x0 estimate noised
+      with the *predicted* noise;
+    - ``renoise``: adversarially distilled models (ADD, Sauer et al. 2023, sec. 3; AddSR): the next x_t is the x0
+      estimate noised with *fresh* noise. With ``trained_steps`` K > 0 (the student's training grid, trailing
+      spacing of K steps) k <= K steps walk the first k timesteps of that grid, the transitions it was trained on;
+      ``psr_weight`` is AddSR's self-refinement blend (used by the model's denoise function).
+
+    ``num_steps`` k and ``strength`` (the starting noise level, 1 = pure noise) are the caller's.
     """
-    first = timesteps[0]
-    t_batch = torch.full((noise.shape[0],), first, device=noise.device, dtype=torch.long)
-    start = torch.zeros_like(noise) if initial_x0 is None else initial_x0
-    x_t = add_noise(start, noise, t_batch, alpha_bar)
-    x0 = start
-    for index, t in enumerate(timesteps):
-        t_batch = torch.full((noise.shape[0],), t, device=noise.device, dtype=torch.long)
-        output = denoise(x_t, t)
-        x0, eps = predict_x0_eps(output, x_t, t_batch, alpha_bar, prediction_type)
-        if index + 1 < len(timesteps):
-            x_t = ddim_step(x0, eps, timesteps[index + 1], alpha_bar)
-        if on_step is not None:
-            on_step(index)
-    return x0
 
+    kind: str = "ddim"
+    psr_weight: float = 0.5
+    trained_steps: int = 0
 
-RenoiseDenoiseFn = Callable[[torch.Tensor, int, "torch.Tensor | None"], torch.Tensor]
+    def __post_init__(self) -> None:
+        if self.kind not in SAMPLERS:
+            raise ValueError(f"sampler must be one of {', '.join(SAMPLERS)}, got {self.kind!r}")
 
+    def timesteps(self, num_steps: int, num_train_timesteps: int, strength: float = 1.0) -> list[int]:
+        """Descending timesteps of a k-step run (see :func:`sampling_timesteps`; renoise: the trained grid)."""
+        if self.kind == "renoise" and self.trained_steps and strength == 1.0 and num_steps <= self.trained_steps:
+            return sampling_timesteps(self.trained_steps, num_train_timesteps)[:num_steps]
+        return sampling_timesteps(num_steps, num_train_timesteps, strength)
 
-def sample_renoise(
-    denoise: RenoiseDenoiseFn,
-    fresh_noise: Callable[[], torch.Tensor],
-    timesteps: list[int],
-    alpha_bar: torch.Tensor,
-    prediction_type: str,
-    initial_x0: torch.Tensor | None = None,
-    on_step: Callable[[int], None] | None = None,
-) -> torch.Tensor:
-    """Few-step sampling of adversarially distilled models (ADD, Sauer et al. 2023, sec. 3; AddSR): each step
-    predicts x0, and the next step starts from that x0 noised again to its timestep with *fresh* noise (not
-    DDIM's reuse of the predicted noise). ``denoise(x_t, t, previous_x0)`` gets the previous step's x0 (None at
-    the first step) so it can condition on it (AddSR's prediction-based self-refinement).
-    """
-    first = torch.full((1,), timesteps[0], dtype=torch.long)
-    noise = fresh_noise()
-    start = torch.zeros_like(noise) if initial_x0 is None else initial_x0
-    x_t = add_noise(start, noise, first.expand(noise.shape[0]).to(noise.device), alpha_bar)
-    previous = None
-    for index, t in enumerate(timesteps):
-        t_batch = torch.full((noise.shape[0],), t, device=noise.device, dtype=torch.long)
-        output = denoise(x_t, t, previous)
-        previous, _ = predict_x0_eps(output, x_t, t_batch, alpha_bar, prediction_type)
-        if index + 1 < len(timesteps):
-            next_t = torch.full((noise.shape[0],), timesteps[index + 1], device=noise.device, dtype=torch.long)
-            x_t = add_noise(previous, fresh_noise(), next_t, alpha_bar)
-        if on_step is not None:
-            on_step(index)
-    return previous
+    def sample(self, denoise: DenoiseFn, noise: Callable[[int], torch.Tensor], initial_x0: torch.Tensor,
+               timesteps: list[int], alpha_bar: torch.Tensor, prediction_type: str,
+               on_step: Callable[[int], None] | None = None) -> torch.Tensor:
+        """The final x0 estimate. ``noise(i)`` is the Gaussian noise of step i (shaped like ``initial_x0``): step
+        0 noises ``initial_x0`` to the first timestep (pure noise when its signal is zero), and the renoise rule
+        draws noise(i) for step i."""
+        batch = initial_x0.shape[0]
+
+        def at(t: int) -> torch.Tensor:
+            return torch.full((batch,), t, device=initial_x0.device, dtype=torch.long)
+
+        x_t = add_noise(initial_x0, noise(0), at(timesteps[0]), alpha_bar)
+        previous: torch.Tensor | None = None
+        for index, t in enumerate(timesteps):
+            output = denoise(x_t, t, previous)
+            last = index + 1 == len(timesteps)
+            x0, eps = predict_x0_eps(output, x_t, at(t), alpha_bar, prediction_type)
+            del output
+            if not last:
+                renoised = eps if self.kind == "ddim" else noise(index + 1)
+                x_t = add_noise(x0, renoised, at(timesteps[index + 1]), alpha_bar)
+            previous = x0
+            if on_step is not None:
+                on_step(index)
+        assert previous is not None
+        return previous

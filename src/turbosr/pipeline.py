@@ -24,12 +24,12 @@ from turbosr import checkpoint
 from turbosr.colorfix import COLOR_FIXES
 from turbosr.config import ModelConfig, from_dict, to_dict
 from turbosr.degradations import upsample_lq
-from turbosr.diffusion import make_alpha_bar, sample, sample_renoise, sampling_timesteps
+from turbosr.diffusion import Sampler, keyed_noise, make_alpha_bar, noise_seed
 from turbosr.image import from_model_range, pil_to_tensor, tensor_to_pil, to_model_range, upscale_alpha
 from turbosr.models.autoencoders import Autoencoder, autoencoder_from_config, diffusers_config
 from turbosr.models.denoiser import Denoiser
 from turbosr.models.stablesr import FidelityWarp
-from turbosr.tiling import tiled_map
+from turbosr.tiling import Tile, tiled_map
 
 logger = logging.getLogger(__name__)
 
@@ -236,50 +236,49 @@ class SRPipeline:
             output.putalpha(tensor_to_pil(big.expand(-1, 3, -1, -1)).getchannel("R"))
         return output
 
+    @property
+    def sampler(self) -> Sampler:
+        """How this model samples (DDIM, or AddSR's re-noising with self-refinement), from its config."""
+        config = self.config
+        return Sampler(config.sampler, config.psr_weight, config.sampler_steps)
+
     def denoise_latents(self, lq_latent: torch.Tensor, *, num_steps: int = 1, strength: float = 1.0,
                         generator: torch.Generator | None = None, latent_tile: int | None = None,
                         latent_overlap: int = 0, progress: Callable[[int, int], None] | None = None
                         ) -> torch.Tensor:
-        """k-step DDIM sampling in latent space: LQ latent (B, C, h, w) -> HQ latent estimate, same shape.
+        """k-step sampling in latent space: LQ latent (B, C, h, w) -> HQ latent estimate, same shape.
 
-        With ``strength < 1`` sampling starts from the bicubic estimate (the LQ latent itself, i.e. x0 =
-        ``to_x0(lq_latent, lq_latent)``: zero for the residual target, the LQ latent for the latent target)
-        noised to the starting timestep. ``latent_tile``/``latent_overlap`` are in latent pixels (None: one
-        tile). Gradients flow if called outside inference mode (decoder fine-tuning runs it under no_grad).
+        The noise is keyed by position (:func:`~turbosr.diffusion.keyed_noise`, seeded by one draw from
+        ``generator``), so any tiling or streaming of the latent starts from the same noise. With ``strength <
+        1`` sampling starts from the bicubic estimate (the LQ latent itself, i.e. x0 = ``to_x0(lq_latent,
+        lq_latent)``: zero for the residual target, the LQ latent for the latent target) noised to the starting
+        timestep. ``latent_tile``/``latent_overlap`` are in latent pixels (None: one tile); each tile reads its
+        own window of the condition. Gradients flow if called outside inference mode (joint fine-tuning).
         """
-        channels = lq_latent.shape[1]
-        noise_device = generator.device if generator is not None else lq_latent.device
+        sampler, denoiser = self.sampler, self.denoiser
+        seed = noise_seed(generator)
+        shape = tuple(lq_latent.shape)
 
-        def fresh_noise() -> torch.Tensor:
-            noise = torch.randn(lq_latent.shape, generator=generator, device=noise_device, dtype=torch.float32)
-            return noise.to(lq_latent.device, lq_latent.dtype)
+        def noise(step: int) -> torch.Tensor:
+            return keyed_noise(seed, step, shape).to(lq_latent.device, lq_latent.dtype)
 
-        latent_tile = latent_tile or max(lq_latent.shape[-2:])
-        timesteps = sampling_timesteps(num_steps, self.config.schedule.num_train_timesteps, strength)
+        def denoise(x_t: torch.Tensor, t: int, previous: torch.Tensor | None) -> torch.Tensor:
+            def tile(x: torch.Tensor, window: Tile) -> torch.Tensor:
+                part = (..., slice(window.y0, window.y1), slice(window.x0, window.x1))
+                condition, control = lq_latent[part], None
+                if sampler.kind == "renoise":  # AddSR PSR: the LQ latent first, then the blended last prediction
+                    control = condition if previous is None else (
+                        sampler.psr_weight * denoiser.from_x0(previous[part], condition)
+                        + (1 - sampler.psr_weight) * condition)
+                return denoiser(x, condition, t, control)
+
+            return tiled_map(tile, x_t, latent_tile or max(shape[-2:]), latent_overlap)
+
+        timesteps = sampler.timesteps(num_steps, self.config.schedule.num_train_timesteps, strength)
         on_step = (lambda i: progress(i, len(timesteps))) if progress else None
-        initial_x0 = self.denoiser.to_x0(lq_latent, lq_latent)
-        if self.config.sampler == "renoise":
-            weight = self.config.psr_weight
-
-            def denoise_psr(x_t: torch.Tensor, t: int, previous_x0: torch.Tensor | None) -> torch.Tensor:
-                control = lq_latent if previous_x0 is None else (
-                    weight * self.denoiser.from_x0(previous_x0, lq_latent) + (1 - weight) * lq_latent)
-                stacked = torch.cat([x_t, lq_latent, control], dim=1)
-                return tiled_map(lambda x, _: self.denoiser(x[:, :channels], x[:, channels:2 * channels], t,
-                                                            x[:, 2 * channels:]), stacked, latent_tile, latent_overlap)
-
-            x0 = sample_renoise(denoise_psr, fresh_noise, timesteps, self.alpha_bar, self.config.prediction_type,
-                                initial_x0=initial_x0, on_step=on_step)
-            return self.denoiser.from_x0(x0, lq_latent)
-
-        def denoise(x_t: torch.Tensor, t: int) -> torch.Tensor:
-            stacked = torch.cat([x_t, lq_latent], dim=1)
-            return tiled_map(lambda x, _: self.denoiser(x[:, :channels], x[:, channels:], t), stacked,
-                             latent_tile, latent_overlap)
-
-        x0 = sample(denoise, fresh_noise(), timesteps, self.alpha_bar, self.config.prediction_type,
-                    initial_x0=initial_x0, on_step=on_step)
-        return self.denoiser.from_x0(x0, lq_latent)
+        x0 = sampler.sample(denoise, noise, denoiser.to_x0(lq_latent, lq_latent), timesteps, self.alpha_bar,
+                            self.config.prediction_type, on_step)
+        return denoiser.from_x0(x0, lq_latent)
 
     def decode(self, hq_latent: torch.Tensor, lq_latent: torch.Tensor, fidelity: float = 0.0,
                latent_tile: int | None = None, latent_overlap: int = 0) -> torch.Tensor:

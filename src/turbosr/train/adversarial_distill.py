@@ -103,11 +103,13 @@ class AdversarialDistillConfig:
                 raise ConfigError(f"{name} must be in [0, 1], got {getattr(self, name)}")
 
 
-def student_from(folder: str, psr_weight: float) -> SRPipeline:
-    """The teacher's model with a zero-initialised control branch and the AddSR sampler settings."""
+def student_from(folder: str, psr_weight: float, num_steps: int = 4) -> SRPipeline:
+    """The teacher's model with a zero-initialised control branch and the AddSR sampler settings (re-noising,
+    self-refinement weight, the K-step grid it trains on)."""
     loaded = without_fidelity_warp(SRPipeline.from_pretrained(folder), folder)
     loaded.denoiser.add_control()
-    config = dataclasses.replace(loaded.config, control=True, sampler="renoise", psr_weight=psr_weight)
+    config = dataclasses.replace(loaded.config, control=True, sampler="renoise", psr_weight=psr_weight,
+                                 sampler_steps=num_steps)
     return SRPipeline(loaded.denoiser, loaded.autoencoder, config)
 
 
@@ -137,7 +139,7 @@ def train(config: AdversarialDistillConfig) -> Path:
         raise ValueError(f"{config.teacher} is an x{teacher.scale} model; set model.scale={teacher.scale}")
     teacher.denoiser.requires_grad_(False).eval()
     autoencoder = teacher.autoencoder.requires_grad_(False)
-    pipeline = student_from(config.init_from or config.teacher, config.model.psr_weight)
+    pipeline = student_from(config.init_from or config.teacher, config.model.psr_weight, config.num_steps)
     if pipeline.autoencoder.config() != autoencoder.config():
         raise ValueError("the student must share the teacher's latent space (init_from a folder that does)")
     denoiser = pipeline.denoiser.to(accelerator.device).train()
