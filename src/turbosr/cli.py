@@ -61,15 +61,9 @@ def _run_upscale(args: argparse.Namespace) -> int:
     import torch
 
     from turbosr.distributed import process_state
-    from turbosr.image import (
-        IMAGE_SUFFIXES,
-        UNSUPPORTED_SUFFIXES,
-        find_images,
-        load_image,
-        save_image,
-        upscale_alpha,
-    )
+    from turbosr.image import IMAGE_SUFFIXES, UNSUPPORTED_SUFFIXES, find_images, load_image
     from turbosr.pipeline import SRPipeline
+    from turbosr.streaming import upscale_file
     from turbosr.weights import builtin_model_dir, resolve_model
 
     state = process_state()  # one process, or one of many under `accelerate launch`
@@ -123,13 +117,10 @@ def _run_upscale(args: argparse.Namespace) -> int:
             continue
         try:
             loaded = load_image(source)
-            generator = torch.Generator(device="cpu").manual_seed(args.seed)
-            result = pipeline(loaded.rgb, num_steps=args.steps, strength=args.strength, tile=args.tile,
-                              tile_overlap=args.tile_overlap, color_fix=args.color_fix, fidelity=args.fidelity,
-                              generator=generator)
-            alpha = upscale_alpha(loaded.alpha, pipeline.scale) if loaded.alpha is not None else None
-            save_image(result, target, alpha=alpha, icc_profile=loaded.icc_profile, exif=loaded.exif,
-                       overwrite=args.overwrite, quality=args.quality, bit_depth=loaded.bit_depth)
+            upscale_file(pipeline, loaded, target, num_steps=args.steps, strength=args.strength, tile=args.tile,
+                         tile_overlap=args.tile_overlap, color_fix=args.color_fix, fidelity=args.fidelity,
+                         generator=torch.Generator(device="cpu").manual_seed(args.seed), overwrite=args.overwrite,
+                         quality=args.quality)
             logging.getLogger("turbosr").info("wrote %s", target)
         except (OSError, ValueError, RuntimeError) as error:
             failures += 1

@@ -14,14 +14,14 @@ import os
 import re
 import stat
 import warnings
+import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from turbosr.checkpoint import temp_file_beside
@@ -326,8 +326,109 @@ def _write_atomically(path: Path, data: bytes, overwrite: bool) -> Path:
 
 
 def upscale_alpha(alpha: torch.Tensor, scale: int) -> torch.Tensor:
-    """Alpha (1, 1, h, w) -> (1, 1, h*scale, w*scale) by bicubic interpolation, clamped to [0, 1]."""
-    return F.interpolate(alpha.float(), scale_factor=scale, mode="bicubic", align_corners=False).clamp(0, 1)
+    """Alpha (1, 1, h, w) -> (1, 1, h*scale, w*scale) by the same (MATLAB) bicubic as the colour condition,
+    clamped to [0, 1] (so a streamed image can upscale it strip by strip, exactly)."""
+    from turbosr.degradations import upsample_lq
+
+    return upsample_lq(alpha.float(), scale)
+
+
+STRIP_FORMATS = ("PNG", "TIFF")  # formats save_image_strips writes without holding the whole image
+
+
+class _InsertAfter:
+    """A file wrapper that inserts ``extra`` bytes once ``offset`` bytes have been written (PNG: after IHDR)."""
+
+    def __init__(self, file: Any, offset: int, extra: bytes) -> None:
+        self.file, self.offset, self.extra, self.written = file, offset, extra, 0
+
+    def write(self, data: bytes) -> None:
+        if self.extra and self.written < self.offset <= self.written + len(data):
+            cut = self.offset - self.written
+            self.file.write(data[:cut] + self.extra + data[cut:])
+            self.extra = b""
+        else:
+            self.file.write(data)
+        self.written += len(data)
+
+
+def save_image_strips(path: str | Path, width: int, height: int,
+                      strips: Iterator[tuple[torch.Tensor, torch.Tensor | None]], *, has_alpha: bool = False,
+                      icc_profile: bytes | None = None, exif: bytes | None = None, overwrite: bool = False,
+                      bit_depth: int = 8) -> Path:
+    """Write an image given as horizontal strips ((1, 3, h_i, W) [0, 1], alpha (1, 1, h_i, W) or None), top to
+    bottom, as PNG (rows streamed through pypng) or TIFF (256-px tiles through tifffile): the whole image is never
+    in memory. Written to a temporary name and renamed at the end, so a killed run leaves no partial file."""
+    path = Path(path)
+    fmt = SAVE_FORMATS.get(path.suffix.lower())
+    if fmt not in STRIP_FORMATS:
+        raise ValueError(f"{path}: strip-by-strip writing supports {', '.join(STRIP_FORMATS)}, not {path.suffix}")
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} exists (use --overwrite to replace it)")
+    planes = 4 if has_alpha else 3
+    maximum, dtype = (65535.0, np.uint16) if bit_depth == 16 else (255.0, np.uint8)
+
+    def samples() -> Iterator[np.ndarray]:  # (h_i, W, planes) per strip, checked
+        done = 0
+        for rgb, alpha in strips:
+            planes_tensor = rgb if not has_alpha else torch.cat([rgb, alpha.to(rgb)], dim=1)
+            if planes_tensor.shape[-1] != width or planes_tensor.shape[1] != planes:
+                raise ValueError(f"a strip of {tuple(planes_tensor.shape)} does not fit a {width}-wide image")
+            array = planes_tensor.detach().float().clamp(0, 1)[0].permute(1, 2, 0).cpu().numpy()
+            done += array.shape[0]
+            yield np.round(array * maximum).astype(dtype)
+        if done != height:
+            raise ValueError(f"the strips gave {done} rows for a {height}-row image")
+
+    handle, temp = temp_file_beside(path)
+    try:
+        if fmt == "PNG":
+            import png
+
+            from turbosr import image16
+
+            extra = b""
+            if icc_profile:
+                extra += image16.png_chunk(b"iCCP", b"ICC Profile\x00\x00" + zlib.compress(icc_profile))
+            if exif:
+                extra += image16.png_chunk(b"eXIf", exif[6:] if exif.startswith(b"Exif\x00\x00") else exif)
+            rows = (row.reshape(-1) for strip in samples() for row in strip)
+            with os.fdopen(handle, "wb") as file:
+                png.Writer(width, height, greyscale=False, alpha=has_alpha, bitdepth=bit_depth).write(
+                    _InsertAfter(file, 8 + 8 + 13 + 4, extra), rows)
+        else:
+            import tifffile
+
+            os.close(handle)
+            side = 256
+            tifffile.imwrite(temp, _tiles(samples(), width, side, planes, dtype), shape=(height, width, planes),
+                             dtype=dtype, tile=(side, side), photometric="rgb", compression="zlib",
+                             iccprofile=icc_profile, extrasamples=[2] if has_alpha else None)
+        if path.exists() and not overwrite:
+            raise FileExistsError(f"{path} exists (use --overwrite to replace it)")
+        os.replace(temp, path)
+    finally:
+        Path(temp).unlink(missing_ok=True)
+    return path
+
+
+def _tiles(strips: Iterator[np.ndarray], width: int, side: int, planes: int, dtype: Any) -> Iterator[np.ndarray]:
+    """Row-major side x side tiles (edge tiles zero-padded) from strips of any height."""
+    pending = np.zeros((0, width, planes), dtype)
+
+    def row_of_tiles(rows: np.ndarray) -> Iterator[np.ndarray]:
+        padded = np.zeros((side, -(-width // side) * side, planes), dtype)
+        padded[: rows.shape[0], :width] = rows
+        for left in range(0, width, side):
+            yield padded[:, left:left + side]
+
+    for strip in strips:
+        pending = np.concatenate([pending, strip])
+        while pending.shape[0] >= side:
+            yield from row_of_tiles(pending[:side])
+            pending = pending[side:]
+    if pending.shape[0]:
+        yield from row_of_tiles(pending)
 
 
 def walk_files(folder: Path) -> Iterator[Path]:

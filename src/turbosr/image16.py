@@ -119,7 +119,8 @@ def _samples(rgb: torch.Tensor, alpha: torch.Tensor | None) -> np.ndarray:
     return np.round(values * 65535.0).astype(np.uint16)
 
 
-def _chunk(kind: bytes, data: bytes) -> bytes:
+def png_chunk(kind: bytes, data: bytes) -> bytes:
+    """One PNG chunk: length, type, data, CRC."""
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
 
 
@@ -136,9 +137,9 @@ def encode_png16(rgb: torch.Tensor, alpha: torch.Tensor | None, icc_profile: byt
     data = buffer.getvalue()
     extra = b""
     if icc_profile:  # iCCP: name, NUL, compression method 0, zlib stream; it must precede IDAT
-        extra += _chunk(b"iCCP", b"ICC Profile\x00\x00" + zlib.compress(icc_profile))
+        extra += png_chunk(b"iCCP", b"ICC Profile\x00\x00" + zlib.compress(icc_profile))
     if exif:
-        extra += _chunk(b"eXIf", exif[6:] if exif.startswith(b"Exif\x00\x00") else exif)
+        extra += png_chunk(b"eXIf", exif[6:] if exif.startswith(b"Exif\x00\x00") else exif)
     end_of_header = 8 + 8 + 13 + 4  # signature + IHDR chunk (length, type, 13 bytes, CRC)
     return data[:end_of_header] + extra + data[end_of_header:]
 

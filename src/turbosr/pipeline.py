@@ -26,7 +26,12 @@ from turbosr.config import ModelConfig, from_dict, to_dict
 from turbosr.degradations import upsample_lq
 from turbosr.diffusion import Sampler, keyed_noise, make_alpha_bar, noise_seed
 from turbosr.image import from_model_range, pil_to_tensor, tensor_to_pil, to_model_range, upscale_alpha
-from turbosr.models.autoencoders import Autoencoder, autoencoder_from_config, diffusers_config
+from turbosr.models.autoencoders import (
+    Autoencoder,
+    PatchAutoencoder,
+    autoencoder_from_config,
+    diffusers_config,
+)
 from turbosr.models.denoiser import Denoiser
 from turbosr.models.stablesr import FidelityWarp
 from turbosr.tiling import Tile, tiled_map
@@ -224,6 +229,16 @@ class SRPipeline:
                                    color_fix, fidelity, generator, progress)
         return output.to(images.device, images.dtype)
 
+    def upscale_file(self, source: str | Path, target: str | Path, **options: Any) -> Path:
+        """Upscale an image file into ``target`` (format from its suffix) with memory flat in the image size:
+        outputs above ``streaming.STREAM_PIXELS`` go from file to file in strips (PNG, TIFF), others in memory.
+        Alpha, ICC profile, EXIF and 16 bits are carried over; the file appears only when complete.
+        ``options``: as :meth:`__call__`, plus ``overwrite`` and ``quality`` (see turbosr.streaming.upscale_file)."""
+        from turbosr.image import load_image
+        from turbosr.streaming import upscale_file
+
+        return upscale_file(self, load_image(source), target, **options)
+
     def _call_pil(self, image: Image.Image, **kwargs: Any) -> Image.Image:
         alpha = None
         if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
@@ -281,10 +296,12 @@ class SRPipeline:
         return denoiser.from_x0(x0, lq_latent)
 
     def decode(self, hq_latent: torch.Tensor, lq_latent: torch.Tensor, fidelity: float = 0.0,
-               latent_tile: int | None = None, latent_overlap: int = 0) -> torch.Tensor:
-        """HQ latent (B, C, h, w) -> image (B, 3, h * f, w * f) in [0, 1], tile by tile. A learned decoder (with its
-        CFW at weight ``fidelity``, which also reads ``lq_latent``) is decoded exactly: non-overlapping tiles
-        with a halo of its receptive radius; other decoders are patch-local or blended like the denoiser."""
+               latent_tile: int | None = None, latent_overlap: int = 0, rows: tuple[int, int] | None = None
+               ) -> torch.Tensor:
+        """HQ latent (B, C, h, w) -> image (B, 3, h * f, w * f) in [0, 1], tile by tile. A patch latent's decoder
+        (learned, with its CFW at weight ``fidelity``, which also reads ``lq_latent``; or linear with an RGB
+        refiner) is decoded exactly: non-overlapping tiles with a halo of its receptive radius, and ``rows`` (a,
+        b) in latent pixels, whole tile rows, decodes just that strip (streaming). A KL decoder is blended."""
         autoencoder, channels = self.autoencoder, hq_latent.shape[1]
         latent_tile = latent_tile or max(hq_latent.shape[-2:])
         use_cfw = bool(fidelity) and autoencoder.has_cfw
@@ -295,10 +312,10 @@ class SRPipeline:
                 return from_model_range(autoencoder.decode(z[:, :channels], z[:, channels:], fidelity))
             return from_model_range(autoencoder.decode(z))
 
-        if autoencoder.decode_radius:
+        if isinstance(autoencoder, PatchAutoencoder):
             return tiled_map(decode_tile, stacked, latent_tile, autoencoder.decode_radius,
-                             out_scale=autoencoder.factor, weight="crop")
-        return tiled_map(decode_tile, stacked, latent_tile, latent_overlap, out_scale=autoencoder.factor)
+                             out_scale=autoencoder.factor, weight="crop", rows=rows)
+        return tiled_map(decode_tile, stacked, latent_tile, latent_overlap, out_scale=autoencoder.factor, rows=rows)
 
     def check_options(self, num_steps: int, strength: float, tile: int, tile_overlap: int, color_fix: str,
                       fidelity: float | None = None) -> None:
@@ -332,9 +349,11 @@ class SRPipeline:
         padded = _pad_to_multiple(upsampled, multiple)
         latent_tile, latent_overlap = tile // factor, tile_overlap // factor
 
-        # range conversions happen per tile, so no extra full-size copies of the image are made
-        lq_latent = tiled_map(lambda x, _: self.autoencoder.encode(to_model_range(x)), padded, tile, tile_overlap,
-                              out_scale=1 / factor)
+        # range conversions happen per tile, so no extra full-size copies of the image are made; a patch
+        # encoder is per patch, so its tiles need no overlap (and stream: streaming.upscale_strips)
+        exact = isinstance(self.autoencoder, PatchAutoencoder)
+        lq_latent = tiled_map(lambda x, _: self.autoencoder.encode(to_model_range(x)), padded, tile,
+                              0 if exact else tile_overlap, out_scale=1 / factor, weight="crop" if exact else "gaussian")
         del padded
         hq_latent = self.denoise_latents(lq_latent, num_steps=num_steps, strength=strength, generator=generator,
                                          latent_tile=latent_tile, latent_overlap=latent_overlap, progress=progress)

@@ -103,17 +103,21 @@ def plan_cores(height: int, width: int, tile: int, halo: int) -> list[tuple[Tile
 
 
 def tiled_map(fn: Callable[[torch.Tensor, Tile], torch.Tensor], x: torch.Tensor, tile: int, overlap: int,
-              out_scale: float = 1.0, weight: str = "gaussian") -> torch.Tensor:
+              out_scale: float = 1.0, weight: str = "gaussian", rows: tuple[int, int] | None = None) -> torch.Tensor:
     """Apply ``fn(x_tile, tile)`` over tiles of ``x`` (B, C, H, W) and join the outputs.
 
     ``fn`` maps a (B, C, h, w) tile to (B, C', h * out_scale, w * out_scale); ``out_scale`` is an integer
     (e.g. 8 for a decoder) or 1 / integer (e.g. 1/8 for an encoder). ``weight`` "gaussian" or "uniform" blends
     tiles overlapping by ``overlap`` pixels; "crop" computes non-overlapping cores with a halo of ``overlap``
-    pixels and keeps the cores (exact for a network whose receptive radius is at most the halo).
+    pixels and keeps the cores (exact for a network whose receptive radius is at most the halo); with ``rows``
+    (a, b), multiples of ``tile``, only the cores of input rows [a, b) are computed and their output returned:
+    a horizontal strip of the whole result, bit for bit (the same windows), for streaming.
     If the whole input fits in one tile, ``fn`` is called once on it (exact fast path).
     """
     height, width = x.shape[-2:]
-    if height <= tile and width <= tile:
+    if rows is not None and weight != "crop":
+        raise ValueError("rows= needs weight='crop' (blended tiles have no final rows before their neighbours)")
+    if height <= tile and width <= tile and rows is None:
         return fn(x, Tile(0, 0, height, width))
     ratio = Fraction(out_scale).limit_denominator(64)
     if ratio.numerator != 1 and ratio.denominator != 1:
@@ -124,7 +128,7 @@ def tiled_map(fn: Callable[[torch.Tensor, Tile], torch.Tensor], x: torch.Tensor,
     if weight not in ("gaussian", "uniform", "crop"):
         raise ValueError(f"weight must be 'gaussian', 'uniform' or 'crop', got {weight!r}")
     if weight == "crop":
-        return _cropped_map(fn, x, tile, overlap, ratio)
+        return _cropped_map(fn, x, tile, overlap, ratio, rows)
     output: torch.Tensor | None = None
     total: torch.Tensor | None = None
     for window in plan_tiles(height, width, tile, overlap):
@@ -150,20 +154,27 @@ def tiled_map(fn: Callable[[torch.Tensor, Tile], torch.Tensor], x: torch.Tensor,
 
 
 def _cropped_map(fn: Callable[[torch.Tensor, Tile], torch.Tensor], x: torch.Tensor, tile: int, halo: int,
-                 ratio: Fraction) -> torch.Tensor:
-    """``tiled_map`` with ``weight="crop"``: each core's result, cut out of its window's result."""
+                 ratio: Fraction, rows: tuple[int, int] | None = None) -> torch.Tensor:
+    """``tiled_map`` with ``weight="crop"``: each core's result, cut out of its window's result (only the cores
+    of input rows ``rows``, when given, placed from row 0 of the output)."""
     height, width = x.shape[-2:]
+    first, last = rows if rows is not None else (0, height)
+    if first % tile or not (first < last <= height) or (last % tile and last != height):
+        raise ValueError(f"rows {rows} must be a range of whole tile rows of a {height}-row input (tile {tile})")
     output: torch.Tensor | None = None
+    shift = int(first * ratio)
     for core, window in plan_cores(height, width, tile, halo):
+        if not first <= core.y0 < last:
+            continue
         result = fn(x[..., window.y0:window.y1, window.x0:window.x1], window)
         expected = (int((window.y1 - window.y0) * ratio), int((window.x1 - window.x0) * ratio))
         if result.shape[-2:] != expected:
             raise ValueError(f"fn returned {tuple(result.shape[-2:])} for a tile expected to give {expected}")
         if output is None:
-            output = result.new_empty(*result.shape[:2], int(height * ratio), int(width * ratio))
+            output = result.new_empty(*result.shape[:2], int((last - first) * ratio), int(width * ratio))
         top, left = int((core.y0 - window.y0) * ratio), int((core.x0 - window.x0) * ratio)
-        rows, cols = int((core.y1 - core.y0) * ratio), int((core.x1 - core.x0) * ratio)
-        output[..., int(core.y0 * ratio):int(core.y0 * ratio) + rows, int(core.x0 * ratio):int(core.x0 * ratio) + cols] = \
-            result[..., top:top + rows, left:left + cols]
+        size_y, size_x = int((core.y1 - core.y0) * ratio), int((core.x1 - core.x0) * ratio)
+        y, x0 = int(core.y0 * ratio) - shift, int(core.x0 * ratio)
+        output[..., y:y + size_y, x0:x0 + size_x] = result[..., top:top + size_y, left:left + size_x]
     assert output is not None
     return output

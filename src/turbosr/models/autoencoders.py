@@ -69,8 +69,11 @@ class PatchAutoencoder(nn.Module):
 
     @property
     def decode_radius(self) -> int:
-        """Latent pixels of context a decoded pixel depends on beyond its own patch (0: patch-local)."""
-        return self.decoder.receptive_radius if self.decoder is not None else 0
+        """Latent pixels of context a decoded pixel depends on beyond its own patch (0: patch-local): the learned
+        decoder's receptive radius, or 1 for the RGB refiner (3 convolutions of 3 x 3: 3 pixels < one patch)."""
+        if self.decoder is not None:
+            return self.decoder.receptive_radius
+        return 1 if self.refiner is not None else 0
 
     def config(self) -> dict[str, Any]:
         config = {"kind": self.kind, "factor": self.factor, "latent_channels": self.latent_channels,

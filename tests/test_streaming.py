@@ -1,0 +1,127 @@
+"""Streaming large images (turbosr.streaming): the strips are the in-memory result bit for bit, the region
+upsampler is the whole-image upsampling exactly, files are written strip by strip (PNG, TIFF; alpha, 16-bit) and
+a run that dies leaves no output file behind."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from turbosr import streaming
+from turbosr.degradations import upsample_lq
+from turbosr.image import LoadedImage, load_image
+from turbosr.pipeline import SRPipeline, _pad_to_multiple
+
+
+@pytest.fixture(scope="module")
+def pipeline() -> SRPipeline:
+    """A tiny x4 model with a learned decoder + CFW whose every weight is non-zero, and a non-zero UNet output."""
+    from turbosr.models import build_model, model_config
+
+    torch.manual_seed(0)
+    config = model_config("tiny", scale=4)
+    denoiser, autoencoder = build_model(config)
+    torch.nn.init.normal_(denoiser.unet.conv_out.weight, 0, 0.02)
+    autoencoder.fit(torch.rand(4, 3, 32, 32) * 2 - 1)
+    autoencoder = autoencoder.with_decoder({"kind": "conv", "channels": [16, 8], "blocks": [1, 1],
+                                            "head_channels": [], "cfw_channels": [8]})
+    generator = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for parameter in autoencoder.decoder.parameters():
+            parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.05)
+    return SRPipeline(denoiser, autoencoder, config)
+
+
+def _lq(height: int = 61, width: int = 87, seed: int = 0) -> torch.Tensor:
+    return torch.rand(1, 3, height, width, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize(("height", "width"), [(61, 87), (24, 40), (33, 8)])
+def test_region_upsampler_equals_upsampling_the_whole_image(height, width):
+    lq = _lq(height, width)
+    padded = _pad_to_multiple(upsample_lq(lq, 4), 32)
+    regions = streaming.RegionUpsampler(lq, 4, *padded.shape[-2:])
+    for y0, y1, x0, x1 in ((0, padded.shape[-2], 0, padded.shape[-1]), (8, 40, 16, 56), (padded.shape[-2] - 16,
+                                                                                          padded.shape[-2], 0, 24)):
+        assert torch.equal(regions.region(y0, y1, x0, x1), padded[..., y0:y1, x0:x1])
+
+
+@pytest.mark.parametrize("fidelity", [None, 0.6])
+def test_strips_are_the_in_memory_result_bit_for_bit(pipeline, fidelity):
+    lq = _lq()
+    generator = lambda: torch.Generator().manual_seed(3)  # noqa: E731
+    whole = pipeline(lq, tile=64, tile_overlap=16, fidelity=fidelity, generator=generator())
+    strips = list(streaming.upscale_strips(pipeline, lq, tile=64, tile_overlap=16, fidelity=fidelity,
+                                           generator=generator()))
+    assert len(strips) > 2 and all(s.shape[-1] == whole.shape[-1] for s in strips)  # several rows of tiles
+    assert torch.equal(torch.cat(strips, dim=-2), whole)
+
+
+@pytest.mark.parametrize(("suffix", "bit_depth", "alpha"), [(".png", 8, False), (".png", 16, True),
+                                                            (".tif", 8, True), (".tif", 16, False)])
+def test_streamed_files_equal_the_in_memory_files(pipeline, tmp_path, monkeypatch, suffix, bit_depth, alpha):
+    lq = _lq()
+    loaded = LoadedImage(rgb=lq, alpha=_lq(seed=5)[:, :1] if alpha else None, icc_profile=None, bit_depth=bit_depth,
+                         mode="RGB", format="PNG")
+    options = {"tile": 64, "tile_overlap": 16}
+    streaming.upscale_file(pipeline, loaded, tmp_path / f"memory{suffix}", generator=torch.Generator().manual_seed(3),
+                           **options)
+    monkeypatch.setattr(streaming, "STREAM_PIXELS", 1000)  # everything larger is streamed
+    calls = []
+    real = streaming.upscale_strips
+    monkeypatch.setattr(streaming, "upscale_strips", lambda *a, **k: calls.append(1) or real(*a, **k))
+    streaming.upscale_file(pipeline, loaded, tmp_path / f"stream{suffix}", generator=torch.Generator().manual_seed(3),
+                           **options)
+    assert calls  # it did stream
+    memory, streamed = load_image(tmp_path / f"memory{suffix}"), load_image(tmp_path / f"stream{suffix}")
+    assert streamed.bit_depth == memory.bit_depth == bit_depth
+    assert torch.equal(streamed.rgb, memory.rgb)
+    assert (streamed.alpha is None) == (not alpha)
+    if alpha:
+        assert torch.equal(streamed.alpha, memory.alpha)
+
+
+def test_a_run_that_dies_mid_stream_leaves_no_file(pipeline, tmp_path, monkeypatch):
+    monkeypatch.setattr(streaming, "STREAM_PIXELS", 1000)
+    real = streaming.upscale_strips
+
+    def dying(*args, **kwargs):
+        for index, strip in enumerate(real(*args, **kwargs)):
+            if index == 1:
+                raise RuntimeError("killed")
+            yield strip
+
+    monkeypatch.setattr(streaming, "upscale_strips", dying)
+    loaded = LoadedImage(rgb=_lq(), alpha=None, icc_profile=None, bit_depth=8, mode="RGB", format="PNG")
+    with pytest.raises(RuntimeError, match="killed"):
+        streaming.upscale_file(pipeline, loaded, tmp_path / "out.png", tile=64, tile_overlap=16)
+    assert list(tmp_path.iterdir()) == []  # neither the output nor a temporary file
+
+
+def test_large_outputs_that_cannot_stream_are_refused_in_one_line(pipeline, tmp_path, monkeypatch):
+    monkeypatch.setattr(streaming, "STREAM_PIXELS", 1000)
+    monkeypatch.setattr(streaming, "MAX_WHOLE_PIXELS", 2000)
+    loaded = LoadedImage(rgb=_lq(), alpha=None, icc_profile=None, bit_depth=8, mode="RGB", format="PNG")
+    for name, extra in (("out.jpg", {}), ("out.png", {"color_fix": "wavelet"})):
+        with pytest.raises(ValueError, match="too large to make in memory"):
+            streaming.upscale_file(pipeline, loaded, tmp_path / name, **extra)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_png_strips_carry_the_icc_profile_and_exif(tmp_path):
+    from PIL import ImageCms
+
+    from turbosr.image import save_image_strips
+
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    exif = Image.Exif()
+    exif[0x010E] = "a description"
+    image = torch.rand(1, 3, 30, 20, generator=torch.Generator().manual_seed(0))
+    strips = ((image[..., i:i + 7, :], None) for i in range(0, 30, 7))
+    save_image_strips(tmp_path / "a.png", 20, 30, strips, icc_profile=icc, exif=exif.tobytes())
+    with Image.open(tmp_path / "a.png") as reopened:
+        assert reopened.info.get("icc_profile") == icc
+        assert reopened.getexif().get(0x010E) == "a description"
+        assert np.array_equal(np.asarray(reopened), (image[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8))
