@@ -173,3 +173,19 @@ def test_feature_discriminator_scores_with_either_unet_kind(unet):
     assert logits.shape[0] == 2 and logits.dim() == 2 and torch.isfinite(logits).all()
     assert not torch.equal(discriminator(x, torch.randn(2, 8, 8, 8), torch.tensor([5, 900])), logits)
     assert all(not name.startswith("teacher") for name, _ in discriminator.named_parameters())
+
+
+def test_which_adaptive_weight_each_sample_gets_under_both_indexings():
+    """The weight table entry per sample, exactly: a pure one-step sample, and two-step samples started at steps
+    0, 1, 2 of a 4-step schedule (so trained at 1, 2, 3). Paper: by the trained step. Reference (the released
+    code, HEAD 8721d93): by the start step, and the last entry for the pure one-step sample."""
+    from turbosr.losses import timestep_adaptive_weight
+    from turbosr.train.adversarial_distill import weight_index
+
+    one_step = torch.tensor([True, False, False, False])
+    start = torch.tensor([0, 0, 1, 2])
+    trained = torch.where(one_step, 0, start + 1)
+    paper = timestep_adaptive_weight(weight_index(one_step, trained, start, 4, "paper"))
+    reference = timestep_adaptive_weight(weight_index(one_step, trained, start, 4, "reference"))
+    assert paper.tolist() == pytest.approx([0.5, 1.05, 2.205, 4.6305])
+    assert reference.tolist() == pytest.approx([4.6305, 0.5, 1.05, 2.205])

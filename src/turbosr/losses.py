@@ -95,7 +95,8 @@ def hinge_generator_loss(fake_logits: torch.Tensor) -> torch.Tensor:
 
 # AddSR's timestep-adaptive distillation weights (Xie et al. 2024, arXiv 2404.01717, sec. 3.3), indexed by the
 # step k = 1..4 of the 4-step schedule (t = 999, 749, 499, 249). The paper's form is exponential, 0.5 * 2.1^(k-1);
-# an earlier version of the paper used a linear ramp. (The released code uses 0.85, 1, 1.2, 1.4 instead.)
+# an earlier version of the paper used a linear ramp. (The released code at HEAD, 8721d93, uses the same
+# exponential; only its first upload, 1ee0800, had 0.85, 1, 1.2, 1.4.)
 ADAPTIVE_WEIGHT_FORMS = {
     "exponential": (0.5, 1.05, 2.205, 4.6305),
     "linear": (0.7, 0.9, 1.1, 1.3),

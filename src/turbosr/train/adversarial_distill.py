@@ -81,7 +81,9 @@ class AdversarialDistillConfig:
     psr_train_weight: float = 1.0  # training condition: w * previous prediction + (1 - w) * LQ (reference: 1)
     hr_regulated: bool = True  # the teacher is conditioned on the HR latent (else on the LQ latent)
     distill_weighting: str = "exponential"  # "exponential" | "linear" | "fixed" (losses.ADAPTIVE_WEIGHT_FORMS)
-    adaptive_indexing: str = "paper"  # "paper" (by the trained step) | "reference" (by the no-grad start step)
+    # "reference" (the released code, HEAD 8721d93: by the no-grad start step, pure one-step samples last) |
+    # "paper" (by the trained step); reference is the default: it is the released recipe and it won the CPU ablation
+    adaptive_indexing: str = "reference"
     adversarial_weight: float = 0.02  # 0 switches the adversarial loss off
     discriminator: str = "features"  # "features" (frozen teacher encoder + heads) | "pixel" (PatchGAN)
     discriminator_learning_rate: float = 2e-4
@@ -101,6 +103,21 @@ class AdversarialDistillConfig:
         for name in ("one_step_fraction", "psr_train_weight"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+
+
+def weight_index(one_step: torch.Tensor, trained_index: torch.Tensor, start_index: torch.Tensor, num_steps: int,
+                 indexing: str) -> torch.Tensor:
+    """Which entry of the timestep-adaptive weight table each sample's distillation loss gets (B,):
+
+    - ``paper`` (AddSR, sec. 3.3): the schedule step that is trained, so pure one-step samples get the first
+      (smallest) weight;
+    - ``reference`` (the released train_addsr.py at HEAD, 8721d93, 2024-05-23: ``TA_weight(t_TA)`` with
+      ``t_TA`` the no-grad start timestep of a two-step sample, 1000 for a pure one-step sample): the start step,
+      and the last (largest) entry for pure one-step samples.
+    """
+    if indexing == "paper":
+        return trained_index
+    return torch.where(one_step, num_steps - 1, start_index)
 
 
 def student_from(folder: str, psr_weight: float, num_steps: int = 4) -> SRPipeline:
@@ -201,12 +218,11 @@ def train(config: AdversarialDistillConfig) -> Path:
                     previous_hq = denoiser.from_x0(previous, lq_latent)
                 refined = config.psr_train_weight * previous_hq + (1 - config.psr_train_weight) * lq_latent
                 control = torch.where(one_step[:, None, None, None], lq_latent, refined)
-                reference_index = torch.where(one_step, config.num_steps - 1, start_index)
             else:
                 trained_index = torch.randint(config.num_steps, (batch,), generator=generator).to(one_step.device)
                 trained_index = torch.where(one_step, 0, trained_index)
                 control = lq_latent
-                reference_index = torch.where(one_step, config.num_steps - 1, trained_index)
+                start_index = trained_index  # without self-refinement a sample starts where it trains
             t = schedule[trained_index]
             x_t = add_noise(x0_hr, noise, t, alpha_bar)
             with sync, accelerator.autocast():
@@ -222,7 +238,7 @@ def train(config: AdversarialDistillConfig) -> Path:
                     anchor = hr_latent if config.hr_regulated else lq_latent
                     target = from_model_range(autoencoder.decode(
                         teacher_target(teacher, student_hq.detach(), anchor, s, teacher_noise)).float())
-                index = trained_index if config.adaptive_indexing == "paper" else reference_index
+                index = weight_index(one_step, trained_index, start_index, config.num_steps, config.adaptive_indexing)
                 weight = timestep_adaptive_weight(index, config.distill_weighting) * alpha_bar[s].sqrt()
                 distill = (weight * (student_image - target).pow(2).flatten(1).mean(1)).mean()
                 loss, terms = distill, {"distill": distill.detach()}
