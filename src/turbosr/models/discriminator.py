@@ -131,12 +131,14 @@ class InceptionDiscriminator(nn.Module):
 
     def _features(self, images: torch.Tensor) -> list[torch.Tensor]:
         """Inception's features at ``levels`` for images in [-1, 1] (its TF input range is about [-1, 1])."""
-        hidden = (images + 1.0) * (255.0 / 256.0) - 1.0  # x01 * 255/128 - 1 (metrics/fid.py), from x = 2 x01 - 1
+        hidden = (images.float() + 1.0) * (255.0 / 256.0) - 1.0  # x01 * 255/128 - 1 (metrics/fid.py), x = 2 x01 - 1
         features = []
-        for name, layer in zip(self.names, self.backbone[0], strict=True):
-            hidden = layer(hidden)
-            if name in self.levels:
-                features.append(hidden)
+        # float32 outside autocast: the TorchScript batch-norm backward refuses a bfloat16 gradient
+        with torch.autocast(device_type=images.device.type, enabled=False):
+            for name, layer in zip(self.names, self.backbone[0], strict=True):
+                hidden = layer(hidden)
+                if name in self.levels:
+                    features.append(hidden)
         return features
 
     def features(self, images: torch.Tensor) -> list[torch.Tensor]:
