@@ -201,7 +201,7 @@ def test_refitting_the_residual_scale_keeps_the_one_step_model(tmp_path, hr_fold
     """A new degradation's residual std replaces the old one and the UNet's output layer is rescaled to match:
     the one-step latent (and so the output) is the same function before training moves it."""
     from turbosr.data import make_lq
-    from turbosr.models.initial import lq_condition
+    from turbosr.train.initial import lq_condition
     from turbosr.train import decoder
     from turbosr.train.common import load_dataset
 

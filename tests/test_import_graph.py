@@ -1,4 +1,5 @@
-"""The package's module-level imports form no circle (the training-wing issue removed the config <-> presets one)."""
+"""The package's module-level imports form no circle, and they point one way: config <- models <- pipeline <- train
+(nothing below imports what is above it)."""
 
 import ast
 from pathlib import Path
@@ -40,3 +41,28 @@ def test_no_import_circle():
     for node in sorted(graph):
         if node not in state:
             visit(node, [])
+
+
+# The layers, bottom to top; a module may import its own layer and those below it, never one above.
+LAYERS = [
+    ("turbosr.config", "turbosr.degradations", "turbosr.image", "turbosr.image16", "turbosr.checkpoint",
+     "turbosr.colorfix", "turbosr.tiling", "turbosr.diffusion", "turbosr.losses", "turbosr.metrics",
+     "turbosr.data", "turbosr.corpus", "turbosr.scene_groups", "turbosr.distributed", "turbosr.reports"),
+    ("turbosr.models",),
+    ("turbosr.pipeline", "turbosr.streaming", "turbosr.baselines", "turbosr.weights"),
+    ("turbosr.train", "turbosr.demo", "turbosr.cli", "turbosr.__main__", "turbosr"),
+]
+
+
+def layer_of(module: str) -> int:
+    for index, layer in enumerate(LAYERS):
+        if any(module == prefix or module.startswith(prefix + ".") for prefix in layer if prefix != "turbosr"):
+            return index
+    assert module == "turbosr", f"{module} is in no layer: add it to LAYERS"
+    return len(LAYERS) - 1
+
+
+def test_imports_point_one_way():
+    upward = [f"{module} -> {imported}" for module, imports in module_imports().items() for imported in imports
+              if layer_of(imported) > layer_of(module)]
+    assert upward == [], "imports against config <- models <- pipeline <- train: " + "; ".join(upward)

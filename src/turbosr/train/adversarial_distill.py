@@ -41,7 +41,7 @@ from turbosr.diffusion import add_noise, predict_x0_eps, sampling_timesteps
 from turbosr.image import from_model_range, to_model_range
 from turbosr.losses import hinge_discriminator_loss, hinge_generator_loss, timestep_adaptive_weight
 from turbosr.models.discriminator import FeatureDiscriminator, PatchDiscriminator, diff_augment
-from turbosr.models.initial import lq_condition, without_fidelity_warp
+from turbosr.train.initial import lq_condition, without_fidelity_warp
 from turbosr.pipeline import SRPipeline
 from turbosr.train.common import (
     LATEST,

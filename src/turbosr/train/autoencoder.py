@@ -31,7 +31,7 @@ from turbosr.config import (
 from turbosr.image import from_model_range, to_model_range
 from turbosr.losses import image_loss
 from turbosr.models.autoencoders import Autoencoder, KLAutoencoder, PatchAutoencoder, save_autoencoder
-from turbosr.models.initial import fit_patch_autoencoder, setup_generator
+from turbosr.train.initial import fit_patch_autoencoder, setup_generator
 from turbosr.models.presets import build_autoencoder
 from turbosr.train.common import (
     LATEST,

@@ -4,7 +4,7 @@ Every method file (teacher.py, scale_distill.py, decoder.py, autoencoder.py) own
 (optimizer step, EMA, log, validate, checkpoint) is written out in it. Randomness comes from generators made
 here, never from global state: batch ``step`` of process ``rank`` is drawn from :func:`batch_generator` (so a
 resumed run sees exactly the batches the killed one would have); set-up draws (initial weights, latent fit,
-residual scale) come from :func:`turbosr.models.initial.setup_generator`.
+residual scale) come from :func:`turbosr.train.initial.setup_generator`.
 """
 
 from __future__ import annotations

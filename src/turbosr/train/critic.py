@@ -72,7 +72,7 @@ class Critic:
             return self.discriminator(seen)
         if self.config.critic == "inception":
             return self.discriminator(seen, to_model_range(lq))
-        from turbosr.models.initial import lq_condition
+        from turbosr.train.initial import lq_condition
 
         autoencoder, denoiser = self.pipeline.autoencoder, self.teacher
         lq_latent = lq_condition(autoencoder, lq, self.pipeline.scale)

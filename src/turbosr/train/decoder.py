@@ -39,7 +39,7 @@ from turbosr.config import (
 from turbosr.data import HRFolderDataset, make_lq
 from turbosr.losses import image_loss
 from turbosr.models.autoencoders import KLAutoencoder, PatchAutoencoder
-from turbosr.models.initial import (
+from turbosr.train.initial import (
     lq_condition,
     measure_residual_scale,
     setup_generator,

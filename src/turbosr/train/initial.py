@@ -1,7 +1,8 @@
 """Where a training run's model starts: loaded weights, or a fresh model whose latent space is fitted and whose
 residual target is normalised on the run's own data.
 
-Kept beside the model code (not in ``train/``) because benchmarks and every training method use it.
+Training set-up, so it lives in ``train/`` (it builds pipelines: the import direction is config <- models <-
+pipeline <- train).
 """
 
 from __future__ import annotations
