@@ -201,9 +201,9 @@ def test_refitting_the_residual_scale_keeps_the_one_step_model(tmp_path, hr_fold
     """A new degradation's residual std replaces the old one and the UNet's output layer is rescaled to match:
     the one-step latent (and so the output) is the same function before training moves it."""
     from turbosr.data import make_lq
-    from turbosr.train.initial import lq_condition
     from turbosr.train import decoder
     from turbosr.train.common import load_dataset
+    from turbosr.train.initial import lq_condition
 
     config = decoder_config(tmp_path, hr_folder, model_dir, "train_denoiser=true", "refit_residual_scale=true",
                             "data.degradation=realesrgan", "residual_scale_batches=1")

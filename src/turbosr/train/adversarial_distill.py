@@ -41,7 +41,6 @@ from turbosr.diffusion import add_noise, predict_x0_eps, sampling_timesteps
 from turbosr.image import from_model_range, to_model_range
 from turbosr.losses import hinge_discriminator_loss, hinge_generator_loss, timestep_adaptive_weight
 from turbosr.models.discriminator import FeatureDiscriminator, PatchDiscriminator, diff_augment
-from turbosr.train.initial import lq_condition, without_fidelity_warp
 from turbosr.pipeline import SRPipeline
 from turbosr.train.common import (
     LATEST,
@@ -55,6 +54,7 @@ from turbosr.train.common import (
     prepare,
     save_checkpoint,
 )
+from turbosr.train.initial import lq_condition, without_fidelity_warp
 from turbosr.train.reporting import StepReport
 from turbosr.train.validation import validate, validation_crops
 

@@ -31,7 +31,6 @@ from turbosr.config import (
 from turbosr.image import from_model_range, to_model_range
 from turbosr.losses import image_loss
 from turbosr.models.autoencoders import Autoencoder, KLAutoencoder, PatchAutoencoder, save_autoencoder
-from turbosr.train.initial import fit_patch_autoencoder, setup_generator
 from turbosr.models.presets import build_autoencoder
 from turbosr.train.common import (
     LATEST,
@@ -47,6 +46,7 @@ from turbosr.train.common import (
     save_checkpoint,
 )
 from turbosr.train.critic import Critic
+from turbosr.train.initial import fit_patch_autoencoder, setup_generator
 from turbosr.train.reporting import StepReport
 
 logger = logging.getLogger(__name__)

@@ -39,12 +39,6 @@ from turbosr.config import (
 from turbosr.data import HRFolderDataset, make_lq
 from turbosr.losses import image_loss
 from turbosr.models.autoencoders import KLAutoencoder, PatchAutoencoder
-from turbosr.train.initial import (
-    lq_condition,
-    measure_residual_scale,
-    setup_generator,
-    without_fidelity_warp,
-)
 from turbosr.pipeline import SRPipeline
 from turbosr.train.common import (
     LATEST,
@@ -60,6 +54,12 @@ from turbosr.train.common import (
     save_checkpoint,
 )
 from turbosr.train.critic import Critic
+from turbosr.train.initial import (
+    lq_condition,
+    measure_residual_scale,
+    setup_generator,
+    without_fidelity_warp,
+)
 from turbosr.train.reporting import StepReport
 from turbosr.train.validation import validate, validation_crops
 

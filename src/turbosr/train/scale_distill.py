@@ -26,7 +26,6 @@ from turbosr.diffusion import add_noise, output_from_x0_eps, predict_x0_eps, sam
 from turbosr.image import to_model_range
 from turbosr.losses import diffusion_loss
 from turbosr.models.denoiser import Denoiser
-from turbosr.train.initial import initial_pipeline, lq_condition
 from turbosr.pipeline import SRPipeline
 from turbosr.train.common import (
     LATEST,
@@ -40,6 +39,7 @@ from turbosr.train.common import (
     prepare,
     save_checkpoint,
 )
+from turbosr.train.initial import initial_pipeline, lq_condition
 from turbosr.train.reporting import StepReport
 from turbosr.train.validation import validate, validation_crops
 

@@ -36,7 +36,6 @@ from turbosr.degradations import upsample_lq
 from turbosr.diffusion import add_noise, sample_training_timesteps, training_target
 from turbosr.image import from_model_range, to_model_range
 from turbosr.losses import diffusion_loss, image_loss
-from turbosr.train.initial import lq_condition, without_fidelity_warp
 from turbosr.models.stablesr import FidelityWarp
 from turbosr.pipeline import SRPipeline
 from turbosr.train.common import (
@@ -51,6 +50,7 @@ from turbosr.train.common import (
     prepare,
     save_checkpoint,
 )
+from turbosr.train.initial import lq_condition, without_fidelity_warp
 from turbosr.train.reporting import StepReport
 from turbosr.train.validation import validate, validation_crops
 

@@ -19,7 +19,6 @@ from turbosr.data import make_lq
 from turbosr.diffusion import add_noise, sample_training_timesteps, training_target
 from turbosr.image import to_model_range
 from turbosr.losses import diffusion_loss
-from turbosr.train.initial import initial_pipeline, lq_condition
 from turbosr.train.common import (
     LATEST,
     Cadence,
@@ -32,6 +31,7 @@ from turbosr.train.common import (
     prepare,
     save_checkpoint,
 )
+from turbosr.train.initial import initial_pipeline, lq_condition
 from turbosr.train.reporting import StepReport
 from turbosr.train.validation import validate, validation_crops
 
