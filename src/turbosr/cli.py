@@ -42,7 +42,9 @@ def _add_upscale(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="noise seed (same seed, same output)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps ... (default: the process's device)")
     p.add_argument("--dtype", choices=DTYPES, default="float32")
-    p.add_argument("--color-fix", choices=("none", "adain", "wavelet"), default="none")
+    from turbosr.colorfix import COLOR_FIXES
+
+    p.add_argument("--color-fix", choices=tuple(COLOR_FIXES), default="none")
     p.add_argument("--format", default="png", choices=("png", "jpg", "webp", "tif", "same"),
                    help="output format (default png; 'same' keeps each input's). 16-bit inputs give 16-bit PNG/TIFF")
     p.add_argument("--quality", type=int, default=95, help="JPEG/WebP quality 1-100 (default 95)")

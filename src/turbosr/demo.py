@@ -34,6 +34,7 @@ from typing import Any
 
 import torch
 
+from turbosr.colorfix import COLOR_FIXES
 from turbosr.pipeline import DEFAULT_TILE, DEFAULT_TILE_OVERLAP, SRPipeline
 
 MAX_INPUT_PIXELS = 1024 * 1024  # per input image (x4: a 16-megapixel output)
@@ -43,7 +44,6 @@ MAX_WAITING = 8  # API requests that may wait for the one running job; more get 
 KEEP_RESULTS = 8  # page results whose files are kept (older ones are deleted)
 MAX_STEPS = 50
 TILES = (256, 512, 1024)
-COLOR_FIXES = ("none", "adain", "wavelet")
 
 
 class DemoInputError(ValueError):
@@ -122,17 +122,18 @@ def upscale_file(cache: ModelCache, path: str | Path, model: str, steps: int, se
     from turbosr.degradations import upsample_lq
     from turbosr.image import ImageReadError, load_image, read_image_size, save_image, upscale_alpha
 
+    # the page's own limits; every option is then checked by the pipeline's one validator
     if not 1 <= int(steps) <= MAX_STEPS:
         raise DemoInputError(f"steps must be between 1 and {MAX_STEPS}, got {steps}")
     if tile not in TILES:
         raise DemoInputError(f"tile must be one of {', '.join(map(str, TILES))}, got {tile}")
-    if color_fix not in COLOR_FIXES:
-        raise DemoInputError(f"colour fix must be one of {', '.join(COLOR_FIXES)}, got {color_fix!r}")
     pipeline = cache.get(model)
-    if not 0.0 <= fidelity <= 1.0:
-        raise DemoInputError(f"fidelity must be between 0 and 1, got {fidelity}")
-    if fidelity > 0 and not pipeline.has_cfw:
-        raise DemoInputError(f"model {model} has no fidelity (CFW) modules: set fidelity to 0")
+    fidelity_option = fidelity if fidelity or pipeline.has_cfw else None  # w = 0 is "off" on any model
+    try:
+        pipeline.check_options(int(steps), 1.0, int(tile), min(DEFAULT_TILE_OVERLAP, int(tile) // 4), color_fix,
+                               fidelity_option)
+    except ValueError as error:
+        raise DemoInputError(str(error)) from None
     try:
         width, height = read_image_size(path)  # the header only: nothing is decoded before this check
         if width * height > MAX_INPUT_PIXELS:
@@ -144,7 +145,7 @@ def upscale_file(cache: ModelCache, path: str | Path, model: str, steps: int, se
     start = time.perf_counter()
     output = pipeline(loaded.rgb, num_steps=int(steps), tile=int(tile), tile_overlap=min(DEFAULT_TILE_OVERLAP,
                       int(tile) // 4), color_fix=color_fix, generator=torch.Generator().manual_seed(int(seed)),
-                      fidelity=fidelity if pipeline.has_cfw else None, progress=progress)
+                      fidelity=fidelity_option, progress=progress)
     seconds = time.perf_counter() - start
     work_dir.mkdir(parents=True, exist_ok=True)
     stem = f"turbosr-{model}-{time.time_ns()}-{threading.get_ident()}"
@@ -223,7 +224,7 @@ def build_demo(models: dict[str, Path] | None = None, device: str = "cpu", work_
                 model = gr.Dropdown(model_choices(cache.models), value=next(iter(cache.models)), label="model")
                 steps = gr.Slider(1, MAX_STEPS, value=1, step=1, label="steps")
                 seed = gr.Number(0, precision=0, label="seed")
-                color_fix = gr.Radio(list(COLOR_FIXES), value="none", label="colour fix")
+                color_fix = gr.Radio(list(COLOR_FIXES), value="none", label="colour fix")  # colorfix's own list
                 tile = gr.Radio([str(t) for t in TILES], value=str(DEFAULT_TILE), label="tile (output pixels)")
                 fidelity = gr.Slider(0, 1, value=0, step=0.05, label="fidelity w (models with CFW modules: "
                                      "0 = realism, 1 = fidelity to the input)")
