@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# The learned decoder (YONOS decoder fine-tuning + StableSR CFW inside it) and one-step realism training, as run
+# for docs/realism.md and the built-in x4 / x4-real of 2026-12-01. Every step is a committed command.
+#   unet:     the UNet alone, continued (teacher loss, terminal fraction 0.5) from the shipped x4: one arm of
+#             "which pays per CPU-hour"
+#   decoder:  the learned decoder + CFW on the frozen x4 UNet (configs/decoder-x4-learned.yaml): the second arm
+#   joint:    the decoder and the UNet together as a one-step model (configs/joint-x4-learned.yaml): the third
+#   realism:  one-step adversarial training on the blind degradation against the Inception critic, from the joint
+#             run at 2,000 steps (configs/realism-x4-real.yaml; snapshot: runs/joint-x4-snap2000)
+#   critics:  the three critics (patchgan, inception, teacher) from the same start for the same minutes each
+#   arms:     the arms' validation curves as a table (docs/benchmarks/decoder_arms_val.md)
+#   select:   every candidate on the val pairs (bicubic and blind), for the default rule of docs/realism.md
+#   test:     the chosen models on the test pairs (published numbers)
+# Usage: bash scripts/decoder_realism_chain.sh unet|decoder|joint|realism|critics|arms|select|test
+# A killed run resumes from runs/<name>/checkpoint-latest. One CPU thread per run; two runs at a time at most.
+set -euo pipefail
+export OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1
+latest=checkpoint-latest/model
+CRITIC_MINUTES=${CRITIC_MINUTES:-15}
+case "${1:?unet, decoder, joint, realism, critics, arms, select or test}" in
+  unet)
+    turbosr train teacher --config configs/teacher-x4-small.yaml --set init_from=src/turbosr/weights/x4 \
+      --set terminal_fraction=0.5 --set run.max_steps=8000 --set optim.warmup_steps=100 --set run.num_threads=1 \
+      --set run.output_dir=runs/x4-unet-cont ;;
+  decoder) turbosr train decoder --config configs/decoder-x4-learned.yaml ;;
+  joint) turbosr train decoder --config configs/joint-x4-learned.yaml ;;
+  realism)
+    [ -d runs/joint-x4-snap2000 ] || { echo "runs/joint-x4-snap2000: copy runs/joint-x4-learned/$latest at step 2000"; exit 1; }
+    turbosr train decoder --config configs/realism-x4-real.yaml ;;
+  critics)
+    for critic in patchgan inception teacher; do
+      turbosr train decoder --config configs/realism-x4-real.yaml --set adversarial.critic=$critic \
+        --set run.max_minutes="$CRITIC_MINUTES" --set run.max_steps=100000 --set run.output_dir=runs/critic-$critic \
+        --set adversarial.feature_matching=0 --set run.validate_every_steps=0
+    done
+    python benchmarks/quality_vs_steps.py --lq data/val-x4-blind/lq --ref data/val-x4-blind/hq --scale 4 \
+      --crop-border 4 --threads 1 --baselines bicubic realesrgan_x4plus \
+      --model "critic patchgan=runs/critic-patchgan/$latest" --model "critic inception=runs/critic-inception/$latest" \
+      --model "critic teacher=runs/critic-teacher/$latest" --model "start (joint x4, 2,000 steps)=runs/joint-x4-snap2000" \
+      --steps 1 --metrics psnr_y ssim_y grid niqe patch_fid patch_kid --out docs/benchmarks/critics_val --resume ;;
+  arms)
+    python scripts/run_summary.py runs/x4-unet-cont runs/decoder-x4-learned runs/joint-x4-learned ;;
+  select)
+    for pairs in val-x4 val-x4-blind; do
+      python benchmarks/quality_vs_steps.py --lq data/$pairs/lq --ref data/$pairs/hq --scale 4 --crop-border 4 \
+        --threads 1 --baselines bicubic realesrgan_x4plus --model "x4 (shipped)=src/turbosr/weights/x4" \
+        --model "x4-real (shipped)=src/turbosr/weights/x4-real" --model "joint x4=runs/joint-x4-learned/$latest" \
+        --model "decoder x4=runs/decoder-x4-learned/$latest" --model "realism x4-real=runs/realism-x4-real/$latest" \
+        --steps 1 --metrics psnr_y ssim_y grid niqe patch_fid patch_kid --out docs/benchmarks/default_rule_$pairs --resume
+    done ;;
+  test)
+    for pairs in test-x4 test-x4-blind; do
+      python benchmarks/quality_vs_steps.py --lq data/$pairs/lq --ref data/$pairs/hq --scale 4 --crop-border 4 \
+        --threads 1 --baselines bicubic realesrgan_x4plus span_x4 --model "x4=src/turbosr/weights/x4" \
+        --model "x4-real=src/turbosr/weights/x4-real" --steps 1 \
+        --metrics psnr_y ssim_y grid niqe patch_fid patch_kid --out docs/benchmarks/builtins_$pairs --resume
+    done ;;
+esac
