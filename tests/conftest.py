@@ -44,6 +44,23 @@ def tiny_pipeline(tiny_config):
     return SRPipeline(denoiser, autoencoder, tiny_config)
 
 
+@pytest.fixture(scope="module")
+def smooth_photos(tmp_path_factory):
+    """Three 128 x 96 photo-like images (smooth noise at two scales), for tiny training runs."""
+    import numpy as np
+    from PIL import Image
+
+    folder = tmp_path_factory.mktemp("hr")
+    rng = np.random.default_rng(0)
+    for index in range(3):
+        image = np.zeros((96, 128, 3))
+        for size in (6, 24):
+            noise = rng.random((size, size * 4 // 3, 3))
+            image += np.asarray(Image.fromarray((noise * 255).astype(np.uint8)).resize((128, 96), Image.BICUBIC)) / 2
+        Image.fromarray(image.clip(0, 255).astype(np.uint8)).save(folder / f"p{index}.png")
+    return folder
+
+
 @pytest.fixture
 def lq_image():
     generator = torch.Generator().manual_seed(1)

@@ -21,16 +21,8 @@ from turbosr.train import stablesr
 
 
 @pytest.fixture(scope="module")
-def hr_folder(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("hr")
-    rng = np.random.default_rng(0)
-    for index in range(3):
-        image = np.zeros((96, 128, 3))
-        for size in (6, 24):
-            noise = rng.random((size, size * 4 // 3, 3))
-            image += np.asarray(Image.fromarray((noise * 255).astype(np.uint8)).resize((128, 96), Image.BICUBIC)) / 2
-        Image.fromarray(image.clip(0, 255).astype(np.uint8)).save(folder / f"p{index}.png")
-    return folder
+def hr_folder(smooth_photos) -> Path:
+    return smooth_photos
 
 
 @pytest.fixture(scope="module")

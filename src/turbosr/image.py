@@ -557,32 +557,25 @@ def find_images(inputs: Sequence[str | Path], skip: Path | None = None) -> Found
         if any(ch in text for ch in "*?["):
             root = glob_root(text)
             matcher = glob_regex(text)
-            matching = [f for f in walk_files(root) if matcher.match(f.relative_to(root).as_posix())] \
+            listed = [f for f in walk_files(root) if matcher.match(f.relative_to(root).as_posix())] \
                 if root.is_dir() else []
-            everything = [f for f in matching if f.suffix.lower() in IMAGE_SUFFIXES]
-            unsupported += [f for f in matching if f.suffix.lower() in UNSUPPORTED_SUFFIXES and not inside_skip(f)]
-            files = [f for f in everything if not inside_skip(f)]
-            skipped += len(everything) - len(files)
-            if not files:
-                raise FileNotFoundError(f"{text}: no image files match this pattern"
-                                        + (" outside the output folder" if everything else ""))
-            for file in files:
-                add(file, file.relative_to(root))
+            empty: Exception = FileNotFoundError(f"{text}: no image files match this pattern")
         elif path.is_dir():
             if skip_resolved is not None and path.resolve() == skip_resolved:
                 raise ValueError(f"{text} is the output folder itself: choose another output (-o)")
-            listed = list(walk_files(path))
-            everything = [f for f in listed if f.suffix.lower() in IMAGE_SUFFIXES]
-            unsupported += [f for f in listed if f.suffix.lower() in UNSUPPORTED_SUFFIXES and not inside_skip(f)]
-            files = [f for f in everything if not inside_skip(f)]
-            skipped += len(everything) - len(files)
-            if not files:
-                raise ValueError(f"{path}: no images ({', '.join(IMAGE_SUFFIXES)}) in this folder"
-                                 + (" outside the output folder" if everything else ""))
-            for file in files:
-                add(file, file.relative_to(path))
+            root, listed = path, list(walk_files(path))
+            empty = ValueError(f"{path}: no images ({', '.join(IMAGE_SUFFIXES)}) in this folder")
         elif path.is_file():
             add(path, Path(path.name))
+            continue
         else:
             raise FileNotFoundError(f"{text}: no such file or folder")
+        everything = [f for f in listed if f.suffix.lower() in IMAGE_SUFFIXES]
+        unsupported += [f for f in listed if f.suffix.lower() in UNSUPPORTED_SUFFIXES and not inside_skip(f)]
+        files = [f for f in everything if not inside_skip(f)]
+        skipped += len(everything) - len(files)
+        if not files:
+            raise type(empty)(f"{empty}{' outside the output folder' if everything else ''}")
+        for file in files:
+            add(file, file.relative_to(root))
     return FoundImages(sorted(found.items()), skipped, sorted(set(unsupported)))
