@@ -6,10 +6,13 @@
 The LQ input is the centre ``--lq-size`` crop of the image (a 2048² output at x4 for 512). Three outputs: the
 whole image in one tile (the reference), naive tiling (tiles of ``--tile`` output pixels, no overlap: each
 tile encoded, denoised and decoded on its own) and turbosr's aggregation sampling (overlapping latent tiles
-fused with Gaussian weights at every denoising step, StableSR sec. 3.4; ``--overlap``). For each tiled output:
+fused with Gaussian weights at every denoising step, StableSR sec. 3.4; ``--overlap``), once with turbosr's
+weights (sigma 0.3 x tile and ramps at interior tile edges) and once with StableSR's released ones (sigma 0.1 x
+tile, no ramps). (The decoder is tiled exactly in both: halo tiling.) For each tiled output:
 the mean absolute difference to the reference in 8-px bands along the tile borders and in the rest, their
 ratio (1 = the borders are no worse than anywhere else), and the mean jump across border lines vs across other
-lines. Writes OUT.md, OUT.json and OUT.png (a crop around a tile corner: naive | aggregation | reference).
+lines. Writes OUT.md, OUT.json and OUT.png (a crop around a tile corner: naive | aggregation | StableSR's
+weights | reference).
 """
 
 from __future__ import annotations
@@ -92,7 +95,8 @@ def main(argv: list[str] | None = None) -> None:
     lq = image[..., top : top + size, left : left + size]
     out_size = size * pipeline.scale
 
-    def upscale(tile: int, overlap: int) -> tuple[torch.Tensor, float]:
+    def upscale(tile: int, overlap: int, aggregation: str = "gaussian") -> tuple[torch.Tensor, float]:
+        pipeline.aggregation = aggregation
         start = time.perf_counter()
         output = pipeline(lq, num_steps=args.steps, tile=tile, tile_overlap=overlap,
                           generator=torch.Generator().manual_seed(0))
@@ -101,8 +105,10 @@ def main(argv: list[str] | None = None) -> None:
     reference, reference_seconds = upscale(out_size, 0)
     rows = []
     outputs = {}
-    for name, overlap in (("naive tiling", 0), ("aggregation sampling", args.overlap)):
-        output, seconds = upscale(args.tile, overlap)
+    for name, overlap, aggregation in (("naive tiling", 0, "gaussian"),
+                                       ("aggregation sampling", args.overlap, "gaussian"),
+                                       ("aggregation, StableSR's weights", args.overlap, "stablesr")):
+        output, seconds = upscale(args.tile, overlap, aggregation)
         outputs[name] = output
         mask = border_mask(out_size, out_size, args.tile, overlap)
         error = (output - reference).abs().mean(dim=(0, 1))
@@ -136,7 +142,8 @@ def main(argv: list[str] | None = None) -> None:
     corners = [(y, x) for y in range(args.tile, out_size, args.tile) for x in range(args.tile, out_size, args.tile)]
     y, x = max(corners, key=lambda c: float(reference[..., c[0] - half : c[0] + half, c[1] - half : c[1] + half].std()))
     crops = [o[..., y - half : y + half, x - half : x + half]
-             for o in (outputs["naive tiling"], outputs["aggregation sampling"], reference)]
+             for o in (outputs["naive tiling"], outputs["aggregation sampling"],
+                       outputs["aggregation, StableSR's weights"], reference)]
     strip = torch.cat(crops, dim=-1)
     save_image(torch.nn.functional.interpolate(strip, scale_factor=2, mode="nearest"), args.out.with_suffix(".png"),
                overwrite=True)

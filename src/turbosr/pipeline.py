@@ -71,6 +71,9 @@ class SRPipeline:
         self.alpha_bar = make_alpha_bar(config.schedule)
         self.device = torch.device("cpu")
         self.dtype = torch.float32
+        # how the denoiser's overlapping latent tiles are blended (tiling.TILE_WEIGHTS): "gaussian" (turbosr's,
+        # the default: docs/benchmarks/tiling_seams.md) or "stablesr" (StableSR's released weights)
+        self.aggregation = "gaussian"
 
     @property
     def scale(self) -> int:
@@ -287,7 +290,7 @@ class SRPipeline:
                         + (1 - sampler.psr_weight) * condition)
                 return denoiser(x, condition, t, control)
 
-            return tiled_map(tile, x_t, latent_tile or max(shape[-2:]), latent_overlap)
+            return tiled_map(tile, x_t, latent_tile or max(shape[-2:]), latent_overlap, weight=self.aggregation)
 
         timesteps = sampler.timesteps(num_steps, self.config.schedule.num_train_timesteps, strength)
         on_step = (lambda i: progress(i, len(timesteps))) if progress else None

@@ -102,13 +102,19 @@ def plan_cores(height: int, width: int, tile: int, halo: int) -> list[tuple[Tile
     return pairs
 
 
+# How overlapping tile outputs are joined: "gaussian" (turbosr: sigma 0.3 x tile, and ramps to ~0 at tile edges
+# inside the image), "stablesr" (StableSR's released weights: a Gaussian of variance 0.01 over the unit tile,
+# sigma 0.1 x tile, no ramps), "uniform" (plain averaging), "crop" (exact cores with a halo, no blending).
+TILE_WEIGHTS = ("gaussian", "stablesr", "uniform", "crop")
+
+
 def tiled_map(fn: Callable[[torch.Tensor, Tile], torch.Tensor], x: torch.Tensor, tile: int, overlap: int,
               out_scale: float = 1.0, weight: str = "gaussian", rows: tuple[int, int] | None = None) -> torch.Tensor:
     """Apply ``fn(x_tile, tile)`` over tiles of ``x`` (B, C, H, W) and join the outputs.
 
     ``fn`` maps a (B, C, h, w) tile to (B, C', h * out_scale, w * out_scale); ``out_scale`` is an integer
-    (e.g. 8 for a decoder) or 1 / integer (e.g. 1/8 for an encoder). ``weight`` "gaussian" or "uniform" blends
-    tiles overlapping by ``overlap`` pixels; "crop" computes non-overlapping cores with a halo of ``overlap``
+    (e.g. 8 for a decoder) or 1 / integer (e.g. 1/8 for an encoder). ``weight`` "gaussian", "stablesr" or
+    "uniform" blends tiles overlapping by ``overlap`` pixels (TILE_WEIGHTS); "crop" computes non-overlapping cores with a halo of ``overlap``
     pixels and keeps the cores (exact for a network whose receptive radius is at most the halo); with ``rows``
     (a, b), multiples of ``tile``, only the cores of input rows [a, b) are computed and their output returned:
     a horizontal strip of the whole result, bit for bit (the same windows), for streaming.
@@ -125,8 +131,8 @@ def tiled_map(fn: Callable[[torch.Tensor, Tile], torch.Tensor], x: torch.Tensor,
     for name, value in (("height", height), ("width", width), ("tile", tile), ("overlap", overlap)):
         if (value * ratio).denominator != 1:
             raise ValueError(f"{name} {value} is not divisible by {ratio.denominator} (out_scale {out_scale})")
-    if weight not in ("gaussian", "uniform", "crop"):
-        raise ValueError(f"weight must be 'gaussian', 'uniform' or 'crop', got {weight!r}")
+    if weight not in TILE_WEIGHTS:
+        raise ValueError(f"weight must be one of {', '.join(TILE_WEIGHTS)}, got {weight!r}")
     if weight == "crop":
         return _cropped_map(fn, x, tile, overlap, ratio, rows)
     output: torch.Tensor | None = None
@@ -140,13 +146,14 @@ def tiled_map(fn: Callable[[torch.Tensor, Tile], torch.Tensor], x: torch.Tensor,
         if output is None:
             output = result.new_zeros(*result.shape[:2], int(height * ratio), int(width * ratio))
             total = result.new_zeros(1, 1, int(height * ratio), int(width * ratio))
-        if weight == "gaussian":
-            w = gaussian_weights(oy1 - oy0, ox1 - ox0, device=result.device, dtype=result.dtype)
-        else:
+        if weight == "uniform":
             w = result.new_ones(1, 1, oy1 - oy0, ox1 - ox0)
-        out_window = Tile(oy0, ox0, oy1, ox1)
-        w = w * edge_ramps(out_window, int(height * ratio), int(width * ratio), int(overlap * ratio) // 2,
-                           device=result.device, dtype=result.dtype)
+        else:
+            w = gaussian_weights(oy1 - oy0, ox1 - ox0, 0.1 if weight == "stablesr" else 0.3, device=result.device,
+                                 dtype=result.dtype)
+        if weight != "stablesr":
+            w = w * edge_ramps(Tile(oy0, ox0, oy1, ox1), int(height * ratio), int(width * ratio),
+                               int(overlap * ratio) // 2, device=result.device, dtype=result.dtype)
         output[..., oy0:oy1, ox0:ox1] += result * w
         total[..., oy0:oy1, ox0:ox1] += w
     assert output is not None and total is not None
