@@ -143,3 +143,30 @@ def test_sft_conditioning_follows_the_latent_tiles(prior_dir):
     assert tiled.shape == whole.shape == (1, 3, 192, 192)
     assert float((whole - tiled).abs().mean()) < 0.05
     assert float((whole - tiled).abs().mean()) < float((whole - prior).abs().mean())
+
+
+def test_sft_sits_in_the_down_blocks_by_default_and_older_folders_keep_their_placement(prior_dir, tmp_path):
+    """StableSR's released placement: an SFT layer on every ResNet of the down, mid and up blocks; the layers on
+    the down blocks are live (a non-zero one changes the output). A folder without the field (written before it
+    existed) loads with the mid and up blocks only."""
+    import json
+
+    pipeline = stablesr.with_sft(str(prior_dir), True)
+    unet = pipeline.denoiser.unet
+    counts = {name: sum(len(b.resnets) for b in blocks) for name, blocks in
+              (("down", unet.down_blocks), ("up", unet.up_blocks))}
+    mid = len(unet.mid_block.resnets)
+    assert len(pipeline.denoiser.sft.layers) == counts["down"] + mid + counts["up"] and pipeline.config.sft_down
+    bare = stablesr.with_sft(str(prior_dir), True, down=False)
+    assert len(bare.denoiser.sft.layers) == mid + counts["up"]
+    lq_latent = torch.randn(1, 8, 8, 8, generator=torch.Generator().manual_seed(0))
+    before = pipeline.denoise_latents(lq_latent, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        torch.nn.init.normal_(pipeline.denoiser.sft.layers[0].beta.weight, 0, 0.5)  # a down-block layer
+    assert pipeline.denoiser.sft.levels[0] == 0
+    assert not torch.allclose(pipeline.denoise_latents(lq_latent, generator=torch.Generator().manual_seed(1)), before)
+    bare.save_pretrained(tmp_path / "old")
+    meta = json.loads((tmp_path / "old" / "config.json").read_text())
+    del meta["model"]["sft_down"]  # as a folder written before the field existed
+    (tmp_path / "old" / "config.json").write_text(json.dumps(meta))
+    assert not SRPipeline.from_pretrained(tmp_path / "old").config.sft_down

@@ -84,6 +84,9 @@ class ModelConfig:
     # through SFT layers (models/stablesr.py); sft_time_aware=false is the paper's time-agnostic ablation
     sft: bool = False
     sft_time_aware: bool = True
+    # SFT placement: every ResNet of the down, mid and up blocks (true; StableSR's released code) or of the mid
+    # and up blocks only (false; turbosr before 2026-12-01, so older model folders without the field load so)
+    sft_down: bool = True
 
     def __post_init__(self) -> None:
         checks = {

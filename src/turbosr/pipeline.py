@@ -157,7 +157,8 @@ class SRPipeline:
             if not isinstance(meta.get(key), kind):
                 raise ModelFolderError(f"{folder}/config.json: '{key}' must be a {kind.__name__}, got "
                                        f"{meta.get(key)!r}")
-        config = from_dict(ModelConfig, meta["model"])
+        # folders written before SFT could sit in the down blocks modulate the mid and up blocks only
+        config = from_dict(ModelConfig, {"sft_down": False, **meta["model"]})
         classes = _unet_classes()
         if meta["unet_class"] not in classes:
             raise ModelFolderError(f"{folder}: unknown UNet class {meta['unet_class']!r}")
@@ -166,7 +167,7 @@ class SRPipeline:
         state = checkpoint.expand_state(checkpoint.load_tensors(folder / "denoiser.safetensors"))
         prompt = state.get("prompt_embedding")
         denoiser = Denoiser(unet, config.latent_channels, config.target, prompt, config.control, config.sft,
-                            config.sft_time_aware)
+                            config.sft_time_aware, config.sft_down)
         denoiser.load_state_dict(state, strict=True)
         autoencoder = autoencoder_from_config(meta["autoencoder"])
         autoencoder.load_state_dict(checkpoint.load_tensors(folder / "autoencoder.safetensors"), strict=True)

@@ -21,7 +21,7 @@ class Denoiser(nn.Module):
 
     def __init__(self, unet: nn.Module, latent_channels: int, target: str,
                  prompt_embedding: torch.Tensor | None = None, control: bool = False, sft: bool = False,
-                 sft_time_aware: bool = True) -> None:
+                 sft_time_aware: bool = True, sft_down: bool = True) -> None:
         super().__init__()
         self.unet = unet
         self.latent_channels = latent_channels
@@ -40,14 +40,14 @@ class Denoiser(nn.Module):
         # StableSR: SFT modulation of the (frozen) UNet by a time-aware encoder of the LQ latent
         self.sft = None
         if sft:
-            self.add_sft(sft_time_aware)
+            self.add_sft(sft_time_aware, sft_down)
 
-    def add_sft(self, time_aware: bool = True) -> None:
+    def add_sft(self, time_aware: bool = True, down: bool = True) -> None:
         """Attach a zero-initialised SFT conditioner (the UNet's outputs stay exactly the same)."""
         from turbosr.models.stablesr import SFTConditioner
 
         if self.sft is None:
-            self.sft = SFTConditioner(self.unet, self.latent_channels, time_aware=time_aware).to(
+            self.sft = SFTConditioner(self.unet, self.latent_channels, time_aware=time_aware, down=down).to(
                 self.residual_scale.device)
 
     def add_control(self) -> None:

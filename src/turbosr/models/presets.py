@@ -80,7 +80,7 @@ def build_model(config: ModelConfig) -> tuple[Denoiser, Autoencoder]:
     if config.unet == "unet2d_condition":
         prompt = torch.zeros(1, config.prompt_tokens, config.cross_attention_dim)
     return Denoiser(build_unet(config), config.latent_channels, config.target, prompt, config.control, config.sft,
-                    config.sft_time_aware), autoencoder
+                    config.sft_time_aware, config.sft_down), autoencoder
 
 
 def describe_loaded(config: ModelConfig, denoiser: Denoiser, autoencoder: Autoencoder) -> ModelConfig:

@@ -83,10 +83,11 @@ class SFTLayer(nn.Module):
 
 
 class SFTConditioner(nn.Module):
-    """The time-aware encoder and one SFT layer per ResNet of the UNet's up blocks (and its mid block)."""
+    """The time-aware encoder and one SFT layer per ResNet of the UNet's mid and up blocks, and with ``down``
+    (StableSR's released placement) of its down blocks too."""
 
     def __init__(self, unet: nn.Module, latent_channels: int, channels: tuple[int, ...] | None = None,
-                 time_aware: bool = True) -> None:
+                 time_aware: bool = True, down: bool = True) -> None:
         super().__init__()
         widths = tuple(unet.config.block_out_channels)
         self.channels = channels or tuple(max(32, width // 2) for width in widths)
@@ -95,7 +96,11 @@ class SFTConditioner(nn.Module):
         self.encoder = TimeAwareEncoder(latent_channels, self.channels, time_aware)
         self.levels: list[int] = []  # encoder level of each layer
         self.layers = nn.ModuleList()
-        targets = [(len(widths) - 1, resnet) for resnet in unet.mid_block.resnets]
+        targets = []
+        if down:  # a down block's ResNets run at its level's resolution (its downsampler comes after them)
+            for index, block in enumerate(unet.down_blocks):
+                targets += [(index, resnet) for resnet in block.resnets]
+        targets += [(len(widths) - 1, resnet) for resnet in unet.mid_block.resnets]
         for index, block in enumerate(unet.up_blocks):
             targets += [(len(widths) - 1 - index, resnet) for resnet in block.resnets]
         for level, resnet in targets:

@@ -63,7 +63,7 @@ class StableSRConfig:
 
     prior: str  # model folder: the frozen prior (stage sft), or the model that gets CFW modules (stage cfw)
     stage: str = "sft"  # "sft" | "cfw"
-    model: ModelConfig = field(default_factory=ModelConfig)  # scale (checked), sft_time_aware (stage sft)
+    model: ModelConfig = field(default_factory=ModelConfig)  # scale (checked), sft_time_aware, sft_down (stage sft)
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     run: RunConfig = field(default_factory=RunConfig)
@@ -79,13 +79,13 @@ class StableSRConfig:
             raise ConfigError("sample_steps and cfw_channels must be positive")
 
 
-def with_sft(folder: str, time_aware: bool) -> SRPipeline:
+def with_sft(folder: str, time_aware: bool, down: bool = True) -> SRPipeline:
     """The prior with a zero-initialised SFT conditioner; everything but the conditioner frozen. A CFW module of
     the prior is left out: it was trained for the prior's outputs, which SFT changes (train CFW again after)."""
     loaded = without_fidelity_warp(SRPipeline.from_pretrained(folder), folder)
     loaded.denoiser.requires_grad_(False)
-    loaded.denoiser.add_sft(time_aware)
-    config = dataclasses.replace(loaded.config, sft=True, sft_time_aware=time_aware)
+    loaded.denoiser.add_sft(time_aware, down)
+    config = dataclasses.replace(loaded.config, sft=True, sft_time_aware=time_aware, sft_down=down)
     return SRPipeline(loaded.denoiser, loaded.autoencoder, config)
 
 
@@ -99,7 +99,7 @@ def train_sft(config: StableSRConfig) -> Path:
     run, data, scale = config.run, config.data, config.model.scale
     accelerator = make_accelerator(run)
     dataset = load_dataset(data, scale)
-    pipeline = with_sft(config.prior, config.model.sft_time_aware)
+    pipeline = with_sft(config.prior, config.model.sft_time_aware, config.model.sft_down)
     if pipeline.scale != scale:
         raise ValueError(f"{config.prior} is an x{pipeline.scale} model; set model.scale={pipeline.scale}")
     autoencoder = pipeline.autoencoder.to(accelerator.device).requires_grad_(False)
