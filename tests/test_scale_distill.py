@@ -47,28 +47,32 @@ def hr(tmp_path):
     return tmp_path
 
 
-def test_swapping_the_teacher_changes_the_distillation_loss(tmp_path, hr):
+def test_the_student_regresses_exactly_the_teachers_prediction(tmp_path, hr):
+    """An oracle teacher whose network outputs the constant c (x0 prediction, latent target: the student's target
+    is then c itself, whatever the batch) and a student starting at the constant b: the first step's logged loss
+    is exactly mean((b - c)^2). Any other teacher (or ground truth leaking in) would give another number."""
     from turbosr.config import load_config
     from turbosr.pipeline import SRPipeline
     from turbosr.train import scale_distill
 
-    teachers = []
-    for seed in (0, 1):
-        config = model_config("tiny", scale=2)
-        torch.manual_seed(seed)
+    c = torch.linspace(-0.5, 0.5, 8)
+    b = torch.linspace(0.3, -0.2, 8)
+    folders = {}
+    for name, scale, bias in (("teacher", 2, c), ("student", 4, b)):
+        config = model_config("tiny", scale=scale, target="latent", prediction_type="sample")
+        torch.manual_seed(0)
         denoiser, autoencoder = build_model(config)
-        torch.nn.init.normal_(denoiser.unet.conv_out.weight, 0, 0.05)
+        with torch.no_grad():
+            denoiser.unet.conv_out.weight.zero_()
+            denoiser.unet.conv_out.bias.copy_(bias)
         autoencoder.fit(torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(9)) * 2 - 1)
-        folder = tmp_path / f"teacher{seed}"
-        SRPipeline(denoiser, autoencoder, config).save_pretrained(folder)
-        teachers.append(folder)
-    losses = []
-    for index, folder in enumerate(teachers):
-        config = load_config(scale_distill.ScaleDistillConfig, None, [
-            "model.preset=tiny", f"data.folder={hr}", "data.crop_size=64",
-            f"run.output_dir={tmp_path / f'run{index}'}", "run.max_steps=1", "run.batch_size=2",
-            "run.log_every_steps=1", f"teacher={folder}", "teacher_scale=2", f"init_from={teachers[0]}",
-        ])
-        scale_distill.train(config)
-        losses.append(json.loads((tmp_path / f"run{index}" / "log.jsonl").read_text().splitlines()[0])["loss"])
-    assert losses[0] != pytest.approx(losses[1], rel=1e-3)
+        folders[name] = tmp_path / name
+        SRPipeline(denoiser, autoencoder, config).save_pretrained(folders[name])
+    config = load_config(scale_distill.ScaleDistillConfig, None, [
+        "model.preset=tiny", "model.target=latent", "model.prediction_type=sample", f"data.folder={hr}",
+        "data.crop_size=64", f"run.output_dir={tmp_path / 'run'}", "run.max_steps=1", "run.batch_size=2",
+        "run.log_every_steps=1", f"teacher={folders['teacher']}", "teacher_scale=2",
+        f"init_from={folders['student']}"])
+    scale_distill.train(config)
+    logged = json.loads((tmp_path / "run" / "log.jsonl").read_text().splitlines()[0])["loss"]
+    assert logged == pytest.approx(float(((b - c) ** 2).mean()), rel=1e-5)
