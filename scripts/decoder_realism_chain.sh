@@ -39,7 +39,13 @@ case "${1:?unet, decoder, joint, realism, critics, arms, select or test}" in
       --model "critic teacher=runs/critic-teacher/$latest" --model "start (joint x4, 2,000 steps)=runs/joint-x4-snap2000" \
       --steps 1 --metrics psnr_y ssim_y grid niqe patch_fid patch_kid --out docs/benchmarks/critics_val --resume ;;
   arms)
-    python scripts/run_summary.py runs/x4-unet-cont runs/decoder-x4-learned runs/joint-x4-learned ;;
+    { echo "# Which pays per CPU-minute: the UNet alone, the learned decoder alone, or both (one-step, val)"; echo
+      echo "Validation during training: one-step PSNR-Y on 21 fixed 128-px val crops (bicubic x4; the shipped x4"
+      echo "scores 36.349 there, bicubic 35.816) and the grid figure beside the HR crops' own. Minutes are training"
+      echo "minutes on one CPU thread, each run sharing the 2 cores with another job. Command:"
+      echo "\`bash scripts/decoder_realism_chain.sh arms\`"; echo
+      python scripts/run_summary.py --curve runs/x4-unet-cont runs/decoder-x4-learned runs/joint-x4-learned
+    } > docs/benchmarks/decoder_arms_val.md ;;
   select)
     for pairs in val-x4 val-x4-blind; do
       python benchmarks/quality_vs_steps.py --lq data/$pairs/lq --ref data/$pairs/hq --scale 4 --crop-border 4 \

@@ -47,10 +47,33 @@ def summarise(folder: Path) -> str:
             f"| {rate:.1f} | {validation} |")
 
 
+def curve(folder: Path) -> list[str]:
+    """Markdown rows: every validation of the run with the training minutes spent up to it (gaps left out as
+    above), so that runs can be compared per CPU-minute as well as per step."""
+    records = [json.loads(line) for line in (folder / "log.jsonl").read_text().splitlines() if line.strip()]
+    rows, minutes, last_time = [], 0.0, None
+    for record in records:
+        if "time" in record:
+            if last_time is not None and 0 < record["time"] - last_time <= GAP_S:
+                minutes += (record["time"] - last_time) / 60
+            last_time = record["time"]
+        if "val_psnr_y" in record:
+            grid = f"{record['val_grid']:.3f} (HR {record['val_grid_hr']:.3f})" if "val_grid" in record else "-"
+            rows.append(f"| {folder.name} | {record['step']:,} | {minutes:.1f} | {record['val_psnr_y']:.3f} | {grid} |")
+    return rows
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("runs", nargs="+", type=Path, help="training output folders (with log.jsonl)")
+    parser.add_argument("--curve", action="store_true", help="every validation with the minutes spent up to it")
     args = parser.parse_args(argv)
+    if args.curve:
+        print("| run | step | training minutes | validation PSNR-Y, 1 step | validation grid figure |")
+        print("|---|---|---|---|---|")
+        for folder in args.runs:
+            print("\n".join(curve(folder)))
+        return
     print("| run | steps | wall time | last logged loss (mean of last 10 logs) | images/s | validation PSNR-Y, 1 step |")
     print("|---|---|---|---|---|---|")
     for folder in args.runs:
