@@ -40,11 +40,24 @@ case "${1:?unet, decoder, joint, realism, critics, arms, select or test}" in
       --steps 1 --metrics psnr_y ssim_y grid niqe patch_fid patch_kid --out docs/benchmarks/critics_val --resume ;;
   arms)
     { echo "# Which pays per CPU-minute: the UNet alone, the learned decoder alone, or both (one-step, val)"; echo
-      echo "Validation during training: one-step PSNR-Y on 21 fixed 128-px val crops (bicubic x4; the shipped x4"
-      echo "scores 36.349 there, bicubic 35.816) and the grid figure beside the HR crops' own. Minutes are training"
-      echo "minutes on one CPU thread, each run sharing the 2 cores with another job. Command:"
+      echo "Validation during training: one-step PSNR-Y on 21 fixed 128-px val crops (bicubic x4) and the grid"
+      echo "figure beside the HR crops' own. Minutes are training minutes on one CPU thread, each run sharing the"
+      echo "2 cores with another job; the shipped x4, where every arm starts, is the row at 0 minutes. Command:"
       echo "\`bash scripts/decoder_realism_chain.sh arms\`"; echo
       python scripts/run_summary.py --curve runs/x4-unet-cont runs/decoder-x4-learned runs/joint-x4-learned
+      python - <<'PY'
+from turbosr.config import load_config
+from turbosr.pipeline import SRPipeline
+from turbosr.train.decoder import DecoderConfig
+from turbosr.train.reporting import RunLog
+from turbosr.train.validation import validate, validation_crops
+
+data = load_config(DecoderConfig, "configs/decoder-x4-learned.yaml").data
+r = validate(SRPipeline.from_pretrained("src/turbosr/weights/x4"), validation_crops(data, 4, 21), data, 0,
+             RunLog("runs", enabled=False))
+print(f"| shipped x4 (the start) | 0 | 0.0 | {r['val_psnr_y']:.3f} | {r['val_grid']:.3f} (HR {r['val_grid_hr']:.3f}) |")
+print(f"| bicubic | - | - | {r['val_psnr_y_bicubic']:.3f} | - |")
+PY
     } > docs/benchmarks/decoder_arms_val.md ;;
   select)
     for pairs in val-x4 val-x4-blind; do
