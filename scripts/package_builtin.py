@@ -38,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     package.add_argument("--name", required=True, help="built-in name, e.g. x4 or x4-real")
     package.add_argument("--pairs", action="append", required=True, metavar="TITLE=FOLDER",
                          help="evaluation pair set (FOLDER/lq, FOLDER/hq, FOLDER/manifest.json), repeatable")
-    package.add_argument("--metrics", nargs="+", default=["psnr_y", "ssim_y", "niqe"])
+    package.add_argument("--metrics", nargs="+", default=["psnr_y", "ssim_y", "niqe", "grid", "patch_kid"])
     package.add_argument("--baselines", nargs="*", default=["bicubic", "lanczos"])
     package.add_argument("--storage", choices=("float16", "int8"), default="float16")
     package.add_argument("--steps", type=int, nargs="+", default=[1],
@@ -109,12 +109,15 @@ def evaluate(pipeline, title: str, pairs: Path, metrics: list[str], baselines: l
         return upscale
 
     ours = [(f"turbosr ({n} step{'s' if n > 1 else ''})", upscaler(n, None)) for n in steps]
-    if pipeline.fidelity_warp is not None:  # StableSR CFW modules: also the most faithful setting
+    if pipeline.has_cfw:  # StableSR CFW: also the most faithful setting
         ours.append(("turbosr (1 step, --fidelity 1)", upscaler(1, 1.0)))
     scores, count = {}, 0
     for method, upscale in (*ours, *((b, baseline_upscaler(b, scale)) for b in baselines)):
-        result = evaluate_upscaler(upscale, pairs / "lq", pairs / "hq", metrics, crop_border=scale)
+        result = evaluate_upscaler(upscale, pairs / "lq", pairs / "hq", metrics, crop_border=scale,
+                                   grid_period=pipeline.autoencoder.factor)
         scores[method], count = result["mean"], result["count"]
+        if result.get("reference_mean"):  # the HR photos' own value of the artifact figure
+            scores["HR"] = result["reference_mean"]
     identity = pairs_identity(pairs / "lq", pairs / "hq")
     return {"title": title, "pairs": identity, "description": describe_pairs(identity), "count": count,
             "metrics": metrics, "scores": scores}

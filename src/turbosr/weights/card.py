@@ -10,7 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 METRIC_NAMES = {"psnr_y": ("PSNR-Y", ".2f", "↑"), "ssim_y": ("SSIM-Y", ".4f", "↑"), "niqe": ("NIQE", ".2f", "↓"),
-                "patch_fid": ("patch FID", ".1f", "↓"), "psnr": ("PSNR", ".2f", "↑"), "ssim": ("SSIM", ".4f", "↑")}
+                "patch_fid": ("patch FID", ".1f", "↓"), "psnr": ("PSNR", ".2f", "↑"), "ssim": ("SSIM", ".4f", "↑"),
+                "patch_kid": ("patch KID x1000", ".1f", "↓"), "grid": ("grid (HR row: the photos' own)", ".3f", "→HR")}
 
 
 def _metric(name: str) -> tuple[str, str, str]:
@@ -69,8 +70,10 @@ def render_card(m: dict[str, Any]) -> str:
         "",
         f"Each turbosr row names its denoising steps (seed {m['seed']}); PSNR/SSIM on the Y channel with a border of "
         f"{model['scale']} pixels; NIQE",
-        "without reference (lower is more natural). Each row names its pair set: how the LQ images were made, from",
-        "which split, and the digests of the LQ and HQ folders.",
+        "without reference (lower is more natural, and it rewards any texture, artefacts included); grid is the",
+        "periodic-artifact figure (docs/metrics.md), to be read against the HR row; patch KID x 1000 on 64-px",
+        "patches (docs/metrics.md: not independent of an Inception critic). Each row names its pair set: how the",
+        "LQ images were made, from which split, and the digests of the LQ and HQ folders.",
         "",
     ]
     for evaluation in m["evaluations"]:
