@@ -45,6 +45,23 @@ def tiny_pipeline(tiny_config):
 
 
 @pytest.fixture(scope="module")
+def tiny_x4_folder(tmp_path_factory):
+    """A saved tiny x4 model with random, non-zero output weights and a fitted latent space (a teacher, a prior
+    or a start for the training tests)."""
+    from turbosr.models import build_model, model_config
+    from turbosr.pipeline import SRPipeline
+
+    torch.manual_seed(0)
+    config = model_config("tiny", scale=4)
+    denoiser, autoencoder = build_model(config)
+    torch.nn.init.normal_(denoiser.unet.conv_out.weight, 0, 0.05)
+    autoencoder.fit(torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(1)) * 2 - 1)
+    folder = tmp_path_factory.mktemp("tiny_x4") / "model"
+    SRPipeline(denoiser, autoencoder, config).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
 def smooth_photos(tmp_path_factory):
     """Three 128 x 96 photo-like images (smooth noise at two scales), for tiny training runs."""
     import numpy as np

@@ -114,15 +114,8 @@ def hr_folder(smooth_photos) -> Path:
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    config = model_config("tiny", scale=4)
-    denoiser, autoencoder = build_model(config)
-    torch.nn.init.normal_(denoiser.unet.conv_out.weight, 0, 0.05)
-    autoencoder.fit(torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(1)) * 2 - 1)
-    folder = tmp_path_factory.mktemp("model") / "model"
-    SRPipeline(denoiser, autoencoder, config).save_pretrained(folder)
-    return folder
+def model_dir(tiny_x4_folder) -> Path:
+    return tiny_x4_folder
 
 
 def decoder_config(tmp_path: Path, hr_folder: Path, model_dir: Path, *extra: str):
