@@ -4,9 +4,9 @@
 #   unet:     the UNet alone, continued (teacher loss, terminal fraction 0.5) from the shipped x4: one arm of
 #             "which pays per CPU-hour"
 #   decoder:  the learned decoder + CFW on the frozen x4 UNet (configs/decoder-x4-learned.yaml): the second arm
-#   joint:    the decoder and the UNet together as a one-step model (configs/joint-x4-learned.yaml): the third
+#   joint:    the decoder and the UNet together as a one-step model (configs/decoder-x4-joint.yaml): the third
 #   realism:  one-step adversarial training on the blind degradation against the Inception critic, from the joint
-#             run at 2,000 steps (configs/realism-x4-real.yaml; snapshot: runs/joint-x4-snap2000)
+#             run at 2,000 steps (configs/decoder-x4-real-adversarial.yaml; snapshot: runs/joint-x4-snap2000)
 #   critics:  the three critics (patchgan, inception, teacher) from the same start for the same minutes each
 #   arms:     the arms' validation curves as a table (docs/benchmarks/decoder_arms_val.md)
 #   select:   every candidate on the val pairs (bicubic and blind), for the default rule of docs/realism.md
@@ -23,13 +23,13 @@ case "${1:?unet, decoder, joint, realism, critics, arms, select or test}" in
       --set terminal_fraction=0.5 --set run.max_steps=8000 --set optim.warmup_steps=100 --set run.num_threads=1 \
       --set run.output_dir=runs/x4-unet-cont ;;
   decoder) turbosr train decoder --config configs/decoder-x4-learned.yaml ;;
-  joint) turbosr train decoder --config configs/joint-x4-learned.yaml ;;
+  joint) turbosr train decoder --config configs/decoder-x4-joint.yaml ;;
   realism)
     [ -d runs/joint-x4-snap2000 ] || { echo "runs/joint-x4-snap2000: copy runs/joint-x4-learned/$latest at step 2000"; exit 1; }
-    turbosr train decoder --config configs/realism-x4-real.yaml ;;
+    turbosr train decoder --config configs/decoder-x4-real-adversarial.yaml ;;
   critics)
     for critic in patchgan inception teacher; do
-      turbosr train decoder --config configs/realism-x4-real.yaml --set adversarial.critic=$critic \
+      turbosr train decoder --config configs/decoder-x4-real-adversarial.yaml --set adversarial.critic=$critic \
         --set run.max_minutes="$CRITIC_MINUTES" --set run.max_steps=100000 --set run.output_dir=runs/critic-$critic \
         --set adversarial.feature_matching=0 --set run.validate_every_steps=0
     done
