@@ -7,17 +7,20 @@
 #   joint:    the decoder and the UNet together as a one-step model (configs/decoder-x4-joint.yaml): the third
 #   realism:  one-step adversarial training on the blind degradation against the Inception critic, from the joint
 #             run at 2,000 steps (configs/decoder-x4-real-adversarial.yaml; snapshot: runs/joint-x4-snap2000)
+#   realism3: the same, fidelity terms kept strong, critic weight 0.01, no feature matching, from the joint run at
+#             5,000 steps (configs/decoder-x4-real-balanced.yaml; snapshot: runs/joint-x4-snap5000)
 #   critics:  the three critics (patchgan, inception, teacher) from the same start for the same minutes each
 #   arms:     the arms' validation curves as a table (docs/benchmarks/decoder_arms_val.md)
 #   select:   every candidate on the val pairs (bicubic and blind), for the default rule of docs/realism.md
+#             (ROUND3=1 adds the round-3 realism run once it has ended; rows already measured are reused)
 #   test:     the chosen models on the test pairs (published numbers)
-# Usage: bash scripts/decoder_realism_chain.sh unet|decoder|joint|realism|critics|arms|select|test
+# Usage: bash scripts/decoder_realism_chain.sh unet|decoder|joint|realism|realism3|critics|arms|select|test
 # A killed run resumes from runs/<name>/checkpoint-latest. One CPU thread per run; two runs at a time at most.
 set -euo pipefail
 export OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1
 latest=checkpoint-latest/model
 CRITIC_MINUTES=${CRITIC_MINUTES:-15}
-case "${1:?unet, decoder, joint, realism, critics, arms, select or test}" in
+case "${1:?unet, decoder, joint, realism, realism3, critics, arms, select or test}" in
   unet)
     turbosr train teacher --config configs/teacher-x4-small.yaml --set init_from=src/turbosr/weights/x4 \
       --set terminal_fraction=0.5 --set run.max_steps=8000 --set optim.warmup_steps=100 --set run.num_threads=1 \
@@ -27,6 +30,9 @@ case "${1:?unet, decoder, joint, realism, critics, arms, select or test}" in
   realism)
     [ -d runs/joint-x4-snap2000 ] || { echo "runs/joint-x4-snap2000: copy runs/joint-x4-learned/$latest at step 2000"; exit 1; }
     turbosr train decoder --config configs/decoder-x4-real-adversarial.yaml ;;
+  realism3)
+    [ -d runs/joint-x4-snap5000 ] || { echo "runs/joint-x4-snap5000: copy runs/joint-x4-learned/$latest at step 5000"; exit 1; }
+    turbosr train decoder --config configs/decoder-x4-real-balanced.yaml ;;
   critics)
     for critic in patchgan inception teacher; do
       turbosr train decoder --config configs/decoder-x4-real-adversarial.yaml --set adversarial.critic=$critic \
@@ -63,8 +69,9 @@ PY
     for pairs in val-x4 val-x4-blind; do
       python benchmarks/quality_vs_steps.py --lq data/$pairs/lq --ref data/$pairs/hq --scale 4 --crop-border 4 \
         --threads 1 --baselines bicubic realesrgan_x4plus --model "x4 (shipped)=src/turbosr/weights/x4" \
-        --model "x4-real (shipped)=src/turbosr/weights/x4-real" --model "joint x4=runs/joint-x4-learned/$latest" \
-        --model "decoder x4=runs/decoder-x4-learned/$latest" --model "realism x4-real=runs/realism-x4-real/$latest" \
+        --model "x4-real (shipped)=src/turbosr/weights/x4-real" --model "joint x4 (5,000 steps)=runs/joint-x4-snap5000" \
+        --model "decoder x4 (3,500 steps)=runs/decoder-x4-learned/$latest" \
+        --model "realism round 2 (1,775 steps)=runs/realism-x4-real/$latest" ${ROUND3:+--model "realism round 3=runs/realism-x4-real-v2/$latest"} \
         --steps 1 --metrics psnr_y ssim_y grid niqe patch_fid patch_kid --out docs/benchmarks/default_rule_$pairs --resume
     done ;;
   test)
