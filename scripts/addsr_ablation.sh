@@ -53,7 +53,7 @@ case "${1:?teacher, a, b, c, seed, select or eval}" in
   eval)
     # PSR at inference: the reference code's mix (psr_weight 0.5, the config's) and the pure prediction of training
     rm -rf runs/addsr-full-psr1 && cp -r "runs/addsr-full/$latest" runs/addsr-full-psr1
-    python -c "import json, sys; p = sys.argv[1]; c = json.load(open(p)); c['model']['psr_weight'] = 1.0; \
+    python -c "import json, sys; p = sys.argv[1]; c = json.load(open(p)); (c['sampler'] if 'sampler' in c else c['model'])['psr_weight'] = 1.0; \
 json.dump(c, open(p, 'w'), indent=2)" runs/addsr-full-psr1/config.json
     python benchmarks/quality_vs_steps.py --lq data/test-x4-blind/lq --ref data/test-x4-blind/hq --scale 4 \
       --crop-border 4 --threads 2 --baselines bicubic realesrgan_x4plus realsr_df2k_x4 \

@@ -50,7 +50,8 @@ def column_maker(spec: str, scale: int) -> Callable[[torch.Tensor, torch.Tensor]
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("pairs", type=Path)
-    parser.add_argument("--names", nargs="+", required=True)
+    parser.add_argument("--names", nargs="+", required=True,
+                        help="pair names; NAME@LEFT,TOP picks the crop's top-left corner in HR pixels (default: centre)")
     parser.add_argument("--column", action="append", default=None, metavar="LABEL=SPEC")
     parser.add_argument("--scale", type=int, default=4)
     parser.add_argument("--crop", type=int, default=128)
@@ -60,10 +61,15 @@ def main() -> None:
     labels = [label for label, _, _ in columns]
     makers = [column_maker(spec, args.scale) for _, _, spec in columns]
     rows = []
-    for name in args.names:
+    for item in args.names:
+        name, _, corner = item.partition("@")
         lq = load_image(args.pairs / "lq" / f"{name}.png").rgb
         hq = load_image(args.pairs / "hq" / f"{name}.png").rgb
         top, left = (hq.shape[-2] - args.crop) // 2, (hq.shape[-1] - args.crop) // 2
+        if corner:
+            left, top = (int(v) for v in corner.split(","))
+            if not (0 <= top <= hq.shape[-2] - args.crop and 0 <= left <= hq.shape[-1] - args.crop):
+                parser.error(f"{item}: the {args.crop}-px crop does not fit in the {hq.shape[-1]}x{hq.shape[-2]} image")
         rows.append([make(lq, hq)[..., top : top + args.crop, left : left + args.crop] for make in makers])
     cell = args.crop * 2
     sheet = Image.new("RGB", (cell * len(makers), (cell + 14) * len(rows)), "white")
@@ -72,7 +78,7 @@ def main() -> None:
         for c, crop in enumerate(crops):
             image = tensor_to_pil(crop.clamp(0, 1)).resize((cell, cell), Image.Resampling.NEAREST)
             sheet.paste(image, (c * cell, r * (cell + 14) + 14))
-            label = f"{labels[c]} ({args.names[r][-24:]})" if c == 0 else labels[c]
+            label = f"{labels[c]} ({args.names[r].partition('@')[0][-24:]})" if c == 0 else labels[c]
             draw.text((c * cell + 2, r * (cell + 14)), label, fill="black")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     sheet.save(args.out, optimize=True)

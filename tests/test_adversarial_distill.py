@@ -57,7 +57,7 @@ def test_two_steps_with_each_switch_give_a_loadable_few_step_model(tmp_path, hr_
     assert [r["step"] for r in trained] == [1, 2] and all(np.isfinite(r["distill"]) for r in trained)
     assert ("adversarial" in trained[0]) == ("adversarial_weight=0" not in switches)
     student = SRPipeline.from_pretrained(folder / "model")
-    assert student.config.control and student.config.sampler == "renoise"
+    assert student.config.control and student.sampler.kind == "renoise"
     assert student.denoiser.control is not None
     for steps in (1, 4):
         assert student(torch.rand(1, 3, 16, 16), num_steps=steps).shape == (1, 3, 64, 64)
@@ -116,7 +116,7 @@ def test_self_refinement_feeds_the_previous_prediction(tmp_path, hr_folder, teac
     # inference: the sampler's second call is conditioned on the mixed prediction
     calls.clear()
     student = SRPipeline.from_pretrained(tmp_path / "run" / "checkpoint-latest" / "model")
-    weight = student.config.psr_weight
+    weight = student.sampler.psr_weight
     lq_latent = torch.randn(1, 8, 4, 4)
     student.denoise_latents(lq_latent, num_steps=2, generator=torch.Generator().manual_seed(0))
     (t_a, control_a, out_a, x_a, _, den_a), (_, control_b, *_rest) = calls[0], calls[1]

@@ -48,6 +48,39 @@ def test_save_load_bit_identical(tiny_pipeline, lq_image, tmp_path):
     assert not list(tmp_path.glob("model/*.tmp"))
 
 
+
+def test_the_sampler_is_stored_beside_the_network_shape_and_old_folders_still_load(tiny_pipeline, lq_image,
+                                                                                    tmp_path):
+    """config.json: "model" is the networks' shape only, "sampler" how the model samples. A folder written before
+    the split (sampler fields among the model's) loads to the same sampler and the same output."""
+    import json
+
+    from turbosr.diffusion import Sampler
+
+    student = tiny_pipeline.replace(sampler=Sampler("renoise", 0.25, 4))
+    student.save_pretrained(tmp_path / "new")
+    meta = json.loads((tmp_path / "new" / "config.json").read_text())
+    assert meta["sampler"] == {"kind": "renoise", "psr_weight": 0.25, "trained_steps": 4}
+    assert not {"sampler", "psr_weight", "sampler_steps"} & set(meta["model"])
+    assert SRPipeline.from_pretrained(tmp_path / "new").sampler == Sampler("renoise", 0.25, 4)
+
+    (tmp_path / "old").mkdir()
+    for file in (tmp_path / "new").iterdir():
+        (tmp_path / "old" / file.name).write_bytes(file.read_bytes())
+    old = {**meta, "model": {**meta["model"], "sampler": "renoise", "psr_weight": 0.25, "sampler_steps": 4}}
+    del old["sampler"]
+    (tmp_path / "old" / "config.json").write_text(json.dumps(old))
+    loaded = SRPipeline.from_pretrained(tmp_path / "old")
+    assert loaded.sampler == Sampler("renoise", 0.25, 4)
+    seed = torch.Generator().manual_seed(3)
+    assert torch.equal(loaded(lq_image, num_steps=2, generator=seed),
+                       student(lq_image, num_steps=2, generator=torch.Generator().manual_seed(3)))
+
+    broken = {**meta, "sampler": {"kind": "renoise", "psr_weight": 2.0}}
+    (tmp_path / "old" / "config.json").write_text(json.dumps(broken))
+    with pytest.raises(ValueError, match="psr_weight must be a number in"):
+        SRPipeline.from_pretrained(tmp_path / "old")
+
 def test_load_errors_are_clear(tmp_path):
     with pytest.raises(FileNotFoundError, match="model folder not found"):
         SRPipeline.from_pretrained(tmp_path / "missing")

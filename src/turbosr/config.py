@@ -73,13 +73,9 @@ class ModelConfig:
     target: str = "residual"  # "residual" | "latent"
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     sd_path: str | None = None  # preset "sd": local diffusers Stable Diffusion folder to initialise from
-    # AddSR students (turbosr train adversarial-distill): a ControlNet-style branch, the sampler that re-noises
-    # each step's x0 prediction with fresh noise, and prediction-based self-refinement at inference: from the
-    # second step on the branch sees psr_weight * previous prediction + (1 - psr_weight) * LQ (latents)
+    # AddSR students (turbosr train adversarial-distill): a ControlNet-style branch (how they sample, re-noising
+    # and self-refinement, is the model folder's "sampler": diffusion.Sampler, not part of the network's shape)
     control: bool = False
-    sampler: str = "ddim"  # "ddim" | "renoise"
-    psr_weight: float = 0.5
-    sampler_steps: int = 0  # renoise: the K-step grid the student was trained on (k <= K steps walk its start)
     # StableSR (turbosr train stablesr): a time-aware LQ encoder whose features modulate the frozen prior UNet
     # through SFT layers (models/stablesr.py); sft_time_aware=false is the paper's time-agnostic ablation
     sft: bool = False
@@ -94,7 +90,6 @@ class ModelConfig:
             "unet": ("unet2d", "unet2d_condition"),
             "prediction_type": ("epsilon", "v", "sample"),
             "target": ("residual", "latent"),
-            "sampler": ("ddim", "renoise"),
         }
         for name, allowed in checks.items():
             if getattr(self, name) not in allowed:
@@ -114,10 +109,6 @@ class ModelConfig:
                 raise ConfigError(f"model.{name} needs 1 to 8 widths in [1, 4096], got {list(widths)}")
         if len(self.attention_levels) != len(self.unet_channels):
             raise ConfigError("model.attention_levels needs one entry per model.unet_channels entry")
-        if not 0.0 <= self.psr_weight <= 1.0:
-            raise ConfigError(f"model.psr_weight must be in [0, 1], got {self.psr_weight}")
-        if not 0 <= self.sampler_steps <= 1000:
-            raise ConfigError(f"model.sampler_steps must be in [0, 1000], got {self.sampler_steps}")
         if self.prediction_type == "epsilon" and self.schedule.zero_terminal_snr:
             raise ConfigError(
                 "epsilon prediction cannot recover x0 at zero terminal SNR: set model.schedule.zero_terminal_snr=false "

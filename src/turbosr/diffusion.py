@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from turbosr.config import ScheduleConfig
+from turbosr.config import ConfigError, ScheduleConfig
 
 PREDICTION_TYPES = ("epsilon", "v", "sample")
 
@@ -180,7 +180,8 @@ class Sampler:
       spacing of K steps) k <= K steps walk the first k timesteps of that grid, the transitions it was trained on;
       ``psr_weight`` is AddSR's self-refinement blend (used by the model's denoise function).
 
-    ``num_steps`` k and ``strength`` (the starting noise level, 1 = pure noise) are the caller's.
+    ``num_steps`` k and ``strength`` (the starting noise level, 1 = pure noise) are the caller's. A model folder
+    stores its sampler beside the network's shape (config.json "sampler"; :meth:`to_dict` / :meth:`from_dict`).
     """
 
     kind: str = "ddim"
@@ -189,7 +190,26 @@ class Sampler:
 
     def __post_init__(self) -> None:
         if self.kind not in SAMPLERS:
-            raise ValueError(f"sampler must be one of {', '.join(SAMPLERS)}, got {self.kind!r}")
+            raise ConfigError(f"sampler must be one of {', '.join(SAMPLERS)}, got {self.kind!r}")
+        if isinstance(self.psr_weight, bool) or not isinstance(self.psr_weight, int | float) \
+                or not 0.0 <= self.psr_weight <= 1.0:
+            raise ConfigError(f"sampler psr_weight must be a number in [0, 1], got {self.psr_weight!r}")
+        if isinstance(self.trained_steps, bool) or not isinstance(self.trained_steps, int) \
+                or not 0 <= self.trained_steps <= 1000:
+            raise ConfigError(f"sampler trained_steps must be an integer in [0, 1000], got {self.trained_steps!r}")
+
+    def to_dict(self) -> dict[str, object]:
+        return {"kind": self.kind, "psr_weight": self.psr_weight, "trained_steps": self.trained_steps}
+
+    @classmethod
+    def from_dict(cls, data: object) -> Sampler:
+        """From config.json's "sampler" mapping; unknown keys are errors."""
+        if not isinstance(data, dict):
+            raise ConfigError(f"sampler must be a mapping, got {data!r}")
+        unknown = sorted(set(data) - {"kind", "psr_weight", "trained_steps"})
+        if unknown:
+            raise ConfigError(f"unknown sampler key(s) {', '.join(map(str, unknown))}")
+        return cls(**data)
 
     def timesteps(self, num_steps: int, num_train_timesteps: int, strength: float = 1.0) -> list[int]:
         """Descending timesteps of a k-step run (see :func:`sampling_timesteps`; renoise: the trained grid)."""

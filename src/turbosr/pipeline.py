@@ -58,22 +58,35 @@ class SRPipeline:
     """A latent diffusion SR model ready for inference.
 
     Attributes: ``denoiser`` (:class:`~turbosr.models.Denoiser`), ``autoencoder`` (latent space),
-    ``fidelity_warp`` (StableSR's CFW module, or None), ``config`` (:class:`~turbosr.config.ModelConfig`),
-    ``device``, ``dtype``.
+    ``fidelity_warp`` (StableSR's CFW module, or None), ``config`` (:class:`~turbosr.config.ModelConfig`, the
+    networks' shape), ``sampler`` (:class:`~turbosr.diffusion.Sampler`, how it samples), ``device``, ``dtype``.
     """
 
     def __init__(self, denoiser: Denoiser, autoencoder: Autoencoder, config: ModelConfig,
-                 fidelity_warp: FidelityWarp | None = None) -> None:
+                 fidelity_warp: FidelityWarp | None = None, sampler: Sampler | None = None) -> None:
         self.denoiser = denoiser.eval()
         self.autoencoder = autoencoder.eval()
         self.fidelity_warp = fidelity_warp.eval() if fidelity_warp is not None else None
         self.config = config
+        self.sampler = sampler if sampler is not None else Sampler()
         self.alpha_bar = make_alpha_bar(config.schedule)
         self.device = torch.device("cpu")
         self.dtype = torch.float32
         # how the denoiser's overlapping latent tiles are blended (tiling.TILE_WEIGHTS): "gaussian" (turbosr's,
         # the default: docs/benchmarks/tiling_seams.md) or "stablesr" (StableSR's released weights)
         self.aggregation = "gaussian"
+
+    def replace(self, **changes: Any) -> SRPipeline:
+        """A pipeline sharing this one's networks, with some of ``denoiser``, ``autoencoder``, ``config``,
+        ``fidelity_warp`` and ``sampler`` replaced (what training set-up does to a loaded model)."""
+        parts = {"denoiser": self.denoiser, "autoencoder": self.autoencoder, "config": self.config,
+                 "fidelity_warp": self.fidelity_warp, "sampler": self.sampler}
+        unknown = sorted(set(changes) - set(parts))
+        if unknown:
+            raise TypeError(f"SRPipeline.replace: unknown part(s) {', '.join(unknown)}")
+        pipeline = SRPipeline(**{**parts, **changes})
+        pipeline.aggregation = self.aggregation
+        return pipeline
 
     @property
     def scale(self) -> int:
@@ -116,6 +129,7 @@ class SRPipeline:
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
             "model": to_dict(self.config),
+            "sampler": self.sampler.to_dict(),
             "unet_class": type(self.denoiser.unet).__name__,
             "unet": diffusers_config(self.denoiser.unet),
             "autoencoder": self.autoencoder.config(),
@@ -157,8 +171,13 @@ class SRPipeline:
             if not isinstance(meta.get(key), kind):
                 raise ModelFolderError(f"{folder}/config.json: '{key}' must be a {kind.__name__}, got "
                                        f"{meta.get(key)!r}")
-        # folders written before SFT could sit in the down blocks modulate the mid and up blocks only
-        config = from_dict(ModelConfig, {"sft_down": False, **meta["model"]})
+        # folders written before SFT could sit in the down blocks modulate the mid and up blocks only; folders
+        # written before the sampler had its own section kept its settings among the model's fields
+        model = {"sft_down": False, **meta["model"]}
+        legacy = {new: model.pop(old) for old, new in (("sampler", "kind"), ("psr_weight", "psr_weight"),
+                                                        ("sampler_steps", "trained_steps")) if old in model}
+        config = from_dict(ModelConfig, model)
+        sampler = Sampler.from_dict(meta.get("sampler", legacy))
         classes = _unet_classes()
         if meta["unet_class"] not in classes:
             raise ModelFolderError(f"{folder}: unknown UNet class {meta['unet_class']!r}")
@@ -177,7 +196,7 @@ class SRPipeline:
                 raise ModelFolderError(f"{folder}/config.json: 'fidelity_warp' must be a mapping")
             warp = FidelityWarp(**meta["fidelity_warp"])
             warp.load_state_dict(checkpoint.load_tensors(folder / "fidelity_warp.safetensors"), strict=True)
-        return cls(denoiser, autoencoder, config, warp)
+        return cls(denoiser, autoencoder, config, warp, sampler)
 
     def to(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> SRPipeline:
         """Move both networks (like ``nn.Module.to``); returns self."""
@@ -254,12 +273,6 @@ class SRPipeline:
             big = upscale_alpha(alpha_tensor, self.scale)
             output.putalpha(tensor_to_pil(big.expand(-1, 3, -1, -1)).getchannel("R"))
         return output
-
-    @property
-    def sampler(self) -> Sampler:
-        """How this model samples (DDIM, or AddSR's re-noising with self-refinement), from its config."""
-        config = self.config
-        return Sampler(config.sampler, config.psr_weight, config.sampler_steps)
 
     def denoise_latents(self, lq_latent: torch.Tensor, *, num_steps: int = 1, strength: float = 1.0,
                         generator: torch.Generator | None = None, latent_tile: int | None = None,

@@ -37,7 +37,7 @@ import torch
 
 from turbosr.config import ConfigError, DataConfig, ModelConfig, OptimConfig, RunConfig, to_dict
 from turbosr.data import make_lq
-from turbosr.diffusion import add_noise, predict_x0_eps, sampling_timesteps
+from turbosr.diffusion import Sampler, add_noise, predict_x0_eps, sampling_timesteps
 from turbosr.image import from_model_range, to_model_range
 from turbosr.losses import hinge_discriminator_loss, hinge_generator_loss, timestep_adaptive_weight
 from turbosr.models.discriminator import FeatureDiscriminator, PatchDiscriminator, diff_augment
@@ -71,13 +71,14 @@ class AdversarialDistillConfig:
 
     teacher: str  # the multi-step blind teacher's model folder (frozen)
     init_from: str | None = None  # the student's starting weights (default: the teacher's)
-    model: ModelConfig = field(default_factory=ModelConfig)  # scale (checked) and psr_weight (for inference)
+    model: ModelConfig = field(default_factory=ModelConfig)  # scale (checked)
     data: DataConfig = field(default_factory=_blind)
     optim: OptimConfig = field(default_factory=OptimConfig)
     run: RunConfig = field(default_factory=RunConfig)
     num_steps: int = 4  # K: the student's schedule (trailing spacing)
     one_step_fraction: float = 0.5  # share of samples that train pure one-step generation
     psr: bool = True  # prediction-based self-refinement
+    psr_weight: float = 0.5  # its blend at inference, stored in the student's sampler (diffusion.Sampler)
     psr_train_weight: float = 1.0  # training condition: w * previous prediction + (1 - w) * LQ (reference: 1)
     hr_regulated: bool = True  # the teacher is conditioned on the HR latent (else on the LQ latent)
     distill_weighting: str = "exponential"  # "exponential" | "linear" | "fixed" (losses.ADAPTIVE_WEIGHT_FORMS)
@@ -100,7 +101,7 @@ class AdversarialDistillConfig:
                 raise ConfigError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
         if not 1 <= self.num_steps <= len(ADAPTIVE_WEIGHT_FORMS["fixed"]):
             raise ConfigError(f"num_steps must be in 1..4 (the weighting tables have 4 entries), got {self.num_steps}")
-        for name in ("one_step_fraction", "psr_train_weight"):
+        for name in ("one_step_fraction", "psr_train_weight", "psr_weight"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(f"{name} must be in [0, 1], got {getattr(self, name)}")
 
@@ -125,9 +126,8 @@ def student_from(folder: str, psr_weight: float, num_steps: int = 4) -> SRPipeli
     self-refinement weight, the K-step grid it trains on)."""
     loaded = without_fidelity_warp(SRPipeline.from_pretrained(folder), folder)
     loaded.denoiser.add_control()
-    config = dataclasses.replace(loaded.config, control=True, sampler="renoise", psr_weight=psr_weight,
-                                 sampler_steps=num_steps)
-    return SRPipeline(loaded.denoiser, loaded.autoencoder, config)
+    return loaded.replace(config=dataclasses.replace(loaded.config, control=True),
+                          sampler=Sampler("renoise", psr_weight, num_steps))
 
 
 def teacher_target(teacher: SRPipeline, student_hq_latent: torch.Tensor, anchor: torch.Tensor, s: torch.Tensor,
@@ -156,7 +156,7 @@ def train(config: AdversarialDistillConfig) -> Path:
         raise ValueError(f"{config.teacher} is an x{teacher.scale} model; set model.scale={teacher.scale}")
     teacher.denoiser.requires_grad_(False).eval()
     autoencoder = teacher.autoencoder.requires_grad_(False)
-    pipeline = student_from(config.init_from or config.teacher, config.model.psr_weight, config.num_steps)
+    pipeline = student_from(config.init_from or config.teacher, config.psr_weight, config.num_steps)
     if pipeline.autoencoder.config() != autoencoder.config():
         raise ValueError("the student must share the teacher's latent space (init_from a folder that does)")
     denoiser = pipeline.denoiser.to(accelerator.device).train()

@@ -142,20 +142,19 @@ def with_trainable_decoder(pipeline: SRPipeline, config: DecoderConfig) -> SRPip
         if autoencoder.decoder is not None:
             if autoencoder.has_cfw or not config.decoder_shape.cfw_channels:
                 return pipeline
-            return SRPipeline(pipeline.denoiser, autoencoder.with_cfw(config.decoder_shape.cfw_channels),
-                              pipeline.config)
+            return pipeline.replace(autoencoder=autoencoder.with_cfw(config.decoder_shape.cfw_channels))
         if autoencoder.refiner is not None:
             logger.warning("%s: its RGB refiner is replaced by a new learned decoder", config.init_from)
-        return SRPipeline(pipeline.denoiser, autoencoder.with_decoder(config.decoder_shape.as_dict()),
-                          dataclasses.replace(pipeline.config, refine_channels=0))
+        return pipeline.replace(autoencoder=autoencoder.with_decoder(config.decoder_shape.as_dict()),
+                                config=dataclasses.replace(pipeline.config, refine_channels=0))
     if autoencoder.refiner is not None:
         return pipeline
     if config.model.refine_channels <= 0:
         raise ValueError("decoder fine-tuning with a refiner needs model.refine_channels > 0 (e.g. 32)")
     refined = PatchAutoencoder(autoencoder.factor, autoencoder.latent_channels, config.model.refine_channels)
     refined.load_state_dict(autoencoder.without_refiner().state_dict(), strict=False)
-    return SRPipeline(pipeline.denoiser, refined,
-                      dataclasses.replace(pipeline.config, refine_channels=config.model.refine_channels))
+    return pipeline.replace(autoencoder=refined,
+                            config=dataclasses.replace(pipeline.config, refine_channels=config.model.refine_channels))
 
 
 def refit_one_step_residual_scale(pipeline: SRPipeline, dataset: HRFolderDataset, data: DataConfig, batches: int,

@@ -45,7 +45,7 @@ def without_fidelity_warp(pipeline: SRPipeline, source: str, decoder_cfw: bool =
     logger.warning("%s: its CFW modules are left out (trained for the outputs this run changes)", source)
     if strip_decoder and isinstance(autoencoder, PatchAutoencoder):
         autoencoder = autoencoder.without_cfw()
-    return SRPipeline(pipeline.denoiser, autoencoder, pipeline.config)
+    return pipeline.replace(autoencoder=autoencoder, fidelity_warp=None)
 
 
 def lq_condition(autoencoder: Autoencoder, lq: torch.Tensor, scale: int) -> torch.Tensor:
@@ -95,8 +95,7 @@ def initial_pipeline(model: ModelConfig, dataset: HRFolderDataset, *, degradatio
     """
     if init_from:
         loaded = without_fidelity_warp(SRPipeline.from_pretrained(init_from), init_from)
-        pipeline = SRPipeline(loaded.denoiser, loaded.autoencoder, dataclasses.replace(loaded.config,
-                                                                                      scale=model.scale))
+        pipeline = loaded.replace(config=dataclasses.replace(loaded.config, scale=model.scale))
         logger.info("initialised from %s (trained at x%d) for x%d", init_from, loaded.scale, pipeline.scale)
         if refit_residual_scale and pipeline.config.target == "residual":
             measure_residual_scale(pipeline.denoiser, pipeline.autoencoder, dataset, model.scale, degradation,

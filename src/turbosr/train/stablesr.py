@@ -85,8 +85,7 @@ def with_sft(folder: str, time_aware: bool, down: bool = True) -> SRPipeline:
     loaded = without_fidelity_warp(SRPipeline.from_pretrained(folder), folder)
     loaded.denoiser.requires_grad_(False)
     loaded.denoiser.add_sft(time_aware, down)
-    config = dataclasses.replace(loaded.config, sft=True, sft_time_aware=time_aware, sft_down=down)
-    return SRPipeline(loaded.denoiser, loaded.autoencoder, config)
+    return loaded.replace(config=dataclasses.replace(loaded.config, sft=True, sft_time_aware=time_aware, sft_down=down))
 
 
 def train(config: StableSRConfig) -> Path:
@@ -152,7 +151,7 @@ def train_cfw(config: StableSRConfig) -> Path:
     accelerator = make_accelerator(run)
     dataset = load_dataset(data, scale)
     loaded = SRPipeline.from_pretrained(config.prior)
-    pipeline = SRPipeline(loaded.denoiser, loaded.autoencoder, loaded.config, FidelityWarp(config.cfw_channels))
+    pipeline = loaded.replace(fidelity_warp=FidelityWarp(config.cfw_channels))
     if pipeline.scale != scale:
         raise ValueError(f"{config.prior} is an x{pipeline.scale} model; set model.scale={pipeline.scale}")
     pipeline.to(accelerator.device)
