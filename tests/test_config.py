@@ -1,3 +1,4 @@
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -85,3 +86,15 @@ def test_every_shipped_config_resolves():
     assert configs, "configs/ holds the documented run configs"
     for path in configs:
         load_config(methods()[config_method(path)][0], path)
+
+
+@pytest.mark.parametrize("method", ["decoder", "stablesr", "adversarial-distill"])
+def test_methods_that_start_from_a_folder_refuse_model_fields_they_would_ignore(method):
+    """Their network comes from the starting folder: a model field they do not read is an error, not a no-op."""
+    cls = methods()[method][0]
+    base = {"decoder": ["init_from=x"], "stablesr": ["prior=x"], "adversarial-distill": ["teacher=x"]}[method]
+    for name in cls.MODEL_FIELDS_READ:
+        assert name in {f.name for f in dataclasses.fields(ModelConfig)}
+    load_config(cls, None, [*base, "model.scale=4"])  # read: fine
+    with pytest.raises(ConfigError, match="model.unet_channels: not read by this method"):
+        load_config(cls, None, [*base, "model.unet_channels=[8,16]"])

@@ -226,6 +226,12 @@ def from_dict(cls: type[T], data: dict[str, Any], where: str = "", merge_preset:
     if unknown:
         raise ConfigError(f"unknown config key(s) {', '.join((where + '.' if where else '') + k for k in unknown)}; "
                           f"known: {', '.join(sorted(names))}")
+    read = getattr(cls, "MODEL_FIELDS_READ", None)  # methods that start from a model folder: its config rules
+    if read is not None and isinstance(data.get("model"), dict):
+        ignored = sorted(set(data["model"]) - set(read) - {"preset"})
+        if ignored:
+            raise ConfigError(f"model.{', model.'.join(ignored)}: not read by this method, which takes the network "
+                              f"from its starting model folder; it reads only model.{', model.'.join(sorted(read))}")
     kwargs = {k: _coerce(v, hints[k], f"{where}.{k}" if where else k, merge_preset) for k, v in data.items()}
     try:
         return cls(**kwargs)

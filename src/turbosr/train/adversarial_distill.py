@@ -32,6 +32,7 @@ import dataclasses
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 
@@ -71,6 +72,8 @@ class AdversarialDistillConfig:
 
     teacher: str  # the multi-step blind teacher's model folder (frozen)
     init_from: str | None = None  # the student's starting weights (default: the teacher's)
+    # the network comes from the starting folder; of a model section only these are read (others: ConfigError)
+    MODEL_FIELDS_READ: ClassVar[tuple[str, ...]] = ("scale",)
     model: ModelConfig = field(default_factory=ModelConfig)  # scale (checked)
     data: DataConfig = field(default_factory=_blind)
     optim: OptimConfig = field(default_factory=OptimConfig)

@@ -22,6 +22,7 @@ import dataclasses
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -88,6 +89,8 @@ class DecoderConfig:
     its decoder trained on one-step latents."""
 
     init_from: str  # the trained model folder (its UNet is frozen unless train_denoiser)
+    # the network comes from the starting folder; of a model section only these are read (others: ConfigError)
+    MODEL_FIELDS_READ: ClassVar[tuple[str, ...]] = ("scale", "refine_channels")
     model: ModelConfig = field(default_factory=ModelConfig)  # scale and refine_channels are read from it
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)

@@ -19,6 +19,7 @@ import dataclasses
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 
@@ -63,6 +64,8 @@ class StableSRConfig:
 
     prior: str  # model folder: the frozen prior (stage sft), or the model that gets CFW modules (stage cfw)
     stage: str = "sft"  # "sft" | "cfw"
+    # the network comes from the starting folder; of a model section only these are read (others: ConfigError)
+    MODEL_FIELDS_READ: ClassVar[tuple[str, ...]] = ("scale", "sft_time_aware", "sft_down")
     model: ModelConfig = field(default_factory=ModelConfig)  # scale (checked), sft_time_aware, sft_down (stage sft)
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
