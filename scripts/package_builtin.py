@@ -40,6 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
                          help="evaluation pair set (FOLDER/lq, FOLDER/hq, FOLDER/manifest.json), repeatable")
     package.add_argument("--metrics", nargs="+", default=["psnr_y", "ssim_y", "niqe", "grid", "patch_kid"])
     package.add_argument("--baselines", nargs="*", default=["bicubic", "lanczos"])
+    package.add_argument("--reuse-baselines", type=Path, default=None, metavar="BUILTIN_FOLDER",
+                         help="take a baseline's scores from this built-in's measurements.json where it measured the "
+                              "same pair set (same digests) with the same metrics and software versions")
     package.add_argument("--storage", choices=("float16", "int8"), default="float16")
     package.add_argument("--steps", type=int, nargs="+", default=[1],
                          help="denoising step counts to measure (the first is the card's headline; default 1)")
@@ -97,8 +100,23 @@ def describe_model(pipeline, folder: Path, storage: str, scale: int) -> dict:
     }
 
 
+def reusable_baselines(card: dict | None, identity: dict, metrics: list[str]) -> dict[str, dict]:
+    """Baseline scores of ``card`` (a measurements.json) on the pair set ``identity``, for every metric asked.
+    Baselines are deterministic, so the same pairs, metrics and software give the same numbers."""
+    from turbosr.reports import software_versions
+
+    if card is None or card.get("versions") != software_versions():
+        return {}
+    for evaluation in card["evaluations"]:
+        same = all(evaluation["pairs"].get(k) == identity.get(k) for k in ("lq_digest", "ref_digest"))
+        if same:
+            return {name: scores for name, scores in evaluation["scores"].items()
+                    if not name.startswith("turbosr") and name != "HR" and all(m in scores for m in metrics)}
+    return {}
+
+
 def evaluate(pipeline, title: str, pairs: Path, metrics: list[str], baselines: list[str], scale: int,
-             seed: int, steps: list[int] = (1,)) -> dict:
+             seed: int, steps: list[int] = (1,), reuse: dict | None = None) -> dict:
     from turbosr.baselines import baseline_upscaler
     from turbosr.metrics import evaluate_upscaler
     from turbosr.reports import describe_pairs, pairs_identity
@@ -111,16 +129,21 @@ def evaluate(pipeline, title: str, pairs: Path, metrics: list[str], baselines: l
     ours = [(f"turbosr ({n} step{'s' if n > 1 else ''})", upscaler(n, None)) for n in steps]
     if pipeline.has_cfw:  # StableSR CFW: also the most faithful setting
         ours.append(("turbosr (1 step, --fidelity 1)", upscaler(1, 1.0)))
-    scores, count = {}, 0
-    for method, upscale in (*ours, *((b, baseline_upscaler(b, scale)) for b in baselines)):
+    identity = pairs_identity(pairs / "lq", pairs / "hq")
+    known = reusable_baselines(reuse, identity, metrics)
+    scores, count, reused = {}, 0, []
+    for name in baselines:
+        if name in known:
+            scores[name] = {m: known[name][m] for m in metrics}
+            reused.append(name)
+    for method, upscale in (*ours, *((b, baseline_upscaler(b, scale)) for b in baselines if b not in reused)):
         result = evaluate_upscaler(upscale, pairs / "lq", pairs / "hq", metrics, crop_border=scale,
                                    grid_period=pipeline.autoencoder.factor)
         scores[method], count = result["mean"], result["count"]
         if result.get("reference_mean"):  # the HR photos' own value of the artifact figure
             scores["HR"] = result["reference_mean"]
-    identity = pairs_identity(pairs / "lq", pairs / "hq")
     return {"title": title, "pairs": identity, "description": describe_pairs(identity), "count": count,
-            "metrics": metrics, "scores": scores}
+            "metrics": metrics, "scores": scores, **({"baselines_reused": reused} if reused else {})}
 
 
 def time_upscale(pipeline, threads: int, repeats: int = 5) -> dict:
@@ -148,6 +171,7 @@ def package(args: argparse.Namespace, argv: list[str]) -> None:
     staging = weights_dir / f".{args.name}.staging"
     if staging.exists():
         shutil.rmtree(staging)
+    reuse = json.loads((args.reuse_baselines / "measurements.json").read_text()) if args.reuse_baselines else None
     source = SRPipeline.from_pretrained(args.model)
     source.save_pretrained(staging, storage=args.storage)
     packaged = SRPipeline.from_pretrained(staging)
@@ -155,7 +179,7 @@ def package(args: argparse.Namespace, argv: list[str]) -> None:
     for item in args.pairs:
         title, _, folder = item.partition("=")
         evaluations.append(evaluate(packaged, title, Path(folder), args.metrics, args.baselines, packaged.scale,
-                                    args.seed, args.steps))
+                                    args.seed, args.steps, reuse))
     measurements = {
         "name": args.name,
         "summary": args.summary,

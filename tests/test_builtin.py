@@ -95,3 +95,24 @@ def test_builtin_weights_fit_the_repository_budget():
     """All built-in weights together stay within 40 MB, so the repository plus a GPU bundle fit a 64 MiB transfer."""
     total = sum(f.stat().st_size for folder in builtin_folders() for f in folder.glob("*.safetensors"))
     assert total <= 40 * 10**6, f"built-in weights take {total / 1e6:.1f} MB"
+
+
+def test_packaging_reuses_a_baseline_only_for_the_same_pairs_metrics_and_software():
+    import importlib.util
+    from pathlib import Path
+
+    from turbosr.reports import software_versions
+
+    spec = importlib.util.spec_from_file_location("package_builtin", Path(__file__).parent.parent / "scripts" /
+                                                  "package_builtin.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    pairs = {"lq_digest": "a", "ref_digest": "b"}
+    card = {"versions": software_versions(), "evaluations": [{"pairs": pairs, "scores": {
+        "turbosr (1 step)": {"psnr_y": 30.0, "grid": 1.0}, "bicubic": {"psnr_y": 27.0, "grid": 1.1},
+        "span_x4": {"psnr_y": 29.0}, "HR": {"grid": 1.05}}}]}
+    # our own rows never; span_x4 lacks the grid figure; HR (the photos' own grid) is measured with our rows
+    assert script.reusable_baselines(card, pairs, ["psnr_y", "grid"]) == {"bicubic": {"psnr_y": 27.0, "grid": 1.1}}
+    assert script.reusable_baselines(card, pairs, ["psnr_y"]).keys() == {"bicubic", "span_x4"}  # HR: no psnr_y
+    assert script.reusable_baselines(card, {"lq_digest": "a", "ref_digest": "c"}, ["psnr_y"]) == {}
+    assert script.reusable_baselines({**card, "versions": {"torch": "0"}}, pairs, ["psnr_y"]) == {}
