@@ -1,0 +1,41 @@
+"""scripts/apply_rules.py applies docs/realism.md's selection rules as written (synthetic val rows)."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+
+def load_script():
+    spec = importlib.util.spec_from_file_location("apply_rules", Path(__file__).parent.parent / "scripts" /
+                                                  "apply_rules.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def row(psnr, grid, kid=50.0, niqe=9.0, seconds=0.1):
+    return {"psnr_y": psnr, "grid": grid, "patch_kid": kid, "niqe": niqe, "seconds": seconds}
+
+
+def test_rules_pick_by_the_written_criteria():
+    script = load_script()
+    clean = {"HR": {"grid": 1.05}, "bicubic": row(31.0, 1.16), "realesrgan_x4plus": row(29.4, 1.06),
+             "sharp but gridded": row(32.5, 1.10),          # best PSNR, grid 0.05 above HR: not x4
+             "faithful": row(32.2, 1.06, seconds=0.2),
+             "faithful, faster": row(32.19, 1.04, seconds=0.1),  # within 0.02 dB: the faster wins
+             "realistic": row(30.0, 1.07)}                  # below bicubic + 0.5 on clean inputs
+    blind = {"HR": {"grid": 1.04}, "bicubic": row(27.0, 1.14, kid=115), "realesrgan_x4plus": row(26.5, 1.07, kid=10),
+             "sharp but gridded": row(27.6, 1.12, kid=40), "faithful": row(27.8, 1.05, kid=45),
+             "faithful, faster": row(27.7, 1.06, kid=44), "realistic": row(27.6, 1.05, kid=20)}
+    _, choice = script.verdicts(clean, blind)
+    assert choice["x4"] == "faithful, faster"
+    assert choice["x4-real"] == "realistic"  # lowest blind KID among blind PSNR >= 27.5 and blind grid ok
+    assert choice["default"] == "faithful, faster"  # "realistic" fails the clean PSNR floor
+
+
+def test_no_candidate_passing_leaves_none():
+    script = load_script()
+    clean = {"HR": {"grid": 1.0}, "bicubic": row(31.0, 1.2), "m": row(30.0, 1.2)}
+    blind = {"HR": {"grid": 1.0}, "bicubic": row(27.0, 1.2), "m": row(26.0, 1.2)}
+    assert script.verdicts(clean, blind)[1] == {"x4": None, "default": None, "x4-real": None}
