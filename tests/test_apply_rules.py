@@ -32,6 +32,10 @@ def test_rules_pick_by_the_written_criteria():
     assert choice["x4"] == "faithful, faster"
     assert choice["x4-real"] == "realistic"  # lowest blind KID among blind PSNR >= 27.5 and blind grid ok
     assert choice["default"] == "faithful, faster"  # "realistic" fails the clean PSNR floor
+    # the default is chosen among the models that would ship: the chosen x4 and the x4-real candidates
+    _, choice = script.verdicts(clean, blind, x4_candidates=["faithful", "sharp but gridded"],
+                                real_candidates=["realistic"])
+    assert choice == {"x4": "faithful", "x4-real": "realistic", "default": "faithful"}
 
 
 def test_no_candidate_passing_leaves_none():
