@@ -9,19 +9,21 @@
 #             run at 2,000 steps (configs/decoder-x4-real-adversarial.yaml; snapshot: runs/joint-x4-snap2000)
 #   realism3: the same, fidelity terms kept strong, critic weight 0.01, no feature matching, from the joint run at
 #             5,000 steps (configs/decoder-x4-real-balanced.yaml; snapshot: runs/joint-x4-snap5000)
+#   realism4: the blind fidelity model: round 3 without its critic (configs/decoder-x4-real-fidelity.yaml)
 #   critics:  the three critics (patchgan, inception, teacher) from the same start for the same minutes each
 #   arms:     the arms' validation curves as a table (docs/benchmarks/decoder_arms_val.md)
 #   select:   every candidate on the val pairs (bicubic and blind), for the default rule of docs/realism.md
-#             (ROUND3=1 adds the round-3 realism run once it has ended; rows already measured are reused)
+#             (ROUND3=1 adds round 3's snapshot at 1,176 steps (runs/realism3-snaps: copies of its checkpoints, the
+#             later ones show a stamped texture) and round 4; rows already measured are reused)
 #   package-x4: the chosen x4 as the built-in (its card measured on test and the external photos)
 #   test:     the chosen models on the test pairs (published numbers)
-# Usage: bash scripts/decoder_realism_chain.sh unet|decoder|joint|realism|realism3|critics|arms|select|package-x4|test
+# Usage: bash scripts/decoder_realism_chain.sh unet|decoder|joint|realism|realism3|realism4|critics|arms|select|package-x4|test
 # A killed run resumes from runs/<name>/checkpoint-latest. One CPU thread per run; two runs at a time at most.
 set -euo pipefail
 export OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1
 latest=checkpoint-latest/model
 CRITIC_MINUTES=${CRITIC_MINUTES:-15}
-case "${1:?unet, decoder, joint, realism, realism3, critics, arms, select, package-x4 or test}" in
+case "${1:?unet, decoder, joint, realism, realism3, realism4, critics, arms, select, package-x4 or test}" in
   unet)
     turbosr train teacher --config configs/teacher-x4-small.yaml --set init_from=src/turbosr/weights/x4 \
       --set terminal_fraction=0.5 --set run.max_steps=8000 --set optim.warmup_steps=100 --set run.num_threads=1 \
@@ -34,6 +36,8 @@ case "${1:?unet, decoder, joint, realism, realism3, critics, arms, select, packa
   realism3)
     [ -d runs/joint-x4-snap5000 ] || { echo "runs/joint-x4-snap5000: copy runs/joint-x4-learned/$latest at step 5000"; exit 1; }
     turbosr train decoder --config configs/decoder-x4-real-balanced.yaml ;;
+  realism4)
+    turbosr train decoder --config configs/decoder-x4-real-fidelity.yaml ;;
   critics)
     for critic in patchgan inception teacher; do
       turbosr train decoder --config configs/decoder-x4-real-adversarial.yaml --set adversarial.critic=$critic \
@@ -72,7 +76,8 @@ PY
         --threads 1 --baselines bicubic realesrgan_x4plus --model "x4 (shipped)=src/turbosr/weights/x4" \
         --model "x4-real (shipped)=src/turbosr/weights/x4-real" --model "joint x4 (5,000 steps)=runs/joint-x4-snap5000" \
         --model "decoder x4 (3,500 steps)=runs/decoder-x4-learned/$latest" \
-        --model "realism round 2 (1,775 steps)=runs/realism-x4-real/$latest" ${ROUND3:+--model "realism round 3=runs/realism-x4-real-v2/$latest"} \
+        --model "realism round 2 (1,775 steps)=runs/realism-x4-real/$latest" ${ROUND3:+--model "realism round 3 (1,176 steps)=runs/realism3-snaps/step-1176"} \
+        ${ROUND3:+--model "realism round 4 (fidelity)=runs/realism-x4-real-fidelity/$latest"} \
         --steps 1 --metrics psnr_y ssim_y grid niqe patch_fid patch_kid --out docs/benchmarks/default_rule_$pairs --resume
     done ;;
   package-x4)
