@@ -31,7 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lq", required=True, type=Path)
     parser.add_argument("--ref", required=True, type=Path)
-    parser.add_argument("--model", action="append", default=[], metavar="NAME=DIR")
+    parser.add_argument("--model", action="append", default=[], metavar="NAME=DIR",
+                        help="a model folder; NAME=DIR@fidelity=W also sets StableSR's CFW weight W")
     parser.add_argument("--steps", type=int, nargs="+", default=[1, 2, 4, 8, 25, 50])
     parser.add_argument("--baselines", nargs="*", default=["bicubic"])
     parser.add_argument("--scale", type=int, default=4)
@@ -112,13 +113,18 @@ def main(argv: list[str] | None = None) -> None:
         add_row(name, None, provenance, result)
     for item in args.model:
         name, folder = item.split("=", 1)
+        folder, _, fidelity_text = folder.partition("@fidelity=")  # FOLDER@fidelity=W: StableSR's CFW weight
+        fidelity = float(fidelity_text) if fidelity_text else None
         pipeline = SRPipeline.from_pretrained(folder)
-        provenance = {**common, "model_folder": model_identity(folder)}
+        provenance = {**common, "model_folder": model_identity(folder),
+                      **({"fidelity": fidelity} if fidelity is not None else {})}
         for steps in args.steps:
             if reuse(name, steps, provenance):
                 continue
-            def upscale(lq: torch.Tensor, steps: int = steps, pipeline: SRPipeline = pipeline) -> torch.Tensor:
-                return pipeline(lq, num_steps=steps, generator=torch.Generator().manual_seed(args.seed))
+            def upscale(lq: torch.Tensor, steps: int = steps, pipeline: SRPipeline = pipeline,
+                        fidelity: float | None = fidelity) -> torch.Tensor:
+                return pipeline(lq, num_steps=steps, fidelity=fidelity,
+                                generator=torch.Generator().manual_seed(args.seed))
 
             result = evaluate_upscaler(upscale, args.lq, args.ref, wanted(steps), args.crop_border)
             add_row(name, steps, provenance, result)

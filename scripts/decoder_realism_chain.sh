@@ -16,14 +16,15 @@
 #             (ROUND3=1 adds round 3's snapshot at 1,176 steps (runs/realism3-snaps: copies of its checkpoints, the
 #             later ones show a stamped texture) and round 4; rows already measured are reused)
 #   package-x4: the chosen x4 as the built-in (its card measured on test and the external photos)
+#   compare-x4: the previous x4 (from git) against the new one on test and the external photos
 #   test:     the chosen models on the test pairs (published numbers)
-# Usage: bash scripts/decoder_realism_chain.sh unet|decoder|joint|realism|realism3|realism4|critics|arms|select|package-x4|test
+# Usage: bash scripts/decoder_realism_chain.sh unet|decoder|joint|realism|realism3|realism4|critics|arms|select|package-x4|compare-x4|test
 # A killed run resumes from runs/<name>/checkpoint-latest. One CPU thread per run; two runs at a time at most.
 set -euo pipefail
 export OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1
 latest=checkpoint-latest/model
 CRITIC_MINUTES=${CRITIC_MINUTES:-15}
-case "${1:?unet, decoder, joint, realism, realism3, realism4, critics, arms, select, package-x4 or test}" in
+case "${1:?unet, decoder, joint, realism, realism3, realism4, critics, arms, select, package-x4, compare-x4 or test}" in
   unet)
     turbosr train teacher --config configs/teacher-x4-small.yaml --set init_from=src/turbosr/weights/x4 \
       --set terminal_fraction=0.5 --set run.max_steps=8000 --set optim.warmup_steps=100 --set run.num_threads=1 \
@@ -93,6 +94,15 @@ PY
       --fact "Joint one-step fine-tune (turbosr train decoder, train_denoiser true): the UNet run once from t = T - 1 (learning rate 2e-5) and the decoder (2e-4) trained end to end on the decoded image with L1 + 0.2 SSIM + 0.5 Sobel-edge + 0.03 phase-profile grid term at w = 0; CFW trained at w = 1 on the same losses with the decoder trunk held fixed. 5,000 steps of batch 8, 128-px crops of the train split, bicubic x4, bf16 autocast, 85 training minutes on 1 CPU thread beside another run; denoiser stored int8 per channel." \
       --fact "Chosen on the val split by the x4 rule written in docs/realism.md before measuring (artifact figure within 0.03 of HR's on bicubic val, then highest PSNR-Y) over the previous x4 and the decoder-only fine-tune: docs/benchmarks/default_rule_val-x4.md." \
       --training-command "turbosr train decoder --config configs/decoder-x4-joint.yaml   # stopped at step 5,000; runs/joint-x4-snap5000 is a copy of that checkpoint's model folder" ;;
+  compare-x4)
+    # the x4 of 2026-11-26 (from git) against today's, on the test pairs and the external photos (PSNR, grid)
+    mkdir -p runs/x4-2026-11-26 && git archive 806c5f5 src/turbosr/weights/x4 | tar -x -C runs/x4-2026-11-26
+    for pairs in test-x4 test-x4-blind external-x4 external-x4-blind; do
+      python benchmarks/quality_vs_steps.py --lq data/$pairs/lq --ref data/$pairs/hq --scale 4 --crop-border 4 \
+        --threads 1 --baselines bicubic --model "x4 of 2026-11-26=runs/x4-2026-11-26/src/turbosr/weights/x4" \
+        --model "x4 of 2026-12-02=src/turbosr/weights/x4" --model "x4 of 2026-12-02, --fidelity 1=src/turbosr/weights/x4@fidelity=1" \
+        --steps 1 --metrics psnr_y ssim_y grid --out docs/benchmarks/x4_old_vs_new_$pairs --resume
+    done ;;
   test)
     for pairs in test-x4 test-x4-blind; do
       python benchmarks/quality_vs_steps.py --lq data/$pairs/lq --ref data/$pairs/hq --scale 4 --crop-border 4 \
