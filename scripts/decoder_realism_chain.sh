@@ -88,6 +88,7 @@ PY
       --pairs 'external photos, bicubic=data/external-x4' \
       --pairs 'external photos, Real-ESRGAN degradation=data/external-x4-blind' \
       --metrics psnr_y ssim_y niqe grid patch_kid --baselines bicubic span_x4 realesrgan_x4plus \
+      ${REUSE:+--reuse-baselines "$REUSE"} \
       --summary "A small latent diffusion SR model trained by this project on 2 CPU cores, for clean or bicubic-style inputs (third built-in x4, 2026-12-02): the x4 UNet of 2026-11-26 and a new learned latent decoder with StableSR's CFW inside it, fine-tuned together as a one-step model. --fidelity W in [0, 1] weights the decoder's fusion of the input's features (0 or left out: the model's own output; 1: closest to the input)." \
       --fact "Start: the built-in x4 of 2026-11-26 (its UNet; its RGB refiner is replaced)." \
       --fact "Decoder: a convolutional decoder of the patch latent (models/decoders.py: 4 residual blocks of 128 channels at the latent resolution, one x8 sub-pixel convolution to RGB, added to the linear patch decode whose residual it learns; last layer zero at the start), and CFW inside it (a 64-channel encoder of the LQ image fused into the trunk through zero-initialised convolutions, scaled by w)." \

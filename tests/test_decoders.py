@@ -99,6 +99,18 @@ def test_pipeline_with_a_learned_decoder_saves_loads_and_tiles(tmp_path):
     pipeline.save_pretrained(tmp_path / "model")
     loaded = SRPipeline.from_pretrained(tmp_path / "model")
     assert torch.equal(loaded(lq, fidelity=0.5, generator=torch.Generator().manual_seed(0)), out)
+    # compact storage: the decoder's parameters in float16, the analytic latent (basis, statistics) float32
+    from safetensors.torch import load_file
+
+    pipeline.save_pretrained(tmp_path / "half", storage="float16")
+    stored = load_file(tmp_path / "half" / "autoencoder.safetensors")
+    assert {v.dtype for k, v in stored.items() if k.startswith("decoder.")} == {torch.float16}
+    assert all(v.dtype == torch.float32 for k, v in stored.items() if not k.startswith("decoder."))
+    half = SRPipeline.from_pretrained(tmp_path / "half")
+    for name, value in half.autoencoder.state_dict().items():
+        assert torch.equal(value, autoencoder.state_dict()[name].half().float() if name.startswith("decoder.")
+                           and value.is_floating_point() and name in dict(autoencoder.named_parameters())
+                           else autoencoder.state_dict()[name]), name
     # a single latent tile vs several: the decoder is tiled exactly, only the denoiser's blending differs
     latent = pipeline.denoise_latents(torch.randn(1, 8, 40, 36, generator=torch.Generator().manual_seed(2)))
     condition = torch.randn(latent.shape, generator=torch.Generator().manual_seed(4))

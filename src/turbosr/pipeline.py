@@ -110,7 +110,8 @@ class SRPipeline:
         """Write ``config.json`` + ``denoiser.safetensors`` + ``autoencoder.safetensors`` into ``folder``.
 
         ``storage`` "float16" or "int8" (per output channel, with scales) stores the denoiser's parameters
-        compactly (:func:`turbosr.checkpoint.compact_state`); buffers and the autoencoder stay float32.
+        compactly (:func:`turbosr.checkpoint.compact_state`), and a learned latent decoder's parameters in float16;
+        buffers and the rest of the latent space stay float32.
         ``max_shard_bytes`` splits a large denoiser file into shards with an index. Files are written atomically.
         """
         folder = Path(folder)
@@ -118,8 +119,11 @@ class SRPipeline:
         parameter_names = {name for name, _ in self.denoiser.named_parameters()}
         denoiser_state = checkpoint.compact_state(self.denoiser.state_dict(), parameter_names, storage)
         checkpoint.save_tensors(folder / "denoiser.safetensors", denoiser_state, max_shard_bytes=max_shard_bytes)
-        checkpoint.save_tensors(folder / "autoencoder.safetensors",
-                                {k: v.float() for k, v in self.autoencoder.state_dict().items()})
+        # the latent space's analytic part (patch basis, statistics) and every buffer stay float32; a learned
+        # decoder's parameters are stored in half precision when the denoiser is stored compactly (never int8)
+        decoder_parameters = {name for name, _ in self.autoencoder.named_parameters() if name.startswith("decoder.")}
+        checkpoint.save_tensors(folder / "autoencoder.safetensors", checkpoint.compact_state(
+            self.autoencoder.state_dict(), decoder_parameters, "float32" if storage == "float32" else "float16"))
         extra = {}
         if self.fidelity_warp is not None:
             checkpoint.save_tensors(folder / "fidelity_warp.safetensors",
@@ -189,7 +193,8 @@ class SRPipeline:
                             config.sft_time_aware, config.sft_down)
         denoiser.load_state_dict(state, strict=True)
         autoencoder = autoencoder_from_config(meta["autoencoder"])
-        autoencoder.load_state_dict(checkpoint.load_tensors(folder / "autoencoder.safetensors"), strict=True)
+        autoencoder.load_state_dict(checkpoint.expand_state(checkpoint.load_tensors(folder / "autoencoder.safetensors")),
+                                    strict=True)
         warp = None
         if "fidelity_warp" in meta:
             if not isinstance(meta["fidelity_warp"], dict):
