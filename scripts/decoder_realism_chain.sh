@@ -15,16 +15,17 @@
 #   select:   every candidate on the val pairs (bicubic and blind), for the default rule of docs/realism.md
 #             (ROUND3=1 adds round 3's snapshot at 1,176 steps (runs/realism3-snaps: copies of its checkpoints, the
 #             later ones show a stamped texture) and round 4; rows already measured are reused)
+#   select-real: rounds 3 and 4 added to the val tables of select
 #   package-x4: the chosen x4 as the built-in (its card measured on test and the external photos)
 #   compare-x4: the previous x4 (from git) against the new one on test and the external photos
 #   test:     the chosen models on the test pairs (published numbers)
-# Usage: bash scripts/decoder_realism_chain.sh unet|decoder|joint|realism|realism3|realism4|critics|arms|select|package-x4|compare-x4|test
+# Usage: bash scripts/decoder_realism_chain.sh unet|decoder|joint|realism|realism3|realism4|critics|arms|select|select-real|package-x4|compare-x4|test
 # A killed run resumes from runs/<name>/checkpoint-latest. One CPU thread per run; two runs at a time at most.
 set -euo pipefail
 export OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1
 latest=checkpoint-latest/model
 CRITIC_MINUTES=${CRITIC_MINUTES:-15}
-case "${1:?unet, decoder, joint, realism, realism3, realism4, critics, arms, select, package-x4, compare-x4 or test}" in
+case "${1:?unet, decoder, joint, realism, realism3, realism4, critics, arms, select, select-real, package-x4, compare-x4 or test}" in
   unet)
     turbosr train teacher --config configs/teacher-x4-small.yaml --set init_from=src/turbosr/weights/x4 \
       --set terminal_fraction=0.5 --set run.max_steps=8000 --set optim.warmup_steps=100 --set run.num_threads=1 \
@@ -79,6 +80,15 @@ PY
         --model "decoder x4 (3,500 steps)=runs/decoder-x4-learned/$latest" \
         --model "realism round 2 (1,775 steps)=runs/realism-x4-real/$latest" ${ROUND3:+--model "realism round 3 (1,176 steps)=runs/realism3-snaps/step-1176"} \
         ${ROUND3:+--model "realism round 4 (fidelity)=runs/realism-x4-real-fidelity/$latest"} \
+        --steps 1 --metrics psnr_y ssim_y grid niqe patch_fid patch_kid --out docs/benchmarks/default_rule_$pairs --resume
+    done ;;
+  select-real)
+    # the realism rounds 3 and 4 added to the val tables of `select` (its other rows are kept as measured: the
+    # built-ins they name have since been replaced, see docs/benchmarks/default_rule.md)
+    for pairs in val-x4 val-x4-blind; do
+      python benchmarks/quality_vs_steps.py --lq data/$pairs/lq --ref data/$pairs/hq --scale 4 --crop-border 4 \
+        --threads 1 --baselines --model "realism round 3 (1,176 steps)=runs/realism3-snaps/step-1176" \
+        --model "realism round 4 (fidelity)=runs/realism-x4-real-fidelity/$latest" \
         --steps 1 --metrics psnr_y ssim_y grid niqe patch_fid patch_kid --out docs/benchmarks/default_rule_$pairs --resume
     done ;;
   package-x4)
