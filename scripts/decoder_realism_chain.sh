@@ -17,15 +17,16 @@
 #             later ones show a stamped texture) and round 4; rows already measured are reused)
 #   select-real: rounds 3 and 4 added to the val tables of select
 #   package-x4: the chosen x4 as the built-in (its card measured on test and the external photos)
+#   package-x4-real: the chosen x4-real as the built-in (MODEL, SUMMARY, FACT1-3, COMMAND from the caller)
 #   compare-x4: the previous x4 (from git) against the new one on test and the external photos
 #   test:     the chosen models on the test pairs (published numbers)
-# Usage: bash scripts/decoder_realism_chain.sh unet|decoder|joint|realism|realism3|realism4|critics|arms|select|select-real|package-x4|compare-x4|test
+# Usage: bash scripts/decoder_realism_chain.sh unet|decoder|joint|realism|realism3|realism4|critics|arms|select|select-real|package-x4|package-x4-real|compare-x4|test
 # A killed run resumes from runs/<name>/checkpoint-latest. One CPU thread per run; two runs at a time at most.
 set -euo pipefail
 export OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1
 latest=checkpoint-latest/model
 CRITIC_MINUTES=${CRITIC_MINUTES:-15}
-case "${1:?unet, decoder, joint, realism, realism3, realism4, critics, arms, select, select-real, package-x4, compare-x4 or test}" in
+case "${1:?unet, decoder, joint, realism, realism3, realism4, critics, arms, select, select-real, package-x4, package-x4-real, compare-x4 or test}" in
   unet)
     turbosr train teacher --config configs/teacher-x4-small.yaml --set init_from=src/turbosr/weights/x4 \
       --set terminal_fraction=0.5 --set run.max_steps=8000 --set optim.warmup_steps=100 --set run.num_threads=1 \
@@ -105,6 +106,15 @@ PY
       --fact "Joint one-step fine-tune (turbosr train decoder, train_denoiser true): the UNet run once from t = T - 1 (learning rate 2e-5) and the decoder (2e-4) trained end to end on the decoded image with L1 + 0.2 SSIM + 0.5 Sobel-edge + 0.03 phase-profile grid term at w = 0; CFW trained at w = 1 on the same losses with the decoder trunk held fixed. 5,000 steps of batch 8, 128-px crops of the train split, bicubic x4, bf16 autocast, 85 training minutes on 1 CPU thread beside another run; denoiser stored int8 per channel." \
       --fact "Chosen on the val split by the x4 rule written in docs/realism.md before measuring (artifact figure within 0.03 of HR's on bicubic val, then highest PSNR-Y) over the previous x4 and the decoder-only fine-tune: docs/benchmarks/default_rule_val-x4.md." \
       --training-command "turbosr train decoder --config configs/decoder-x4-joint.yaml   # stopped at step 5,000; runs/joint-x4-snap5000 is a copy of that checkpoint's model folder" ;;
+  package-x4-real)
+    # the x4-real candidate the rule picked on val (docs/benchmarks/default_rule.md); baselines reused from x4's card
+    python scripts/package_builtin.py package "${MODEL:?the chosen model folder}" --name x4-real \
+      --storage int8 --threads 1 --reuse-baselines src/turbosr/weights/x4 \
+      --pairs 'test split, bicubic=data/test-x4' --pairs 'test split, Real-ESRGAN degradation=data/test-x4-blind' \
+      --pairs 'external photos, Real-ESRGAN degradation=data/external-x4-blind' \
+      --metrics psnr_y ssim_y niqe grid patch_kid --baselines bicubic span_x4 realesrgan_x4plus \
+      --summary "${SUMMARY:?one paragraph}" --fact "${FACT1:?}" --fact "${FACT2:?}" --fact "${FACT3:?}" \
+      --training-command "${COMMAND:?}" ;;
   compare-x4)
     # the x4 of 2026-11-26 (from git) against today's, on the test pairs and the external photos (PSNR, grid)
     mkdir -p runs/x4-2026-11-26 && git archive 806c5f5 src/turbosr/weights/x4 | tar -x -C runs/x4-2026-11-26
