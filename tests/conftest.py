@@ -44,21 +44,29 @@ def tiny_pipeline(tiny_config):
     return SRPipeline(denoiser, autoencoder, tiny_config)
 
 
-@pytest.fixture(scope="module")
-def tiny_x4_folder(tmp_path_factory):
-    """A saved tiny x4 model with random, non-zero output weights and a fitted latent space (a teacher, a prior
-    or a start for the training tests)."""
+def save_tiny_model(folder, scale: int = 4, fit_images: int = 4, output_std: float = 0.0,
+                    fit_generator: torch.Generator | None = None):
+    """Save a tiny random model (global seed 0; the latent space fitted on ``fit_images`` random 32² crops; the
+    UNet's output layer drawn with std ``output_std``, 0 keeps it zero) to ``folder``; returns ``folder``."""
     from turbosr.models import build_model, model_config
     from turbosr.pipeline import SRPipeline
 
     torch.manual_seed(0)
-    config = model_config("tiny", scale=4)
+    config = model_config("tiny", scale=scale)
     denoiser, autoencoder = build_model(config)
-    torch.nn.init.normal_(denoiser.unet.conv_out.weight, 0, 0.05)
-    autoencoder.fit(torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(1)) * 2 - 1)
-    folder = tmp_path_factory.mktemp("tiny_x4") / "model"
+    if output_std:
+        torch.nn.init.normal_(denoiser.unet.conv_out.weight, 0, output_std)
+    autoencoder.fit(torch.rand(fit_images, 3, 32, 32, generator=fit_generator) * 2 - 1)
     SRPipeline(denoiser, autoencoder, config).save_pretrained(folder)
     return folder
+
+
+@pytest.fixture(scope="module")
+def tiny_x4_folder(tmp_path_factory):
+    """A saved tiny x4 model with random, non-zero output weights and a fitted latent space (a teacher, a prior
+    or a start for the training tests)."""
+    return save_tiny_model(tmp_path_factory.mktemp("tiny_x4") / "model", output_std=0.05,
+                           fit_generator=torch.Generator().manual_seed(1))
 
 
 @pytest.fixture(scope="module")

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
+from conftest import save_tiny_model
 from turbosr.cli import main
 
 
@@ -62,16 +62,7 @@ def bad_images(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def good_model(tmp_path_factory) -> Path:
-    from turbosr.models import build_model, model_config
-    from turbosr.pipeline import SRPipeline
-
-    torch.manual_seed(0)
-    config = model_config("tiny", scale=2)
-    denoiser, autoencoder = build_model(config)
-    autoencoder.fit(torch.rand(2, 3, 32, 32) * 2 - 1)
-    folder = tmp_path_factory.mktemp("good") / "model"
-    SRPipeline(denoiser, autoencoder, config).save_pretrained(folder)
-    return folder
+    return save_tiny_model(tmp_path_factory.mktemp("good") / "model", scale=2, fit_images=2)
 
 
 def _edit_config(folder: Path, change) -> None:

@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from conftest import save_tiny_model
+
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 gradio = pytest.importorskip("gradio", reason="the demo extra (pip install 'turbosr[demo]') is not installed")
 
@@ -32,18 +34,7 @@ def png_bomb(width: int, height: int) -> bytes:
 
 @pytest.fixture(scope="module")
 def tiny_model_dir(tmp_path_factory):
-    import torch
-
-    from turbosr.models import build_model, model_config
-    from turbosr.pipeline import SRPipeline
-
-    torch.manual_seed(0)
-    config = model_config("tiny", scale=4)
-    denoiser, autoencoder = build_model(config)
-    autoencoder.fit(torch.rand(4, 3, 32, 32) * 2 - 1)
-    folder = tmp_path_factory.mktemp("model") / "tiny-x4"
-    SRPipeline(denoiser, autoencoder, config).save_pretrained(folder)
-    return folder
+    return save_tiny_model(tmp_path_factory.mktemp("model") / "tiny-x4")
 
 
 @pytest.fixture(scope="module")
