@@ -15,18 +15,19 @@
 #   select:   every candidate on the val pairs (bicubic and blind), for the default rule of docs/realism.md
 #             (ROUND3=1 adds round 3's snapshot at 1,176 steps (runs/realism3-snaps: copies of its checkpoints, the
 #             later ones show a stamped texture) and round 4; rows already measured are reused)
-#   select-real: rounds 3 and 4 added to the val tables of select
+#   select-real: rounds 3 and 4 on the val pairs (tables of their own)
+#   rules:    docs/realism.md's rules applied to those tables (docs/benchmarks/default_rule.md)
 #   package-x4: the chosen x4 as the built-in (its card measured on test and the external photos)
 #   package-x4-real: the chosen x4-real as the built-in (MODEL, SUMMARY, FACT1-3, COMMAND from the caller)
 #   compare-x4: the previous x4 (from git) against the new one on test and the external photos
 #   test:     the chosen models on the test pairs (published numbers)
-# Usage: bash scripts/decoder_realism_chain.sh unet|decoder|joint|realism|realism3|realism4|critics|arms|select|select-real|package-x4|package-x4-real|compare-x4|test
+# Usage: bash scripts/decoder_realism_chain.sh unet|decoder|joint|realism|realism3|realism4|critics|arms|select|select-real|rules|package-x4|package-x4-real|compare-x4|test
 # A killed run resumes from runs/<name>/checkpoint-latest. One CPU thread per run; two runs at a time at most.
 set -euo pipefail
 export OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1
 latest=checkpoint-latest/model
 CRITIC_MINUTES=${CRITIC_MINUTES:-15}
-case "${1:?unet, decoder, joint, realism, realism3, realism4, critics, arms, select, select-real, package-x4, package-x4-real, compare-x4 or test}" in
+case "${1:?unet, decoder, joint, realism, realism3, realism4, critics, arms, select, select-real, rules, package-x4, package-x4-real, compare-x4 or test}" in
   unet)
     turbosr train teacher --config configs/teacher-x4-small.yaml --set init_from=src/turbosr/weights/x4 \
       --set terminal_fraction=0.5 --set run.max_steps=8000 --set optim.warmup_steps=100 --set run.num_threads=1 \
@@ -84,14 +85,21 @@ PY
         --steps 1 --metrics psnr_y ssim_y grid niqe patch_fid patch_kid --out docs/benchmarks/default_rule_$pairs --resume
     done ;;
   select-real)
-    # the realism rounds 3 and 4 added to the val tables of `select` (its other rows are kept as measured: the
-    # built-ins they name have since been replaced, see docs/benchmarks/default_rule.md)
+    # the realism rounds 3 and 4 on the val pairs of `select`, in tables of their own (the rows of select stay as
+    # measured: the built-ins they name have since been replaced); docs/benchmarks/default_rule.md reads both
     for pairs in val-x4 val-x4-blind; do
       python benchmarks/quality_vs_steps.py --lq data/$pairs/lq --ref data/$pairs/hq --scale 4 --crop-border 4 \
         --threads 1 --baselines --model "realism round 3 (1,176 steps)=runs/realism3-snaps/step-1176" \
         --model "realism round 4 (fidelity)=runs/realism-x4-real-fidelity/$latest" \
-        --steps 1 --metrics psnr_y ssim_y grid niqe patch_fid patch_kid --out docs/benchmarks/default_rule_$pairs --resume
+        --steps 1 --metrics psnr_y ssim_y grid niqe patch_fid patch_kid --out docs/benchmarks/default_rule_$pairs-rounds34
     done ;;
+  rules)
+    python scripts/apply_rules.py --bicubic docs/benchmarks/default_rule_val-x4.json \
+      docs/benchmarks/default_rule_val-x4-rounds34.json --blind docs/benchmarks/default_rule_val-x4-blind.json \
+      docs/benchmarks/default_rule_val-x4-blind-rounds34.json \
+      --x4 "x4 (shipped)" "joint x4 (5,000 steps)" "decoder x4 (3,500 steps)" \
+      --x4-real "x4-real (shipped)" "realism round 2 (1,775 steps)" "realism round 3 (1,176 steps)" \
+      "realism round 4 (fidelity)" > docs/benchmarks/default_rule.md ;;
   package-x4)
     # the candidate the x4 rule of docs/realism.md picked on val (docs/benchmarks/default_rule_val-x4.md)
     python scripts/package_builtin.py package runs/joint-x4-snap5000 --name x4 --storage int8 --threads 1 \
