@@ -65,8 +65,7 @@ def measure(model: str, source: Path, target: Path, threads: int, mode: str) -> 
     return {"peak_mib": peak_kb / 1024, "seconds": seconds}
 
 
-def main(argv: list[str] | None = None) -> None:
-    argv = sys.argv[1:] if argv is None else argv
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", required=True)
     parser.add_argument("--sizes", type=int, nargs="+", default=[2048, 4096, 8192, 16384], help="output sides")
@@ -74,7 +73,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-in-memory", type=int, default=8192, help="largest output side run in memory")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, required=True)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser().parse_args(argv)
 
     from turbosr.pipeline import SRPipeline
     from turbosr.reports import (
@@ -115,7 +119,7 @@ def main(argv: list[str] | None = None) -> None:
          f"{r['seconds']:.1f}" if "seconds" in r else "-", f"{r['us_per_pixel']:.2f}" if "seconds" in r else "-"]
         for r in rows])
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    write_json(args.out.with_suffix(".json"), {"command": command, "versions": software_versions(),
+    write_json(args.out.with_suffix(".json"), {"commands": [command], "versions": software_versions(),
                                                "model": identity, "rows": rows})
     write_text(args.out.with_suffix(".md"), header + table)
     print("\n".join(header + table))
