@@ -19,15 +19,16 @@
 #   rules:    docs/realism.md's rules applied to those tables (docs/benchmarks/default_rule.md)
 #   package-x4: the chosen x4 as the built-in (its card measured on test and the external photos)
 #   package-x4-real: the chosen x4-real as the built-in (MODEL, SUMMARY, FACT1-3, COMMAND from the caller)
+#   pictures: the crops in docs/img (x4 old vs new; the x4-real rounds)
 #   compare-x4: the previous x4 (from git) against the new one on test and the external photos
 #   test:     the chosen models on the test pairs (published numbers)
-# Usage: bash scripts/decoder_realism_chain.sh unet|decoder|joint|realism|realism3|realism4|critics|arms|select|select-real|rules|package-x4|package-x4-real|compare-x4|test
+# Usage: bash scripts/decoder_realism_chain.sh unet|decoder|joint|realism|realism3|realism4|critics|arms|select|select-real|rules|package-x4|package-x4-real|pictures|compare-x4|test
 # A killed run resumes from runs/<name>/checkpoint-latest. One CPU thread per run; two runs at a time at most.
 set -euo pipefail
 export OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1
 latest=checkpoint-latest/model
 CRITIC_MINUTES=${CRITIC_MINUTES:-15}
-case "${1:?unet, decoder, joint, realism, realism3, realism4, critics, arms, select, select-real, rules, package-x4, package-x4-real, compare-x4 or test}" in
+case "${1:?unet, decoder, joint, realism, realism3, realism4, critics, arms, select, select-real, rules, package-x4, package-x4-real, pictures, compare-x4 or test}" in
   unet)
     turbosr train teacher --config configs/teacher-x4-small.yaml --set init_from=src/turbosr/weights/x4 \
       --set terminal_fraction=0.5 --set run.max_steps=8000 --set optim.warmup_steps=100 --set run.num_threads=1 \
@@ -123,6 +124,19 @@ PY
       --metrics psnr_y ssim_y niqe grid patch_kid --baselines bicubic span_x4 realesrgan_x4plus \
       --summary "${SUMMARY:?one paragraph}" --fact "${FACT1:?}" --fact "${FACT2:?}" --fact "${FACT3:?}" \
       --training-command "${COMMAND:?}" ;;
+  pictures)
+    # crops of the external photos (faces, sky, foliage, edges) beside Real-ESRGAN and HR
+    crops="matplotlib__grace_hopper@180,170 scikit-learn__china@30,20 scikit-learn__china@510,280 scikit-image__coffee@300,60"
+    python scripts/side_by_side.py data/external-x4 --names $crops scikit-image__astronaut@170,30 \
+      scikit-learn__flower@230,110 --column bicubic=bicubic \
+      --column "x4 of 2026-11-26=model:runs/x4-2026-11-26/src/turbosr/weights/x4" --column "x4 (2026-12-02)=model:x4" \
+      --column "SPAN x4=baseline:span_x4" --column "Real-ESRGAN=baseline:realesrgan_x4plus" --column HR=hr \
+      --out docs/img/x4_side_by_side.png
+    python scripts/side_by_side.py data/external-x4-blind --names $crops --column LQ=lq \
+      --column "Real-ESRGAN=baseline:realesrgan_x4plus" --column "x4-real (11-26)=model:x4-real" \
+      --column "round 2=model:runs/realism-x4-real/$latest" --column "round 3, 1,176=model:runs/realism3-snaps/step-1176" \
+      --column "round 3, 2,500=model:runs/realism3-snaps/step-2500" \
+      --column "round 4=model:runs/realism-x4-real-fidelity/$latest" --column HR=hr --out docs/img/x4_real_rounds.png ;;
   compare-x4)
     # the x4 of 2026-11-26 (from git) against today's, on the test pairs and the external photos (PSNR, grid)
     mkdir -p runs/x4-2026-11-26 && git archive 806c5f5 src/turbosr/weights/x4 | tar -x -C runs/x4-2026-11-26
