@@ -11,6 +11,7 @@
 #             5,000 steps (configs/decoder-x4-real-balanced.yaml; snapshot: runs/joint-x4-snap5000)
 #   realism4: the blind fidelity model: round 3 without its critic (configs/decoder-x4-real-fidelity.yaml)
 #   critics:  the three critics (patchgan, inception, teacher) from the same start for the same minutes each
+#             (2026-12-02: inception and teacher ran side by side, patchgan beside another run a session earlier)
 #   arms:     the arms' validation curves as a table (docs/benchmarks/decoder_arms_val.md)
 #   select:   every candidate on the val pairs (bicubic and blind), for the default rule of docs/realism.md
 #             (ROUND3=1 adds round 3's snapshot at 1,176 steps (runs/realism3-snaps: copies of its checkpoints, the
@@ -50,10 +51,10 @@ case "${1:?unet, decoder, joint, realism, realism3, realism4, critics, arms, sel
         --set adversarial.feature_matching=0 --set run.validate_every_steps=0
     done
     python benchmarks/quality_vs_steps.py --lq data/val-x4-blind/lq --ref data/val-x4-blind/hq --scale 4 \
-      --crop-border 4 --threads 1 --baselines bicubic realesrgan_x4plus \
+      --crop-border 4 --threads 2 --baselines bicubic realesrgan_x4plus \
       --model "critic patchgan=runs/critic-patchgan/$latest" --model "critic inception=runs/critic-inception/$latest" \
       --model "critic teacher=runs/critic-teacher/$latest" --model "start (joint x4, 2,000 steps)=runs/joint-x4-snap2000" \
-      --steps 1 --metrics psnr_y ssim_y grid niqe patch_fid patch_kid --out docs/benchmarks/critics_val --resume ;;
+      --steps 1 --metrics psnr_y ssim_y grid niqe patch_fid patch_kid --out docs/benchmarks/critics_val ;;
   arms)
     { echo "# Which pays per CPU-minute: the UNet alone, the learned decoder alone, or both (one-step, val)"; echo
       echo "Validation during training: one-step PSNR-Y on 21 fixed 128-px val crops (bicubic x4) and the grid"
