@@ -44,6 +44,16 @@ def tiny_pipeline(tiny_config):
     return SRPipeline(denoiser, autoencoder, tiny_config)
 
 
+def load_script(path):
+    """A script of scripts/ or benchmarks/ (not a package) imported as a module, by its file path."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def save_tiny_model(folder, scale: int = 4, fit_images: int = 4, output_std: float = 0.0,
                     fit_generator: torch.Generator | None = None):
     """Save a tiny random model (global seed 0; the latent space fitted on ``fit_images`` random 32² crops; the

@@ -2,16 +2,9 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
-
-def load_script():
-    spec = importlib.util.spec_from_file_location("apply_rules", Path(__file__).parent.parent / "scripts" /
-                                                  "apply_rules.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from conftest import load_script
 
 
 def row(psnr, grid, kid=50.0, niqe=9.0, seconds=0.1):
@@ -19,7 +12,7 @@ def row(psnr, grid, kid=50.0, niqe=9.0, seconds=0.1):
 
 
 def test_rules_pick_by_the_written_criteria():
-    script = load_script()
+    script = load_script(Path(__file__).parent.parent / "scripts" / "apply_rules.py")
     clean = {"HR": {"grid": 1.05}, "bicubic": row(31.0, 1.16), "realesrgan_x4plus": row(29.4, 1.06),
              "sharp but gridded": row(32.5, 1.10),          # best PSNR, grid 0.05 above HR: not x4
              "faithful": row(32.2, 1.06, seconds=0.2),
@@ -39,7 +32,7 @@ def test_rules_pick_by_the_written_criteria():
 
 
 def test_no_candidate_passing_leaves_none():
-    script = load_script()
+    script = load_script(Path(__file__).parent.parent / "scripts" / "apply_rules.py")
     clean = {"HR": {"grid": 1.0}, "bicubic": row(31.0, 1.2), "m": row(30.0, 1.2)}
     blind = {"HR": {"grid": 1.0}, "bicubic": row(27.0, 1.2), "m": row(26.0, 1.2)}
     assert script.verdicts(clean, blind)[1] == {"x4": None, "default": None, "x4-real": None}

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from conftest import load_script
 from turbosr.diffusion import sampling_timesteps
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "quality_vs_steps.py"
@@ -103,15 +104,6 @@ def test_denoiser_error_by_timestep_reports_errors_per_noise_level(tmp_path, tin
     assert "| tiny | v | 999 |" in (tmp_path / "out" / "errors.md").read_text()
 
 
-def _script_module(path: Path):
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(path.stem, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 ROOT = SCRIPT.parents[1]
 
 
@@ -121,7 +113,7 @@ def _reparse(command: str) -> None:
 
     words = shlex.split(command)
     assert words[0] == "python" and (ROOT / words[1]).is_file(), command
-    _script_module(ROOT / words[1]).build_parser().parse_args(words[2:])
+    load_script(ROOT / words[1]).build_parser().parse_args(words[2:])
 
 
 def test_package_builtin_writes_a_card_generated_from_its_measurements(tmp_path, tiny_pipeline):
@@ -138,7 +130,7 @@ def test_package_builtin_writes_a_card_generated_from_its_measurements(tmp_path,
     for index in range(2):
         (tmp_path / f"photo{index}.png").rename(tmp_path / "hr" / f"photo{index}.png")
     make_pairs(tmp_path / "hr", tmp_path / "blind", 4, degradation="realesrgan", seed=3, crop_size=64)
-    module = _script_module(ROOT / "scripts" / "package_builtin.py")
+    module = load_script(ROOT / "scripts" / "package_builtin.py")
     argv = ["package", str(tmp_path / "model"), "--name", "x4-test", "--pairs", f"blind set={tmp_path / 'blind'}",
             "--metrics", "psnr_y", "--threads", "1", "--storage", "int8", "--fact", "trained for a test",
             "--training-command", "turbosr train teacher --config x.yaml", "--weights-dir", str(tmp_path / "w")]
@@ -181,7 +173,7 @@ def test_recorded_command_survives_names_with_spaces_and_parentheses(tmp_path):
     argv = ["--lq", "a b/lq", "--ref", "a b/hq", "--model", "v, zero terminal SNR (x0)=runs/m", "--out", "o"]
     command = command_line("benchmarks/quality_vs_steps.py", argv)
     assert shlex.split(command)[2:] == argv
-    args = _script_module(SCRIPT).build_parser().parse_args(shlex.split(command)[2:])
+    args = load_script(SCRIPT).build_parser().parse_args(shlex.split(command)[2:])
     assert args.model == ["v, zero terminal SNR (x0)=runs/m"]
 
 

@@ -2,27 +2,21 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
+
+from conftest import load_script
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def load_script():
-    spec = importlib.util.spec_from_file_location("status_table", ROOT / "scripts" / "status_table.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_readme_status_table_is_generated_from_the_cards():
-    script = load_script()
+    script = load_script(ROOT / "scripts" / "status_table.py")
     readme = (ROOT / "README.md").read_text()
     assert script.replace_block(readme, script.table()) == readme, \
         "README.md's status table differs from the cards: run `python scripts/status_table.py --write`"
 
 
 def test_a_cell_shows_each_measured_figure_and_marks_the_missing_ones():
-    script = load_script()
+    script = load_script(ROOT / "scripts" / "status_table.py")
     assert script.cell({"psnr_y": 28.666, "grid": 1.14249}) == "28.67 / - / 1.142"
     assert script.cell(None) == "-"
