@@ -200,6 +200,35 @@ def test_the_page_answers_while_a_job_runs_and_a_full_queue_says_when_to_retry(t
         server.should_exit = True
 
 
+def test_requests_arriving_together_get_distinct_places_and_the_bound_holds():
+    """Places are taken on arrival, before the upload is read: two requests that arrive before either reaches
+    the model get positions 1 and 2 behind a running job (not both 1), a third beyond ``max_waiting`` is
+    refused, and a request that gives up (``leave``) or finishes frees its place."""
+    import asyncio
+    import threading
+
+    from turbosr.demo import JobQueue
+
+    async def scenario() -> tuple[list[int | None], list[int | None], int]:
+        jobs = JobQueue(max_waiting=2)
+        assert jobs.admit() == 0  # runs at once
+        release = threading.Event()
+        running = asyncio.create_task(jobs.run(lambda: release.wait(10)))
+        while not jobs.lock.locked():
+            await asyncio.sleep(0)
+        arrivals = [jobs.admit(), jobs.admit(), jobs.admit()]  # no await between: arriving together
+        jobs.leave()  # the second one's upload was bad: its place is free again
+        after_leave = [jobs.admit(), jobs.admit()]
+        release.set()
+        await running
+        return arrivals, after_leave, jobs.waiting
+
+    arrivals, after_leave, waiting = asyncio.run(scenario())
+    assert arrivals == [1, 2, None]
+    assert after_leave == [2, None]
+    assert waiting == 2  # the two admitted requests still owe run() or leave()
+
+
 def test_an_upload_over_the_limit_is_refused_while_it_is_read(tiny_model_dir, monkeypatch):
     """A chunked body without Content-Length is counted as it arrives: the server answers 413 after little more
     than the limit, while the client is still sending (a raw socket, so nothing buffers the body first)."""

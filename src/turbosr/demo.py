@@ -248,22 +248,31 @@ def _work_folder() -> Path:
 
 
 class JobQueue:
-    """One job at a time in a worker thread, at most ``max_waiting`` waiting: the server's event loop never runs
-    the model, so other requests (the page itself) are answered while a job runs."""
+    """One job at a time in a worker thread, at most ``max_waiting`` admitted requests waiting: the server's event
+    loop never runs the model, so other requests (the page itself) are answered while a job runs."""
 
     def __init__(self, max_waiting: int = MAX_WAITING) -> None:
         self.max_waiting = max_waiting
-        self.waiting = 0
+        self.waiting = 0  # admitted and not yet running (still uploading, or queued behind the lock)
         self.lock = asyncio.Lock()
         self.seconds = 10.0  # the last job's duration: the Retry-After hint
 
-    def position(self) -> int | None:
-        """The place a new request would take (0: runs at once), or None when the queue is full."""
-        ahead = self.waiting + (1 if self.lock.locked() else 0)
-        return None if self.waiting >= self.max_waiting else ahead
+    def admit(self) -> int | None:
+        """Take a place in the queue on arrival: its position (0: runs at once), or None when ``max_waiting``
+        requests already wait. Check and count happen with no ``await`` between them, so requests arriving
+        together get distinct positions and the bound holds. An admitted request ends with ``run`` or ``leave``."""
+        if self.waiting >= self.max_waiting:
+            return None
+        position = self.waiting + (1 if self.lock.locked() else 0)
+        self.waiting += 1
+        return position
+
+    def leave(self) -> None:
+        """Give an admitted request's place back without running it (a bad upload, a dropped connection)."""
+        self.waiting -= 1
 
     async def run(self, function: Callable[[], Any]) -> Any:
-        self.waiting += 1
+        """Run an admitted request's job in a worker thread once the jobs ahead of it are done."""
         entered = False
         try:
             async with self.lock:
@@ -314,13 +323,8 @@ def build_app(models: dict[str, Path] | None = None, device: str = "cpu") -> Any
     jobs = JobQueue(MAX_WAITING)
     app.state.work_dir, app.state.jobs = work, jobs  # (tests look at them)
 
-    async def api_upscale(request: Any) -> Any:
-        """multipart: ``image`` (file) and optional ``model``, ``steps``, ``seed``, ``color_fix``, ``tile``,
-        ``fidelity``. The response says where the request queued (X-Queue-Position: 0 = ran at once)."""
-        position = jobs.position()
-        if position is None:
-            return JSONResponse({"error": f"busy: {jobs.max_waiting} requests are already waiting; try again"},
-                                status_code=503, headers={"Retry-After": str(max(1, round(jobs.seconds)))})
+    async def read_form(request: Any) -> tuple[Path, dict[str, Any]] | Any:
+        """The upload saved to the work folder and the job's options, or the JSON error response."""
         body = await read_limited(request, MAX_UPLOAD_BYTES + 65536)
         if body is None:
             return JSONResponse({"error": f"upload larger than {MAX_UPLOAD}"}, status_code=413)
@@ -333,16 +337,33 @@ def build_app(models: dict[str, Path] | None = None, device: str = "cpu") -> Any
         image = form.get("image")
         if image is None or isinstance(image, str):
             return JSONResponse({"error": "send the image as the multipart file field 'image'"}, status_code=422)
-        upload = work / f"upload-{time.time_ns()}-{id(request)}"
-        upload.write_bytes(await image.read())
         try:
             options = {"model": str(form.get("model", next(iter(cache.models)))), "steps": int(form.get("steps", 1)),
                        "seed": int(form.get("seed", 0)), "color_fix": str(form.get("color_fix", "none")),
                        "tile": int(form.get("tile", DEFAULT_TILE)), "fidelity": float(form.get("fidelity", 0))}
         except ValueError:  # a form field that is not a number
-            upload.unlink(missing_ok=True)
             return JSONResponse({"error": "steps, seed and tile must be whole numbers, fidelity a number"},
                                 status_code=422)
+        upload = work / f"upload-{time.time_ns()}-{id(request)}"
+        upload.write_bytes(await image.read())
+        return upload, options
+
+    async def api_upscale(request: Any) -> Any:
+        """multipart: ``image`` (file) and optional ``model``, ``steps``, ``seed``, ``color_fix``, ``tile``,
+        ``fidelity``. The response says where the request queued (X-Queue-Position: 0 = ran at once)."""
+        position = jobs.admit()  # before any await: concurrent arrivals get distinct places
+        if position is None:
+            return JSONResponse({"error": f"busy: {jobs.max_waiting} requests are already waiting; try again"},
+                                status_code=503, headers={"Retry-After": str(max(1, round(jobs.seconds)))})
+        try:
+            prepared = await read_form(request)
+        except BaseException:
+            jobs.leave()
+            raise
+        if not isinstance(prepared, tuple):
+            jobs.leave()
+            return prepared
+        upload, options = prepared
         try:
             result = await jobs.run(lambda: upscale_file(cache, upload, work_dir=work, **options))
         except (DemoInputError, ValueError) as error:
