@@ -94,8 +94,9 @@ def main(argv: list[str] | None = None) -> None:
                     sums[t][1] += (eps_hat - noise).pow(2).mean().item()
                 steps: list[list[float]] = []
 
-                def denoise(x_t: torch.Tensor, t: int, previous: torch.Tensor | None, steps=steps, x0=x0, lq_latent=lq_latent,
-                            denoiser=pipeline.denoiser, alpha_bar=alpha_bar, kind=kind) -> torch.Tensor:
+                def denoise(x_t: torch.Tensor, t: int, previous: torch.Tensor | None, window: object, steps=steps,
+                            x0=x0, lq_latent=lq_latent, denoiser=pipeline.denoiser, alpha_bar=alpha_bar,
+                            kind=kind) -> torch.Tensor:
                     output = denoiser(x_t, lq_latent, t)
                     t_batch = torch.full((x_t.shape[0],), t, dtype=torch.long)
                     x0_hat, _ = predict_x0_eps(output, x_t, t_batch, alpha_bar, kind)
@@ -103,8 +104,8 @@ def main(argv: list[str] | None = None) -> None:
                     return output
 
                 start = torch.randn(x0.shape, generator=generator)
-                Sampler().sample(denoise, lambda _, start=start: start, torch.zeros_like(start),
-                                 sampling_timesteps(args.trajectory_steps, len(alpha_bar)), alpha_bar, kind)
+                Sampler().sample(denoise, lambda _, w, start=start: start[w],
+                                 lambda w, start=start: torch.zeros_like(start)[w], sampling_timesteps(args.trajectory_steps, len(alpha_bar)), alpha_bar, kind)
                 trajectory = steps if not trajectory else [[a[0], a[1] + b[1], a[2] + b[2]]
                                                            for a, b in zip(trajectory, steps, strict=True)]
         count = len(pairs)

@@ -70,7 +70,8 @@ def test_one_step_v_sampling_from_last_timestep_returns_the_predicted_x0():
     alpha_bar = make_alpha_bar(ScheduleConfig())
     noise = torch.randn(2, 3, 4, 4, generator=torch.Generator().manual_seed(0))
     wanted = torch.full_like(noise, 0.25)
-    x0 = Sampler().sample(lambda x_t, t, _: -wanted, lambda _: noise, torch.zeros_like(noise), [999], alpha_bar, "v")
+    x0 = Sampler().sample(lambda x_t, t, *_: -wanted, lambda _, w: noise[w], lambda w: torch.zeros_like(noise)[w], [999],
+                          alpha_bar, "v")
     assert torch.allclose(x0, wanted)
 
 
@@ -82,16 +83,17 @@ def test_multistep_sampling_with_oracle_recovers_x0():
     noise = torch.randn(1, 2, 4, 4, generator=generator)
     calls = []
 
-    def oracle(x_t, t, previous):
+    def oracle(x_t, t, previous, window):
         calls.append((t, previous is None))
         return truth  # "sample" prediction
 
     for kind in ("ddim", "renoise"):  # either update rule keeps an exact x0
         calls.clear()
-        result = Sampler(kind).sample(oracle, lambda _: noise, torch.zeros_like(noise), sampling_timesteps(5, 1000),
-                                      alpha_bar, "sample")
+        result = Sampler(kind).sample(oracle, lambda _, w: noise[w], lambda w: torch.zeros_like(noise)[w],
+                                      sampling_timesteps(5, 1000), alpha_bar, "sample")
         assert torch.allclose(result, truth)
-        assert calls == [(999, True), (799, False), (599, False), (399, False), (199, False)]
+        # the previous x0 reaches the network under the renoise rule (AddSR PSR reads it), never under DDIM
+        assert calls == [(999, True)] + [(t, kind == "ddim") for t in (799, 599, 399, 199)]
 
 
 @pytest.mark.parametrize("steps", [1, 4, 25])
@@ -105,11 +107,11 @@ def test_epsilon_sampling_with_oracle_recovers_x0_on_the_scaled_linear_schedule(
     noise = torch.randn(1, 2, 4, 4, generator=generator, dtype=torch.float64)
     ab = alpha_bar.double()
 
-    def oracle(x_t, t, _):
+    def oracle(x_t, t, *_):
         return (x_t - ab[t].sqrt() * truth) / (1 - ab[t]).sqrt()
 
-    result = Sampler().sample(oracle, lambda _: noise, torch.zeros_like(noise), sampling_timesteps(steps, 1000), ab,
-                              "epsilon")
+    result = Sampler().sample(oracle, lambda _, w: noise[w], lambda w: torch.zeros_like(noise)[w],
+                              sampling_timesteps(steps, 1000), ab, "epsilon")
     assert torch.allclose(result, truth, atol=1e-9)
 
 
@@ -125,11 +127,12 @@ def test_the_two_update_rules_differ_only_in_the_noise_they_add():
     for kind in ("ddim", "renoise"):
         seen: list[torch.Tensor] = []
 
-        def denoise(x_t, t, _, seen=seen):
+        def denoise(x_t, t, *_, seen=seen):
             seen.append(x_t)
             return fixed
 
-        Sampler(kind).sample(denoise, lambda i: fresh[i], torch.zeros(1, 2, 4, 4), [999, 499], alpha_bar, "v")
+        Sampler(kind).sample(denoise, lambda i, w: fresh[i][w], lambda w: torch.zeros(1, 2, 4, 4)[w], [999, 499],
+                             alpha_bar, "v")
         x0, eps = predict_x0_eps(fixed, seen[0], torch.tensor([999]), alpha_bar, "v")
         expected = add_noise(x0, eps if kind == "ddim" else fresh[1], torch.tensor([499]), alpha_bar)
         assert torch.allclose(seen[1], expected, atol=1e-6), kind

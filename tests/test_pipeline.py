@@ -105,11 +105,19 @@ def test_lowest_strength_keeps_the_bicubic_estimate(tiny_pipeline, lq_image):
     assert float(psnr(full, reconstruction)) < float(psnr(kept, reconstruction)) - 5
 
 
-def test_tiled_equals_untiled_for_a_pointwise_denoiser(lq_image):
-    """A denoiser of 1x1 convolutions is pointwise, so Gaussian-weighted tiles must reproduce the untiled result."""
+@pytest.mark.parametrize("kind", ["ddim", "renoise"])
+def test_tiled_equals_untiled_for_a_pointwise_denoiser(lq_image, kind, monkeypatch):
+    """A denoiser of 1x1 convolutions is pointwise, so Gaussian-weighted tiles must reproduce the untiled result,
+    under either update rule; and each tile runs its whole step: neither the network nor the noise ever sees
+    more than one latent tile (this is what keeps memory flat in the image size)."""
+    from turbosr import pipeline as pipeline_module
+    from turbosr.diffusion import Sampler
+
     config = model_config("tiny", scale=4)
     denoiser, autoencoder = build_model(config)
     autoencoder.fit(torch.rand(2, 3, 32, 32) * 2 - 1)
+    network_sizes: list[tuple[int, int]] = []
+    noise_sizes: list[tuple[int, int]] = []
 
     class Pointwise(torch.nn.Module):
         def __init__(self):
@@ -118,18 +126,33 @@ def test_tiled_equals_untiled_for_a_pointwise_denoiser(lq_image):
             self.config = denoiser.unet.config
 
         def forward(self, x, t):
+            network_sizes.append(tuple(x.shape[-2:]))
+
             class Out:
                 pass
             out = Out()
             out.sample = torch.tanh(self.conv(x)) * (1 + t.float().view(-1, 1, 1, 1) / 1000)
             return out
 
+    def keyed_noise(seed, step, shape, rows=None, cols=None):
+        noise_sizes.append((rows[1] - rows[0], cols[1] - cols[0]))
+        return real_noise(seed, step, shape, rows, cols)
+
+    real_noise = pipeline_module.keyed_noise
+    monkeypatch.setattr(pipeline_module, "keyed_noise", keyed_noise)
     denoiser.unet = Pointwise()
-    pipeline = SRPipeline(denoiser, autoencoder, config)
+    pipeline = SRPipeline(denoiser, autoencoder, config, sampler=Sampler(kind))
     lq = torch.rand(1, 3, 40, 56, generator=torch.Generator().manual_seed(2))
     whole = pipeline(lq, tile=256, num_steps=2, generator=torch.Generator().manual_seed(0))
+    factor = autoencoder.factor
+    latent = (160 // factor, 224 // factor)
+    assert set(network_sizes) == {latent} and set(noise_sizes) == {latent}  # one window: the whole latent
+    network_sizes.clear(), noise_sizes.clear()
     tiled = pipeline(lq, tile=64, tile_overlap=16, num_steps=2, generator=torch.Generator().manual_seed(0))
     assert torch.allclose(whole, tiled, atol=1e-5)
+    latent_tile = 64 // factor
+    assert max(max(size) for size in network_sizes + noise_sizes) == latent_tile < min(latent)
+    assert len(noise_sizes) == (len(network_sizes) if kind == "renoise" else len(network_sizes) // 2)
 
 
 def test_real_unet_tile_borders_are_not_worse_than_elsewhere(tiny_pipeline):

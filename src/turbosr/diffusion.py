@@ -112,6 +112,14 @@ def output_from_x0_eps(
     return training_target(x0, eps, t, alpha_bar, prediction_type)
 
 
+def check_sampling(num_steps: int, strength: float) -> None:
+    """The one check of a sampling run's options (ValueError with the fix): at least one step, strength in (0, 1]."""
+    if num_steps < 1:
+        raise ValueError(f"the number of steps must be >= 1, got {num_steps}")
+    if not 0.0 < strength <= 1.0:
+        raise ValueError(f"strength must be in (0, 1], got {strength}")
+
+
 def sampling_timesteps(num_steps: int, num_train_timesteps: int, strength: float = 1.0) -> list[int]:
     """Descending timesteps for a k-step sampler with "trailing" spacing (Lin et al. 2023, sec. 3.4).
 
@@ -119,10 +127,7 @@ def sampling_timesteps(num_steps: int, num_train_timesteps: int, strength: float
     zero terminal SNR); smaller values start from a partly noised initial estimate (more fidelity to the input).
     One step at strength 1 is ``[T - 1]``.
     """
-    if num_steps < 1:
-        raise ValueError(f"the number of steps must be >= 1, got {num_steps}")
-    if not 0.0 < strength <= 1.0:
-        raise ValueError(f"strength must be in (0, 1], got {strength}")
+    check_sampling(num_steps, strength)
     start = max(1, round(num_train_timesteps * strength))
     num_steps = min(num_steps, start)
     stride = start / num_steps
@@ -164,9 +169,16 @@ def noise_seed(generator: torch.Generator | None = None) -> int:
 
 SAMPLERS = ("ddim", "renoise")
 
-# denoise(x_t, t, previous_x0) -> network output at integer timestep t; previous_x0 is the last step's x0
-# estimate (None at the first step), for AddSR's prediction-based self-refinement
-DenoiseFn = Callable[[torch.Tensor, int, "torch.Tensor | None"], torch.Tensor]
+# A window is an index into a whole latent (B, C, H, W): ``latent[window]`` is its part. WHOLE is the whole latent.
+Window = tuple[object, ...]
+WHOLE: Window = (...,)
+# denoise(x_t, t, previous_x0, window) -> network output at integer timestep t for that window of the latent;
+# previous_x0 is the renoise rule's last x0 estimate there (None at the first step and for DDIM), for AddSR's
+# prediction-based self-refinement
+DenoiseFn = Callable[[torch.Tensor, int, "torch.Tensor | None", Window], torch.Tensor]
+# join(fn) calls fn(window) for each window of the latent and blends the results into one whole latent
+# (aggregation sampling over tiles, StableSR sec. 3.4); WHOLE alone when sampling is not tiled
+JoinFn = Callable[[Callable[[Window], torch.Tensor]], torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -217,29 +229,54 @@ class Sampler:
             return sampling_timesteps(self.trained_steps, num_train_timesteps)[:num_steps]
         return sampling_timesteps(num_steps, num_train_timesteps, strength)
 
-    def sample(self, denoise: DenoiseFn, noise: Callable[[int], torch.Tensor], initial_x0: torch.Tensor,
-               timesteps: list[int], alpha_bar: torch.Tensor, prediction_type: str,
-               on_step: Callable[[int], None] | None = None) -> torch.Tensor:
-        """The final x0 estimate. ``noise(i)`` is the Gaussian noise of step i (shaped like ``initial_x0``): step
-        0 noises ``initial_x0`` to the first timestep (pure noise when its signal is zero), and the renoise rule
-        draws noise(i) for step i."""
-        batch = initial_x0.shape[0]
+    def sample(self, denoise: DenoiseFn, noise: Callable[[int, Window], torch.Tensor],
+               initial_x0: Callable[[Window], torch.Tensor], timesteps: list[int], alpha_bar: torch.Tensor,
+               prediction_type: str, on_step: Callable[[int], None] | None = None, *, join: JoinFn | None = None,
+               finish: Callable[[torch.Tensor, Window], torch.Tensor] | None = None) -> torch.Tensor:
+        """The final x0 estimate, passed through ``finish(x0, window)`` if given (e.g. x0 -> HQ latent).
 
-        def at(t: int) -> torch.Tensor:
-            return torch.full((batch,), t, device=initial_x0.device, dtype=torch.long)
-
-        x_t = add_noise(initial_x0, noise(0), at(timesteps[0]), alpha_bar)
+        ``noise(i, window)`` is step i's Gaussian noise on that window, ``initial_x0(window)`` the estimate that
+        step 0 noises to the first timestep (pure noise when its signal is zero); the renoise rule draws noise(i)
+        for step i. Everything a step does after the network (x0/eps, the update rule, ``finish``) is per pixel,
+        so each window runs its whole step and ``join`` blends only the results: a run holds the whole x_t from
+        step 2 on (and the previous x0 for the renoise rule), never the noise, the network output or eps whole.
+        With one window this is exactly the whole-latent computation."""
+        join = join or (lambda fn: fn(WHOLE))
+        x_t: torch.Tensor | None = None
         previous: torch.Tensor | None = None
+        result: torch.Tensor | None = None
         for index, t in enumerate(timesteps):
-            output = denoise(x_t, t, previous)
             last = index + 1 == len(timesteps)
-            x0, eps = predict_x0_eps(output, x_t, at(t), alpha_bar, prediction_type)
-            del output
-            if not last:
-                renoised = eps if self.kind == "ddim" else noise(index + 1)
-                x_t = add_noise(x0, renoised, at(timesteps[index + 1]), alpha_bar)
-            previous = x0
+            keep_x0 = self.kind == "renoise" and not last  # PSR reads the previous x0 at the next step
+
+            def advance(window: Window, index: int = index, t: int = t, last: bool = last, keep_x0: bool = keep_x0,
+                        x_t: torch.Tensor | None = x_t, previous: torch.Tensor | None = previous) -> torch.Tensor:
+                if x_t is None:  # step 0: the initial estimate noised to the first timestep
+                    start = initial_x0(window)
+                    at = torch.full((start.shape[0],), t, device=start.device, dtype=torch.long)
+                    current = add_noise(start, noise(0, window), at, alpha_bar)
+                else:
+                    current = x_t[window]
+                    at = torch.full((current.shape[0],), t, device=current.device, dtype=torch.long)
+                output = denoise(current, t, None if previous is None else previous[window], window)
+                x0, eps = predict_x0_eps(output, current, at, alpha_bar, prediction_type)
+                del output
+                if last:
+                    return finish(x0, window) if finish is not None else x0
+                renoised = eps if self.kind == "ddim" else noise(index + 1, window)
+                next_t = torch.full_like(at, timesteps[index + 1])
+                x_next = add_noise(x0, renoised, next_t, alpha_bar)
+                return torch.cat([x_next, x0], dim=1) if keep_x0 else x_next
+
+            joined = join(advance)
+            if last:
+                result = joined
+            elif keep_x0:
+                channels = joined.shape[1] // 2
+                x_t, previous = joined[:, :channels], joined[:, channels:]
+            else:
+                x_t = joined
             if on_step is not None:
                 on_step(index)
-        assert previous is not None
-        return previous
+        assert result is not None
+        return result

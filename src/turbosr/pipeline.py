@@ -24,7 +24,7 @@ from turbosr import checkpoint
 from turbosr.colorfix import COLOR_FIXES
 from turbosr.config import ModelConfig, from_dict, to_dict
 from turbosr.degradations import upsample_lq
-from turbosr.diffusion import Sampler, keyed_noise, make_alpha_bar, noise_seed
+from turbosr.diffusion import Sampler, Window, check_sampling, keyed_noise, make_alpha_bar, noise_seed
 from turbosr.image import from_model_range, pil_to_tensor, tensor_to_pil, to_model_range, upscale_alpha
 from turbosr.models.autoencoders import (
     Autoencoder,
@@ -289,33 +289,39 @@ class SRPipeline:
         ``generator``), so any tiling or streaming of the latent starts from the same noise. With ``strength <
         1`` sampling starts from the bicubic estimate (the LQ latent itself, i.e. x0 = ``to_x0(lq_latent,
         lq_latent)``: zero for the residual target, the LQ latent for the latent target) noised to the starting
-        timestep. ``latent_tile``/``latent_overlap`` are in latent pixels (None: one tile); each tile reads its
-        own window of the condition. Gradients flow if called outside inference mode (joint fine-tuning).
+        timestep. ``latent_tile``/``latent_overlap`` are in latent pixels (None: one tile); each tile draws its
+        own noise, reads its own window of the condition and runs its whole step, down to the HQ latent at the
+        last step, and only those results are blended: one step holds the condition and one output-sized
+        accumulator, whatever the image size (:meth:`Sampler.sample`). Gradients flow if called outside
+        inference mode (joint fine-tuning).
         """
         sampler, denoiser = self.sampler, self.denoiser
         seed = noise_seed(generator)
         shape = tuple(lq_latent.shape)
 
-        def noise(step: int) -> torch.Tensor:
-            return keyed_noise(seed, step, shape).to(lq_latent.device, lq_latent.dtype)
+        def noise(step: int, window: Window) -> torch.Tensor:
+            rows, cols = window[-2], window[-1]
+            assert isinstance(rows, slice) and isinstance(cols, slice)
+            return keyed_noise(seed, step, shape, (rows.start, rows.stop), (cols.start, cols.stop)).to(
+                lq_latent.device, lq_latent.dtype)
 
-        def denoise(x_t: torch.Tensor, t: int, previous: torch.Tensor | None) -> torch.Tensor:
-            def tile(x: torch.Tensor, window: Tile) -> torch.Tensor:
-                part = (..., slice(window.y0, window.y1), slice(window.x0, window.x1))
-                condition, control = lq_latent[part], None
-                if sampler.kind == "renoise":  # AddSR PSR: the LQ latent first, then the blended last prediction
-                    control = condition if previous is None else (
-                        sampler.psr_weight * denoiser.from_x0(previous[part], condition)
-                        + (1 - sampler.psr_weight) * condition)
-                return denoiser(x, condition, t, control)
+        def denoise(x_t: torch.Tensor, t: int, previous: torch.Tensor | None, window: Window) -> torch.Tensor:
+            condition, control = lq_latent[window], None
+            if sampler.kind == "renoise":  # AddSR PSR: the LQ latent first, then the blended last prediction
+                control = condition if previous is None else (
+                    sampler.psr_weight * denoiser.from_x0(previous, condition)
+                    + (1 - sampler.psr_weight) * condition)
+            return denoiser(x_t, condition, t, control)
 
-            return tiled_map(tile, x_t, latent_tile or max(shape[-2:]), latent_overlap, weight=self.aggregation)
+        def join(fn: Callable[[Window], torch.Tensor]) -> torch.Tensor:  # aggregation over latent tiles
+            return tiled_map(lambda _, tile: fn((..., slice(tile.y0, tile.y1), slice(tile.x0, tile.x1))), lq_latent,
+                             latent_tile or max(shape[-2:]), latent_overlap, weight=self.aggregation)
 
         timesteps = sampler.timesteps(num_steps, self.config.schedule.num_train_timesteps, strength)
         on_step = (lambda i: progress(i, len(timesteps))) if progress else None
-        x0 = sampler.sample(denoise, noise, denoiser.to_x0(lq_latent, lq_latent), timesteps, self.alpha_bar,
-                            self.config.prediction_type, on_step)
-        return denoiser.from_x0(x0, lq_latent)
+        return sampler.sample(denoise, noise, lambda w: denoiser.to_x0(lq_latent[w], lq_latent[w]), timesteps,
+                              self.alpha_bar, self.config.prediction_type, on_step, join=join,
+                              finish=lambda x0, w: denoiser.from_x0(x0, lq_latent[w]))
 
     def decode(self, hq_latent: torch.Tensor, lq_latent: torch.Tensor, fidelity: float = 0.0,
                latent_tile: int | None = None, latent_overlap: int = 0, rows: tuple[int, int] | None = None
@@ -324,20 +330,20 @@ class SRPipeline:
         (learned, with its CFW at weight ``fidelity``, which also reads ``lq_latent``; or linear with an RGB
         refiner) is decoded exactly: non-overlapping tiles with a halo of its receptive radius, and ``rows`` (a,
         b) in latent pixels, whole tile rows, decodes just that strip (streaming). A KL decoder is blended."""
-        autoencoder, channels = self.autoencoder, hq_latent.shape[1]
+        autoencoder = self.autoencoder
         latent_tile = latent_tile or max(hq_latent.shape[-2:])
         use_cfw = bool(fidelity) and autoencoder.has_cfw
-        stacked = torch.cat([hq_latent, lq_latent], dim=1) if use_cfw else hq_latent
 
-        def decode_tile(z: torch.Tensor, _: Any) -> torch.Tensor:
-            if use_cfw:
-                return from_model_range(autoencoder.decode(z[:, :channels], z[:, channels:], fidelity))
+        def decode_tile(z: torch.Tensor, window: Tile) -> torch.Tensor:
+            if use_cfw:  # CFW reads the same window of the LQ latent
+                lq = lq_latent[..., window.y0:window.y1, window.x0:window.x1]
+                return from_model_range(autoencoder.decode(z, lq, fidelity))
             return from_model_range(autoencoder.decode(z))
 
         if isinstance(autoencoder, PatchAutoencoder):
-            return tiled_map(decode_tile, stacked, latent_tile, autoencoder.decode_radius,
+            return tiled_map(decode_tile, hq_latent, latent_tile, autoencoder.decode_radius,
                              out_scale=autoencoder.factor, weight="crop", rows=rows)
-        return tiled_map(decode_tile, stacked, latent_tile, latent_overlap, out_scale=autoencoder.factor, rows=rows)
+        return tiled_map(decode_tile, hq_latent, latent_tile, latent_overlap, out_scale=autoencoder.factor, rows=rows)
 
     def check_options(self, num_steps: int, strength: float, tile: int, tile_overlap: int, color_fix: str,
                       fidelity: float | None = None) -> None:
@@ -350,10 +356,7 @@ class SRPipeline:
                 raise ValueError(f"fidelity must be in [0, 1], got {fidelity}")
         if color_fix not in COLOR_FIXES:
             raise ValueError(f"color_fix must be one of {', '.join(COLOR_FIXES)}, got {color_fix!r}")
-        if num_steps < 1:
-            raise ValueError(f"the number of steps must be >= 1, got {num_steps}")
-        if not 0.0 < strength <= 1.0:
-            raise ValueError(f"strength must be in (0, 1], got {strength}")
+        check_sampling(num_steps, strength)
         multiple, factor = self.pixel_multiple, self.autoencoder.factor
         if tile < multiple or tile % multiple:
             raise ValueError(f"tile must be a positive multiple of {multiple} output pixels for this model, got {tile}")

@@ -6,7 +6,9 @@ latents (1/factor^2 of it, a few of them) are held whole:
 
 1. the condition latent is encoded tile by tile from bicubic upsamplings of just that tile's window
    (:class:`RegionUpsampler`, the same numbers as upsampling the whole image; the patch encoder is per patch);
-2. the denoiser runs on the latent as always (aggregation sampling over latent tiles, position-keyed noise);
+2. the denoiser runs on the latent as always (aggregation sampling over latent tiles, position-keyed noise): each
+   tile draws its noise, runs the network and the update rule and blends its result into one accumulator, so the
+   whole-latent tensors are the condition, that accumulator (and, from the second step, the current x_t);
 3. the latent is decoded one row of tiles at a time (exact halo tiling) and each row of output pixels is written
    to the file at once (PNG rows, TIFF tiles: :func:`turbosr.image.save_image_strips`), then dropped.
 
