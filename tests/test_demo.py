@@ -229,6 +229,27 @@ def test_requests_arriving_together_get_distinct_places_and_the_bound_holds():
     assert waiting == 2  # the two admitted requests still owe run() or leave()
 
 
+def test_the_bounded_load_test_gets_an_answer_for_every_request_and_leaves_no_file(tiny_model_dir, tmp_path):
+    """benchmarks/demo_load.py against a real `turbosr demo` process: a large job and 12 small ones at once, the
+    page loaded throughout. Every request is answered with 200 or 503 (never another 5xx), no page load fails,
+    and no file is left in the server's temporary folder after Ctrl-C. (The times it reports are not asserted.)"""
+    import json
+
+    from conftest import load_script
+
+    module = load_script(Path(__file__).resolve().parents[1] / "benchmarks" / "demo_load.py")
+    out = tmp_path / "load"
+    code = module.main(["--model", str(tiny_model_dir), "--big", "96", "--small", "24", "--requests", "12",
+                        "--page-every", "0.2", "--timeout", "240", "--out", str(out)])
+    row = json.loads(out.with_suffix(".json").read_text())["rows"][0]
+    answered = sum(sum(codes.values()) for codes in row["statuses"].values())
+    assert code == 0 and row["server_errors"] == 0 and row["unanswered"] == 0 and answered == 13
+    assert {code for codes in row["statuses"].values() for code in codes} <= {"200", "503"}
+    assert row["statuses"]["large"] == {"200": 1}
+    assert row["page_failures"] == 0 and row["page_loads"] >= 1
+    assert row["files_left_while_running"] == [] and row["left_after_shutdown"] == []
+
+
 def test_an_upload_over_the_limit_is_refused_while_it_is_read(tiny_model_dir, monkeypatch):
     """A chunked body without Content-Length is counted as it arrives: the server answers 413 after little more
     than the limit, while the client is still sending (a raw socket, so nothing buffers the body first)."""
