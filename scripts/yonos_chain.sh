@@ -8,10 +8,21 @@
 #           at x8 on the ground truth instead of the teacher
 #   lanes c and d: the last two runs of lane b again with training seed 1 (data order, noise and timesteps), to
 #           see how far a second seed moves the distilled-vs-control comparison; run c and d side by side
-# Usage: bash scripts/yonos_chain.sh a|b|c|d   (logs in runs/<name>.out; a killed run resumes from its checkpoint,
-# a finished one is skipped). Step counts fit one 3-hour session on the 2-core machine (see docs/yonos.md).
+# Claim 1 at x4 with two seeds (issue 24; docs/yonos.md), on today's split:
+#   x2: the x2 teacher (X2_STEPS, default 3000) in runs/teacher-x2-claims
+#   x4-distilled | x4-direct: from that teacher, ARM_STEPS (default 1500) each, training seeds 0 then 1; the
+#       distilled student regresses the teacher's predictions, the direct control the ground truth (same start,
+#       optimiser, batch, EMA, steps: only the target differs); run the two lanes side by side, one thread each
+#   eval-x4: the four models and bicubic on the test split at 1, 4, 16 and 64 steps (PSNR-Y, SSIM-Y, grid;
+#       patch KID at the steps in KID_STEPS, default 1 and 16)
+#   x8-distilled | x8-direct | eval-x8: the same one stage up: the distilled x4 of seed 0 teaches (and starts)
+#       x8 students, its control trains the same start on the ground truth at x8; seeds 0 then 1; test split x8
+# Usage: bash scripts/yonos_chain.sh a|b|c|d|x2|x4-distilled|x4-direct|eval-x4|x8-distilled|x8-direct|eval-x8
+#   (logs in runs/<name>.out; a killed run resumes from its checkpoint, a finished one is skipped). Lanes a-d fit
+#   one 3-hour session on the 2-core machine (see docs/yonos.md); the claim-1 lanes about two hours in all.
 set -euo pipefail
 export OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1
+X2_TEACHER=runs/teacher-x2-claims/checkpoint-latest/model
 run() {  # run <kind> <config> <output_dir> <max_steps> [extra --set ...]
   local kind=$1 config=$2 out=$3 steps=$4; shift 4
   mkdir -p runs
@@ -52,5 +63,51 @@ case "${1:?lane a, b, c or d}" in
   d)
     run teacher configs/direct-x8-from-x4-small.yaml runs/direct-x8-from-x4-small-seed1 1500 --set run.seed=1
     ;;
-  *) echo "usage: $0 a|b|c|d" >&2; exit 2 ;;
+  x2) run teacher configs/teacher-x2-small.yaml runs/teacher-x2-claims "${X2_STEPS:-3000}" ;;
+  x4-distilled|x4-direct)
+    for seed in 0 1; do
+      if [ "$1" = x4-distilled ]; then
+        run scale-distill configs/distill-x2-x4-small.yaml "runs/x4-distilled-seed$seed" "${ARM_STEPS:-1500}" \
+          --set teacher="$X2_TEACHER" --set init_from="$X2_TEACHER" --set run.seed="$seed"
+      else
+        run teacher configs/direct-x4-from-x2-small.yaml "runs/x4-direct-seed$seed" "${ARM_STEPS:-1500}" \
+          --set init_from="$X2_TEACHER" --set run.seed="$seed"
+      fi
+    done
+    ;;
+  x8-distilled|x8-direct)
+    x4=runs/x4-distilled-seed0/checkpoint-latest/model
+    for seed in 0 1; do
+      if [ "$1" = x8-distilled ]; then
+        run scale-distill configs/distill-x4-x8-small.yaml "runs/x8-distilled-seed$seed" "${ARM_STEPS:-1500}" \
+          --set teacher="$x4" --set init_from="$x4" --set run.seed="$seed"
+      else
+        run teacher configs/direct-x8-from-x4-small.yaml "runs/x8-direct-seed$seed" "${ARM_STEPS:-1500}" \
+          --set init_from="$x4" --set run.seed="$seed"
+      fi
+    done
+    ;;
+  eval-x8)
+    latest=checkpoint-latest/model
+    [ -f data/test-x8/manifest.json ] || turbosr data make-pairs data/corpus/manifest.json data/test-x8 --scale 8 \
+      --crop 256 --split test
+    # shellcheck disable=SC2086
+    python benchmarks/quality_vs_steps.py --lq data/test-x8/lq --ref data/test-x8/hq --scale 8 --crop-border 8 \
+      --threads 2 --baselines bicubic \
+      --model "distilled, seed 0=runs/x8-distilled-seed0/$latest" --model "distilled, seed 1=runs/x8-distilled-seed1/$latest" \
+      --model "direct, seed 0=runs/x8-direct-seed0/$latest" --model "direct, seed 1=runs/x8-direct-seed1/$latest" \
+      --steps 1 4 16 64 --metrics psnr_y ssim_y grid patch_kid --folder-metric-steps ${KID_STEPS:-1 16} \
+      --out docs/benchmarks/yonos_claim1_x8_test --resume
+    ;;
+  eval-x4)
+    latest=checkpoint-latest/model
+    # shellcheck disable=SC2086
+    python benchmarks/quality_vs_steps.py --lq data/test-x4/lq --ref data/test-x4/hq --scale 4 --crop-border 4 \
+      --threads 2 --baselines bicubic \
+      --model "distilled, seed 0=runs/x4-distilled-seed0/$latest" --model "distilled, seed 1=runs/x4-distilled-seed1/$latest" \
+      --model "direct, seed 0=runs/x4-direct-seed0/$latest" --model "direct, seed 1=runs/x4-direct-seed1/$latest" \
+      --steps 1 4 16 64 --metrics psnr_y ssim_y grid patch_kid --folder-metric-steps ${KID_STEPS:-1 16} \
+      --out docs/benchmarks/yonos_claim1_x4_test --resume
+    ;;
+  *) echo "usage: $0 a|b|c|d|x2|x4-distilled|x4-direct|eval-x4|x8-distilled|x8-direct|eval-x8" >&2; exit 2 ;;
 esac
