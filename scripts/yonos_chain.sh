@@ -22,7 +22,8 @@
 #   one 3-hour session on the 2-core machine (see docs/yonos.md); the claim-1 lanes about two hours in all.
 set -euo pipefail
 export OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1
-X2_TEACHER=runs/teacher-x2-claims/checkpoint-latest/model
+X2_TEACHER=runs/teacher-x2-claims/checkpoint-latest/model  # claim 1: the x4 stage's teacher and start
+X4_TEACHER=runs/x4-distilled-seed0/checkpoint-latest/model   # claim 1: the x8 stage's teacher and start
 run() {  # run <kind> <config> <output_dir> <max_steps> [extra --set ...]
   local kind=$1 config=$2 out=$3 steps=$4; shift 4
   mkdir -p runs
@@ -37,6 +38,31 @@ pipeline = SRPipeline.from_pretrained(sys.argv[1])
 config = dataclasses.replace(pipeline.config, refine_channels=0)
 SRPipeline(pipeline.denoiser, pipeline.autoencoder.without_refiner(), config).save_pretrained(sys.argv[2])
 PY
+}
+arms() {  # arms distilled|direct <stage> <teacher = start> <config>: training seeds 0 then 1, ARM_STEPS each
+  local seed
+  for seed in 0 1; do
+    if [ "$1" = distilled ]; then  # the student regresses the teacher's predictions
+      run scale-distill "$4" "runs/$2-distilled-seed$seed" "${ARM_STEPS:-1500}" \
+        --set teacher="$3" --set init_from="$3" --set run.seed="$seed"
+    else  # the control: the same start on the ground truth
+      run teacher "$4" "runs/$2-direct-seed$seed" "${ARM_STEPS:-1500}" --set init_from="$3" --set run.seed="$seed"
+    fi
+  done
+}
+evaluate_arms() {  # evaluate_arms <scale>: the four arms of that stage and bicubic on its test split
+  local pairs=data/test-x$1 model=() kind seed
+  [ -f "$pairs/manifest.json" ] || turbosr data make-pairs data/corpus/manifest.json "$pairs" --scale "$1" \
+    --crop 256 --split test
+  for kind in distilled direct; do
+    for seed in 0 1; do
+      model+=(--model "$kind, seed $seed=runs/x$1-$kind-seed$seed/checkpoint-latest/model")
+    done
+  done
+  # shellcheck disable=SC2086
+  python benchmarks/quality_vs_steps.py --lq "$pairs/lq" --ref "$pairs/hq" --scale "$1" --crop-border "$1" \
+    --threads 2 --baselines bicubic "${model[@]}" --steps 1 4 16 64 --metrics psnr_y ssim_y grid patch_kid \
+    --folder-metric-steps ${KID_STEPS:-1 16} --out "docs/benchmarks/yonos_claim1_x$1_test" --resume
 }
 case "${1:?lane a, b, c or d}" in
   a)
@@ -64,50 +90,11 @@ case "${1:?lane a, b, c or d}" in
     run teacher configs/direct-x8-from-x4-small.yaml runs/direct-x8-from-x4-small-seed1 1500 --set run.seed=1
     ;;
   x2) run teacher configs/teacher-x2-small.yaml runs/teacher-x2-claims "${X2_STEPS:-3000}" ;;
-  x4-distilled|x4-direct)
-    for seed in 0 1; do
-      if [ "$1" = x4-distilled ]; then
-        run scale-distill configs/distill-x2-x4-small.yaml "runs/x4-distilled-seed$seed" "${ARM_STEPS:-1500}" \
-          --set teacher="$X2_TEACHER" --set init_from="$X2_TEACHER" --set run.seed="$seed"
-      else
-        run teacher configs/direct-x4-from-x2-small.yaml "runs/x4-direct-seed$seed" "${ARM_STEPS:-1500}" \
-          --set init_from="$X2_TEACHER" --set run.seed="$seed"
-      fi
-    done
-    ;;
-  x8-distilled|x8-direct)
-    x4=runs/x4-distilled-seed0/checkpoint-latest/model
-    for seed in 0 1; do
-      if [ "$1" = x8-distilled ]; then
-        run scale-distill configs/distill-x4-x8-small.yaml "runs/x8-distilled-seed$seed" "${ARM_STEPS:-1500}" \
-          --set teacher="$x4" --set init_from="$x4" --set run.seed="$seed"
-      else
-        run teacher configs/direct-x8-from-x4-small.yaml "runs/x8-direct-seed$seed" "${ARM_STEPS:-1500}" \
-          --set init_from="$x4" --set run.seed="$seed"
-      fi
-    done
-    ;;
-  eval-x8)
-    latest=checkpoint-latest/model
-    [ -f data/test-x8/manifest.json ] || turbosr data make-pairs data/corpus/manifest.json data/test-x8 --scale 8 \
-      --crop 256 --split test
-    # shellcheck disable=SC2086
-    python benchmarks/quality_vs_steps.py --lq data/test-x8/lq --ref data/test-x8/hq --scale 8 --crop-border 8 \
-      --threads 2 --baselines bicubic \
-      --model "distilled, seed 0=runs/x8-distilled-seed0/$latest" --model "distilled, seed 1=runs/x8-distilled-seed1/$latest" \
-      --model "direct, seed 0=runs/x8-direct-seed0/$latest" --model "direct, seed 1=runs/x8-direct-seed1/$latest" \
-      --steps 1 4 16 64 --metrics psnr_y ssim_y grid patch_kid --folder-metric-steps ${KID_STEPS:-1 16} \
-      --out docs/benchmarks/yonos_claim1_x8_test --resume
-    ;;
-  eval-x4)
-    latest=checkpoint-latest/model
-    # shellcheck disable=SC2086
-    python benchmarks/quality_vs_steps.py --lq data/test-x4/lq --ref data/test-x4/hq --scale 4 --crop-border 4 \
-      --threads 2 --baselines bicubic \
-      --model "distilled, seed 0=runs/x4-distilled-seed0/$latest" --model "distilled, seed 1=runs/x4-distilled-seed1/$latest" \
-      --model "direct, seed 0=runs/x4-direct-seed0/$latest" --model "direct, seed 1=runs/x4-direct-seed1/$latest" \
-      --steps 1 4 16 64 --metrics psnr_y ssim_y grid patch_kid --folder-metric-steps ${KID_STEPS:-1 16} \
-      --out docs/benchmarks/yonos_claim1_x4_test --resume
-    ;;
+  x4-distilled) arms distilled x4 "$X2_TEACHER" configs/distill-x2-x4-small.yaml ;;
+  x4-direct) arms direct x4 "$X2_TEACHER" configs/direct-x4-from-x2-small.yaml ;;
+  x8-distilled) arms distilled x8 "$X4_TEACHER" configs/distill-x4-x8-small.yaml ;;
+  x8-direct) arms direct x8 "$X4_TEACHER" configs/direct-x8-from-x4-small.yaml ;;
+  eval-x4) evaluate_arms 4 ;;
+  eval-x8) evaluate_arms 8 ;;
   *) echo "usage: $0 a|b|c|d|x2|x4-distilled|x4-direct|eval-x4|x8-distilled|x8-direct|eval-x8" >&2; exit 2 ;;
 esac
