@@ -14,7 +14,7 @@
 #       distilled student regresses the teacher's predictions, the direct control the ground truth (same start,
 #       optimiser, batch, EMA, steps: only the target differs); run the two lanes side by side, one thread each
 #   eval-x4: the four models and bicubic on the test split at 1, 4, 16 and 64 steps (PSNR-Y, SSIM-Y, grid;
-#       patch KID at the steps in KID_STEPS, default 1 and 16)
+#       patch KID at the steps in KID_STEPS, default 1 and 16; EVAL_STEPS sets the step counts)
 #   x8-distilled | x8-direct | eval-x8: the same one stage up: the distilled x4 of seed 0 teaches (and starts)
 #       x8 students, its control trains the same start on the ground truth at x8; seeds 0 then 1; test split x8
 # Usage: bash scripts/yonos_chain.sh a|b|c|d|x2|x4-distilled|x4-direct|eval-x4|x8-distilled|x8-direct|eval-x8
@@ -61,7 +61,7 @@ evaluate_arms() {  # evaluate_arms <scale>: the four arms of that stage and bicu
   done
   # shellcheck disable=SC2086
   python benchmarks/quality_vs_steps.py --lq "$pairs/lq" --ref "$pairs/hq" --scale "$1" --crop-border "$1" \
-    --threads 2 --baselines bicubic "${model[@]}" --steps 1 4 16 64 --metrics psnr_y ssim_y grid patch_kid \
+    --threads 2 --baselines bicubic "${model[@]}" --steps ${EVAL_STEPS:-1 4 16 64} --metrics psnr_y ssim_y grid patch_kid \
     --folder-metric-steps ${KID_STEPS:-1 16} --out "docs/benchmarks/yonos_claim1_x$1_test" --resume
 }
 case "${1:?lane a, b, c or d}" in
