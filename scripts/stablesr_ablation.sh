@@ -24,7 +24,7 @@ sft() {  # sft <output_dir> <time_aware> [prior] [sft_down]
     --set run.num_threads=1 --set run.batch_size=8 --set run.validate_every_steps=1000 >>"$1.out" 2>&1
 }
 latest=checkpoint-latest/model
-case "${1:?aware, agnostic or eval}" in
+case "${1:?lane: aware|agnostic|eval|placement-all|placement-mid-up|eval-placement}" in
   aware) sft runs/sft-time-aware true ;;
   agnostic) sft runs/sft-time-agnostic false ;;
   placement-all) sft runs/sft-place-all true "$PLACEMENT_PRIOR" true ;;
@@ -43,4 +43,5 @@ case "${1:?aware, agnostic or eval}" in
       --model "time-agnostic SFT=runs/sft-time-agnostic/$latest" --steps 1 4 \
       --metrics psnr_y ssim_y niqe --out docs/benchmarks/stablesr_time_aware_x4 --resume
     ;;
+  *) echo "usage: $0 aware|agnostic|eval|placement-all|placement-mid-up|eval-placement" >&2; exit 2 ;;
 esac
