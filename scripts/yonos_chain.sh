@@ -17,7 +17,15 @@
 #       patch KID at the steps in KID_STEPS, default 1 and 16; EVAL_STEPS sets the step counts)
 #   x8-distilled | x8-direct | eval-x8: the same one stage up: the distilled x4 of seed 0 teaches (and starts)
 #       x8 students, its control trains the same start on the ground truth at x8; seeds 0 then 1; test split x8
-# Usage: bash scripts/yonos_chain.sh a|b|c|d|x2|x4-distilled|x4-direct|eval-x4|x8-distilled|x8-direct|eval-x8
+# Claim 2 at x4 (issue 24): decoder fine-tuning on the frozen one-step UNet vs many-step sampling:
+#   x4-decoder | x4-direct-decoder: the learned decoder with CFW (configs/decoder-x4-learned.yaml, DECODER_STEPS,
+#       default 1500) on the frozen one-step UNet of the distilled x4 of seed 0, and the same on its direct control
+#   eval-claim2-x4: those four models and bicubic on the test split at CLAIM2_STEPS (default 1 200) steps
+# SEEDS (default "0 1") picks the training seeds of the arms lanes; THREADS (default 1) the CPU threads of each
+# run; PRECISION overrides the configs' run.mixed_precision (bf16): "no" on a CPU without native bf16
+# (avx512_bf16 or AMX), where autocast is emulated and many times slower than float32.
+# Usage: bash scripts/yonos_chain.sh a|b|c|d|x2|x4-distilled|x4-direct|eval-x4|x8-distilled|x8-direct|eval-x8|
+#   x4-decoder|x4-direct-decoder|eval-claim2-x4
 #   (logs in runs/<name>.out; a killed run resumes from its checkpoint, a finished one is skipped). Lanes a-d fit
 #   one 3-hour session on the 2-core machine (see docs/yonos.md); the claim-1 lanes about two hours in all.
 set -euo pipefail
@@ -27,8 +35,8 @@ X4_TEACHER=runs/x4-distilled-seed0/checkpoint-latest/model   # claim 1: the x8 s
 run() {  # run <kind> <config> <output_dir> <max_steps> [extra --set ...]
   local kind=$1 config=$2 out=$3 steps=$4; shift 4
   mkdir -p runs
-  turbosr -v train "$kind" --config "$config" --set run.num_threads=1 --set run.output_dir="$out" \
-    --set run.max_steps="$steps" "$@" >>"$out.out" 2>&1
+  turbosr -v train "$kind" --config "$config" --set run.num_threads="${THREADS:-1}" --set run.output_dir="$out" \
+    --set run.max_steps="$steps" ${PRECISION:+--set "run.mixed_precision=\"$PRECISION\""} "$@" >>"$out.out" 2>&1
 }
 without_refiner() {  # without_refiner <model folder> <new folder>: the same model, plain linear patch decoder
   python - "$1" "$2" <<'PY'
@@ -39,9 +47,9 @@ config = dataclasses.replace(pipeline.config, refine_channels=0)
 SRPipeline(pipeline.denoiser, pipeline.autoencoder.without_refiner(), config).save_pretrained(sys.argv[2])
 PY
 }
-arms() {  # arms distilled|direct <stage> <teacher = start> <config>: training seeds 0 then 1, ARM_STEPS each
+arms() {  # arms distilled|direct <stage> <teacher = start> <config>: training seeds SEEDS, ARM_STEPS each
   local seed
-  for seed in 0 1; do
+  for seed in ${SEEDS:-0 1}; do
     if [ "$1" = distilled ]; then  # the student regresses the teacher's predictions
       run scale-distill "$4" "runs/$2-distilled-seed$seed" "${ARM_STEPS:-1500}" \
         --set teacher="$3" --set init_from="$3" --set run.seed="$seed"
@@ -63,6 +71,20 @@ evaluate_arms() {  # evaluate_arms <scale>: the four arms of that stage and bicu
   python benchmarks/quality_vs_steps.py --lq "$pairs/lq" --ref "$pairs/hq" --scale "$1" --crop-border "$1" \
     --threads 2 --baselines bicubic "${model[@]}" --steps ${EVAL_STEPS:-1 4 16 64} --metrics psnr_y ssim_y grid patch_kid \
     --folder-metric-steps ${KID_STEPS:-1 16} --out "docs/benchmarks/yonos_claim1_x$1_test" --resume
+}
+evaluate_claim2() {  # evaluate_claim2 <scale>: seed 0's arms with and without the fine-tuned decoder
+  local pairs=data/test-x$1 model=() kind decoder
+  [ -f "$pairs/manifest.json" ] || turbosr data make-pairs data/corpus/manifest.json "$pairs" --scale "$1" \
+    --crop 256 --split test
+  for kind in distilled direct; do
+    for decoder in "" -decoder; do
+      model+=(--model "$kind${decoder:+ + decoder}, seed 0=runs/x$1-$kind-seed0$decoder/checkpoint-latest/model")
+    done
+  done
+  # shellcheck disable=SC2086
+  python benchmarks/quality_vs_steps.py --lq "$pairs/lq" --ref "$pairs/hq" --scale "$1" --crop-border "$1" \
+    --threads 2 --baselines bicubic "${model[@]}" --steps ${CLAIM2_STEPS:-1 200} --metrics psnr_y ssim_y grid \
+    patch_kid --out "docs/benchmarks/yonos_claim2_x$1_test" --resume
 }
 case "${1:?lane a, b, c or d}" in
   a)
@@ -96,5 +118,12 @@ case "${1:?lane a, b, c or d}" in
   x8-direct) arms direct x8 "$X4_TEACHER" configs/direct-x8-from-x4-small.yaml ;;
   eval-x4) evaluate_arms 4 ;;
   eval-x8) evaluate_arms 8 ;;
-  *) echo "usage: $0 a|b|c|d|x2|x4-distilled|x4-direct|eval-x4|x8-distilled|x8-direct|eval-x8" >&2; exit 2 ;;
+  x4-decoder | x4-direct-decoder)  # the decoder on the frozen one-step UNet of seed 0's distilled or direct arm
+    kind=$([ "$1" = x4-decoder ] && echo distilled || echo direct)
+    run decoder configs/decoder-x4-learned.yaml "runs/x4-$kind-seed0-decoder" "${DECODER_STEPS:-1500}" \
+      --set init_from="runs/x4-$kind-seed0/checkpoint-latest/model"
+    ;;
+  eval-claim2-x4) evaluate_claim2 4 ;;
+  *) echo "usage: $0 a|b|c|d|x2|x4-distilled|x4-direct|eval-x4|x8-distilled|x8-direct|eval-x8|x4-decoder|" \
+       "x4-direct-decoder|eval-claim2-x4" >&2; exit 2 ;;
 esac

@@ -202,3 +202,18 @@ def test_validation_and_step_checkpoints_can_be_switched_off(tmp_path, hr_folder
     log = [json.loads(line) for line in (tmp_path / "teacher" / "log.jsonl").read_text().splitlines()]
     assert not [r for r in log if "val_psnr_y" in r]
     assert json.loads((folder / "progress.json").read_text())["step"] == 2  # the last step still checkpoints
+
+
+
+def test_bf16_autocast_on_a_cpu_that_emulates_it_gets_a_warning_with_the_fix(monkeypatch):
+    """Emulated bf16 autocast made a CPU run 15x slower than float32 (docs/runs.md); the run must say so, and
+    nothing else may trigger the warning."""
+    from turbosr.train import common
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    monkeypatch.setattr(common, "cpu_has_native_bf16", lambda: False)
+    assert 'run.mixed_precision: "no"' in common.emulated_bf16_warning("bf16", cpu)
+    assert common.emulated_bf16_warning("no", cpu) is None
+    assert common.emulated_bf16_warning("bf16", cuda) is None
+    monkeypatch.setattr(common, "cpu_has_native_bf16", lambda: True)
+    assert common.emulated_bf16_warning("bf16", cpu) is None

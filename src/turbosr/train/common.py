@@ -40,7 +40,28 @@ def make_accelerator(run: RunConfig) -> Any:
         torch.set_num_threads(run.num_threads)
     torch.backends.cuda.matmul.allow_tf32 = run.tf32
     torch.backends.cudnn.allow_tf32 = run.tf32
-    return Accelerator(mixed_precision=run.mixed_precision, cpu=use_cpu_group())
+    accelerator = Accelerator(mixed_precision=run.mixed_precision, cpu=use_cpu_group())
+    warning = emulated_bf16_warning(run.mixed_precision, accelerator.device)
+    if warning:
+        logger.warning(warning)
+    return accelerator
+
+
+def emulated_bf16_warning(mixed_precision: str, device: torch.device) -> str | None:
+    """What to tell a run that asked for bf16 autocast on a CPU that only emulates it (measured here: 15x slower
+    than float32, docs/runs.md); None when nothing is wrong."""
+    if mixed_precision != "bf16" or device.type != "cpu" or cpu_has_native_bf16():
+        return None
+    return ("this CPU has no native bf16 (avx512_bf16 or AMX): bf16 autocast is emulated and many times slower "
+            "than float32; set run.mixed_precision: \"no\"")
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether oneDNN runs bf16 natively on this CPU (avx512_bf16 or AMX); without it autocast emulates bf16."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a build without oneDNN: nothing native to use either
+        return False
 
 
 def batch_generator(seed: int, step: int, rank: int) -> torch.Generator:
