@@ -20,12 +20,15 @@
 # Claim 2 at x4 (issue 24): decoder fine-tuning on the frozen one-step UNet vs many-step sampling:
 #   x4-decoder | x4-direct-decoder: the learned decoder with CFW (configs/decoder-x4-learned.yaml, DECODER_STEPS,
 #       default 1500) on the frozen one-step UNet of the distilled x4 of seed 0, and the same on its direct control
-#   eval-claim2-x4: those four models and bicubic on the test split at CLAIM2_STEPS (default 1 200) steps
+#   x4-direct-equal-time: the direct control of seed 0 continued (from its checkpoint; the learning rate is
+#       constant after warm-up, so this equals one longer run) until it has used the distilled arm's CPU time:
+#       1,500 x the ratio of their mean seconds per step in their logs, rounded to 100 steps
+#   eval-claim2-x4: those five models and bicubic on the test split at CLAIM2_STEPS (default 1 200) steps
 # SEEDS (default "0 1") picks the training seeds of the arms lanes; THREADS (default 1) the CPU threads of each
 # run; PRECISION overrides the configs' run.mixed_precision (bf16): "no" on a CPU without native bf16
 # (avx512_bf16 or AMX), where autocast is emulated and many times slower than float32.
 # Usage: bash scripts/yonos_chain.sh a|b|c|d|x2|x4-distilled|x4-direct|eval-x4|x8-distilled|x8-direct|eval-x8|
-#   x4-decoder|x4-direct-decoder|eval-claim2-x4
+#   x4-decoder|x4-direct-decoder|x4-direct-equal-time|eval-claim2-x4
 #   (logs in runs/<name>.out; a killed run resumes from its checkpoint, a finished one is skipped). Lanes a-d fit
 #   one 3-hour session on the 2-core machine (see docs/yonos.md); the claim-1 lanes about two hours in all.
 set -euo pipefail
@@ -81,6 +84,7 @@ evaluate_claim2() {  # evaluate_claim2 <scale>: seed 0's arms with and without t
       model+=(--model "$kind${decoder:+ + decoder}, seed 0=runs/x$1-$kind-seed0$decoder/checkpoint-latest/model")
     done
   done
+  model+=(--model "direct at the distilled arm's CPU time, seed 0=runs/x$1-direct-seed0-equal-time/checkpoint-latest/model")
   # shellcheck disable=SC2086
   python benchmarks/quality_vs_steps.py --lq "$pairs/lq" --ref "$pairs/hq" --scale "$1" --crop-border "$1" \
     --threads 2 --baselines bicubic "${model[@]}" --steps ${CLAIM2_STEPS:-1 200} --metrics psnr_y ssim_y grid \
@@ -123,7 +127,21 @@ case "${1:?lane a, b, c or d}" in
     run decoder configs/decoder-x4-learned.yaml "runs/x4-$kind-seed0-decoder" "${DECODER_STEPS:-1500}" \
       --set init_from="runs/x4-$kind-seed0/checkpoint-latest/model"
     ;;
+  x4-direct-equal-time)
+    steps=$(python - runs/x4-distilled-seed0 runs/x4-direct-seed0 "${ARM_STEPS:-1500}" <<'PY'
+import json, sys
+def seconds_per_step(run):
+    rates = [row["steps_per_s"] for row in map(json.loads, open(f"{run}/log.jsonl")) if "steps_per_s" in row]
+    return sum(1 / rate for rate in rates) / len(rates)
+print(round(int(sys.argv[3]) * seconds_per_step(sys.argv[1]) / seconds_per_step(sys.argv[2]) / 100) * 100)
+PY
+)
+    echo "x4-direct-equal-time: $steps steps" >&2
+    [ -d runs/x4-direct-seed0-equal-time ] || cp -r runs/x4-direct-seed0 runs/x4-direct-seed0-equal-time
+    run teacher configs/direct-x4-from-x2-small.yaml runs/x4-direct-seed0-equal-time "$steps" \
+      --set init_from="$X2_TEACHER" --set run.seed=0
+    ;;
   eval-claim2-x4) evaluate_claim2 4 ;;
   *) echo "usage: $0 a|b|c|d|x2|x4-distilled|x4-direct|eval-x4|x8-distilled|x8-direct|eval-x8|x4-decoder|" \
-       "x4-direct-decoder|eval-claim2-x4" >&2; exit 2 ;;
+       "x4-direct-decoder|x4-direct-equal-time|eval-claim2-x4" >&2; exit 2 ;;
 esac
