@@ -19,7 +19,7 @@
 #       x8 students, its control trains the same start on the ground truth at x8; seeds 0 then 1; test split x8
 # Claim 2 at x4 (issue 24): decoder fine-tuning on the frozen one-step UNet vs many-step sampling:
 #   x4-decoder | x4-direct-decoder: the learned decoder with CFW (configs/decoder-x4-learned.yaml, DECODER_STEPS,
-#       default 1500) on the frozen one-step UNet of the distilled x4 of seed 0, and the same on its direct control
+#       default 1000) on the frozen one-step UNet of the distilled x4 of seed 0, and the same on its direct control
 #   x4-direct-equal-time: the direct control of seed 0 continued (from its checkpoint; the learning rate is
 #       constant after warm-up, so this equals one longer run) until it has used the distilled arm's CPU time:
 #       1,500 x the ratio of their mean seconds per step in their logs, rounded to 100 steps
@@ -124,7 +124,7 @@ case "${1:?lane a, b, c or d}" in
   eval-x8) evaluate_arms 8 ;;
   x4-decoder | x4-direct-decoder)  # the decoder on the frozen one-step UNet of seed 0's distilled or direct arm
     kind=$([ "$1" = x4-decoder ] && echo distilled || echo direct)
-    run decoder configs/decoder-x4-learned.yaml "runs/x4-$kind-seed0-decoder" "${DECODER_STEPS:-1500}" \
+    run decoder configs/decoder-x4-learned.yaml "runs/x4-$kind-seed0-decoder" "${DECODER_STEPS:-1000}" \
       --set init_from="runs/x4-$kind-seed0/checkpoint-latest/model"
     ;;
   x4-direct-equal-time)
