@@ -32,7 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--lq", required=True, type=Path)
     parser.add_argument("--ref", required=True, type=Path)
     parser.add_argument("--model", action="append", default=[], metavar="NAME=DIR",
-                        help="a model folder; NAME=DIR@fidelity=W also sets StableSR's CFW weight W")
+                        help="a model folder; NAME=DIR@fidelity=W also sets StableSR's CFW weight W, NAME=DIR@steps=1,200 "
+                             "scores this model at those step counts instead of --steps (both: DIR@fidelity=W@steps=N)")
     parser.add_argument("--steps", type=int, nargs="+", default=[1, 2, 4, 8, 25, 50])
     parser.add_argument("--baselines", nargs="*", default=["bicubic"])
     parser.add_argument("--scale", type=int, default=4)
@@ -48,6 +49,16 @@ def build_parser() -> argparse.ArgumentParser:
                              "steps, metrics, model folder, pair set, seed and software versions) instead of "
                              "recomputing them; models can then be added one by one")
     return parser
+
+
+def model_option(item: str) -> tuple[str, str, dict[str, str]]:
+    """NAME=DIR[@fidelity=W][@steps=N,M] -> (NAME, DIR, {"fidelity": W, "steps": "N,M"})."""
+    name, _, rest = item.partition("=")
+    folder, *suffixes = rest.split("@")
+    options = dict(suffix.partition("=")[::2] for suffix in suffixes)
+    if not name or not folder or set(options) - {"fidelity", "steps"} or not all(options.values()):
+        raise SystemExit(f"--model {item!r}: expected NAME=DIR[@fidelity=W][@steps=N,M]")
+    return name, folder, options
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -112,13 +123,13 @@ def main(argv: list[str] | None = None) -> None:
                                    args.crop_border)
         add_row(name, None, provenance, result)
     for item in args.model:
-        name, folder = item.split("=", 1)
-        folder, _, fidelity_text = folder.partition("@fidelity=")  # FOLDER@fidelity=W: StableSR's CFW weight
-        fidelity = float(fidelity_text) if fidelity_text else None
+        name, folder, options = model_option(item)
+        fidelity = float(options["fidelity"]) if "fidelity" in options else None  # StableSR's CFW weight
+        model_steps = [int(n) for n in options["steps"].split(",")] if "steps" in options else args.steps
         pipeline = SRPipeline.from_pretrained(folder)
         provenance = {**common, "model_folder": model_identity(folder),
                       **({"fidelity": fidelity} if fidelity is not None else {})}
-        for steps in args.steps:
+        for steps in model_steps:
             if reuse(name, steps, provenance):
                 continue
             def upscale(lq: torch.Tensor, steps: int = steps, pipeline: SRPipeline = pipeline,

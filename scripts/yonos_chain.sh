@@ -23,7 +23,8 @@
 #   x4-direct-equal-time: the direct control of seed 0 continued (from its checkpoint; the learning rate is
 #       constant after warm-up, so this equals one longer run) until it has used the distilled arm's CPU time:
 #       1,500 x the ratio of their mean seconds per step in their logs, rounded to 100 steps
-#   eval-claim2-x4: those five models and bicubic on the test split at CLAIM2_STEPS (default 1 200) steps
+#   eval-claim2-x4: those five models and bicubic on the test split at one step, the plain UNets also at
+#       CLAIM2_STEPS (default 200) steps
 # SEEDS (default "0 1") picks the training seeds of the arms lanes; THREADS (default 1) the CPU threads of each
 # run; PRECISION overrides the configs' run.mixed_precision (bf16): "no" on a CPU without native bf16
 # (avx512_bf16 or AMX), where autocast is emulated and many times slower than float32.
@@ -79,15 +80,13 @@ evaluate_claim2() {  # evaluate_claim2 <scale>: seed 0's arms with and without t
   local pairs=data/test-x$1 model=() kind decoder
   [ -f "$pairs/manifest.json" ] || turbosr data make-pairs data/corpus/manifest.json "$pairs" --scale "$1" \
     --crop 256 --split test
-  for kind in distilled direct; do
-    for decoder in "" -decoder; do
-      model+=(--model "$kind${decoder:+ + decoder}, seed 0=runs/x$1-$kind-seed0$decoder/checkpoint-latest/model")
-    done
+  for kind in distilled direct; do  # the plain UNets at 1 and CLAIM2_STEPS (200) steps, the fine-tuned decoders at 1
+    model+=(--model "$kind, seed 0=runs/x$1-$kind-seed0/checkpoint-latest/model@steps=1,${CLAIM2_STEPS:-200}")
+    model+=(--model "$kind + decoder, seed 0=runs/x$1-$kind-seed0-decoder/checkpoint-latest/model@steps=1")
   done
-  model+=(--model "direct at the distilled arm's CPU time, seed 0=runs/x$1-direct-seed0-equal-time/checkpoint-latest/model")
-  # shellcheck disable=SC2086
+  model+=(--model "direct at the distilled arm's CPU time, seed 0=runs/x$1-direct-seed0-equal-time/checkpoint-latest/model@steps=1")
   python benchmarks/quality_vs_steps.py --lq "$pairs/lq" --ref "$pairs/hq" --scale "$1" --crop-border "$1" \
-    --threads 2 --baselines bicubic "${model[@]}" --steps ${CLAIM2_STEPS:-1 200} --metrics psnr_y ssim_y grid \
+    --threads 2 --baselines bicubic "${model[@]}" --steps 1 --metrics psnr_y ssim_y grid \
     patch_kid --out "docs/benchmarks/yonos_claim2_x$1_test" --resume
 }
 case "${1:?lane a, b, c or d}" in

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
@@ -192,3 +193,14 @@ def test_resume_recomputes_rows_whose_model_or_pairs_changed(tmp_path, tiny_pipe
     changed = json.loads((tmp_path / "out" / "table.json").read_text())["rows"][0]
     assert changed["model_folder"]["digest"] != first["model_folder"]["digest"]
     assert changed["psnr_y"] != first["psnr_y"]
+
+
+def test_a_model_can_be_scored_at_its_own_step_counts():
+    module = load_script(SCRIPT)
+    assert module.model_option("a=runs/x") == ("a", "runs/x", {})
+    assert module.model_option("one step, seed 0=runs/x@steps=1,200") == ("one step, seed 0", "runs/x",
+                                                                         {"steps": "1,200"})
+    assert module.model_option("w=f@fidelity=0.5@steps=4") == ("w", "f", {"fidelity": "0.5", "steps": "4"})
+    for bad in ("runs/x", "a=runs/x@stepz=1", "a=runs/x@steps=", "=runs/x"):
+        with pytest.raises(SystemExit, match="expected NAME=DIR"):
+            module.model_option(bad)
