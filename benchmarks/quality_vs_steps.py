@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import re
 import sys
 from pathlib import Path
 
@@ -56,7 +57,8 @@ def model_option(item: str) -> tuple[str, str, dict[str, str]]:
     name, _, rest = item.partition("=")
     folder, *suffixes = rest.split("@")
     options = dict(suffix.partition("=")[::2] for suffix in suffixes)
-    if not name or not folder or set(options) - {"fidelity", "steps"} or not all(options.values()):
+    steps_ok = re.fullmatch(r"\d+(,\d+)*", options.get("steps", "1")) is not None
+    if not name or not folder or set(options) - {"fidelity", "steps"} or not all(options.values()) or not steps_ok:
         raise SystemExit(f"--model {item!r}: expected NAME=DIR[@fidelity=W][@steps=N,M]")
     return name, folder, options
 

@@ -18,7 +18,8 @@ from pathlib import Path
 GAP_S = 300.0
 
 
-def summarise(folder: Path) -> str:
+def training_records(folder: Path) -> tuple[list[dict], list[dict]]:
+    """(every record of the run's log.jsonl, its training records); a one-line error if there are none."""
     log = folder / "log.jsonl"
     if not log.is_file():
         raise SystemExit(f"error: {log} does not exist (not a training run folder?)")
@@ -26,8 +27,18 @@ def summarise(folder: Path) -> str:
     train = [r for r in records if "images_per_s" in r]
     if not train:
         raise SystemExit(f"error: {log} has no training records yet")
+    return records, train
+
+
+def wall_seconds(train: list[dict]) -> float:
+    """Training wall time of these training records, gaps of more than GAP_S (waits to be resumed) left out."""
     times = [r["time"] for r in train]
-    wall = sum(b - a for a, b in zip(times, times[1:], strict=False) if b - a <= GAP_S)
+    return sum(b - a for a, b in zip(times, times[1:], strict=False) if b - a <= GAP_S)
+
+
+def summarise(folder: Path) -> str:
+    records, train = training_records(folder)
+    wall = wall_seconds(train)
     steps = [r["step"] for r in train]
     # a resume from an older checkpoint: the step goes back; it restarted one log interval before the first new log
     forward = sorted(b - a for a, b in zip(steps, steps[1:], strict=False) if b > a) or [0]

@@ -22,7 +22,7 @@
 #       default 1000) on the frozen one-step UNet of the distilled x4 of seed 0, and the same on its direct control
 #   x4-direct-equal-time: the direct control of seed 0 continued (from its checkpoint; the learning rate is
 #       constant after warm-up, so this equals one longer run) until it has used the distilled arm's CPU time:
-#       1,500 x the ratio of their mean seconds per step in their logs, rounded to 100 steps
+#       1,500 x the ratio of their seconds per step (run_summary.py's wall times), rounded to 100 steps
 #   eval-claim2-x4: those five models and bicubic on the test split at one step, the plain UNets also at
 #       CLAIM2_STEPS (default 200) steps
 # SEEDS (default "0 1") picks the training seeds of the arms lanes; THREADS (default 1) the CPU threads of each
@@ -128,10 +128,13 @@ case "${1:?lane a, b, c or d}" in
     ;;
   x4-direct-equal-time)
     steps=$(python - runs/x4-distilled-seed0 runs/x4-direct-seed0 "${ARM_STEPS:-1500}" <<'PY'
-import json, sys
+import sys
+from pathlib import Path
+sys.path.insert(0, "scripts")
+from run_summary import training_records, wall_seconds  # the wall times docs/runs.md quotes
 def seconds_per_step(run):
-    rates = [row["steps_per_s"] for row in map(json.loads, open(f"{run}/log.jsonl")) if "steps_per_s" in row]
-    return sum(1 / rate for rate in rates) / len(rates)
+    train = training_records(Path(run))[1]
+    return wall_seconds(train) / train[-1]["step"]
 print(round(int(sys.argv[3]) * seconds_per_step(sys.argv[1]) / seconds_per_step(sys.argv[2]) / 100) * 100)
 PY
 )

@@ -201,6 +201,6 @@ def test_a_model_can_be_scored_at_its_own_step_counts():
     assert module.model_option("one step, seed 0=runs/x@steps=1,200") == ("one step, seed 0", "runs/x",
                                                                          {"steps": "1,200"})
     assert module.model_option("w=f@fidelity=0.5@steps=4") == ("w", "f", {"fidelity": "0.5", "steps": "4"})
-    for bad in ("runs/x", "a=runs/x@stepz=1", "a=runs/x@steps=", "=runs/x"):
+    for bad in ("runs/x", "a=runs/x@stepz=1", "a=runs/x@steps=", "a=runs/x@steps=1,x", "=runs/x"):
         with pytest.raises(SystemExit, match="expected NAME=DIR"):
             module.model_option(bad)

@@ -204,7 +204,6 @@ def test_validation_and_step_checkpoints_can_be_switched_off(tmp_path, hr_folder
     assert json.loads((folder / "progress.json").read_text())["step"] == 2  # the last step still checkpoints
 
 
-
 def test_bf16_autocast_on_a_cpu_that_emulates_it_gets_a_warning_with_the_fix(monkeypatch):
     """Emulated bf16 autocast made a CPU run 15x slower than float32 (docs/runs.md); the run must say so, and
     nothing else may trigger the warning."""
