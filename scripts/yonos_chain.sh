@@ -17,19 +17,22 @@
 #       patch KID at the steps in KID_STEPS, default 1 and 16; EVAL_STEPS sets the step counts)
 #   x8-distilled | x8-direct | eval-x8: the same one stage up: the distilled x4 of seed 0 teaches (and starts)
 #       x8 students, its control trains the same start on the ground truth at x8; seeds 0 then 1; test split x8
-# Claim 2 at x4 (issue 24): decoder fine-tuning on the frozen one-step UNet vs many-step sampling:
-#   x4-decoder | x4-direct-decoder: the learned decoder with CFW (configs/decoder-x4-learned.yaml, DECODER_STEPS,
-#       default 1000) on the frozen one-step UNet of the distilled x4 of seed 0, and the same on its direct control
-#   x4-direct-equal-time: the direct control of seed 0 continued (from its checkpoint; the learning rate is
+# Claim 2 at x4 and x8 (issue 24): decoder fine-tuning on the frozen one-step UNet vs many-step sampling
+# (S = 4 or 8):
+#   xS-decoder | xS-direct-decoder: the learned decoder with CFW (configs/decoder-x4-learned.yaml, at model.scale
+#       S; DECODER_STEPS, default 1000) on the frozen one-step UNet of the distilled xS of seed 0, and the same on
+#       its direct control
+#   xS-direct-equal-time: the direct control of seed 0 continued (from its checkpoint; the learning rate is
 #       constant after warm-up, so this equals one longer run) until it has used the distilled arm's CPU time:
-#       1,500 x the ratio of their seconds per step (run_summary.py's wall times), rounded to 100 steps
-#   eval-claim2-x4: those five models and bicubic on the test split at one step, the plain UNets also at
+#       ARM_STEPS x the ratio of their seconds per step (run_summary.py's wall times), rounded to 100 steps
+#   eval-claim2-xS: those five models and bicubic on the test split at one step, the plain UNets also at
 #       CLAIM2_STEPS (default 200) steps
 # SEEDS (default "0 1") picks the training seeds of the arms lanes; THREADS (default 1) the CPU threads of each
 # run; PRECISION overrides the configs' run.mixed_precision (bf16): "no" on a CPU without native bf16
 # (avx512_bf16 or AMX), where autocast is emulated and many times slower than float32.
 # Usage: bash scripts/yonos_chain.sh a|b|c|d|x2|x4-distilled|x4-direct|eval-x4|x8-distilled|x8-direct|eval-x8|
-#   x4-decoder|x4-direct-decoder|x4-direct-equal-time|eval-claim2-x4
+#   x4-decoder|x4-direct-decoder|x4-direct-equal-time|eval-claim2-x4|x8-decoder|x8-direct-decoder|
+#   x8-direct-equal-time|eval-claim2-x8
 #   (logs in runs/<name>.out; a killed run resumes from its checkpoint, a finished one is skipped). Lanes a-d fit
 #   one 3-hour session on the 2-core machine (see docs/yonos.md); the claim-1 lanes about two hours in all.
 set -euo pipefail
@@ -121,13 +124,17 @@ case "${1:?lane a, b, c or d}" in
   x8-direct) arms direct x8 "$X4_TEACHER" configs/direct-x8-from-x4-small.yaml ;;
   eval-x4) evaluate_arms 4 ;;
   eval-x8) evaluate_arms 8 ;;
-  x4-decoder | x4-direct-decoder)  # the decoder on the frozen one-step UNet of seed 0's distilled or direct arm
-    kind=$([ "$1" = x4-decoder ] && echo distilled || echo direct)
-    run decoder configs/decoder-x4-learned.yaml "runs/x4-$kind-seed0-decoder" "${DECODER_STEPS:-1000}" \
-      --set init_from="runs/x4-$kind-seed0/checkpoint-latest/model"
+  x4-decoder | x4-direct-decoder | x8-decoder | x8-direct-decoder)  # the decoder on the frozen one-step UNet of
+    stage=${1%%-*}                                                     # seed 0's distilled or direct arm
+    kind=$([ "$1" = "$stage-decoder" ] && echo distilled || echo direct)
+    run decoder configs/decoder-x4-learned.yaml "runs/$stage-$kind-seed0-decoder" "${DECODER_STEPS:-1000}" \
+      --set init_from="runs/$stage-$kind-seed0/checkpoint-latest/model" --set model.scale="${stage#x}"
     ;;
-  x4-direct-equal-time)
-    steps=$(python - runs/x4-distilled-seed0 runs/x4-direct-seed0 "${ARM_STEPS:-1500}" <<'PY'
+  x4-direct-equal-time | x8-direct-equal-time)
+    stage=${1%%-*}
+    if [ "$stage" = x4 ]; then start=$X2_TEACHER; else start=$X4_TEACHER; fi
+    config=configs/direct-$stage-from-x$((${stage#x} / 2))-small.yaml
+    steps=$(python - "runs/$stage-distilled-seed0" "runs/$stage-direct-seed0" "${ARM_STEPS:-1500}" <<'PY'
 import sys
 from pathlib import Path
 sys.path.insert(0, "scripts")
@@ -138,12 +145,13 @@ def seconds_per_step(run):
 print(round(int(sys.argv[3]) * seconds_per_step(sys.argv[1]) / seconds_per_step(sys.argv[2]) / 100) * 100)
 PY
 )
-    echo "x4-direct-equal-time: $steps steps" >&2
-    [ -d runs/x4-direct-seed0-equal-time ] || cp -r runs/x4-direct-seed0 runs/x4-direct-seed0-equal-time
-    run teacher configs/direct-x4-from-x2-small.yaml runs/x4-direct-seed0-equal-time "$steps" \
-      --set init_from="$X2_TEACHER" --set run.seed=0
+    echo "$1: $steps steps" >&2
+    [ -d "runs/$stage-direct-seed0-equal-time" ] || cp -r "runs/$stage-direct-seed0" "runs/$stage-direct-seed0-equal-time"
+    run teacher "$config" "runs/$stage-direct-seed0-equal-time" "$steps" --set init_from="$start" --set run.seed=0
     ;;
   eval-claim2-x4) evaluate_claim2 4 ;;
+  eval-claim2-x8) evaluate_claim2 8 ;;
   *) echo "usage: $0 a|b|c|d|x2|x4-distilled|x4-direct|eval-x4|x8-distilled|x8-direct|eval-x8|x4-decoder|" \
-       "x4-direct-decoder|x4-direct-equal-time|eval-claim2-x4" >&2; exit 2 ;;
+       "x4-direct-decoder|x4-direct-equal-time|eval-claim2-x4|x8-decoder|x8-direct-decoder|x8-direct-equal-time|" \
+       "eval-claim2-x8" >&2; exit 2 ;;
 esac

@@ -142,12 +142,25 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(tmp_path, hr_folder):
     command = [sys.executable, "-m", "turbosr", "train", "teacher", *[f"--set={item}" for item in items]]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    progress = tmp_path / "teacher" / "checkpoint-latest" / "progress.json"
+    latest = tmp_path / "teacher" / "checkpoint-latest"
+    progress = latest / "progress.json"
+
+    def saved_step() -> int:
+        # The run swaps checkpoint-latest by two renames, so the folder can be missing for an instant: poll again.
+        try:
+            return int(json.loads(progress.read_text())["step"])
+        except (FileNotFoundError, json.JSONDecodeError):
+            return -1
+
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and not (progress.is_file() and json.loads(progress.read_text())["step"] >= 6):
+    while time.monotonic() < deadline and saved_step() < 6:
         time.sleep(0.2)
     process.send_signal(signal.SIGKILL)
     process.wait()
+    # A kill between the two renames leaves only the previous checkpoint: put it back the way resume() does.
+    from turbosr import checkpoint
+
+    assert checkpoint.recover_folder(latest) is not None
     killed_at = json.loads(progress.read_text())["step"]
     assert killed_at >= 6 and killed_at % 3 == 0
     from turbosr.train import teacher
