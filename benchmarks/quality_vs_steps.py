@@ -212,7 +212,8 @@ def main(argv: list[str] | None = None) -> None:
             if pd_ax is not None and perception in row and distortion in row:
                 pd_ax.plot(row[perception], row[distortion], "s", label=row["model"])
     steps_ax.set(xscale="log", xlabel="denoising steps", ylabel=distortion, title=f"{distortion} vs steps")
-    steps_ax.legend(fontsize=7)
+    if models:  # a baselines-only table has no curves to label
+        steps_ax.legend(fontsize=7)
     if pd_ax is not None:
         pd_ax.set(xlabel=f"{perception} (lower = more natural)", ylabel=f"{distortion} (higher = more faithful)",
                   title="perception-distortion")
@@ -221,7 +222,8 @@ def main(argv: list[str] | None = None) -> None:
     if folder_ax is not None:
         folder_ax.set(xscale="log", xlabel="denoising steps", ylabel=f"{folder} (lower is better)",
                       title=f"{folder} vs steps")
-        folder_ax.legend(fontsize=7)
+        if models:
+            folder_ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(args.out.with_suffix(".png"), dpi=100)
 

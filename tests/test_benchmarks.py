@@ -28,10 +28,15 @@ def _pairs(root: Path) -> None:
         hq.resize((8, 8), Image.BICUBIC).save(root / "lq" / f"{name}.png")
 
 
-def _run(root: Path, *extra: str) -> subprocess.CompletedProcess:
-    command = [sys.executable, str(SCRIPT), "--lq", str(root / "lq"), "--ref", str(root / "hq"), "--threads", "1",
-               "--metrics", "psnr_y", "ssim_y", "--out", str(root / "out" / "table"), *extra]
-    return subprocess.run(command, capture_output=True, text=True, check=True)
+def _run(root: Path, *extra: str) -> None:
+    """The script's main() in this process (a subprocess per call spent most of its time importing torch)."""
+    argv = ["--lq", str(root / "lq"), "--ref", str(root / "hq"), "--threads", "1", "--metrics", "psnr_y", "ssim_y",
+            "--out", str(root / "out" / "table"), *extra]
+    threads = torch.get_num_threads()
+    try:
+        load_script(SCRIPT).main(argv)
+    finally:
+        torch.set_num_threads(threads)
 
 
 def test_rows_are_saved_and_resume_reuses_them(tmp_path):

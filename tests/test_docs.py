@@ -1,5 +1,7 @@
 """The documentation's Python examples run: each page's ```python blocks are executed in order, in one
-namespace, in a temporary folder (a broken example fails here, not in a user's hands)."""
+namespace, in a temporary folder (a broken example fails here, not in a user's hands). The bundled samples
+they open are swapped for copies shrunk to SAMPLE_SIDE pixels, so every call runs as written at a fraction of
+the CPU time (the full-size photos made this the suite's slowest test)."""
 
 import os
 import re
@@ -9,6 +11,26 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = ["docs/api.md", "README.md"]
+SAMPLE_SIDE = 128  # the longer side of the shrunk samples
+
+
+def shrunk_samples(folder: Path):
+    """A stand-in for ``turbosr.corpus.sample_path``: the same sample, its longer side SAMPLE_SIDE px."""
+    from PIL import Image
+
+    from turbosr import corpus
+
+    original = corpus.sample_path
+
+    def sample_path(name: str = "astronaut") -> Path:
+        path = folder / f"{name}.png"
+        if not path.is_file():
+            image = Image.open(original(name))
+            ratio = SAMPLE_SIDE / max(image.size)
+            image.resize((round(image.width * ratio), round(image.height * ratio)), Image.Resampling.LANCZOS).save(path)
+        return path
+
+    return sample_path
 
 
 def python_blocks(page: Path) -> list[str]:
@@ -20,6 +42,9 @@ def test_documented_examples_run(page, tmp_path, monkeypatch):
     blocks = python_blocks(ROOT / page)
     assert blocks, f"{page} has no python examples"
     monkeypatch.chdir(tmp_path)
+    samples = tmp_path.parent / f"{tmp_path.name}-samples"
+    samples.mkdir()
+    monkeypatch.setattr("turbosr.corpus.sample_path", shrunk_samples(samples))
     namespace: dict = {}
     for index, block in enumerate(blocks):
         try:
