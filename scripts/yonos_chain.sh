@@ -20,13 +20,14 @@
 # Claim 2 at x4 and x8 (issue 24): decoder fine-tuning on the frozen one-step UNet vs many-step sampling
 # (S = 4 or 8):
 #   xS-decoder | xS-direct-decoder: the learned decoder with CFW (configs/decoder-x4-learned.yaml, at model.scale
-#       S; DECODER_STEPS, default 1000) on the frozen one-step UNet of the distilled xS of seed 0, and the same on
-#       its direct control
+#       S; DECODER_STEPS, default 1000) on the frozen one-step UNet of the distilled xS of each seed in SEEDS
+#       (here default 0; the decoder run takes the arm's seed), and the same on its direct control
 #   xS-direct-equal-time: the direct control of seed 0 continued (from its checkpoint; the learning rate is
 #       constant after warm-up, so this equals one longer run) until it has used the distilled arm's CPU time:
 #       ARM_STEPS x the ratio of their seconds per step (run_summary.py's wall times), rounded to 100 steps
-#   eval-claim2-xS: those five models and bicubic on the test split at one step, the plain UNets also at
-#       CLAIM2_STEPS (default 200) steps
+#   eval-claim2-xS: those models (of each seed in SEEDS, default 0; the equal-time control of seed 0) and bicubic
+#       on the test split at one step, the plain UNets also at CLAIM2_STEPS (default 200) steps; with --resume,
+#       rows of unchanged model folders are reused
 # SEEDS (default "0 1") picks the training seeds of the arms lanes; THREADS (default 1) the CPU threads of each
 # run; PRECISION overrides the configs' run.mixed_precision (bf16): "no" on a CPU without native bf16
 # (avx512_bf16 or AMX), where autocast is emulated and many times slower than float32.
@@ -79,13 +80,15 @@ evaluate_arms() {  # evaluate_arms <scale>: the four arms of that stage and bicu
     --threads 2 --baselines bicubic "${model[@]}" --steps ${EVAL_STEPS:-1 4 16 64} --metrics psnr_y ssim_y grid patch_kid \
     --folder-metric-steps ${KID_STEPS:-1 16} --out "docs/benchmarks/yonos_claim1_x$1_test" --resume
 }
-evaluate_claim2() {  # evaluate_claim2 <scale>: seed 0's arms with and without the fine-tuned decoder
-  local pairs=data/test-x$1 model=() kind decoder
+evaluate_claim2() {  # evaluate_claim2 <scale>: the arms of SEEDS (default 0) with and without the fine-tuned decoder
+  local pairs=data/test-x$1 model=() kind seed
   [ -f "$pairs/manifest.json" ] || turbosr data make-pairs data/corpus/manifest.json "$pairs" --scale "$1" \
     --crop 256 --split test
-  for kind in distilled direct; do  # the plain UNets at 1 and CLAIM2_STEPS (200) steps, the fine-tuned decoders at 1
-    model+=(--model "$kind, seed 0=runs/x$1-$kind-seed0/checkpoint-latest/model@steps=1,${CLAIM2_STEPS:-200}")
-    model+=(--model "$kind + decoder, seed 0=runs/x$1-$kind-seed0-decoder/checkpoint-latest/model@steps=1")
+  for seed in ${SEEDS:-0}; do
+    for kind in distilled direct; do  # the plain UNets at 1 and CLAIM2_STEPS (200) steps, the decoders at 1
+      model+=(--model "$kind, seed $seed=runs/x$1-$kind-seed$seed/checkpoint-latest/model@steps=1,${CLAIM2_STEPS:-200}")
+      model+=(--model "$kind + decoder, seed $seed=runs/x$1-$kind-seed$seed-decoder/checkpoint-latest/model@steps=1")
+    done
   done
   model+=(--model "direct at the distilled arm's CPU time, seed 0=runs/x$1-direct-seed0-equal-time/checkpoint-latest/model@steps=1")
   python benchmarks/quality_vs_steps.py --lq "$pairs/lq" --ref "$pairs/hq" --scale "$1" --crop-border "$1" \
@@ -127,8 +130,11 @@ case "${1:?lane a, b, c or d}" in
   x4-decoder | x4-direct-decoder | x8-decoder | x8-direct-decoder)  # the decoder on the frozen one-step UNet of
     stage=${1%%-*}                                                     # seed 0's distilled or direct arm
     kind=$([ "$1" = "$stage-decoder" ] && echo distilled || echo direct)
-    run decoder configs/decoder-x4-learned.yaml "runs/$stage-$kind-seed0-decoder" "${DECODER_STEPS:-1000}" \
-      --set init_from="runs/$stage-$kind-seed0/checkpoint-latest/model" --set model.scale="${stage#x}"
+    for seed in ${SEEDS:-0}; do
+      run decoder configs/decoder-x4-learned.yaml "runs/$stage-$kind-seed$seed-decoder" "${DECODER_STEPS:-1000}" \
+        --set init_from="runs/$stage-$kind-seed$seed/checkpoint-latest/model" --set model.scale="${stage#x}" \
+        --set run.seed="$seed"
+    done
     ;;
   x4-direct-equal-time | x8-direct-equal-time)
     stage=${1%%-*}
