@@ -128,7 +128,7 @@ case "${1:?lane a, b, c or d}" in
   eval-x4) evaluate_arms 4 ;;
   eval-x8) evaluate_arms 8 ;;
   x4-decoder | x4-direct-decoder | x8-decoder | x8-direct-decoder)  # the decoder on the frozen one-step UNet of
-    stage=${1%%-*}                                                     # seed 0's distilled or direct arm
+    stage=${1%%-*}                                                     # each SEEDS arm, distilled or direct
     kind=$([ "$1" = "$stage-decoder" ] && echo distilled || echo direct)
     for seed in ${SEEDS:-0}; do
       run decoder configs/decoder-x4-learned.yaml "runs/$stage-$kind-seed$seed-decoder" "${DECODER_STEPS:-1000}" \
