@@ -27,7 +27,8 @@
 #       ARM_STEPS x the ratio of their seconds per step (run_summary.py's wall times), rounded to 100 steps
 #   eval-claim2-xS: those models (of each seed in SEEDS, default 0; the equal-time control of seed 0) and bicubic
 #       on the test split at one step, the plain UNets also at CLAIM2_STEPS (default 200) steps; with --resume,
-#       rows of unchanged model folders are reused
+#       rows of unchanged model folders are reused; TABLE_TAG (default none) is added to the table's name
+#       (docs/benchmarks/yonos_claim2_xS_TAG_test), so that a set of arms trained another way keeps its own table
 # SEEDS (default "0 1") picks the training seeds of the arms lanes; THREADS (default 1) the CPU threads of each
 # run; PRECISION overrides the configs' run.mixed_precision (bf16): "no" on a CPU without native bf16
 # (avx512_bf16 or AMX), where autocast is emulated and many times slower than float32.
@@ -93,7 +94,7 @@ evaluate_claim2() {  # evaluate_claim2 <scale>: the arms of SEEDS (default 0) wi
   model+=(--model "direct at the distilled arm's CPU time, seed 0=runs/x$1-direct-seed0-equal-time/checkpoint-latest/model@steps=1")
   python benchmarks/quality_vs_steps.py --lq "$pairs/lq" --ref "$pairs/hq" --scale "$1" --crop-border "$1" \
     --threads 2 --baselines bicubic "${model[@]}" --steps 1 --metrics psnr_y ssim_y grid \
-    patch_kid --out "docs/benchmarks/yonos_claim2_x$1_test" --resume
+    patch_kid --out "docs/benchmarks/yonos_claim2_x$1${TABLE_TAG:+_$TABLE_TAG}_test" --resume
 }
 case "${1:?lane a, b, c or d}" in
   a)
