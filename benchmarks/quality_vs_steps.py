@@ -21,6 +21,7 @@ import json
 import platform
 import re
 import sys
+import tempfile
 from pathlib import Path
 
 import torch
@@ -34,7 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--ref", required=True, type=Path)
     parser.add_argument("--model", action="append", default=[], metavar="NAME=DIR",
                         help="a model folder; NAME=DIR@fidelity=W also sets StableSR's CFW weight W, NAME=DIR@steps=1,200 "
-                             "scores this model at those step counts instead of --steps (both: DIR@fidelity=W@steps=N)")
+                             "scores this model at those step counts instead of --steps, NAME=DIR@storage=int8 (or "
+                             "float16) scores it as a built-in packaged with that weight storage would run (any "
+                             "combination: DIR@fidelity=W@steps=N@storage=S)")
     parser.add_argument("--steps", type=int, nargs="+", default=[1, 2, 4, 8, 25, 50])
     parser.add_argument("--baselines", nargs="*", default=["bicubic"])
     parser.add_argument("--scale", type=int, default=4)
@@ -53,13 +56,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def model_option(item: str) -> tuple[str, str, dict[str, str]]:
-    """NAME=DIR[@fidelity=W][@steps=N,M] -> (NAME, DIR, {"fidelity": W, "steps": "N,M"})."""
+    """NAME=DIR[@fidelity=W][@steps=N,M][@storage=S] -> (NAME, DIR, {"fidelity": W, "steps": "N,M", "storage": S})."""
     name, _, rest = item.partition("=")
     folder, *suffixes = rest.split("@")
     options = dict(suffix.partition("=")[::2] for suffix in suffixes)
     steps_ok = re.fullmatch(r"\d+(,\d+)*", options.get("steps", "1")) is not None
-    if not name or not folder or set(options) - {"fidelity", "steps"} or not all(options.values()) or not steps_ok:
-        raise SystemExit(f"--model {item!r}: expected NAME=DIR[@fidelity=W][@steps=N,M]")
+    storage_ok = options.get("storage", "int8") in ("float16", "int8")
+    if (not name or not folder or set(options) - {"fidelity", "steps", "storage"} or not all(options.values())
+            or not steps_ok or not storage_ok):
+        raise SystemExit(f"--model {item!r}: expected NAME=DIR[@fidelity=W][@steps=N,M][@storage=float16|int8]")
     return name, folder, options
 
 
@@ -129,8 +134,13 @@ def main(argv: list[str] | None = None) -> None:
         fidelity = float(options["fidelity"]) if "fidelity" in options else None  # StableSR's CFW weight
         model_steps = [int(n) for n in options["steps"].split(",")] if "steps" in options else args.steps
         pipeline = SRPipeline.from_pretrained(folder)
+        if "storage" in options:  # what the packaged built-in runs: stored that way and loaded again
+            with tempfile.TemporaryDirectory() as stored:
+                pipeline.save_pretrained(stored, storage=options["storage"])
+                pipeline = SRPipeline.from_pretrained(stored)
         provenance = {**common, "model_folder": model_identity(folder),
-                      **({"fidelity": fidelity} if fidelity is not None else {})}
+                      **({"fidelity": fidelity} if fidelity is not None else {}),
+                      "storage": options.get("storage")}  # None: as the folder holds it (older rows lack it)
         for steps in model_steps:
             if reuse(name, steps, provenance):
                 continue

@@ -209,3 +209,24 @@ def test_a_model_can_be_scored_at_its_own_step_counts():
     for bad in ("runs/x", "a=runs/x@stepz=1", "a=runs/x@steps=", "a=runs/x@steps=1,x", "=runs/x"):
         with pytest.raises(SystemExit, match="expected NAME=DIR"):
             module.model_option(bad)
+
+
+def test_a_model_scored_in_its_packaged_storage_is_scored_as_the_packaged_folder(tmp_path, tiny_pipeline):
+    """@storage=int8 measures what a built-in packaged with int8 weights runs: the same rows as the folder saved
+    int8 and loaded again, and a row of the folder as it is (float32) is not reused for it."""
+    _pairs(tmp_path)
+    tiny_pipeline.save_pretrained(tmp_path / "model")
+    tiny_pipeline.save_pretrained(tmp_path / "packaged", storage="int8")
+    _run(tmp_path, "--baselines", "--model", f"m={tmp_path / 'packaged'}", "--steps", "1")
+    packaged = json.loads((tmp_path / "out" / "table.json").read_text())["rows"][0]
+    _run(tmp_path, "--baselines", "--model", f"m={tmp_path / 'model'}", "--steps", "1")
+    as_is = json.loads((tmp_path / "out" / "table.json").read_text())["rows"][0]
+    assert as_is["psnr_y"] != pytest.approx(packaged["psnr_y"], abs=1e-9)  # int8 moves the score (else no test)
+    _run(tmp_path, "--baselines", "--model", f"m={tmp_path / 'model'}@storage=int8", "--steps", "1", "--resume")
+    stored = json.loads((tmp_path / "out" / "table.json").read_text())["rows"][0]
+    assert stored["storage"] == "int8"
+    assert stored["psnr_y"] == pytest.approx(packaged["psnr_y"], abs=1e-9)
+    module = load_script(SCRIPT)
+    assert module.model_option("a=f@storage=float16") == ("a", "f", {"storage": "float16"})
+    with pytest.raises(SystemExit, match="expected NAME=DIR"):
+        module.model_option("a=f@storage=int4")
