@@ -13,6 +13,14 @@
 #   critics:  the three critics (patchgan, inception, teacher) from the same start for the same minutes each
 #             (2026-12-02: inception and teacher ran side by side, patchgan beside another run a session earlier)
 #   arms:     the arms' validation curves as a table (docs/benchmarks/decoder_arms_val.md)
+#   int8:     the shipped x4's decoder + CFW fine-tuned on its frozen int8 UNet (configs/decoder-x4-int8.yaml;
+#             2026-12-02, fifth session: the decoder had been trained on the float UNet before quantisation)
+#   select-int8: the shipped x4 and that run on the bicubic val pairs, both as they ship (@storage=int8), at w = 0
+#             and 1 (docs/benchmarks/x4_int8_val-x4.md; the x4 rule of docs/realism.md decides)
+#   package-x4-int8: that run as the built-in x4 (the previous card's baselines reused from runs/x4-2026-12-02,
+#             a copy of the previous built-in taken from git)
+#   pictures-int8: crops of the external photos: the previous and the new x4 beside SPAN, Real-ESRGAN and HR
+#   compare-x4-int8: the previous x4 (from git) against the new one on test and the external photos
 #   select:   every candidate on the val pairs (bicubic and blind), for the default rule of docs/realism.md
 #             (ROUND3=1 adds round 3's snapshot at 1,176 steps (runs/realism3-snaps: copies of its checkpoints, the
 #             later ones show a stamped texture) and round 4; rows already measured are reused)
@@ -23,13 +31,13 @@
 #   pictures: the crops in docs/img (x4 old vs new; the x4-real rounds)
 #   compare-x4: the previous x4 (from git) against the new one on test and the external photos
 #   test:     the chosen models on the test pairs (published numbers)
-# Usage: bash scripts/decoder_realism_chain.sh unet|decoder|joint|realism|realism3|realism4|critics|arms|select|select-real|rules|package-x4|package-x4-real|pictures|compare-x4|test
+# Usage: bash scripts/decoder_realism_chain.sh unet|decoder|joint|realism|realism3|realism4|critics|arms|select|select-real|rules|package-x4|package-x4-real|pictures|compare-x4|int8|select-int8|package-x4-int8|pictures-int8|compare-x4-int8|test
 # A killed run resumes from runs/<name>/checkpoint-latest. One CPU thread per run; two runs at a time at most.
 set -euo pipefail
 export OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1
 latest=checkpoint-latest/model
 CRITIC_MINUTES=${CRITIC_MINUTES:-15}
-case "${1:?unet, decoder, joint, realism, realism3, realism4, critics, arms, select, select-real, rules, package-x4, package-x4-real, pictures, compare-x4 or test}" in
+case "${1:?unet, decoder, joint, realism, realism3, realism4, critics, arms, select, select-real, rules, package-x4, package-x4-real, pictures, compare-x4, int8, select-int8, package-x4-int8, pictures-int8, compare-x4-int8 or test}" in
   unet)
     turbosr train teacher --config configs/teacher-x4-small.yaml --set init_from=src/turbosr/weights/x4 \
       --set terminal_fraction=0.5 --set run.max_steps=8000 --set optim.warmup_steps=100 --set run.num_threads=1 \
@@ -146,6 +154,44 @@ PY
         --threads 1 --baselines bicubic --model "x4 of 2026-11-26=runs/x4-2026-11-26/src/turbosr/weights/x4" \
         --model "x4 of 2026-12-02=src/turbosr/weights/x4" --model "x4 of 2026-12-02, --fidelity 1=src/turbosr/weights/x4@fidelity=1" \
         --steps 1 --metrics psnr_y ssim_y grid --out docs/benchmarks/x4_old_vs_new_$pairs --resume
+    done ;;
+  int8) turbosr train decoder --config configs/decoder-x4-int8.yaml ;;
+  select-int8)
+    python benchmarks/quality_vs_steps.py --lq data/val-x4/lq --ref data/val-x4/hq --scale 4 --crop-border 4 \
+      --threads 1 --baselines bicubic --model "x4 (shipped)=src/turbosr/weights/x4@storage=int8" \
+      --model "x4 (shipped), --fidelity 1=src/turbosr/weights/x4@storage=int8@fidelity=1" \
+      --model "decoder on the int8 UNet (4,000 steps)=runs/decoder-x4-int8/$latest@storage=int8" \
+      --model "decoder on the int8 UNet (4,000 steps), --fidelity 1=runs/decoder-x4-int8/$latest@storage=int8@fidelity=1" \
+      --steps 1 --metrics psnr_y ssim_y grid --out docs/benchmarks/x4_int8_val-x4 --resume ;;
+  package-x4-int8)
+    [ -d runs/x4-2026-12-02 ] || { mkdir -p runs/x4-2026-12-02 && git archive bcf0501 src/turbosr/weights/x4 | tar -x -C runs/x4-2026-12-02; }
+    python scripts/package_builtin.py package runs/decoder-x4-int8/$latest --name x4 --storage int8 --threads 1 \
+      --pairs 'test split, bicubic=data/test-x4' --pairs 'test split, Real-ESRGAN degradation=data/test-x4-blind' \
+      --pairs 'external photos, bicubic=data/external-x4' \
+      --pairs 'external photos, Real-ESRGAN degradation=data/external-x4-blind' \
+      --metrics psnr_y ssim_y niqe grid patch_kid --baselines bicubic span_x4 realesrgan_x4plus \
+      --reuse-baselines runs/x4-2026-12-02/src/turbosr/weights/x4 \
+      --summary "A small latent diffusion SR model trained by this project on 2 CPU cores, for clean or bicubic-style inputs (fourth built-in x4, 2026-12-02): the one-step x4 UNet of the third built-in, stored as int8, and its learned latent decoder with StableSR's CFW inside it, fine-tuned again on that frozen int8 UNet. --fidelity W in [0, 1] weights the decoder's fusion of the input's features (0 or left out: the model's own output; 1: closest to the input)." \
+      --fact "Start: the built-in x4 of 2026-12-02 (third built-in): a one-step UNet fine-tuned jointly with a learned latent decoder, its UNet stored as int8 per output channel; its decoder had been trained on the float UNet's latents, and on the int8 UNet's latents it printed the latent's 8-px pattern (docs/realism.md)." \
+      --fact "Decoder: a convolutional decoder of the patch latent (models/decoders.py: 4 residual blocks of 128 channels at the latent resolution, one x8 sub-pixel convolution to RGB, added to the linear patch decode whose residual it learns), and CFW inside it (a 64-channel encoder of the LQ condition latent fused into the trunk through zero-initialised convolutions, scaled by w)." \
+      --fact "Decoder fine-tuning on the frozen int8 UNet (turbosr train decoder, configs/decoder-x4-int8.yaml): the trunk at w = 0 with L1 + 0.2 SSIM + 0.5 Sobel-edge + 0.03 phase-profile grid term, CFW at w = 1 on the same losses with the trunk held fixed; 4,000 steps of batch 8, 128-px crops of the train split, bicubic x4, learning rate 1e-4, bf16 autocast, one CPU thread beside another run. The UNet's stored int8 weights are unchanged; the decoder is stored in float16." \
+      --fact "Chosen on the val split, measured as it ships, by the x4 rule of docs/realism.md written before measuring (artifact figure within 0.03 of HR's on bicubic val, then highest PSNR-Y): docs/benchmarks/x4_int8_val-x4.md." \
+      --training-command "turbosr train decoder --config configs/decoder-x4-joint.yaml   # the third built-in x4 (stopped at step 5,000), stored with --storage int8" \
+      --training-command "turbosr train decoder --config configs/decoder-x4-int8.yaml" ;;
+  pictures-int8)
+    crops="matplotlib__grace_hopper@180,170 scikit-learn__china@30,20 scikit-learn__china@510,280 scikit-image__coffee@300,60"
+    python scripts/side_by_side.py data/external-x4 --names $crops scikit-image__astronaut@170,30 \
+      scikit-learn__flower@230,110 --column bicubic=bicubic \
+      --column "x4 (third, int8)=model:runs/x4-2026-12-02/src/turbosr/weights/x4" --column "x4 (fourth)=model:x4" \
+      --column "SPAN x4=baseline:span_x4" --column "Real-ESRGAN=baseline:realesrgan_x4plus" --column HR=hr \
+      --out docs/img/x4_int8_side_by_side.png ;;
+  compare-x4-int8)
+    [ -d runs/x4-2026-12-02 ] || { mkdir -p runs/x4-2026-12-02 && git archive bcf0501 src/turbosr/weights/x4 | tar -x -C runs/x4-2026-12-02; }
+    for pairs in test-x4 test-x4-blind external-x4 external-x4-blind; do
+      python benchmarks/quality_vs_steps.py --lq data/$pairs/lq --ref data/$pairs/hq --scale 4 --crop-border 4 \
+        --threads 1 --baselines bicubic --model "x4, third (int8 UNet)=runs/x4-2026-12-02/src/turbosr/weights/x4" \
+        --model "x4, fourth=src/turbosr/weights/x4" --model "x4, fourth, --fidelity 1=src/turbosr/weights/x4@fidelity=1" \
+        --steps 1 --metrics psnr_y ssim_y grid --out docs/benchmarks/x4_third_vs_fourth_$pairs --resume
     done ;;
   test)
     for pairs in test-x4 test-x4-blind; do
