@@ -20,7 +20,6 @@
 #   package-x4-int8: that run as the built-in x4 (the previous card's baselines reused from runs/x4-2026-12-02,
 #             a copy of the previous built-in taken from git)
 #   pictures-int8: crops of the external photos: the previous and the new x4 beside SPAN, Real-ESRGAN and HR
-#   compare-x4-int8: the previous x4 (from git) against the new one on test and the external photos
 #   select:   every candidate on the val pairs (bicubic and blind), for the default rule of docs/realism.md
 #             (ROUND3=1 adds round 3's snapshot at 1,176 steps (runs/realism3-snaps: copies of its checkpoints, the
 #             later ones show a stamped texture) and round 4; rows already measured are reused)
@@ -31,13 +30,13 @@
 #   pictures: the crops in docs/img (x4 old vs new; the x4-real rounds)
 #   compare-x4: the previous x4 (from git) against the new one on test and the external photos
 #   test:     the chosen models on the test pairs (published numbers)
-# Usage: bash scripts/decoder_realism_chain.sh unet|decoder|joint|realism|realism3|realism4|critics|arms|select|select-real|rules|package-x4|package-x4-real|pictures|compare-x4|int8|select-int8|package-x4-int8|pictures-int8|compare-x4-int8|test
+# Usage: bash scripts/decoder_realism_chain.sh unet|decoder|joint|realism|realism3|realism4|critics|arms|select|select-real|rules|package-x4|package-x4-real|pictures|compare-x4|int8|select-int8|package-x4-int8|pictures-int8|test
 # A killed run resumes from runs/<name>/checkpoint-latest. One CPU thread per run; two runs at a time at most.
 set -euo pipefail
 export OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1
 latest=checkpoint-latest/model
 CRITIC_MINUTES=${CRITIC_MINUTES:-15}
-case "${1:?unet, decoder, joint, realism, realism3, realism4, critics, arms, select, select-real, rules, package-x4, package-x4-real, pictures, compare-x4, int8, select-int8, package-x4-int8, pictures-int8, compare-x4-int8 or test}" in
+case "${1:?unet, decoder, joint, realism, realism3, realism4, critics, arms, select, select-real, rules, package-x4, package-x4-real, pictures, compare-x4, int8, select-int8, package-x4-int8, pictures-int8 or test}" in
   unet)
     turbosr train teacher --config configs/teacher-x4-small.yaml --set init_from=src/turbosr/weights/x4 \
       --set terminal_fraction=0.5 --set run.max_steps=8000 --set optim.warmup_steps=100 --set run.num_threads=1 \
@@ -185,14 +184,6 @@ PY
       --column "x4 (third, int8)=model:runs/x4-2026-12-02/src/turbosr/weights/x4" --column "x4 (fourth)=model:x4" \
       --column "SPAN x4=baseline:span_x4" --column "Real-ESRGAN=baseline:realesrgan_x4plus" --column HR=hr \
       --out docs/img/x4_int8_side_by_side.png ;;
-  compare-x4-int8)
-    [ -d runs/x4-2026-12-02 ] || { mkdir -p runs/x4-2026-12-02 && git archive bcf0501 src/turbosr/weights/x4 | tar -x -C runs/x4-2026-12-02; }
-    for pairs in test-x4 test-x4-blind external-x4 external-x4-blind; do
-      python benchmarks/quality_vs_steps.py --lq data/$pairs/lq --ref data/$pairs/hq --scale 4 --crop-border 4 \
-        --threads 1 --baselines bicubic --model "x4, third (int8 UNet)=runs/x4-2026-12-02/src/turbosr/weights/x4" \
-        --model "x4, fourth=src/turbosr/weights/x4" --model "x4, fourth, --fidelity 1=src/turbosr/weights/x4@fidelity=1" \
-        --steps 1 --metrics psnr_y ssim_y grid --out docs/benchmarks/x4_third_vs_fourth_$pairs --resume
-    done ;;
   test)
     for pairs in test-x4 test-x4-blind; do
       python benchmarks/quality_vs_steps.py --lq data/$pairs/lq --ref data/$pairs/hq --scale 4 --crop-border 4 \
