@@ -28,9 +28,10 @@
 #   eval-claim2-xS: those models (of each seed in SEEDS, default 0; the equal-time control of seed 0) and bicubic
 #       on the test split at one step, the plain UNets also at CLAIM2_STEPS (default 200) steps; with --resume,
 #       rows of unchanged model folders are reused; TABLE_TAG (default none) is added to the table's name
-#       (docs/benchmarks/yonos_claim2_xS_TAG_test), so that a set of arms trained another way keeps its own table
+#       (docs/benchmarks/yonos_claim2_xS_TAG_test), so that a set of arms trained another way, or one seed's rows
+#       computed beside another's (two processes, one thread each), keeps its own table
 # SEEDS (default "0 1") picks the training seeds of the arms lanes; THREADS (default 1) the CPU threads of each
-# run; PRECISION overrides the configs' run.mixed_precision (bf16): "no" on a CPU without native bf16
+# training run, EVAL_THREADS (default 2) those of a claim-2 evaluation; PRECISION overrides the configs' run.mixed_precision (bf16): "no" on a CPU without native bf16
 # (avx512_bf16 or AMX), where autocast is emulated and many times slower than float32.
 # Usage: bash scripts/yonos_chain.sh a|b|c|d|x2|x4-distilled|x4-direct|eval-x4|x8-distilled|x8-direct|eval-x8|
 #   x4-decoder|x4-direct-decoder|x4-direct-equal-time|eval-claim2-x4|x8-decoder|x8-direct-decoder|
@@ -91,9 +92,11 @@ evaluate_claim2() {  # evaluate_claim2 <scale>: the arms of SEEDS (default 0) wi
       model+=(--model "$kind + decoder, seed $seed=runs/x$1-$kind-seed$seed-decoder/checkpoint-latest/model@steps=1")
     done
   done
-  model+=(--model "direct at the distilled arm's CPU time, seed 0=runs/x$1-direct-seed0-equal-time/checkpoint-latest/model@steps=1")
+  case " ${SEEDS:-0} " in *" 0 "*)  # the equal-time control exists for seed 0 only
+    model+=(--model "direct at the distilled arm's CPU time, seed 0=runs/x$1-direct-seed0-equal-time/checkpoint-latest/model@steps=1") ;;
+  esac
   python benchmarks/quality_vs_steps.py --lq "$pairs/lq" --ref "$pairs/hq" --scale "$1" --crop-border "$1" \
-    --threads 2 --baselines bicubic "${model[@]}" --steps 1 --metrics psnr_y ssim_y grid \
+    --threads "${EVAL_THREADS:-2}" --baselines bicubic "${model[@]}" --steps 1 --metrics psnr_y ssim_y grid \
     patch_kid --out "docs/benchmarks/yonos_claim2_x$1${TABLE_TAG:+_$TABLE_TAG}_test" --resume
 }
 case "${1:?lane a, b, c or d}" in
