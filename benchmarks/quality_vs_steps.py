@@ -26,6 +26,8 @@ from pathlib import Path
 
 import torch
 
+from turbosr.checkpoint import COMPACT_STORAGES
+
 SCRIPT = "benchmarks/quality_vs_steps.py"
 
 
@@ -61,7 +63,7 @@ def model_option(item: str) -> tuple[str, str, dict[str, str]]:
     folder, *suffixes = rest.split("@")
     options = dict(suffix.partition("=")[::2] for suffix in suffixes)
     steps_ok = re.fullmatch(r"\d+(,\d+)*", options.get("steps", "1")) is not None
-    storage_ok = options.get("storage", "int8") in ("float16", "int8")
+    storage_ok = options.get("storage") in (None, *COMPACT_STORAGES)
     if (not name or not folder or set(options) - {"fidelity", "steps", "storage"} or not all(options.values())
             or not steps_ok or not storage_ok):
         raise SystemExit(f"--model {item!r}: expected NAME=DIR[@fidelity=W][@steps=N,M][@storage=float16|int8]")

@@ -27,6 +27,8 @@ from pathlib import Path
 
 import torch
 
+from turbosr.checkpoint import COMPACT_STORAGES
+
 SCRIPT = "scripts/package_builtin.py"
 
 
@@ -43,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     package.add_argument("--reuse-baselines", type=Path, default=None, metavar="BUILTIN_FOLDER",
                          help="take a baseline's scores from this built-in's measurements.json where it measured the "
                               "same pair set (same digests) with the same metrics and software versions")
-    package.add_argument("--storage", choices=("float16", "int8"), default="float16")
+    package.add_argument("--storage", choices=COMPACT_STORAGES, default="float16")
     package.add_argument("--steps", type=int, nargs="+", default=[1],
                          help="denoising step counts to measure (the first is the card's headline; default 1)")
     package.add_argument("--summary", default="", help="one paragraph for the top of the card (no numbers)")

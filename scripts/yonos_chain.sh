@@ -31,8 +31,9 @@
 #       (docs/benchmarks/yonos_claim2_xS_TAG_test), so that a set of arms trained another way, or one seed's rows
 #       computed beside another's (two processes, one thread each), keeps its own table
 # SEEDS (default "0 1") picks the training seeds of the arms lanes; THREADS (default 1) the CPU threads of each
-# training run, EVAL_THREADS (default 2) those of a claim-2 evaluation; PRECISION overrides the configs' run.mixed_precision (bf16): "no" on a CPU without native bf16
-# (avx512_bf16 or AMX), where autocast is emulated and many times slower than float32.
+# training run, EVAL_THREADS (default 2) those of a claim-2 evaluation; PRECISION overrides the configs'
+# run.mixed_precision (bf16): "no" on a CPU without native bf16 (avx512_bf16 or AMX), where autocast is emulated
+# and many times slower than float32.
 # Usage: bash scripts/yonos_chain.sh a|b|c|d|x2|x4-distilled|x4-direct|eval-x4|x8-distilled|x8-direct|eval-x8|
 #   x4-decoder|x4-direct-decoder|x4-direct-equal-time|eval-claim2-x4|x8-decoder|x8-direct-decoder|
 #   x8-direct-equal-time|eval-claim2-x8

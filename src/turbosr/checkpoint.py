@@ -158,6 +158,7 @@ def load_tensors(path: str | Path, finite: bool = True) -> dict[str, torch.Tenso
 
 # ----------------------------------------------------------------------------------------- compact storage
 INT8_SCALE = ".int8_scale"  # suffix of the per-output-channel scale stored beside an int8 weight
+COMPACT_STORAGES = ("float16", "int8")  # compact weight storages of a model folder (besides plain float32)
 
 
 def quantize_int8(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -172,7 +173,7 @@ def compact_state(state: dict[str, torch.Tensor], parameters: set[str], storage:
     """A state dict for storage: "float32"; "float16" (parameters in half precision); "int8" (parameters of two
     or more dimensions as int8 per output channel with float32 scales, other parameters float16). Buffers stay
     float32. :func:`expand_state` reverses it."""
-    if storage not in ("float32", "float16", "int8"):
+    if storage not in ("float32", *COMPACT_STORAGES):
         raise ValueError(f"unknown weight storage {storage!r}; use float32, float16 or int8")
     out: dict[str, torch.Tensor] = {}
     for name, value in state.items():
