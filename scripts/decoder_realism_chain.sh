@@ -10,6 +10,10 @@
 #   realism3: the same, fidelity terms kept strong, critic weight 0.01, no feature matching, from the joint run at
 #             5,000 steps (configs/decoder-x4-real-balanced.yaml; snapshot: runs/joint-x4-snap5000)
 #   realism4: the blind fidelity model: round 3 without its critic (configs/decoder-x4-real-fidelity.yaml)
+#   realism5: round 4 run to 4,000 steps from the built-in x4 (configs/decoder-x4-real-long.yaml)
+#   select-real5 | rules5 | pictures5: round 5 (UNet stored int8 and float16) and the shipped x4 and x4-real on the
+#             val pairs (bicubic and blind; docs/benchmarks/x4_real_round5_val-*), the x4-real rule applied to them
+#             (docs/benchmarks/x4_real_round5_rule.md), and crops of the external photos (docs/img/x4_real_round5.png)
 #   critics:  the three critics (patchgan, inception, teacher) from the same start for the same minutes each
 #             (2026-12-02: inception and teacher ran side by side, patchgan beside another run a session earlier)
 #   arms:     the arms' validation curves as a table (docs/benchmarks/decoder_arms_val.md)
@@ -30,13 +34,13 @@
 #   pictures: the crops in docs/img (x4 old vs new; the x4-real rounds)
 #   compare-x4: the previous x4 (from git) against the new one on test and the external photos
 #   test:     the chosen models on the test pairs (published numbers)
-# Usage: bash scripts/decoder_realism_chain.sh unet|decoder|joint|realism|realism3|realism4|critics|arms|select|select-real|rules|package-x4|package-x4-real|pictures|compare-x4|int8|select-int8|package-x4-int8|pictures-int8|test
+# Usage: bash scripts/decoder_realism_chain.sh unet|decoder|joint|realism|realism3|realism4|realism5|select-real5|rules5|pictures5|critics|arms|select|select-real|rules|package-x4|package-x4-real|pictures|compare-x4|int8|select-int8|package-x4-int8|pictures-int8|test
 # A killed run resumes from runs/<name>/checkpoint-latest. One CPU thread per run; two runs at a time at most.
 set -euo pipefail
 export OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1
 latest=checkpoint-latest/model
 CRITIC_MINUTES=${CRITIC_MINUTES:-15}
-case "${1:?unet, decoder, joint, realism, realism3, realism4, critics, arms, select, select-real, rules, package-x4, package-x4-real, pictures, compare-x4, int8, select-int8, package-x4-int8, pictures-int8 or test}" in
+case "${1:?unet, decoder, joint, realism, realism3, realism4, realism5, select-real5, rules5, pictures5, critics, arms, select, select-real, rules, package-x4, package-x4-real, pictures, compare-x4, int8, select-int8, package-x4-int8, pictures-int8 or test}" in
   unet)
     turbosr train teacher --config configs/teacher-x4-small.yaml --set init_from=src/turbosr/weights/x4 \
       --set terminal_fraction=0.5 --set run.max_steps=8000 --set optim.warmup_steps=100 --set run.num_threads=1 \
@@ -51,6 +55,37 @@ case "${1:?unet, decoder, joint, realism, realism3, realism4, critics, arms, sel
     turbosr train decoder --config configs/decoder-x4-real-balanced.yaml ;;
   realism4)
     turbosr train decoder --config configs/decoder-x4-real-fidelity.yaml ;;
+  realism5)
+    turbosr train decoder --config configs/decoder-x4-real-long.yaml ;;
+  select-real5)
+    for pairs in val-x4-blind val-x4; do
+      degradation=bicubic; [ $pairs = val-x4 ] || degradation=realesrgan
+      [ -f data/$pairs/manifest.json ] || turbosr data make-pairs data/corpus/manifest.json data/$pairs --scale 4 \
+        --crop 256 --split val --degradation $degradation
+      python benchmarks/quality_vs_steps.py --lq data/$pairs/lq --ref data/$pairs/hq --scale 4 --crop-border 4 \
+        --threads "${EVAL_THREADS:-1}" --baselines bicubic realesrgan_x4plus \
+        --model "x4 (shipped)=src/turbosr/weights/x4" --model "x4-real (shipped)=src/turbosr/weights/x4-real" \
+        --model "round 5, int8=runs/realism-x4-real-long/$latest@storage=int8" \
+        --model "round 5, float16=runs/realism-x4-real-long/$latest@storage=float16" \
+        --steps 1 --metrics psnr_y ssim_y grid niqe patch_fid patch_kid --out docs/benchmarks/x4_real_round5_$pairs --resume
+    done ;;
+  rules5)
+    python scripts/apply_rules.py --bicubic docs/benchmarks/x4_real_round5_val-x4.json \
+      --blind docs/benchmarks/x4_real_round5_val-x4-blind.json --x4 "x4 (shipped)" \
+      --x4-real "x4-real (shipped)" "round 5, int8" "round 5, float16" > docs/benchmarks/x4_real_round5_rule.md ;;
+  pictures5)
+    for storage in int8 float16; do  # the model as it would ship, loaded back
+      [ -d runs/realism-x4-real-long-$storage ] || python -c "import sys; from turbosr.pipeline import SRPipeline
+SRPipeline.from_pretrained(sys.argv[1]).save_pretrained(sys.argv[2], storage=sys.argv[3])" \
+        runs/realism-x4-real-long/$latest runs/realism-x4-real-long-$storage $storage
+    done
+    crops="matplotlib__grace_hopper@180,170 scikit-learn__china@30,20 scikit-learn__china@510,280 scikit-image__coffee@300,60"
+    python scripts/side_by_side.py data/external-x4-blind --names $crops scikit-image__astronaut@170,30 \
+      scikit-learn__flower@230,110 --column LQ=lq --column bicubic=bicubic \
+      --column "Real-ESRGAN=baseline:realesrgan_x4plus" --column "x4-real (shipped)=model:x4-real" \
+      --column "x4=model:x4" --column "round 5, int8=model:runs/realism-x4-real-long-int8" \
+      --column "round 5, float16=model:runs/realism-x4-real-long-float16" --column HR=hr \
+      --out docs/img/x4_real_round5.png ;;
   critics)
     for critic in patchgan inception teacher; do
       turbosr train decoder --config configs/decoder-x4-real-adversarial.yaml --set adversarial.critic=$critic \
