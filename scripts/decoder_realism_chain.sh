@@ -30,7 +30,7 @@
 #   select-real: rounds 3 and 4 on the val pairs (tables of their own)
 #   rules:    docs/realism.md's rules applied to those tables (docs/benchmarks/default_rule.md)
 #   package-x4: the chosen x4 as the built-in (its card measured on test and the external photos)
-#   package-x4-real: the chosen x4-real as the built-in (MODEL, SUMMARY, FACT1-3, COMMAND from the caller)
+#   package-x4-real: the chosen x4-real as the built-in (MODEL, SUMMARY, FACT1-3, COMMAND, STORAGE (default int8) from the caller)
 #   pictures: the crops in docs/img (x4 old vs new; the x4-real rounds)
 #   compare-x4: the previous x4 (from git) against the new one on test and the external photos
 #   test:     the chosen models on the test pairs (published numbers)
@@ -161,7 +161,7 @@ PY
   package-x4-real)
     # the x4-real candidate the rule picked on val (docs/benchmarks/default_rule.md); baselines reused from x4's card
     python scripts/package_builtin.py package "${MODEL:?the chosen model folder}" --name x4-real \
-      --storage int8 --threads 1 --reuse-baselines src/turbosr/weights/x4 \
+      --storage "${STORAGE:-int8}" --threads 1 --reuse-baselines src/turbosr/weights/x4 \
       --pairs 'test split, bicubic=data/test-x4' --pairs 'test split, Real-ESRGAN degradation=data/test-x4-blind' \
       --pairs 'external photos, Real-ESRGAN degradation=data/external-x4-blind' \
       --metrics psnr_y ssim_y niqe grid patch_kid --baselines bicubic span_x4 realesrgan_x4plus \
