@@ -14,6 +14,7 @@
 #   select-real5 | rules5 | pictures5: round 5 (UNet stored int8 and float16) and the shipped x4 and x4-real on the
 #             val pairs (bicubic and blind; docs/benchmarks/x4_real_round5_val-*), the x4-real rule applied to them
 #             (docs/benchmarks/x4_real_round5_rule.md), and crops of the external photos (docs/img/x4_real_round5.png)
+#   real5-int8: round 5's decoder fine-tuned on its frozen int8 UNet (configs/decoder-x4-real-int8.yaml)
 #   critics:  the three critics (patchgan, inception, teacher) from the same start for the same minutes each
 #             (2026-12-02: inception and teacher ran side by side, patchgan beside another run a session earlier)
 #   arms:     the arms' validation curves as a table (docs/benchmarks/decoder_arms_val.md)
@@ -34,13 +35,13 @@
 #   pictures: the crops in docs/img (x4 old vs new; the x4-real rounds)
 #   compare-x4: the previous x4 (from git) against the new one on test and the external photos
 #   test:     the chosen models on the test pairs (published numbers)
-# Usage: bash scripts/decoder_realism_chain.sh unet|decoder|joint|realism|realism3|realism4|realism5|select-real5|rules5|pictures5|critics|arms|select|select-real|rules|package-x4|package-x4-real|pictures|compare-x4|int8|select-int8|package-x4-int8|pictures-int8|test
+# Usage: bash scripts/decoder_realism_chain.sh unet|decoder|joint|realism|realism3|realism4|realism5|select-real5|rules5|pictures5|real5-int8|critics|arms|select|select-real|rules|package-x4|package-x4-real|pictures|compare-x4|int8|select-int8|package-x4-int8|pictures-int8|test
 # A killed run resumes from runs/<name>/checkpoint-latest. One CPU thread per run; two runs at a time at most.
 set -euo pipefail
 export OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1
 latest=checkpoint-latest/model
 CRITIC_MINUTES=${CRITIC_MINUTES:-15}
-case "${1:?unet, decoder, joint, realism, realism3, realism4, realism5, select-real5, rules5, pictures5, critics, arms, select, select-real, rules, package-x4, package-x4-real, pictures, compare-x4, int8, select-int8, package-x4-int8, pictures-int8 or test}" in
+case "${1:?unet, decoder, joint, realism, realism3, realism4, realism5, select-real5, rules5, pictures5, real5-int8, critics, arms, select, select-real, rules, package-x4, package-x4-real, pictures, compare-x4, int8, select-int8, package-x4-int8, pictures-int8 or test}" in
   unet)
     turbosr train teacher --config configs/teacher-x4-small.yaml --set init_from=src/turbosr/weights/x4 \
       --set terminal_fraction=0.5 --set run.max_steps=8000 --set optim.warmup_steps=100 --set run.num_threads=1 \
@@ -86,6 +87,11 @@ SRPipeline.from_pretrained(sys.argv[1]).save_pretrained(sys.argv[2], storage=sys
       --column "x4=model:x4" --column "round 5, int8=model:runs/realism-x4-real-long-int8" \
       --column "round 5, float16=model:runs/realism-x4-real-long-float16" --column HR=hr \
       --out docs/img/x4_real_round5.png ;;
+  real5-int8)
+    [ -d runs/realism-x4-real-long-int8 ] || python -c "import sys; from turbosr.pipeline import SRPipeline
+SRPipeline.from_pretrained(sys.argv[1]).save_pretrained(sys.argv[2], storage='int8')" \
+      runs/realism-x4-real-long/$latest runs/realism-x4-real-long-int8
+    turbosr train decoder --config configs/decoder-x4-real-int8.yaml ;;
   critics)
     for critic in patchgan inception teacher; do
       turbosr train decoder --config configs/decoder-x4-real-adversarial.yaml --set adversarial.critic=$critic \
