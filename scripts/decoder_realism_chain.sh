@@ -15,6 +15,7 @@
 #             val pairs (bicubic and blind; docs/benchmarks/x4_real_round5_val-*), the x4-real rule applied to them
 #             (docs/benchmarks/x4_real_round5_rule.md), and crops of the external photos (docs/img/x4_real_round5.png)
 #   real5-int8: round 5's decoder fine-tuned on its frozen int8 UNet (configs/decoder-x4-real-int8.yaml)
+#             (REAL5_INT8=1 adds it to select-real5 and rules5; the rows already measured are reused)
 #   critics:  the three critics (patchgan, inception, teacher) from the same start for the same minutes each
 #             (2026-12-02: inception and teacher ran side by side, patchgan beside another run a session earlier)
 #   arms:     the arms' validation curves as a table (docs/benchmarks/decoder_arms_val.md)
@@ -68,12 +69,14 @@ case "${1:?unet, decoder, joint, realism, realism3, realism4, realism5, select-r
         --model "x4 (shipped)=src/turbosr/weights/x4" --model "x4-real (shipped)=src/turbosr/weights/x4-real" \
         --model "round 5, int8=runs/realism-x4-real-long/$latest@storage=int8" \
         --model "round 5, float16=runs/realism-x4-real-long/$latest@storage=float16" \
+        ${REAL5_INT8:+--model "round 5, decoder on its int8 UNet=runs/decoder-x4-real-int8/$latest@storage=int8"} \
         --steps 1 --metrics psnr_y ssim_y grid niqe patch_fid patch_kid --out docs/benchmarks/x4_real_round5_$pairs --resume
     done ;;
   rules5)
     python scripts/apply_rules.py --bicubic docs/benchmarks/x4_real_round5_val-x4.json \
       --blind docs/benchmarks/x4_real_round5_val-x4-blind.json --x4 "x4 (shipped)" \
-      --x4-real "x4-real (shipped)" "round 5, int8" "round 5, float16" > docs/benchmarks/x4_real_round5_rule.md ;;
+      --x4-real "x4-real (shipped)" "round 5, int8" "round 5, float16" \
+      ${REAL5_INT8:+"round 5, decoder on its int8 UNet"} > docs/benchmarks/x4_real_round5_rule.md ;;
   pictures5)
     for storage in int8 float16; do  # the model as it would ship, loaded back
       [ -d runs/realism-x4-real-long-$storage ] || python -c "import sys; from turbosr.pipeline import SRPipeline
