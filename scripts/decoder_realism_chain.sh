@@ -83,12 +83,17 @@ case "${1:?unet, decoder, joint, realism, realism3, realism4, realism5, select-r
 SRPipeline.from_pretrained(sys.argv[1]).save_pretrained(sys.argv[2], storage=sys.argv[3])" \
         runs/realism-x4-real-long/$latest runs/realism-x4-real-long-$storage $storage
     done
+    [ -z "${REAL5_INT8:-}" ] || [ -d runs/decoder-x4-real-int8-stored ] || python -c "import sys
+from turbosr.pipeline import SRPipeline
+SRPipeline.from_pretrained(sys.argv[1]).save_pretrained(sys.argv[2], storage='int8')" \
+      runs/decoder-x4-real-int8/$latest runs/decoder-x4-real-int8-stored
     crops="matplotlib__grace_hopper@180,170 scikit-learn__china@30,20 scikit-learn__china@510,280 scikit-image__coffee@300,60"
     python scripts/side_by_side.py data/external-x4-blind --names $crops scikit-image__astronaut@170,30 \
       scikit-learn__flower@230,110 --column LQ=lq --column bicubic=bicubic \
       --column "Real-ESRGAN=baseline:realesrgan_x4plus" --column "x4-real (shipped)=model:x4-real" \
       --column "x4=model:x4" --column "round 5, int8=model:runs/realism-x4-real-long-int8" \
-      --column "round 5, float16=model:runs/realism-x4-real-long-float16" --column HR=hr \
+      --column "round 5, float16=model:runs/realism-x4-real-long-float16" \
+      ${REAL5_INT8:+--column "round 5, int8 decoder=model:runs/decoder-x4-real-int8-stored"} --column HR=hr \
       --out docs/img/x4_real_round5.png ;;
   real5-int8)
     [ -d runs/realism-x4-real-long-int8 ] || python -c "import sys; from turbosr.pipeline import SRPipeline
