@@ -42,6 +42,12 @@ set -euo pipefail
 export OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1
 latest=checkpoint-latest/model
 CRITIC_MINUTES=${CRITIC_MINUTES:-15}
+# the crops of the external photos every pictures lane shows (faces, sky, a roof edge, foliage)
+crops="matplotlib__grace_hopper@180,170 scikit-learn__china@30,20 scikit-learn__china@510,280 scikit-image__coffee@300,60"
+as_shipped() {  # as_shipped <model folder> <new folder> <storage>: the model stored as a built-in would be, loaded back
+  [ -d "$2" ] || python -c "import sys; from turbosr.pipeline import SRPipeline
+SRPipeline.from_pretrained(sys.argv[1]).save_pretrained(sys.argv[2], storage=sys.argv[3])" "$@"
+}
 case "${1:?unet, decoder, joint, realism, realism3, realism4, realism5, select-real5, rules5, pictures5, real5-int8, critics, arms, select, select-real, rules, package-x4, package-x4-real, pictures, compare-x4, int8, select-int8, package-x4-int8, pictures-int8 or test}" in
   unet)
     turbosr train teacher --config configs/teacher-x4-small.yaml --set init_from=src/turbosr/weights/x4 \
@@ -78,16 +84,10 @@ case "${1:?unet, decoder, joint, realism, realism3, realism4, realism5, select-r
       --x4-real "x4-real (shipped)" "round 5, int8" "round 5, float16" \
       ${REAL5_INT8:+"round 5, decoder on its int8 UNet"} > docs/benchmarks/x4_real_round5_rule.md ;;
   pictures5)
-    for storage in int8 float16; do  # the model as it would ship, loaded back
-      [ -d runs/realism-x4-real-long-$storage ] || python -c "import sys; from turbosr.pipeline import SRPipeline
-SRPipeline.from_pretrained(sys.argv[1]).save_pretrained(sys.argv[2], storage=sys.argv[3])" \
-        runs/realism-x4-real-long/$latest runs/realism-x4-real-long-$storage $storage
+    for storage in int8 float16; do
+      as_shipped runs/realism-x4-real-long/$latest runs/realism-x4-real-long-$storage $storage
     done
-    [ -z "${REAL5_INT8:-}" ] || [ -d runs/decoder-x4-real-int8-stored ] || python -c "import sys
-from turbosr.pipeline import SRPipeline
-SRPipeline.from_pretrained(sys.argv[1]).save_pretrained(sys.argv[2], storage='int8')" \
-      runs/decoder-x4-real-int8/$latest runs/decoder-x4-real-int8-stored
-    crops="matplotlib__grace_hopper@180,170 scikit-learn__china@30,20 scikit-learn__china@510,280 scikit-image__coffee@300,60"
+    [ -z "${REAL5_INT8:-}" ] || as_shipped runs/decoder-x4-real-int8/$latest runs/decoder-x4-real-int8-stored int8
     python scripts/side_by_side.py data/external-x4-blind --names $crops scikit-image__astronaut@170,30 \
       scikit-learn__flower@230,110 --column LQ=lq --column bicubic=bicubic \
       --column "Real-ESRGAN=baseline:realesrgan_x4plus" --column "x4-real (shipped)=model:x4-real" \
@@ -96,9 +96,7 @@ SRPipeline.from_pretrained(sys.argv[1]).save_pretrained(sys.argv[2], storage='in
       ${REAL5_INT8:+--column "round 5, int8 decoder=model:runs/decoder-x4-real-int8-stored"} --column HR=hr \
       --out docs/img/x4_real_round5.png ;;
   real5-int8)
-    [ -d runs/realism-x4-real-long-int8 ] || python -c "import sys; from turbosr.pipeline import SRPipeline
-SRPipeline.from_pretrained(sys.argv[1]).save_pretrained(sys.argv[2], storage='int8')" \
-      runs/realism-x4-real-long/$latest runs/realism-x4-real-long-int8
+    as_shipped runs/realism-x4-real-long/$latest runs/realism-x4-real-long-int8 int8
     turbosr train decoder --config configs/decoder-x4-real-int8.yaml ;;
   critics)
     for critic in patchgan inception teacher; do
@@ -183,7 +181,6 @@ PY
       --training-command "${COMMAND:?}" ;;
   pictures)
     # crops of the external photos (faces, sky, foliage, edges) beside Real-ESRGAN and HR
-    crops="matplotlib__grace_hopper@180,170 scikit-learn__china@30,20 scikit-learn__china@510,280 scikit-image__coffee@300,60"
     python scripts/side_by_side.py data/external-x4 --names $crops scikit-image__astronaut@170,30 \
       scikit-learn__flower@230,110 --column bicubic=bicubic \
       --column "x4 of 2026-11-26=model:runs/x4-2026-11-26/src/turbosr/weights/x4" --column "x4 (2026-12-02)=model:x4" \
@@ -227,7 +224,6 @@ PY
       --training-command "turbosr train decoder --config configs/decoder-x4-joint.yaml   # the third built-in x4 (stopped at step 5,000), stored with --storage int8" \
       --training-command "turbosr train decoder --config configs/decoder-x4-int8.yaml" ;;
   pictures-int8)
-    crops="matplotlib__grace_hopper@180,170 scikit-learn__china@30,20 scikit-learn__china@510,280 scikit-image__coffee@300,60"
     python scripts/side_by_side.py data/external-x4 --names $crops scikit-image__astronaut@170,30 \
       scikit-learn__flower@230,110 --column bicubic=bicubic \
       --column "x4 (third, int8)=model:runs/x4-2026-12-02/src/turbosr/weights/x4" --column "x4 (fourth)=model:x4" \
