@@ -32,11 +32,12 @@
 #   select-real: rounds 3 and 4 on the val pairs (tables of their own)
 #   rules:    docs/realism.md's rules applied to those tables (docs/benchmarks/default_rule.md)
 #   package-x4: the chosen x4 as the built-in (its card measured on test and the external photos)
-#   package-x4-real: the chosen x4-real as the built-in (MODEL, SUMMARY, FACT1-3, COMMAND, STORAGE (default int8) from the caller)
+#   package-x4-real: the chosen x4-real as the built-in (MODEL, SUMMARY, FACT1-3 [FACT4], COMMAND [COMMAND2], STORAGE (default int8) from the caller)
 #   pictures: the crops in docs/img (x4 old vs new; the x4-real rounds)
 #   compare-x4: the previous x4 (from git) against the new one on test and the external photos
+#   lr-probe: #26, the joint x4 fine-tune at UNet learning rates 2e-5 and 1e-4, then 256-px crops (1,000 steps each)
 #   test:     the chosen models on the test pairs (published numbers)
-# Usage: bash scripts/decoder_realism_chain.sh unet|decoder|joint|realism|realism3|realism4|realism5|select-real5|rules5|pictures5|real5-int8|critics|arms|select|select-real|rules|package-x4|package-x4-real|pictures|compare-x4|int8|select-int8|package-x4-int8|pictures-int8|test
+# Usage: bash scripts/decoder_realism_chain.sh unet|decoder|joint|realism|realism3|realism4|realism5|select-real5|rules5|pictures5|real5-int8|critics|arms|select|select-real|rules|package-x4|package-x4-real|pictures|compare-x4|int8|select-int8|package-x4-int8|pictures-int8|lr-probe|test
 # A killed run resumes from runs/<name>/checkpoint-latest. One CPU thread per run; two runs at a time at most.
 set -euo pipefail
 export OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1
@@ -48,7 +49,7 @@ as_shipped() {  # as_shipped <model folder> <new folder> <storage>: the model st
   [ -d "$2" ] || python -c "import sys; from turbosr.pipeline import SRPipeline
 SRPipeline.from_pretrained(sys.argv[1]).save_pretrained(sys.argv[2], storage=sys.argv[3])" "$@"
 }
-case "${1:?unet, decoder, joint, realism, realism3, realism4, realism5, select-real5, rules5, pictures5, real5-int8, critics, arms, select, select-real, rules, package-x4, package-x4-real, pictures, compare-x4, int8, select-int8, package-x4-int8, pictures-int8 or test}" in
+case "${1:?unet, decoder, joint, realism, realism3, realism4, realism5, select-real5, rules5, pictures5, real5-int8, critics, arms, select, select-real, rules, package-x4, package-x4-real, pictures, compare-x4, int8, select-int8, package-x4-int8, pictures-int8, lr-probe or test}" in
   unet)
     turbosr train teacher --config configs/teacher-x4-small.yaml --set init_from=src/turbosr/weights/x4 \
       --set terminal_fraction=0.5 --set run.max_steps=8000 --set optim.warmup_steps=100 --set run.num_threads=1 \
@@ -178,7 +179,7 @@ PY
       --pairs 'external photos, Real-ESRGAN degradation=data/external-x4-blind' \
       --metrics psnr_y ssim_y niqe grid patch_kid --baselines bicubic span_x4 realesrgan_x4plus \
       --summary "${SUMMARY:?one paragraph}" --fact "${FACT1:?}" --fact "${FACT2:?}" --fact "${FACT3:?}" \
-      --training-command "${COMMAND:?}" ;;
+      ${FACT4:+--fact "$FACT4"} --training-command "${COMMAND:?}" ${COMMAND2:+--training-command "$COMMAND2"} ;;
   pictures)
     # crops of the external photos (faces, sky, foliage, edges) beside Real-ESRGAN and HR
     python scripts/side_by_side.py data/external-x4 --names $crops scikit-image__astronaut@170,30 \
@@ -201,6 +202,15 @@ PY
         --steps 1 --metrics psnr_y ssim_y grid --out docs/benchmarks/x4_old_vs_new_$pairs --resume
     done ;;
   int8) turbosr train decoder --config configs/decoder-x4-int8.yaml ;;
+  lr-probe)
+    # #26: the joint x4 fine-tune at two UNet learning rates, 1,000 steps each from the built-in x4
+    for lr in 2e-5 1e-4; do
+      turbosr train decoder --config configs/decoder-x4-joint-probe.yaml --set denoiser_learning_rate=$lr \
+        --set run.output_dir=runs/x4-lr-probe-$lr
+    done
+    # and 256-px crops (32² latents, the test crops' size) at batch 2: the same pixels per step as 8 x 128²
+    turbosr train decoder --config configs/decoder-x4-joint-probe.yaml --set data.crop_size=256 \
+      --set run.batch_size=2 --set run.output_dir=runs/x4-crop-probe-256 ;;
   select-int8)
     python benchmarks/quality_vs_steps.py --lq data/val-x4/lq --ref data/val-x4/hq --scale 4 --crop-border 4 \
       --threads 1 --baselines bicubic --model "x4 (shipped)=src/turbosr/weights/x4@storage=int8" \

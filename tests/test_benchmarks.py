@@ -230,3 +230,39 @@ def test_a_model_scored_in_its_packaged_storage_is_scored_as_the_packaged_folder
     assert module.model_option("a=f@storage=float16") == ("a", "f", {"storage": "float16"})
     with pytest.raises(SystemExit, match="expected NAME=DIR"):
         module.model_option("a=f@storage=int4")
+
+
+def test_fidelity_budget_rows_are_the_pipelines_own_outputs(tmp_path, tiny_pipeline):
+    """benchmarks/fidelity_budget.py: its 'decoder w = 0 / w = 1' rows score exactly what the pipeline writes with
+    --fidelity 0 / 1 (seed 0, one step), its bicubic row the bicubic image, and the HR latent's rows differ from
+    them (a random model's latent is not the HR latent)."""
+    from turbosr.degradations import upsample_lq
+    from turbosr.image import read_rgb_uint8
+    from turbosr.metrics import psnr, quantize
+
+    shape = {"kind": "conv", "channels": [16, 8], "blocks": [1, 1], "head_channels": [], "cfw_channels": [8, 4]}
+    pipe = tiny_pipeline.replace(autoencoder=tiny_pipeline.autoencoder.with_decoder(shape))
+    with torch.no_grad():  # a CFW branch that does something: its zero-initialised fusions made non-zero
+        for name, parameter in pipe.autoencoder.named_parameters():
+            if "fusions" in name or "decoder" in name:
+                parameter.add_(torch.randn_like(parameter) * 0.02)
+    pipe.save_pretrained(tmp_path / "model")
+    _pairs(tmp_path)
+    load_script(SCRIPT.parent / "fidelity_budget.py").main(
+        ["--model", f"tiny={tmp_path / 'model'}", "--pairs", str(tmp_path), "--out", str(tmp_path / "out" / "b")])
+    scores = json.loads((tmp_path / "out" / "b.json").read_text())["rows"][0]["psnr_y"][str(tmp_path)]
+    saved = type(pipe).from_pretrained(tmp_path / "model")
+    expected = {"w0": [], "w1": [], "bicubic": []}
+    for name in ("a", "b"):
+        lq = read_rgb_uint8(tmp_path / "lq" / f"{name}.png").float().div(255)[None]
+        hq = read_rgb_uint8(tmp_path / "hq" / f"{name}.png").float().div(255)[None]
+        for key, fidelity in (("w0", None), ("w1", 1.0)):
+            output = saved(lq, fidelity=fidelity, generator=torch.Generator().manual_seed(0))
+            expected[key].append(float(psnr(quantize(output), hq, 4, y_channel=True)))
+        expected["bicubic"].append(float(psnr(quantize(upsample_lq(lq, 4)), hq, 4, y_channel=True)))
+    mean = {key: sum(v) / len(v) for key, v in expected.items()}
+    assert scores["model latent, decoder w = 0 (the output)"] == pytest.approx(mean["w0"], abs=1e-6)
+    assert scores["model latent, decoder w = 1 (--fidelity 1)"] == pytest.approx(mean["w1"], abs=1e-6)
+    assert scores["bicubic"] == pytest.approx(mean["bicubic"], abs=1e-6)
+    assert mean["w0"] != pytest.approx(mean["w1"], abs=1e-3)
+    assert abs(scores["HR latent, linear decode (ceiling)"] - mean["w0"]) > 0.1
