@@ -34,10 +34,12 @@
 #   package-x4: the chosen x4 as the built-in (its card measured on test and the external photos)
 #   package-x4-real: the chosen x4-real as the built-in (MODEL, SUMMARY, FACT1-3 [FACT4], COMMAND [COMMAND2], STORAGE (default int8) from the caller)
 #   pictures: the crops in docs/img (x4 old vs new; the x4-real rounds)
+#   compare-x4-real: the x4-real of 2026-11-26 (from git) against the shipped one, blind test and external pairs
 #   compare-x4: the previous x4 (from git) against the new one on test and the external photos
 #   lr-probe: #26, the joint x4 fine-tune at UNet learning rates 2e-5 and 1e-4, then 256-px crops (1,000 steps each)
+#   probe-select: those arms and their start on the val pairs (bicubic, one step)
 #   test:     the chosen models on the test pairs (published numbers)
-# Usage: bash scripts/decoder_realism_chain.sh unet|decoder|joint|realism|realism3|realism4|realism5|select-real5|rules5|pictures5|real5-int8|critics|arms|select|select-real|rules|package-x4|package-x4-real|pictures|compare-x4|int8|select-int8|package-x4-int8|pictures-int8|lr-probe|test
+# Usage: bash scripts/decoder_realism_chain.sh unet|decoder|joint|realism|realism3|realism4|realism5|select-real5|rules5|pictures5|real5-int8|critics|arms|select|select-real|rules|package-x4|package-x4-real|pictures|compare-x4|compare-x4-real|int8|select-int8|package-x4-int8|pictures-int8|lr-probe|probe-select|test
 # A killed run resumes from runs/<name>/checkpoint-latest. One CPU thread per run; two runs at a time at most.
 set -euo pipefail
 export OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1
@@ -49,7 +51,7 @@ as_shipped() {  # as_shipped <model folder> <new folder> <storage>: the model st
   [ -d "$2" ] || python -c "import sys; from turbosr.pipeline import SRPipeline
 SRPipeline.from_pretrained(sys.argv[1]).save_pretrained(sys.argv[2], storage=sys.argv[3])" "$@"
 }
-case "${1:?unet, decoder, joint, realism, realism3, realism4, realism5, select-real5, rules5, pictures5, real5-int8, critics, arms, select, select-real, rules, package-x4, package-x4-real, pictures, compare-x4, int8, select-int8, package-x4-int8, pictures-int8, lr-probe or test}" in
+case "${1:?unet, decoder, joint, realism, realism3, realism4, realism5, select-real5, rules5, pictures5, real5-int8, critics, arms, select, select-real, rules, package-x4, package-x4-real, pictures, compare-x4, compare-x4-real, int8, select-int8, package-x4-int8, pictures-int8, lr-probe, probe-select or test}" in
   unet)
     turbosr train teacher --config configs/teacher-x4-small.yaml --set init_from=src/turbosr/weights/x4 \
       --set terminal_fraction=0.5 --set run.max_steps=8000 --set optim.warmup_steps=100 --set run.num_threads=1 \
@@ -201,6 +203,15 @@ PY
         --model "x4 of 2026-12-02=src/turbosr/weights/x4" --model "x4 of 2026-12-02, --fidelity 1=src/turbosr/weights/x4@fidelity=1" \
         --steps 1 --metrics psnr_y ssim_y grid --out docs/benchmarks/x4_old_vs_new_$pairs --resume
     done ;;
+  compare-x4-real)
+    # the x4-real of 2026-11-26 (from git) against its replacement on the blind test pairs and external photos
+    mkdir -p runs/x4-real-2026-11-26 && git archive 7ed92cb src/turbosr/weights/x4-real | tar -x -C runs/x4-real-2026-11-26
+    for pairs in test-x4-blind external-x4-blind; do
+      python benchmarks/quality_vs_steps.py --lq data/$pairs/lq --ref data/$pairs/hq --scale 4 --crop-border 4 \
+        --threads 1 --model "x4-real of 2026-11-26=runs/x4-real-2026-11-26/src/turbosr/weights/x4-real" \
+        --model "x4-real of 2026-12-03=src/turbosr/weights/x4-real" --steps 1 \
+        --metrics psnr_y ssim_y grid niqe patch_kid --out docs/benchmarks/x4_real_old_vs_new_$pairs --resume
+    done ;;
   int8) turbosr train decoder --config configs/decoder-x4-int8.yaml ;;
   lr-probe)
     # #26: the joint x4 fine-tune at two UNet learning rates, 1,000 steps each from the built-in x4
@@ -211,6 +222,14 @@ PY
     # and 256-px crops (32² latents, the test crops' size) at batch 2: the same pixels per step as 8 x 128²
     turbosr train decoder --config configs/decoder-x4-joint-probe.yaml --set data.crop_size=256 \
       --set run.batch_size=2 --set run.output_dir=runs/x4-crop-probe-256 ;;
+  probe-select)
+    # the lr-probe arms and their start on the same val pairs (the runs' own validation crops differ in size)
+    python benchmarks/quality_vs_steps.py --lq data/val-x4/lq --ref data/val-x4/hq --scale 4 --crop-border 4 \
+      --threads "${EVAL_THREADS:-1}" --baselines bicubic --model "start: x4 (shipped), as float=src/turbosr/weights/x4" \
+      --model "UNet lr 2e-5, 1,000 steps=runs/x4-lr-probe-2e-5/$latest" \
+      --model "UNet lr 1e-4, 1,000 steps=runs/x4-lr-probe-1e-4/$latest" \
+      --model "256-px crops, batch 2, 1,000 steps=runs/x4-crop-probe-256/$latest" \
+      --steps 1 --metrics psnr_y ssim_y grid --out docs/benchmarks/x4_probes_val-x4 --resume ;;
   select-int8)
     python benchmarks/quality_vs_steps.py --lq data/val-x4/lq --ref data/val-x4/hq --scale 4 --crop-border 4 \
       --threads 1 --baselines bicubic --model "x4 (shipped)=src/turbosr/weights/x4@storage=int8" \

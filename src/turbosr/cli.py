@@ -29,7 +29,7 @@ def _add_upscale(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", required=True,
                    help="output folder (keeps the input tree), or a file name when there is one input image")
     p.add_argument("--model", help="a built-in model's name (x4: the x4 default, clean or bicubic-style "
-                   "inputs; x4-real: blind degradations, experimental) or a model folder (default: the default built-in model for --scale)")
+                   "inputs; x4-real: photos with blur, noise or JPEG, removes them but draws no texture) or a model folder (default: the default built-in model for --scale)")
     p.add_argument("--scale", type=int, default=None, help="SR factor (must match the model; picks the built-in one)")
     p.add_argument("--steps", type=int, default=1, help="denoising steps (default 1: one-step SR)")
     p.add_argument("--strength", type=float, default=1.0,
