@@ -59,6 +59,16 @@ def test_round_trip_through_dict():
     assert isinstance(config.model, ModelConfig) and config.data.realesrgan.strength == 0.5
 
 
+def test_every_shipped_config_round_trips_through_dict():
+    """What `turbosr train --dry-run` prints and a GPU bundle's run.yaml hold (to_dict) reads back as the same
+    config with the same method; methods that start from a model folder included (they refuse model fields they
+    do not read, so to_dict must not write them)."""
+    for path in sorted((Path(__file__).parent.parent / "configs").rglob("*.yaml")):
+        cls = methods()[config_method(path)][0]
+        config = load_config(cls, path)
+        assert from_dict(cls, to_dict(config)) == config, path
+
+
 def test_presets_are_merged_in_one_place():
     """A YAML/--set model section and model_config() give the same ModelConfig for the same fields."""
     from_yaml = load_config(TeacherConfig, None, ["model.preset=tiny", "model.scale=2",

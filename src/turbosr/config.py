@@ -240,8 +240,13 @@ def from_dict(cls: type[T], data: dict[str, Any], where: str = "", merge_preset:
 
 
 def to_dict(config: Any) -> dict[str, Any]:
-    """Dataclass -> plain JSON-able dict (tuples become lists)."""
-    return json.loads(json.dumps(dataclasses.asdict(config)))
+    """Dataclass -> plain JSON-able dict (tuples become lists) that :func:`from_dict` reads back to the same config:
+    a method that takes its network from a model folder keeps only the model fields it reads."""
+    data = json.loads(json.dumps(dataclasses.asdict(config)))
+    read = getattr(type(config), "MODEL_FIELDS_READ", None)
+    if read is not None and isinstance(data.get("model"), dict):
+        data["model"] = {k: v for k, v in data["model"].items() if k in read or k == "preset"}
+    return data
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
