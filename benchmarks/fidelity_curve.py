@@ -4,9 +4,12 @@
         --pairs data/test-x4 --pairs data/test-x4-blind --strip-pairs data/test-x4 \
         --baselines bicubic realesrgan_x4plus --out docs/benchmarks/fidelity_curve_x4
 
-For each pair set and each w: PSNR-Y / SSIM-Y (fidelity), NIQE (naturalness, lower is better) and "detail"
-(mean |Laplacian| of Y, the HR images' value beside it), plus the same for the baselines (the
-perception-distortion plane). Writes OUT.md, OUT.json, OUT.png (curves) and OUT_strip.png.
+For each pair set and each w: PSNR-Y / SSIM-Y (fidelity), NIQE (naturalness, lower is better), the periodic-
+artifact figure ``grid`` (the HR images' own beside it), patch KID x1000 (distance to the HR patches' Inception
+statistics) and "detail" (mean |Laplacian| of Y, the HR images' value beside it), plus the same for the baselines
+(the perception-distortion plane). ``--metrics`` picks fewer (PSNR-Y and SSIM-Y always). Works for a learned
+decoder with CFW inside it and for an older folder's image-level CFW module. Writes OUT.md, OUT.json, OUT.png
+(curves) and OUT_strip.png.
 """
 
 from __future__ import annotations
@@ -19,6 +22,9 @@ import torch
 
 SCRIPT = "benchmarks/fidelity_curve.py"
 WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)
+METRICS = ("psnr_y", "ssim_y", "niqe", "grid", "patch_kid")
+HEADERS = {"psnr_y": "PSNR-Y ↑", "ssim_y": "SSIM-Y ↑", "niqe": "NIQE ↓", "grid": "grid →HR", "patch_kid": "patch KID x1000 ↓"}
+FORMATS = {"psnr_y": "{:.3f}", "ssim_y": "{:.4f}", "niqe": "{:.3f}", "grid": "{:.3f}", "patch_kid": "{:.1f}"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,6 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--pairs", type=Path, action="append", required=True, help="pair set (lq/, hq/), repeatable")
     parser.add_argument("--weights", type=float, nargs="+", default=list(WEIGHTS))
     parser.add_argument("--baselines", nargs="*", default=["bicubic"])
+    parser.add_argument("--metrics", nargs="+", choices=METRICS, default=list(METRICS),
+                        help="what to measure besides PSNR-Y and SSIM-Y (default: all)")
     parser.add_argument("--strip-pairs", type=Path, default=None, help="pair set of the picture strip")
     parser.add_argument("--strip-image", default=None, help="image name in it (default: the first)")
     parser.add_argument("--crop", type=int, default=128, help="strip crop side (output pixels)")
@@ -64,9 +72,10 @@ def main(argv: list[str] | None = None) -> None:
     )
 
     pipeline = SRPipeline.from_pretrained(args.model)
-    if pipeline.fidelity_warp is None:
-        raise SystemExit(f"{args.model} has no CFW modules (train them: turbosr train stablesr --set stage=cfw)")
-    metrics = ["psnr_y", "ssim_y", "niqe"]
+    if not pipeline.has_cfw:
+        raise SystemExit(f"{args.model} has no CFW modules (train them: turbosr train decoder, or turbosr train "
+                         "stablesr --set stage=cfw)")
+    metrics = [m for m in METRICS if m in {"psnr_y", "ssim_y", *args.metrics}]
     rows, sets = [], {}
     for pairs in args.pairs:
         identity = pairs_identity(pairs / "lq", pairs / "hq")
@@ -89,6 +98,7 @@ def main(argv: list[str] | None = None) -> None:
 
             result = evaluate_upscaler(upscale, pairs / "lq", pairs / "hq", metrics, crop_border=pipeline.scale)
             rows.append({"pairs": str(pairs), "method": name, "w": weight, **result["mean"],
+                         **{f"hr_{k}": v for k, v in result.get("reference_mean", {}).items()},
                          "detail": sum(detail(o) for o in outputs) / len(outputs), "hr_detail": hr_detail,
                          "seconds": result["seconds_per_image"]})
             print(rows[-1], file=sys.stderr)
@@ -100,10 +110,11 @@ def main(argv: list[str] | None = None) -> None:
              f"{', '.join(f'{k} {v}' for k, v in versions.items())}.", ""]
     for pairs in args.pairs:
         subset = [r for r in rows if r["pairs"] == str(pairs)]
-        lines += [f"**{describe_pairs(sets[str(pairs)])}** (HR detail {subset[0]['hr_detail']:.2f})", "",
-                  *markdown_table(["method", "PSNR-Y ↑", "SSIM-Y ↑", "NIQE ↓", "detail", "s/image"],
-                                  [[r["method"], f"{r['psnr_y']:.3f}", f"{r['ssim_y']:.4f}", f"{r['niqe']:.3f}",
-                                    f"{r['detail']:.2f}", f"{r['seconds']:.3f}"] for r in subset]), ""]
+        hr_grid = f", HR grid {subset[0]['hr_grid']:.3f}" if "grid" in metrics else ""
+        lines += [f"**{describe_pairs(sets[str(pairs)])}** (HR detail {subset[0]['hr_detail']:.2f}{hr_grid})", "",
+                  *markdown_table(["method", *(HEADERS[m] for m in metrics), "detail", "s/image"],
+                                  [[r["method"], *(FORMATS[m].format(r[m]) for m in metrics), f"{r['detail']:.2f}",
+                                    f"{r['seconds']:.3f}"] for r in subset]), ""]
     write_text(args.out.with_suffix(".md"), lines)
     write_json(args.out.with_suffix(".json"), {"commands": [command], "versions": versions, "pairs": sets,
                                                "model": model_identity(args.model), "rows": rows})
@@ -126,18 +137,23 @@ def main(argv: list[str] | None = None) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    planes = [m for m in ("niqe", "patch_kid") if m in metrics]  # perception-distortion planes
+    fig, axes = plt.subplots(1, 1 + len(planes), figsize=(5.5 * (1 + len(planes)), 4), squeeze=False)
+    axes = axes[0]
     for pairs in args.pairs:
         curve = [r for r in rows if r["pairs"] == str(pairs) and r["w"] is not None]
         label = Path(pairs).name
         axes[0].plot([r["w"] for r in curve], [r["psnr_y"] for r in curve], "o-", label=f"{label} PSNR-Y")
-        axes[1].plot([r["niqe"] for r in curve], [r["psnr_y"] for r in curve], "o-", label=f"turbosr, {label}")
-        for r in rows:
-            if r["pairs"] == str(pairs) and r["w"] is None:
-                axes[1].plot(r["niqe"], r["psnr_y"], "s", label=f"{r['method']}, {label}")
+        for ax, metric in zip(axes[1:], planes, strict=True):
+            ax.plot([r[metric] for r in curve], [r["psnr_y"] for r in curve], "o-", label=f"turbosr, {label}")
+            for r in rows:
+                if r["pairs"] == str(pairs) and r["w"] is None:
+                    ax.plot(r[metric], r["psnr_y"], "s", label=f"{r['method']}, {label}")
     axes[0].set(xlabel="CFW weight w", ylabel="PSNR-Y (dB)", title="fidelity vs w")
-    axes[1].set(xlabel="NIQE (lower = more natural)", ylabel="PSNR-Y (dB)", title="perception-distortion")
-    axes[1].invert_xaxis()
+    for ax, metric in zip(axes[1:], planes, strict=True):
+        ax.set(xlabel=f"{HEADERS[metric][:-2]} (lower = closer to photos)", ylabel="PSNR-Y (dB)",
+               title="perception-distortion")
+        ax.invert_xaxis()
     for ax in axes:
         ax.legend(fontsize=7)
     fig.tight_layout()

@@ -232,6 +232,18 @@ def test_a_model_scored_in_its_packaged_storage_is_scored_as_the_packaged_folder
         module.model_option("a=f@storage=int4")
 
 
+def _save_cfw_model(tiny_pipeline, folder: Path):
+    """The tiny pipeline with a learned decoder and CFW inside it, its zero-initialised layers made non-zero."""
+    shape = {"kind": "conv", "channels": [16, 8], "blocks": [1, 1], "head_channels": [], "cfw_channels": [8, 4]}
+    pipe = tiny_pipeline.replace(autoencoder=tiny_pipeline.autoencoder.with_decoder(shape))
+    generator = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for parameter in pipe.autoencoder.decoder.parameters():
+            parameter.add_(torch.randn(parameter.shape, generator=generator) * 0.1)
+    pipe.save_pretrained(folder)
+    return pipe
+
+
 def test_fidelity_budget_rows_are_the_pipelines_own_outputs(tmp_path, tiny_pipeline):
     """benchmarks/fidelity_budget.py: its 'decoder w = 0 / w = 1' rows score exactly what the pipeline writes with
     --fidelity 0 / 1 (seed 0, one step), its bicubic row the bicubic image, and the HR latent's rows differ from
@@ -240,13 +252,7 @@ def test_fidelity_budget_rows_are_the_pipelines_own_outputs(tmp_path, tiny_pipel
     from turbosr.image import read_rgb_uint8
     from turbosr.metrics import psnr, quantize
 
-    shape = {"kind": "conv", "channels": [16, 8], "blocks": [1, 1], "head_channels": [], "cfw_channels": [8, 4]}
-    pipe = tiny_pipeline.replace(autoencoder=tiny_pipeline.autoencoder.with_decoder(shape))
-    with torch.no_grad():  # a CFW branch that does something: its zero-initialised fusions made non-zero
-        for name, parameter in pipe.autoencoder.named_parameters():
-            if "fusions" in name or "decoder" in name:
-                parameter.add_(torch.randn_like(parameter) * 0.02)
-    pipe.save_pretrained(tmp_path / "model")
+    pipe = _save_cfw_model(tiny_pipeline, tmp_path / "model")
     _pairs(tmp_path)
     load_script(SCRIPT.parent / "fidelity_budget.py").main(
         ["--model", f"tiny={tmp_path / 'model'}", "--pairs", str(tmp_path), "--out", str(tmp_path / "out" / "b")])
@@ -266,3 +272,36 @@ def test_fidelity_budget_rows_are_the_pipelines_own_outputs(tmp_path, tiny_pipel
     assert scores["bicubic"] == pytest.approx(mean["bicubic"], abs=1e-6)
     assert mean["w0"] != pytest.approx(mean["w1"], abs=1e-3)
     assert abs(scores["HR latent, linear decode (ceiling)"] - mean["w0"]) > 0.1
+
+
+def test_fidelity_curve_reads_a_learned_decoders_cfw_and_reports_the_grid_beside_hr(tmp_path, tiny_pipeline):
+    """benchmarks/fidelity_curve.py on a model whose CFW is inside its learned decoder: each w row scores what the
+    pipeline writes at that w, the HR images' own grid figure is reported, and a model without CFW is refused."""
+    from turbosr.image import read_rgb_uint8
+    from turbosr.metrics import psnr, quantize
+    from turbosr.metrics.artifacts import grid_figure
+
+    pipe = _save_cfw_model(tiny_pipeline, tmp_path / "model")
+    _pairs(tmp_path)
+    script = load_script(SCRIPT.parent / "fidelity_curve.py")
+    script.main(["--model", str(tmp_path / "model"), "--pairs", str(tmp_path), "--weights", "0", "1",
+                 "--metrics", "grid", "--threads", "1", "--out", str(tmp_path / "out" / "curve")])
+    rows = {r["method"]: r for r in json.loads((tmp_path / "out" / "curve.json").read_text())["rows"]}
+    assert set(rows) == {"turbosr w=0", "turbosr w=1", "bicubic"}
+    for weight in (0.0, 1.0):
+        scores, hr_grids = [], []
+        for name in ("a", "b"):
+            lq = read_rgb_uint8(tmp_path / "lq" / f"{name}.png").float().div(255)[None]
+            hq = read_rgb_uint8(tmp_path / "hq" / f"{name}.png").double().div(255)[None]
+            output = quantize(pipe(lq, fidelity=weight, generator=torch.Generator().manual_seed(0)).double())
+            scores.append(float(psnr(output, hq, 4, y_channel=True)))
+            hr_grids.append(float(grid_figure(hq, crop_border=4)[0]))
+        row = rows[f"turbosr w={weight:g}"]
+        assert row["psnr_y"] == pytest.approx(sum(scores) / 2, abs=1e-6)
+        assert row["hr_grid"] == pytest.approx(sum(hr_grids) / 2, abs=1e-6)
+    assert rows["turbosr w=0"]["psnr_y"] != pytest.approx(rows["turbosr w=1"]["psnr_y"], abs=1e-4)
+    assert "grid →HR" in (tmp_path / "out" / "curve.md").read_text()
+    tiny_pipeline.save_pretrained(tmp_path / "plain")
+    with pytest.raises(SystemExit, match="has no CFW modules"):
+        script.main(["--model", str(tmp_path / "plain"), "--pairs", str(tmp_path), "--metrics", "grid",
+                     "--out", str(tmp_path / "out" / "plain")])
