@@ -29,7 +29,7 @@ def test_image_loss_is_float32_even_under_bfloat16_autocast():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         mixed = image_loss(prediction, target, ImageLossConfig())["total"]
     assert mixed.dtype == torch.float32
-    assert float(mixed) == float(reference)
+    assert mixed.item() == reference.item()
     weights = ImageLossConfig(l1=1.0, ssim=0.0, edge=0.0)
     terms = image_loss(prediction, target, weights)
     assert set(terms) == {"l1", "total"}
