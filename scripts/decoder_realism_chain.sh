@@ -34,12 +34,13 @@
 #   package-x4: the chosen x4 as the built-in (its card measured on test and the external photos)
 #   package-x4-real: the chosen x4-real as the built-in (MODEL, SUMMARY, FACT1-3 [FACT4], COMMAND [COMMAND2], STORAGE (default int8) from the caller)
 #   pictures: the crops in docs/img (x4 old vs new; the x4-real rounds)
+#   fit-check: #26, the x4 against bicubic and SPAN on train-split and val-split crops (under- or over-fitting?)
 #   compare-x4-real: the x4-real of 2026-11-26 (from git) against the shipped one, blind test and external pairs
 #   compare-x4: the previous x4 (from git) against the new one on test and the external photos
 #   lr-probe: #26, the joint x4 fine-tune at UNet learning rates 2e-5 and 1e-4, then 256-px crops (1,000 steps each)
 #   probe-select: those arms and their start on the val pairs (bicubic, one step)
 #   test:     the chosen models on the test pairs (published numbers)
-# Usage: bash scripts/decoder_realism_chain.sh unet|decoder|joint|realism|realism3|realism4|realism5|select-real5|rules5|pictures5|real5-int8|critics|arms|select|select-real|rules|package-x4|package-x4-real|pictures|compare-x4|compare-x4-real|int8|select-int8|package-x4-int8|pictures-int8|lr-probe|probe-select|test
+# Usage: bash scripts/decoder_realism_chain.sh unet|decoder|joint|realism|realism3|realism4|realism5|select-real5|rules5|pictures5|real5-int8|critics|arms|select|select-real|rules|package-x4|package-x4-real|pictures|compare-x4|compare-x4-real|fit-check|int8|select-int8|package-x4-int8|pictures-int8|lr-probe|probe-select|test
 # A killed run resumes from runs/<name>/checkpoint-latest. One CPU thread per run; two runs at a time at most.
 set -euo pipefail
 export OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1
@@ -51,7 +52,7 @@ as_shipped() {  # as_shipped <model folder> <new folder> <storage>: the model st
   [ -d "$2" ] || python -c "import sys; from turbosr.pipeline import SRPipeline
 SRPipeline.from_pretrained(sys.argv[1]).save_pretrained(sys.argv[2], storage=sys.argv[3])" "$@"
 }
-case "${1:?unet, decoder, joint, realism, realism3, realism4, realism5, select-real5, rules5, pictures5, real5-int8, critics, arms, select, select-real, rules, package-x4, package-x4-real, pictures, compare-x4, compare-x4-real, int8, select-int8, package-x4-int8, pictures-int8, lr-probe, probe-select or test}" in
+case "${1:?unet, decoder, joint, realism, realism3, realism4, realism5, select-real5, rules5, pictures5, real5-int8, critics, arms, select, select-real, rules, package-x4, package-x4-real, pictures, compare-x4, compare-x4-real, fit-check, int8, select-int8, package-x4-int8, pictures-int8, lr-probe, probe-select or test}" in
   unet)
     turbosr train teacher --config configs/teacher-x4-small.yaml --set init_from=src/turbosr/weights/x4 \
       --set terminal_fraction=0.5 --set run.max_steps=8000 --set optim.warmup_steps=100 --set run.num_threads=1 \
@@ -202,6 +203,16 @@ PY
         --threads 1 --baselines bicubic --model "x4 of 2026-11-26=runs/x4-2026-11-26/src/turbosr/weights/x4" \
         --model "x4 of 2026-12-02=src/turbosr/weights/x4" --model "x4 of 2026-12-02, --fidelity 1=src/turbosr/weights/x4@fidelity=1" \
         --steps 1 --metrics psnr_y ssim_y grid --out docs/benchmarks/x4_old_vs_new_$pairs --resume
+    done ;;
+  fit-check)
+    # #26: is the x4 short of SPAN because it under-fits or because it over-fits? The same measurement on centre
+    # crops of the train split (which it was trained on) and of the val split
+    for split in train val; do
+      [ -f data/$split-x4/manifest.json ] || turbosr data make-pairs data/corpus/manifest.json data/$split-x4 \
+        --scale 4 --crop 256 --split $split
+      python benchmarks/quality_vs_steps.py --lq data/$split-x4/lq --ref data/$split-x4/hq --scale 4 --crop-border 4 \
+        --threads "${EVAL_THREADS:-1}" --baselines bicubic span_x4 --model "x4 (shipped)=src/turbosr/weights/x4" \
+        --steps 1 --metrics psnr_y ssim_y --out docs/benchmarks/x4_fit_check_$split-x4 --resume
     done ;;
   compare-x4-real)
     # the x4-real of 2026-11-26 (from git) against its replacement on the blind test pairs and external photos
