@@ -38,9 +38,10 @@
 #   compare-x4-real: the x4-real of 2026-11-26 (from git) against the shipped one, blind test and external pairs
 #   compare-x4: the previous x4 (from git) against the new one on test and the external photos
 #   lr-probe: #26, the joint x4 fine-tune at UNet learning rates 2e-5 and 1e-4, then 256-px crops (1,000 steps each)
+#   lr-probe-long: the 1e-4 arm for up to 6,000 steps, 65 minutes a call (resumable)
 #   probe-select: those arms and their start on the val pairs (bicubic, one step)
 #   test:     the chosen models on the test pairs (published numbers)
-# Usage: bash scripts/decoder_realism_chain.sh unet|decoder|joint|realism|realism3|realism4|realism5|select-real5|rules5|pictures5|real5-int8|critics|arms|select|select-real|rules|package-x4|package-x4-real|pictures|compare-x4|compare-x4-real|fit-check|int8|select-int8|package-x4-int8|pictures-int8|lr-probe|probe-select|test
+# Usage: bash scripts/decoder_realism_chain.sh unet|decoder|joint|realism|realism3|realism4|realism5|select-real5|rules5|pictures5|real5-int8|critics|arms|select|select-real|rules|package-x4|package-x4-real|pictures|compare-x4|compare-x4-real|fit-check|int8|select-int8|package-x4-int8|pictures-int8|lr-probe|lr-probe-long|probe-select|test
 # A killed run resumes from runs/<name>/checkpoint-latest. One CPU thread per run; two runs at a time at most.
 set -euo pipefail
 export OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1
@@ -52,7 +53,7 @@ as_shipped() {  # as_shipped <model folder> <new folder> <storage>: the model st
   [ -d "$2" ] || python -c "import sys; from turbosr.pipeline import SRPipeline
 SRPipeline.from_pretrained(sys.argv[1]).save_pretrained(sys.argv[2], storage=sys.argv[3])" "$@"
 }
-case "${1:?unet, decoder, joint, realism, realism3, realism4, realism5, select-real5, rules5, pictures5, real5-int8, critics, arms, select, select-real, rules, package-x4, package-x4-real, pictures, compare-x4, compare-x4-real, fit-check, int8, select-int8, package-x4-int8, pictures-int8, lr-probe, probe-select or test}" in
+case "${1:?unet, decoder, joint, realism, realism3, realism4, realism5, select-real5, rules5, pictures5, real5-int8, critics, arms, select, select-real, rules, package-x4, package-x4-real, pictures, compare-x4, compare-x4-real, fit-check, int8, select-int8, package-x4-int8, pictures-int8, lr-probe, lr-probe-long, probe-select or test}" in
   unet)
     turbosr train teacher --config configs/teacher-x4-small.yaml --set init_from=src/turbosr/weights/x4 \
       --set terminal_fraction=0.5 --set run.max_steps=8000 --set optim.warmup_steps=100 --set run.num_threads=1 \
@@ -233,6 +234,12 @@ PY
     # and 256-px crops (32² latents, the test crops' size) at batch 2: the same pixels per step as 8 x 128²
     turbosr train decoder --config configs/decoder-x4-joint-probe.yaml --set data.crop_size=256 \
       --set run.batch_size=2 --set run.output_dir=runs/x4-crop-probe-256 ;;
+  lr-probe-long)
+    # the UNet learning rate 1e-4 arm, run on (the best of the three probes, still climbing at 1,000 steps): does it
+    # keep climbing? 65 minutes per call; a second call resumes it from runs/x4-lr-probe-long
+    turbosr train decoder --config configs/decoder-x4-joint-probe.yaml --set denoiser_learning_rate=1e-4 \
+      --set run.max_steps=6000 --set run.max_minutes=65 --set run.validate_every_steps=500 \
+      --set run.checkpoint_every_steps=500 --set run.output_dir=runs/x4-lr-probe-long ;;
   probe-select)
     # the lr-probe arms and their start on the same val pairs (the runs' own validation crops differ in size)
     python benchmarks/quality_vs_steps.py --lq data/val-x4/lq --ref data/val-x4/hq --scale 4 --crop-border 4 \
