@@ -39,7 +39,7 @@
 #   compare-x4: the previous x4 (from git) against the new one on test and the external photos
 #   lr-probe: #26, the joint x4 fine-tune at UNet learning rates 2e-5 and 1e-4, then 256-px crops (1,000 steps each)
 #   lr-probe-long: the 1e-4 arm (LR: another) for up to 6,000 steps, 65 minutes a call (MINUTES; resumable)
-#   probe-select: those arms and their start on the val pairs (bicubic, one step)
+#   probe-select: those arms and their start on the val pairs (bicubic, one step); LONG=1 adds the long arms
 #   test:     the chosen models on the test pairs (published numbers)
 # Usage: bash scripts/decoder_realism_chain.sh unet|decoder|joint|realism|realism3|realism4|realism5|select-real5|rules5|pictures5|real5-int8|critics|arms|select|select-real|rules|package-x4|package-x4-real|pictures|compare-x4|compare-x4-real|fit-check|int8|select-int8|package-x4-int8|pictures-int8|lr-probe|lr-probe-long|probe-select|test
 # A killed run resumes from runs/<name>/checkpoint-latest. One CPU thread per run; two runs at a time at most.
@@ -248,6 +248,8 @@ PY
       --model "UNet lr 2e-5, 1,000 steps=runs/x4-lr-probe-2e-5/$latest" \
       --model "UNet lr 1e-4, 1,000 steps=runs/x4-lr-probe-1e-4/$latest" \
       --model "256-px crops, batch 2, 1,000 steps=runs/x4-crop-probe-256/$latest" \
+      ${LONG:+--model "UNet lr 1e-4, 65 min=runs/x4-lr-probe-long/$latest"} \
+      ${LONG:+--model "UNet lr 3e-4, 60 min=runs/x4-lr-probe-long-3e-4/$latest"} \
       --steps 1 --metrics psnr_y ssim_y grid --out docs/benchmarks/x4_probes_val-x4 --resume ;;
   select-int8)
     python benchmarks/quality_vs_steps.py --lq data/val-x4/lq --ref data/val-x4/hq --scale 4 --crop-border 4 \
