@@ -38,7 +38,7 @@
 #   compare-x4-real: the x4-real of 2026-11-26 (from git) against the shipped one, blind test and external pairs
 #   compare-x4: the previous x4 (from git) against the new one on test and the external photos
 #   lr-probe: #26, the joint x4 fine-tune at UNet learning rates 2e-5 and 1e-4, then 256-px crops (1,000 steps each)
-#   lr-probe-long: the 1e-4 arm (LR: another) for up to 6,000 steps, 65 minutes a call (MINUTES; resumable)
+#   lr-probe-long: the 1e-4 arm (LR: another) for up to 6,000 steps (MAX_STEPS), 65 minutes (MINUTES; resumable)
 #   probe-select: those arms and their start on the val pairs (bicubic, one step); LONG=1 adds the long arms
 #   test:     the chosen models on the test pairs (published numbers)
 # Usage: bash scripts/decoder_realism_chain.sh unet|decoder|joint|realism|realism3|realism4|realism5|select-real5|rules5|pictures5|real5-int8|critics|arms|select|select-real|rules|package-x4|package-x4-real|pictures|compare-x4|compare-x4-real|fit-check|int8|select-int8|package-x4-int8|pictures-int8|lr-probe|lr-probe-long|probe-select|test
@@ -239,7 +239,7 @@ PY
     # keep climbing? 65 minutes per call; a second call resumes it from runs/x4-lr-probe-long
     # LR=3e-4 runs a faster arm beside it (runs/x4-lr-probe-long-3e-4)
     turbosr train decoder --config configs/decoder-x4-joint-probe.yaml --set denoiser_learning_rate=${LR:-1e-4} \
-      --set run.max_steps=6000 --set run.max_minutes=${MINUTES:-65} --set run.validate_every_steps=500 \
+      --set run.max_steps=${MAX_STEPS:-6000} --set run.max_minutes=${MINUTES:-65} --set run.validate_every_steps=500 \
       --set run.checkpoint_every_steps=500 --set run.output_dir=runs/x4-lr-probe-long${LR:+-$LR} ;;
   probe-select)
     # the lr-probe arms and their start on the same val pairs (the runs' own validation crops differ in size)
