@@ -217,6 +217,13 @@ def _coerce(value: Any, annotation: Any, where: str, merge_preset: bool = True) 
     return value
 
 
+def _model_fields_read(cls: type) -> frozenset[str] | None:
+    """The model fields a method that starts from a model folder reads (its MODEL_FIELDS_READ and the preset), or
+    None for a method that builds its network from the model section."""
+    read = getattr(cls, "MODEL_FIELDS_READ", None)
+    return None if read is None else frozenset(read) | {"preset"}
+
+
 def from_dict(cls: type[T], data: dict[str, Any], where: str = "", merge_preset: bool = True) -> T:
     """Build dataclass ``cls`` from a (nested) dict; unknown keys raise ConfigError. A nested ModelConfig is
     filled from its preset (:func:`model_config`) unless ``merge_preset`` is false."""
@@ -226,12 +233,13 @@ def from_dict(cls: type[T], data: dict[str, Any], where: str = "", merge_preset:
     if unknown:
         raise ConfigError(f"unknown config key(s) {', '.join((where + '.' if where else '') + k for k in unknown)}; "
                           f"known: {', '.join(sorted(names))}")
-    read = getattr(cls, "MODEL_FIELDS_READ", None)  # methods that start from a model folder: its config rules
+    read = _model_fields_read(cls)  # methods that start from a model folder: its config rules
     if read is not None and isinstance(data.get("model"), dict):
-        ignored = sorted(set(data["model"]) - set(read) - {"preset"})
+        ignored = sorted(set(data["model"]) - read)
         if ignored:
             raise ConfigError(f"model.{', model.'.join(ignored)}: not read by this method, which takes the network "
-                              f"from its starting model folder; it reads only model.{', model.'.join(sorted(read))}")
+                              f"from its starting model folder; it reads only "
+                              f"model.{', model.'.join(sorted(read - {'preset'}))}")
     kwargs = {k: _coerce(v, hints[k], f"{where}.{k}" if where else k, merge_preset) for k, v in data.items()}
     try:
         return cls(**kwargs)
@@ -243,9 +251,9 @@ def to_dict(config: Any) -> dict[str, Any]:
     """Dataclass -> plain JSON-able dict (tuples become lists) that :func:`from_dict` reads back to the same config:
     a method that takes its network from a model folder keeps only the model fields it reads."""
     data = json.loads(json.dumps(dataclasses.asdict(config)))
-    read = getattr(type(config), "MODEL_FIELDS_READ", None)
+    read = _model_fields_read(type(config))
     if read is not None and isinstance(data.get("model"), dict):
-        data["model"] = {k: v for k, v in data["model"].items() if k in read or k == "preset"}
+        data["model"] = {k: v for k, v in data["model"].items() if k in read}
     return data
 
 
