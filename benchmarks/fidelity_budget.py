@@ -47,8 +47,8 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     torch.set_num_threads(args.threads)
     from turbosr.degradations import upsample_lq
-    from turbosr.image import from_model_range, list_images, read_rgb_uint8, to_model_range
-    from turbosr.metrics import psnr, quantize
+    from turbosr.image import from_model_range, read_rgb_uint8, to_model_range
+    from turbosr.metrics import match_files, psnr, quantize
     from turbosr.models.autoencoders import PatchAutoencoder
     from turbosr.pipeline import SRPipeline
     from turbosr.reports import (
@@ -81,10 +81,9 @@ def main(argv: list[str] | None = None) -> None:
         with torch.inference_mode():
             for pair_folder in args.pairs:
                 values: dict[str, list[float]] = {row: [] for row in ROWS}
-                for hq_path in list_images(pair_folder / "hq"):
+                for lq_path, hq_path in match_files(pair_folder / "lq", pair_folder / "hq"):
                     hq = read_rgb_uint8(hq_path).float().div(255)[None]
-                    lq = read_rgb_uint8(pair_folder / "lq" / hq_path.relative_to(pair_folder / "hq")).float().div(255)
-                    upsampled = upsample_lq(lq[None], pipe.scale)
+                    upsampled = upsample_lq(read_rgb_uint8(lq_path).float().div(255)[None], pipe.scale)
                     hq_latent = autoencoder.encode(to_model_range(hq))
                     lq_latent = autoencoder.encode(to_model_range(upsampled))
                     latent = pipe.denoise_latents(lq_latent, num_steps=1, generator=torch.Generator().manual_seed(0))
