@@ -244,13 +244,24 @@ def _save_cfw_model(tiny_pipeline, folder: Path):
     return pipe
 
 
+def _mean_psnr_y(root: Path, upscale) -> float:
+    """Mean PSNR-Y (border 4, 8-bit output) of ``upscale`` (LQ -> output, [0, 1]) over the pairs of :func:`_pairs`."""
+    from turbosr.image import read_rgb_uint8
+    from turbosr.metrics import psnr, quantize
+
+    scores = []
+    for name in ("a", "b"):
+        lq = read_rgb_uint8(root / "lq" / f"{name}.png").float().div(255)[None]
+        hq = read_rgb_uint8(root / "hq" / f"{name}.png").double().div(255)[None]
+        scores.append(float(psnr(quantize(upscale(lq).double()), hq, 4, y_channel=True)))
+    return sum(scores) / len(scores)
+
+
 def test_fidelity_budget_rows_are_the_pipelines_own_outputs(tmp_path, tiny_pipeline):
     """benchmarks/fidelity_budget.py: its 'decoder w = 0 / w = 1' rows score exactly what the pipeline writes with
     --fidelity 0 / 1 (seed 0, one step), its bicubic row the bicubic image, and the HR latent's rows differ from
     them (a random model's latent is not the HR latent)."""
     from turbosr.degradations import upsample_lq
-    from turbosr.image import read_rgb_uint8
-    from turbosr.metrics import psnr, quantize
 
     pipe = _save_cfw_model(tiny_pipeline, tmp_path / "model")
     _pairs(tmp_path)
@@ -258,15 +269,10 @@ def test_fidelity_budget_rows_are_the_pipelines_own_outputs(tmp_path, tiny_pipel
         ["--model", f"tiny={tmp_path / 'model'}", "--pairs", str(tmp_path), "--out", str(tmp_path / "out" / "b")])
     scores = json.loads((tmp_path / "out" / "b.json").read_text())["rows"][0]["psnr_y"][str(tmp_path)]
     saved = type(pipe).from_pretrained(tmp_path / "model")
-    expected = {"w0": [], "w1": [], "bicubic": []}
-    for name in ("a", "b"):
-        lq = read_rgb_uint8(tmp_path / "lq" / f"{name}.png").float().div(255)[None]
-        hq = read_rgb_uint8(tmp_path / "hq" / f"{name}.png").float().div(255)[None]
-        for key, fidelity in (("w0", None), ("w1", 1.0)):
-            output = saved(lq, fidelity=fidelity, generator=torch.Generator().manual_seed(0))
-            expected[key].append(float(psnr(quantize(output), hq, 4, y_channel=True)))
-        expected["bicubic"].append(float(psnr(quantize(upsample_lq(lq, 4)), hq, 4, y_channel=True)))
-    mean = {key: sum(v) / len(v) for key, v in expected.items()}
+    mean = {key: _mean_psnr_y(tmp_path, lambda lq, w=fidelity: saved(lq, fidelity=w,
+                                                                      generator=torch.Generator().manual_seed(0)))
+            for key, fidelity in (("w0", None), ("w1", 1.0))}
+    mean["bicubic"] = _mean_psnr_y(tmp_path, lambda lq: upsample_lq(lq, 4))
     assert scores["model latent, decoder w = 0 (the output)"] == pytest.approx(mean["w0"], abs=1e-6)
     assert scores["model latent, decoder w = 1 (--fidelity 1)"] == pytest.approx(mean["w1"], abs=1e-6)
     assert scores["bicubic"] == pytest.approx(mean["bicubic"], abs=1e-6)
@@ -278,7 +284,6 @@ def test_fidelity_curve_reads_a_learned_decoders_cfw_and_reports_the_grid_beside
     """benchmarks/fidelity_curve.py on a model whose CFW is inside its learned decoder: each w row scores what the
     pipeline writes at that w, the HR images' own grid figure is reported, and a model without CFW is refused."""
     from turbosr.image import read_rgb_uint8
-    from turbosr.metrics import psnr, quantize
     from turbosr.metrics.artifacts import grid_figure
 
     pipe = _save_cfw_model(tiny_pipeline, tmp_path / "model")
@@ -288,17 +293,14 @@ def test_fidelity_curve_reads_a_learned_decoders_cfw_and_reports_the_grid_beside
                  "--metrics", "grid", "--threads", "1", "--out", str(tmp_path / "out" / "curve")])
     rows = {r["method"]: r for r in json.loads((tmp_path / "out" / "curve.json").read_text())["rows"]}
     assert set(rows) == {"turbosr w=0", "turbosr w=1", "bicubic"}
+    hr_grid = sum(float(grid_figure(read_rgb_uint8(tmp_path / "hq" / f"{name}.png").double().div(255)[None],
+                                    crop_border=4)[0]) for name in ("a", "b")) / 2
     for weight in (0.0, 1.0):
-        scores, hr_grids = [], []
-        for name in ("a", "b"):
-            lq = read_rgb_uint8(tmp_path / "lq" / f"{name}.png").float().div(255)[None]
-            hq = read_rgb_uint8(tmp_path / "hq" / f"{name}.png").double().div(255)[None]
-            output = quantize(pipe(lq, fidelity=weight, generator=torch.Generator().manual_seed(0)).double())
-            scores.append(float(psnr(output, hq, 4, y_channel=True)))
-            hr_grids.append(float(grid_figure(hq, crop_border=4)[0]))
         row = rows[f"turbosr w={weight:g}"]
-        assert row["psnr_y"] == pytest.approx(sum(scores) / 2, abs=1e-6)
-        assert row["hr_grid"] == pytest.approx(sum(hr_grids) / 2, abs=1e-6)
+        expected = _mean_psnr_y(tmp_path, lambda lq, w=weight: pipe(lq, fidelity=w,
+                                                                     generator=torch.Generator().manual_seed(0)))
+        assert row["psnr_y"] == pytest.approx(expected, abs=1e-6)
+        assert row["hr_grid"] == pytest.approx(hr_grid, abs=1e-6)
     assert rows["turbosr w=0"]["psnr_y"] != pytest.approx(rows["turbosr w=1"]["psnr_y"], abs=1e-4)
     assert "grid →HR" in (tmp_path / "out" / "curve.md").read_text()
     tiny_pipeline.save_pretrained(tmp_path / "plain")
