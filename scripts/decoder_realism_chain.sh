@@ -42,8 +42,10 @@
 #   probe-select: those arms and their start on the val pairs (bicubic, one step); LONG=1 adds the long arms
 #   x4-refit: SRC (a model folder) stored int8 as runs/x4-TAG-int8, then its decoder + CFW fine-tuned on that frozen
 #             int8 UNet (configs/decoder-x4-refit.yaml; runs/decoder-x4-TAG-int8)
+#   select-3e-4: the shipped x4 and the refitted 3e-4 candidates on the bicubic val pairs as they ship (x4 rule of
+#             docs/realism.md; docs/benchmarks/x4_3e-4_val-x4.md); FINAL=TAG adds runs/decoder-x4-TAG-int8
 #   test:     the chosen models on the test pairs (published numbers)
-# Usage: bash scripts/decoder_realism_chain.sh unet|decoder|joint|realism|realism3|realism4|realism5|select-real5|rules5|pictures5|real5-int8|critics|arms|select|select-real|rules|package-x4|package-x4-real|pictures|compare-x4|compare-x4-real|fit-check|int8|select-int8|package-x4-int8|pictures-int8|lr-probe|lr-probe-long|probe-select|x4-refit|test
+# Usage: bash scripts/decoder_realism_chain.sh unet|decoder|joint|realism|realism3|realism4|realism5|select-real5|rules5|pictures5|real5-int8|critics|arms|select|select-real|rules|package-x4|package-x4-real|pictures|compare-x4|compare-x4-real|fit-check|int8|select-int8|package-x4-int8|pictures-int8|lr-probe|lr-probe-long|probe-select|x4-refit|select-3e-4|test
 # A killed run resumes from runs/<name>/checkpoint-latest. One CPU thread per run; two runs at a time at most.
 set -euo pipefail
 export OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1
@@ -55,7 +57,7 @@ as_shipped() {  # as_shipped <model folder> <new folder> <storage>: the model st
   [ -d "$2" ] || python -c "import sys; from turbosr.pipeline import SRPipeline
 SRPipeline.from_pretrained(sys.argv[1]).save_pretrained(sys.argv[2], storage=sys.argv[3])" "$@"
 }
-case "${1:?unet, decoder, joint, realism, realism3, realism4, realism5, select-real5, rules5, pictures5, real5-int8, critics, arms, select, select-real, rules, package-x4, package-x4-real, pictures, compare-x4, compare-x4-real, fit-check, int8, select-int8, package-x4-int8, pictures-int8, lr-probe, lr-probe-long, probe-select, x4-refit or test}" in
+case "${1:?unet, decoder, joint, realism, realism3, realism4, realism5, select-real5, rules5, pictures5, real5-int8, critics, arms, select, select-real, rules, package-x4, package-x4-real, pictures, compare-x4, compare-x4-real, fit-check, int8, select-int8, package-x4-int8, pictures-int8, lr-probe, lr-probe-long, probe-select, x4-refit, select-3e-4 or test}" in
   unet)
     turbosr train teacher --config configs/teacher-x4-small.yaml --set init_from=src/turbosr/weights/x4 \
       --set terminal_fraction=0.5 --set run.max_steps=8000 --set optim.warmup_steps=100 --set run.num_threads=1 \
@@ -285,6 +287,14 @@ PY
     as_shipped "${SRC:?model folder}" runs/x4-${TAG:?name}-int8 int8
     turbosr train decoder --config configs/decoder-x4-refit.yaml --set init_from=runs/x4-$TAG-int8 \
       --set run.output_dir=runs/decoder-x4-$TAG-int8 ;;
+  select-3e-4)
+    python benchmarks/quality_vs_steps.py --lq data/val-x4/lq --ref data/val-x4/hq --scale 4 --crop-border 4 \
+      --threads 1 --baselines bicubic --model "x4 (shipped)=src/turbosr/weights/x4@storage=int8" \
+      --model "3e-4 step 5,860, int8, decoder refitted=runs/decoder-x4-3e-4-step5860-int8/$latest@storage=int8" \
+      --model "3e-4 step 5,860, int8, decoder refitted, --fidelity 1=runs/decoder-x4-3e-4-step5860-int8/$latest@storage=int8@fidelity=1" \
+      ${FINAL:+--model "3e-4 ${FINAL#3e-4-}, int8, decoder refitted=runs/decoder-x4-$FINAL-int8/$latest@storage=int8"} \
+      ${FINAL:+--model "3e-4 ${FINAL#3e-4-}, int8, decoder refitted, --fidelity 1=runs/decoder-x4-$FINAL-int8/$latest@storage=int8@fidelity=1"} \
+      --steps 1 --metrics psnr_y ssim_y grid --out docs/benchmarks/x4_3e-4_val-x4 --resume ;;
   test)
     for pairs in test-x4 test-x4-blind; do
       python benchmarks/quality_vs_steps.py --lq data/$pairs/lq --ref data/$pairs/hq --scale 4 --crop-border 4 \
