@@ -35,6 +35,7 @@ def test_unknown_keys_are_errors(override):
     ("data.degradation=blurry", "data.degradation must be one of"),  # caught at config time, not in make_lq
     ("data.split=heldout", "data.split"),
     ("run.mixed_precision=fp8", "mixed_precision"),
+    ("optim.decay_steps=-1", "decay_steps"),
     ("terminal_fraction=2", "terminal_fraction"),
     ("data.realesrgan.strenght=1", "unknown config key"),
 ])

@@ -229,3 +229,36 @@ def test_bf16_autocast_on_a_cpu_that_emulates_it_gets_a_warning_with_the_fix(mon
     assert common.emulated_bf16_warning("bf16", cuda) is None
     monkeypatch.setattr(common, "cpu_has_native_bf16", lambda: True)
     assert common.emulated_bf16_warning("bf16", cpu) is None
+
+
+def test_learning_rate_schedule_warms_up_holds_and_decays_to_zero_per_group_and_across_a_resume():
+    from turbosr.config import OptimConfig
+    from turbosr.train.common import learning_rate_factor, make_optimizer
+
+    # 2 warm-up steps, 6 updates, the last 3 decay: factors of the updates 0..5
+    assert [learning_rate_factor(s, 2, 6, 3) for s in range(6)] == [0.5, 1.0, 1.0, 1.0, 2 / 3, 1 / 3]
+    assert [learning_rate_factor(s, 0, 4, 0) for s in range(4)] == [1.0] * 4  # no warm-up, no decay
+    assert [learning_rate_factor(s, 0, 2, 10) for s in range(2)] == [1.0, 0.5]  # decay longer than the run: all of it
+
+    def lrs(optimizer: torch.optim.Optimizer, scheduler: Any, steps: int) -> list[float]:
+        """The two groups' learning rates of each of ``steps`` updates, flat."""
+        seen = []
+        for _ in range(steps):
+            seen.extend(group["lr"] for group in optimizer.param_groups)
+            optimizer.step()
+            scheduler.step()
+        return seen
+
+    def fresh() -> tuple[torch.optim.Optimizer, Any]:
+        a, b = torch.nn.Parameter(torch.zeros(1)), torch.nn.Parameter(torch.zeros(1))
+        return make_optimizer([{"params": [a]}, {"params": [b], "lr": 0.5}],
+                              OptimConfig(learning_rate=1.0, warmup_steps=2, decay_steps=3), max_steps=6)
+
+    straight = lrs(*fresh(), 6)
+    assert straight == pytest.approx([x for f in (0.5, 1.0, 1.0, 1.0, 2 / 3, 1 / 3) for x in (f, f / 2)])
+    first, first_scheduler = fresh()
+    head = lrs(first, first_scheduler, 4)
+    second, second_scheduler = fresh()
+    second.load_state_dict(first.state_dict())
+    second_scheduler.load_state_dict(first_scheduler.state_dict())
+    assert head + lrs(second, second_scheduler, 2) == pytest.approx(straight)

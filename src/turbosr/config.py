@@ -373,13 +373,14 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class OptimConfig:
-    """AdamW with linear warm-up, gradient clipping."""
+    """AdamW with linear warm-up, an optional linear decay to zero at the end of the run, gradient clipping."""
 
     learning_rate: float = 2e-4
     weight_decay: float = 0.0
     beta1: float = 0.9
     beta2: float = 0.999
     warmup_steps: int = 200
+    decay_steps: int = 0  # the last N steps of run.max_steps (at most all of them) fall linearly to 0; 0 = constant
     grad_clip: float = 1.0  # 0 = off
 
     def __post_init__(self) -> None:
@@ -387,8 +388,8 @@ class OptimConfig:
             raise ConfigError(f"optim.learning_rate must be positive, got {self.learning_rate}")
         if not (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1):
             raise ConfigError(f"optim.beta1 and beta2 must be in [0, 1), got {self.beta1}, {self.beta2}")
-        if self.weight_decay < 0 or self.warmup_steps < 0 or self.grad_clip < 0:
-            raise ConfigError("optim.weight_decay, warmup_steps and grad_clip must be >= 0")
+        if self.weight_decay < 0 or self.warmup_steps < 0 or self.decay_steps < 0 or self.grad_clip < 0:
+            raise ConfigError("optim.weight_decay, warmup_steps, decay_steps and grad_clip must be >= 0")
 
 
 @dataclass(frozen=True)

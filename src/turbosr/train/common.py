@@ -14,6 +14,7 @@ import copy
 import logging
 import time
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -145,8 +146,22 @@ def averaged_copy(owner: Any, ema: EMA, part: Callable[[Any], nn.Module]) -> Any
     return copied
 
 
-def make_optimizer(parameters: Any, optim: OptimConfig) -> tuple[torch.optim.Optimizer, Any]:
-    """AdamW with the configured betas and weight decay, and a linear warm-up of the learning rate.
+def learning_rate_factor(step: int, warmup_steps: int, max_steps: int, decay_steps: int) -> float:
+    """The multiplier of the base learning rate for the update after ``step`` updates: warm-up, stable, decay
+    (Hagele et al. 2024, "Scaling Laws and Compute-Optimal Training Beyond Fixed Training Durations"): linear
+    from 1/warmup_steps to 1 over ``warmup_steps``, then 1, then falling linearly to 1/decay_steps at the last
+    update over the final ``decay_steps`` of ``max_steps`` (at most all of them; 0 = no decay). A pure function of
+    the step, so a resumed run follows the same schedule; lengthening ``max_steps`` on resume moves the decay."""
+    factor = min(1.0, (step + 1) / max(1, warmup_steps))
+    decay = min(decay_steps, max_steps)
+    if decay > 0:
+        factor = min(factor, max(0.0, (max_steps - step) / decay))
+    return factor
+
+
+def make_optimizer(parameters: Any, optim: OptimConfig, max_steps: int) -> tuple[torch.optim.Optimizer, Any]:
+    """AdamW with the configured betas and weight decay, and the learning-rate schedule of
+    ``learning_rate_factor`` over a run of ``max_steps`` updates.
     ``parameters``: an iterable of parameters (trainable ones are kept), or torch parameter groups (dicts with
     "params" and their own "lr")."""
     items = list(parameters)
@@ -156,8 +171,8 @@ def make_optimizer(parameters: Any, optim: OptimConfig) -> tuple[torch.optim.Opt
         groups = [{"params": [p for p in items if p.requires_grad]}]
     optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=optim.learning_rate,
                                   betas=(optim.beta1, optim.beta2), weight_decay=optim.weight_decay)
-    warmup = max(1, optim.warmup_steps)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, partial(
+        learning_rate_factor, warmup_steps=optim.warmup_steps, max_steps=max_steps, decay_steps=optim.decay_steps))
     return optimizer, scheduler
 
 
@@ -198,7 +213,7 @@ class Trainee(NamedTuple):
 
 def prepare(accelerator: Any, module: nn.Module, optim: OptimConfig, run: RunConfig,
             learning_rates: dict[str, float] | None = None) -> Trainee:
-    """Optimizer and warm-up schedule for ``module``, Accelerate preparation, the speed options, an EMA of its
+    """Optimizer and learning-rate schedule for ``module``, Accelerate preparation, the speed options, an EMA of its
     parameters, and the resume from ``run.output_dir/checkpoint-latest`` when there is one.
     ``learning_rates``: {child name: learning rate} for children of ``module`` that do not use ``optim``'s."""
     parameters: Any = module.parameters()
@@ -207,7 +222,7 @@ def prepare(accelerator: Any, module: nn.Module, optim: OptimConfig, run: RunCon
         rest = [p for name, child in module.named_children() if name not in own for p in child.parameters()]
         parameters = [{"params": rest}, *({"params": list(child.parameters()), "lr": learning_rates[name]}
                                           for name, child in own.items())]
-    optimizer, scheduler = make_optimizer(parameters, optim)
+    optimizer, scheduler = make_optimizer(parameters, optim, run.max_steps)
     model, optimizer, scheduler = accelerator.prepare(module, optimizer, scheduler)
     forward = speed_up(model, run)
     ema = EMA(module, run.ema_decay)
