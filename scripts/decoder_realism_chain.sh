@@ -38,7 +38,8 @@
 #   compare-x4-real: the x4-real of 2026-11-26 (from git) against the shipped one, blind test and external pairs
 #   compare-x4: the previous x4 (from git) against the new one on test and the external photos
 #   lr-probe: #26, the joint x4 fine-tune at UNet learning rates 2e-5 and 1e-4, then 256-px crops (1,000 steps each)
-#   lr-probe-long: the 1e-4 arm (LR: another) for up to 6,000 steps (MAX_STEPS), 65 minutes (MINUTES; resumable)
+#   lr-probe-long: the 1e-4 arm (LR: another) for up to 6,000 steps (MAX_STEPS), 65 minutes (MINUTES; resumable);
+#             DECAY=N: the learning rates fall linearly to zero over the last N of MAX_STEPS
 #   probe-select: those arms and their start on the val pairs (bicubic, one step); LONG=1 adds the long arms
 #   x4-refit: SRC (a model folder) stored int8 as runs/x4-TAG-int8, then its decoder + CFW fine-tuned on that frozen
 #             int8 UNet (configs/decoder-x4-refit.yaml; runs/decoder-x4-TAG-int8)
@@ -244,7 +245,8 @@ PY
     # LR=3e-4 runs a faster arm beside it (runs/x4-lr-probe-long-3e-4)
     turbosr train decoder --config configs/decoder-x4-joint-probe.yaml --set denoiser_learning_rate=${LR:-1e-4} \
       --set run.max_steps=${MAX_STEPS:-6000} --set run.max_minutes=${MINUTES:-65} --set run.validate_every_steps=500 \
-      --set run.checkpoint_every_steps=500 --set run.output_dir=runs/x4-lr-probe-long${LR:+-$LR} ;;
+      --set run.checkpoint_every_steps=500 --set run.output_dir=runs/x4-lr-probe-long${LR:+-$LR} \
+      ${DECAY:+--set optim.decay_steps=$DECAY} ;;
   probe-select)
     # the lr-probe arms and their start on the same val pairs (the runs' own validation crops differ in size)
     python benchmarks/quality_vs_steps.py --lq data/val-x4/lq --ref data/val-x4/hq --scale 4 --crop-border 4 \
