@@ -45,8 +45,11 @@
 #             int8 UNet (configs/decoder-x4-refit.yaml; runs/decoder-x4-TAG-int8)
 #   select-3e-4: the shipped x4 and the refitted 3e-4 candidates on the bicubic val pairs as they ship (x4 rule of
 #             docs/realism.md; docs/benchmarks/x4_3e-4_val-x4.md); FINAL=TAG adds runs/decoder-x4-TAG-int8
+#   pictures-3e-4: crops of the external photos: the shipped x4 and the 3e-4 candidate TAG beside SPAN and HR
+#   package-x4-3e-4: the 3e-4 candidate TAG (runs/decoder-x4-TAG-int8) as the built-in x4 (baselines reused from
+#             runs/x4-2026-12-02b, the fourth built-in taken from git; STEPS: its UNet's steps, for the card)
 #   test:     the chosen models on the test pairs (published numbers)
-# Usage: bash scripts/decoder_realism_chain.sh unet|decoder|joint|realism|realism3|realism4|realism5|select-real5|rules5|pictures5|real5-int8|critics|arms|select|select-real|rules|package-x4|package-x4-real|pictures|compare-x4|compare-x4-real|fit-check|int8|select-int8|package-x4-int8|pictures-int8|lr-probe|lr-probe-long|probe-select|x4-refit|select-3e-4|test
+# Usage: bash scripts/decoder_realism_chain.sh unet|decoder|joint|realism|realism3|realism4|realism5|select-real5|rules5|pictures5|real5-int8|critics|arms|select|select-real|rules|package-x4|package-x4-real|pictures|compare-x4|compare-x4-real|fit-check|int8|select-int8|package-x4-int8|pictures-int8|lr-probe|lr-probe-long|probe-select|x4-refit|select-3e-4|pictures-3e-4|package-x4-3e-4|test
 # A killed run resumes from runs/<name>/checkpoint-latest. One CPU thread per run; two runs at a time at most.
 set -euo pipefail
 export OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1
@@ -58,7 +61,7 @@ as_shipped() {  # as_shipped <model folder> <new folder> <storage>: the model st
   [ -d "$2" ] || python -c "import sys; from turbosr.pipeline import SRPipeline
 SRPipeline.from_pretrained(sys.argv[1]).save_pretrained(sys.argv[2], storage=sys.argv[3])" "$@"
 }
-case "${1:?unet, decoder, joint, realism, realism3, realism4, realism5, select-real5, rules5, pictures5, real5-int8, critics, arms, select, select-real, rules, package-x4, package-x4-real, pictures, compare-x4, compare-x4-real, fit-check, int8, select-int8, package-x4-int8, pictures-int8, lr-probe, lr-probe-long, probe-select, x4-refit, select-3e-4 or test}" in
+case "${1:?unet, decoder, joint, realism, realism3, realism4, realism5, select-real5, rules5, pictures5, real5-int8, critics, arms, select, select-real, rules, package-x4, package-x4-real, pictures, compare-x4, compare-x4-real, fit-check, int8, select-int8, package-x4-int8, pictures-int8, lr-probe, lr-probe-long, probe-select, x4-refit, select-3e-4, pictures-3e-4, package-x4-3e-4 or test}" in
   unet)
     turbosr train teacher --config configs/teacher-x4-small.yaml --set init_from=src/turbosr/weights/x4 \
       --set terminal_fraction=0.5 --set run.max_steps=8000 --set optim.warmup_steps=100 --set run.num_threads=1 \
@@ -297,6 +300,29 @@ PY
       ${FINAL:+--model "3e-4 ${FINAL#3e-4-}, int8, decoder refitted=runs/decoder-x4-$FINAL-int8/$latest@storage=int8"} \
       ${FINAL:+--model "3e-4 ${FINAL#3e-4-}, int8, decoder refitted, --fidelity 1=runs/decoder-x4-$FINAL-int8/$latest@storage=int8@fidelity=1"} \
       --steps 1 --metrics psnr_y ssim_y grid --out docs/benchmarks/x4_3e-4_val-x4 --resume ;;
+  pictures-3e-4)
+    as_shipped runs/decoder-x4-${TAG:?name}-int8/$latest runs/decoder-x4-$TAG-int8-stored int8
+    python scripts/side_by_side.py data/external-x4 --names $crops scikit-image__astronaut@170,30 \
+      scikit-learn__flower@230,110 --column bicubic=bicubic --column "x4 (shipped)=model:x4" \
+      --column "x4, 3e-4 $TAG=model:runs/decoder-x4-$TAG-int8-stored" \
+      --column "SPAN x4=baseline:span_x4" --column "Real-ESRGAN=baseline:realesrgan_x4plus" --column HR=hr \
+      --out docs/img/x4_3e-4_side_by_side.png ;;
+  package-x4-3e-4)
+    [ -d runs/x4-2026-12-02b ] || { mkdir -p runs/x4-2026-12-02b && git archive 1331629 src/turbosr/weights/x4 | tar -x -C runs/x4-2026-12-02b; }
+    python scripts/package_builtin.py package runs/decoder-x4-${TAG:?name}-int8/$latest --name x4 --storage int8 --threads 1 \
+      --pairs 'test split, bicubic=data/test-x4' --pairs 'test split, Real-ESRGAN degradation=data/test-x4-blind' \
+      --pairs 'external photos, bicubic=data/external-x4' \
+      --pairs 'external photos, Real-ESRGAN degradation=data/external-x4-blind' \
+      --metrics psnr_y ssim_y niqe grid patch_kid --baselines bicubic span_x4 realesrgan_x4plus \
+      --reuse-baselines runs/x4-2026-12-02b/src/turbosr/weights/x4 \
+      --summary "A small latent diffusion SR model trained by this project on 2 CPU cores, for clean or bicubic-style inputs (fifth built-in x4, 2026-12-03): the fourth built-in's one-step UNet and learned latent decoder (StableSR's CFW inside it) fine-tuned together for ${STEPS:?UNet steps} more steps at a higher UNet learning rate, the UNet stored as int8 and the decoder fine-tuned again on that frozen int8 UNet. --fidelity W in [0, 1] weights the decoder's fusion of the input's features (0 or left out: the model's own output; 1: closest to the input)." \
+      --fact "Start: the built-in x4 of 2026-12-02 (fourth built-in, weights digest 4279a646c100bb3f), UNet as float from its int8 storage." \
+      --fact "Joint one-step fine-tune (turbosr train decoder, configs/decoder-x4-joint-probe.yaml with the UNet learning rate 3e-4, 128-px crops, batch 8, bicubic x4, L1 + 0.2 SSIM + 0.5 Sobel-edge + 0.03 grid term at w = 0, CFW at w = 1 on the same losses; decoder learning rate 1e-4; EMA 0.999; bf16 autocast, one CPU thread): $STEPS steps${DECAY_NOTE:+, $DECAY_NOTE}." \
+      --fact "Decoder: a convolutional decoder of the patch latent (models/decoders.py: 4 residual blocks of 128 channels at the latent resolution, one x8 sub-pixel convolution to RGB, added to the linear patch decode whose residual it learns), and CFW inside it (a 64-channel encoder of the LQ condition latent fused into the trunk through zero-initialised convolutions, scaled by w)." \
+      --fact "Decoder fine-tuning on the frozen int8 UNet (configs/decoder-x4-refit.yaml): the same losses, 3,000 steps, learning rate 1e-4; the UNet's stored int8 weights are unchanged, the decoder is stored in float16." \
+      --fact "Chosen on the val split, measured as it ships, by the rule of docs/realism.md written before measuring (artifact figure within 0.03 of HR's on bicubic val, then highest PSNR-Y): docs/benchmarks/x4_3e-4_val-x4.md." \
+      --training-command "${COMMAND:?the joint fine-tune command}" \
+      --training-command "SRC=<that run>/checkpoint-latest/model TAG=$TAG bash scripts/decoder_realism_chain.sh x4-refit" ;;
   test)
     for pairs in test-x4 test-x4-blind; do
       python benchmarks/quality_vs_steps.py --lq data/$pairs/lq --ref data/$pairs/hq --scale 4 --crop-border 4 \
