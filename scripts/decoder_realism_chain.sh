@@ -304,7 +304,7 @@ PY
     as_shipped runs/decoder-x4-${TAG:?name}-int8/$latest runs/decoder-x4-$TAG-int8-stored int8
     python scripts/side_by_side.py data/external-x4 --names $crops scikit-image__astronaut@170,30 \
       scikit-learn__flower@230,110 --column bicubic=bicubic --column "x4 (shipped)=model:x4" \
-      --column "x4, 3e-4 $TAG=model:runs/decoder-x4-$TAG-int8-stored" \
+      --column "x4, $TAG (int8, decoder refitted)=model:runs/decoder-x4-$TAG-int8-stored" \
       --column "SPAN x4=baseline:span_x4" --column "Real-ESRGAN=baseline:realesrgan_x4plus" --column HR=hr \
       --out docs/img/x4_3e-4_side_by_side.png ;;
   package-x4-3e-4)
