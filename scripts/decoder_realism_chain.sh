@@ -57,6 +57,11 @@ latest=checkpoint-latest/model
 CRITIC_MINUTES=${CRITIC_MINUTES:-15}
 # the crops of the external photos every pictures lane shows (faces, sky, a roof edge, foliage)
 crops="matplotlib__grace_hopper@180,170 scikit-learn__china@30,20 scikit-learn__china@510,280 scikit-image__coffee@300,60"
+# the pair sets, metrics and baselines of every x4 card (package_builtin.py arguments)
+x4_card=(--pairs 'test split, bicubic=data/test-x4' --pairs 'test split, Real-ESRGAN degradation=data/test-x4-blind'
+  --pairs 'external photos, bicubic=data/external-x4'
+  --pairs 'external photos, Real-ESRGAN degradation=data/external-x4-blind'
+  --metrics psnr_y ssim_y niqe grid patch_kid --baselines bicubic span_x4 realesrgan_x4plus)
 as_shipped() {  # as_shipped <model folder> <new folder> <storage>: the model stored as a built-in would be, loaded back
   [ -d "$2" ] || python -c "import sys; from turbosr.pipeline import SRPipeline
 SRPipeline.from_pretrained(sys.argv[1]).save_pretrained(sys.argv[2], storage=sys.argv[3])" "$@"
@@ -172,10 +177,7 @@ PY
   package-x4)
     # the candidate the x4 rule of docs/realism.md picked on val (docs/benchmarks/default_rule_val-x4.md)
     python scripts/package_builtin.py package runs/joint-x4-snap5000 --name x4 --storage int8 --threads 1 \
-      --pairs 'test split, bicubic=data/test-x4' --pairs 'test split, Real-ESRGAN degradation=data/test-x4-blind' \
-      --pairs 'external photos, bicubic=data/external-x4' \
-      --pairs 'external photos, Real-ESRGAN degradation=data/external-x4-blind' \
-      --metrics psnr_y ssim_y niqe grid patch_kid --baselines bicubic span_x4 realesrgan_x4plus \
+      "${x4_card[@]}" \
       ${REUSE:+--reuse-baselines "$REUSE"} \
       --summary "A small latent diffusion SR model trained by this project on 2 CPU cores, for clean or bicubic-style inputs (third built-in x4, 2026-12-02): the x4 UNet of 2026-11-26 and a new learned latent decoder with StableSR's CFW inside it, fine-tuned together as a one-step model. --fidelity W in [0, 1] weights the decoder's fusion of the input's features (0 or left out: the model's own output; 1: closest to the input)." \
       --fact "Start: the built-in x4 of 2026-11-26 (its UNet; its RGB refiner is replaced)." \
@@ -270,10 +272,7 @@ PY
   package-x4-int8)
     [ -d runs/x4-2026-12-02 ] || { mkdir -p runs/x4-2026-12-02 && git archive bcf0501 src/turbosr/weights/x4 | tar -x -C runs/x4-2026-12-02; }
     python scripts/package_builtin.py package runs/decoder-x4-int8/$latest --name x4 --storage int8 --threads 1 \
-      --pairs 'test split, bicubic=data/test-x4' --pairs 'test split, Real-ESRGAN degradation=data/test-x4-blind' \
-      --pairs 'external photos, bicubic=data/external-x4' \
-      --pairs 'external photos, Real-ESRGAN degradation=data/external-x4-blind' \
-      --metrics psnr_y ssim_y niqe grid patch_kid --baselines bicubic span_x4 realesrgan_x4plus \
+      "${x4_card[@]}" \
       --reuse-baselines runs/x4-2026-12-02/src/turbosr/weights/x4 \
       --summary "A small latent diffusion SR model trained by this project on 2 CPU cores, for clean or bicubic-style inputs (fourth built-in x4, 2026-12-02): the one-step x4 UNet of the third built-in, stored as int8, and its learned latent decoder with StableSR's CFW inside it, fine-tuned again on that frozen int8 UNet. --fidelity W in [0, 1] weights the decoder's fusion of the input's features (0 or left out: the model's own output; 1: closest to the input)." \
       --fact "Start: the built-in x4 of 2026-12-02 (third built-in): a one-step UNet fine-tuned jointly with a learned latent decoder, its UNet stored as int8 per output channel; its decoder had been trained on the float UNet's latents, and on the int8 UNet's latents it printed the latent's 8-px pattern (docs/realism.md)." \
@@ -310,10 +309,7 @@ PY
   package-x4-3e-4)
     [ -d runs/x4-2026-12-02b ] || { mkdir -p runs/x4-2026-12-02b && git archive 1331629 src/turbosr/weights/x4 | tar -x -C runs/x4-2026-12-02b; }
     python scripts/package_builtin.py package runs/decoder-x4-${TAG:?name}-int8/$latest --name x4 --storage int8 --threads 1 \
-      --pairs 'test split, bicubic=data/test-x4' --pairs 'test split, Real-ESRGAN degradation=data/test-x4-blind' \
-      --pairs 'external photos, bicubic=data/external-x4' \
-      --pairs 'external photos, Real-ESRGAN degradation=data/external-x4-blind' \
-      --metrics psnr_y ssim_y niqe grid patch_kid --baselines bicubic span_x4 realesrgan_x4plus \
+      "${x4_card[@]}" \
       --reuse-baselines runs/x4-2026-12-02b/src/turbosr/weights/x4 \
       --summary "A small latent diffusion SR model trained by this project on 2 CPU cores, for clean or bicubic-style inputs (fifth built-in x4, 2026-12-03): the fourth built-in's one-step UNet and learned latent decoder (StableSR's CFW inside it) fine-tuned together for ${STEPS:?UNet steps} more steps at a higher UNet learning rate, the UNet stored as int8 and the decoder fine-tuned again on that frozen int8 UNet. --fidelity W in [0, 1] weights the decoder's fusion of the input's features (0 or left out: the model's own output; 1: closest to the input)." \
       --fact "Start: the built-in x4 of 2026-12-02 (fourth built-in, weights digest 4279a646c100bb3f), UNet as float from its int8 storage." \
