@@ -41,6 +41,7 @@
 #   lr-probe-long: the 1e-4 arm (LR: another) for up to 6,000 steps (MAX_STEPS), 65 minutes (MINUTES; resumable);
 #             DECAY=N: the learning rates fall linearly to zero over the last N of MAX_STEPS
 #   probe-select: those arms and their start on the val pairs (bicubic, one step); LONG=1 adds the long arms
+#             (the 3e-4 arm by its snapshots at 5,860 and 13,500 steps: its run folder went on training)
 #   x4-refit: SRC (a model folder) stored int8 as runs/x4-TAG-int8, then its decoder + CFW fine-tuned on that frozen
 #             int8 UNet (configs/decoder-x4-refit.yaml; runs/decoder-x4-TAG-int8)
 #   select-3e-4: the shipped x4 and the refitted 3e-4 candidates on the bicubic val pairs as they ship (x4 rule of
@@ -259,8 +260,10 @@ PY
       --model "UNet lr 2e-5, 1,000 steps=runs/x4-lr-probe-2e-5/$latest" \
       --model "UNet lr 1e-4, 1,000 steps=runs/x4-lr-probe-1e-4/$latest" \
       --model "256-px crops, batch 2, 1,000 steps=runs/x4-crop-probe-256/$latest" \
-      ${LONG:+--model "UNet lr 1e-4, 65 min=runs/x4-lr-probe-long/$latest"} \
-      ${LONG:+--model "UNet lr 3e-4, 60 min=runs/x4-lr-probe-long-3e-4/$latest"} \
+      ${LONG:+--model "UNet lr 1e-4, 6,000 steps (62 min)=runs/x4-lr-probe-long/$latest"} \
+      ${LONG:+--model "UNet lr 3e-4, 5,860 steps (60 min)=runs/x4-lr-probe-long-3e-4-step5860"} \
+      ${LONG:+--model "UNet lr 3e-4, 13,500 steps (the last 4,000 decaying)=runs/x4-lr-probe-long-3e-4-step13500"} \
+      ${LONG:+--model "UNet lr 1e-3, 1,500 steps (stopped)=runs/x4-lr-probe-long-1e-3/$latest"} \
       --steps 1 --metrics psnr_y ssim_y grid --out docs/benchmarks/x4_probes_val-x4 --resume ;;
   select-int8)
     python benchmarks/quality_vs_steps.py --lq data/val-x4/lq --ref data/val-x4/hq --scale 4 --crop-border 4 \
