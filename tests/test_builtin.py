@@ -50,13 +50,17 @@ def builtin_folders():
     return sorted(p for p in WEIGHTS_DIR.iterdir() if (p / "config.json").is_file())
 
 
+TOLERANCE = 2e-4  # largest block-mean change (0..1 range) of a pinned output that is not a change of behaviour
+
+
 @pytest.mark.parametrize("folder", builtin_folders(), ids=lambda p: p.name)
 def test_builtin_output_is_pinned(folder):
     """Each built-in's one-step output on every bundled sample (seed 0) matches the fingerprint recorded when it was
     packaged (32x32 block means, turbosr.reports.output_fingerprint). Refactoring must not move them; a new model
     records new ones (scripts/package_builtin.py). The tolerance is far above float noise between CPUs and below
-    the smallest change of behaviour we could think of: another noise seed (3e-3 to 5e-3 on the first x4 model),
-    which the test checks is noticed."""
+    the smallest change of behaviour we could think of: another noise seed (3e-3 to 5e-3 on the first x4 model,
+    5e-4 on the x4 of 2026-12-03, whose one-step UNet has learned to nearly ignore its noise), which the test
+    checks is noticed. Block means of float32 outputs differ between CPUs by about 1e-6."""
     import json
 
     from turbosr.corpus import list_samples
@@ -70,10 +74,10 @@ def test_builtin_output_is_pinned(folder):
         out = pipeline(load_image(sample_path(sample)).rgb, num_steps=1,
                        generator=torch.Generator().manual_seed(measurements["seed"]))
         error = fingerprint_distance(output_fingerprint(out), expected)
-        assert error < 1e-3, f"{folder.name} on {sample} changed by {error:.4f}"
+        assert error < TOLERANCE, f"{folder.name} on {sample} changed by {error:.5f}"
     other_seed = pipeline(load_image(sample_path(sample)).rgb, num_steps=1,
                           generator=torch.Generator().manual_seed(measurements["seed"] + 1))
-    assert fingerprint_distance(output_fingerprint(other_seed), expected) > 1e-3
+    assert fingerprint_distance(output_fingerprint(other_seed), expected) > TOLERANCE
 
 
 def test_model_cards_are_generated_from_their_measurements():
