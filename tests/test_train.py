@@ -118,12 +118,14 @@ def test_kl_autoencoder_trains_two_steps(tmp_path, hr_folder):
 
 
 def test_two_process_cpu_run_with_accelerate(tmp_path, hr_folder):
-    """accelerate launch --cpu --num_processes 2 (gloo): distributed training is proven, not assumed."""
+    """accelerate launch --cpu --num_processes 2 (gloo): distributed training is proven, not assumed. The
+    learning-rate schedule counts optimizer steps, not steps times processes (Accelerate's default)."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
                "-m", "turbosr", "train", "teacher",
-               *[f"--set={item}" for item in overrides(tmp_path, hr_folder, "teacher")]]
+               *[f"--set={item}" for item in overrides(tmp_path, hr_folder, "teacher", "optim.learning_rate=0.0004",
+                                                       "optim.warmup_steps=4")]]
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     folder = tmp_path / "teacher" / "checkpoint-latest"
@@ -131,6 +133,9 @@ def test_two_process_cpu_run_with_accelerate(tmp_path, hr_folder):
     states = sorted(p.name for p in (folder / "training_state").iterdir())
     assert "random_states_0.pkl" in states and "random_states_1.pkl" in states
     SRPipeline.from_pretrained(folder / "model")
+    log = [json.loads(line) for line in (tmp_path / "teacher" / "log.jsonl").read_text().splitlines()]
+    # logged after update s: the rate of the next update, 4e-4 * (s + 1) / 4 while warming up
+    assert [r["learning_rate"] for r in log if "loss" in r] == pytest.approx([2e-4, 3e-4])
 
 
 def test_a_killed_run_resumes_from_its_last_checkpoint(tmp_path, hr_folder):

@@ -41,7 +41,10 @@ def make_accelerator(run: RunConfig) -> Any:
         torch.set_num_threads(run.num_threads)
     torch.backends.cuda.matmul.allow_tf32 = run.tf32
     torch.backends.cudnn.allow_tf32 = run.tf32
-    accelerator = Accelerator(mixed_precision=run.mixed_precision, cpu=use_cpu_group())
+    # step_scheduler_with_optimizer=False: the schedule (learning_rate_factor) counts optimizer steps; Accelerate's
+    # default would advance it once per process per step, ending an N-process run's decay at 1/N of max_steps
+    accelerator = Accelerator(mixed_precision=run.mixed_precision, cpu=use_cpu_group(),
+                              step_scheduler_with_optimizer=False)
     warning = emulated_bf16_warning(run.mixed_precision, accelerator.device)
     if warning:
         logger.warning(warning)
