@@ -120,6 +120,44 @@ def test_pipeline_with_a_learned_decoder_saves_loads_and_tiles(tmp_path):
     assert torch.allclose(whole, tiled, atol=1e-5)
 
 
+def test_a_folders_default_fidelity_is_the_weight_a_call_without_one_runs_at(tmp_path):
+    torch.manual_seed(0)
+    config = model_config("tiny", scale=4)
+    denoiser, autoencoder = build_model(config)
+    torch.nn.init.normal_(denoiser.unet.conv_out.weight, 0, 0.02)
+    autoencoder.fit(torch.rand(4, 3, 32, 32) * 2 - 1)
+    autoencoder = autoencoder.with_decoder(TINY_SHAPE)
+    randomised(autoencoder.decoder, seed=3)
+    lq = torch.rand(1, 3, 40, 36, generator=torch.Generator().manual_seed(1))
+
+    def run(model: SRPipeline, fidelity: float | None) -> torch.Tensor:
+        return model(lq, fidelity=fidelity, generator=torch.Generator().manual_seed(0))
+
+    plain = SRPipeline(denoiser, autoencoder, config)
+    assert plain.default_fidelity == 0.0 and torch.equal(run(plain, None), run(plain, 0.0))
+    faithful = plain.replace(default_fidelity=1.0)
+    assert torch.equal(run(faithful, None), run(plain, 1.0))
+    assert torch.equal(run(faithful, 0.0), run(plain, 0.0))  # an explicit w wins
+    assert not torch.allclose(run(faithful, None), run(faithful, 0.0))
+    # it is part of the folder; a folder without the field (older ones) means 0
+    faithful.save_pretrained(tmp_path / "model")
+    loaded = SRPipeline.from_pretrained(tmp_path / "model")
+    assert loaded.default_fidelity == 1.0 and torch.equal(run(loaded, None), run(faithful, None))
+    meta = json.loads((tmp_path / "model" / "config.json").read_text())
+    (tmp_path / "model" / "config.json").write_text(json.dumps({k: v for k, v in meta.items()
+                                                                if k != "default_fidelity"}))
+    assert SRPipeline.from_pretrained(tmp_path / "model").default_fidelity == 0.0
+    # and it is checked like --fidelity: in [0, 1], and only on a model that has CFW
+    from turbosr.pipeline import ModelFolderError
+
+    for bad in (1.5, "1", True):
+        (tmp_path / "model" / "config.json").write_text(json.dumps({**meta, "default_fidelity": bad}))
+        with pytest.raises(ModelFolderError, match="default_fidelity|fidelity"):
+            SRPipeline.from_pretrained(tmp_path / "model")
+    with pytest.raises(ValueError, match="no CFW"):
+        SRPipeline(denoiser, autoencoder.without_cfw(), config, default_fidelity=0.5)
+
+
 @pytest.fixture(scope="module")
 def hr_folder(smooth_photos) -> Path:
     return smooth_photos

@@ -60,6 +60,32 @@ def test_endpoint_upscales_with_the_checked_options(client):
     assert float(response.headers["x-seconds"]) > 0
 
 
+def test_a_request_without_fidelity_runs_at_the_models_default(tmp_path):
+    import torch
+    from fastapi.testclient import TestClient
+
+    from turbosr.demo import build_app
+    from turbosr.pipeline import SRPipeline
+
+    tiny = SRPipeline.from_pretrained(save_tiny_model(tmp_path / "tiny"))
+    autoencoder = tiny.autoencoder.with_decoder({"kind": "conv", "channels": [8], "blocks": [1], "head_channels": [],
+                                                 "cfw_channels": [8]})
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():  # every weight non-zero, so w changes the output
+        for parameter in autoencoder.decoder.parameters():
+            parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.1)
+    tiny.replace(autoencoder=autoencoder, default_fidelity=1.0).save_pretrained(tmp_path / "cfw")
+    client = TestClient(build_app({"cfw": tmp_path / "cfw"}))
+
+    def post(**fields: str) -> bytes:
+        response = client.post("/api/upscale", files={"image": ("a.png", _png(), "image/png")}, data=fields)
+        assert response.status_code == 200
+        return response.content
+
+    left_out = post()
+    assert left_out == post(fidelity="1") and left_out != post(fidelity="0")
+
+
 @pytest.mark.parametrize(("upload", "fields", "status", "message"), [
     ("bomb", {}, 413, "14000x14000 pixels"),  # a 190 KB PNG, refused from its header before decoding
     ("junk", {}, 415, "not a supported image format"),

@@ -48,15 +48,18 @@ def test_region_upsampler_equals_upsampling_the_whole_image(height, width):
         assert torch.equal(regions.region(y0, y1, x0, x1), padded[..., y0:y1, x0:x1])
 
 
-@pytest.mark.parametrize("fidelity", [None, 0.6])
-def test_strips_are_the_in_memory_result_bit_for_bit(pipeline, fidelity):
+@pytest.mark.parametrize(("fidelity", "default"), [(None, 0.0), (0.6, 0.0), (None, 0.6)])
+def test_strips_are_the_in_memory_result_bit_for_bit(pipeline, fidelity, default):
+    model = pipeline.replace(default_fidelity=default)
     lq = _lq()
     generator = lambda: torch.Generator().manual_seed(3)  # noqa: E731
-    whole = pipeline(lq, tile=64, tile_overlap=16, fidelity=fidelity, generator=generator())
-    strips = list(streaming.upscale_strips(pipeline, lq, tile=64, tile_overlap=16, fidelity=fidelity,
+    whole = model(lq, tile=64, tile_overlap=16, fidelity=fidelity, generator=generator())
+    strips = list(streaming.upscale_strips(model, lq, tile=64, tile_overlap=16, fidelity=fidelity,
                                            generator=generator()))
     assert len(strips) > 2 and all(s.shape[-1] == whole.shape[-1] for s in strips)  # several rows of tiles
     assert torch.equal(torch.cat(strips, dim=-2), whole)
+    if default:  # the strips ran at the model's default w, as the whole image did
+        assert torch.equal(whole, pipeline(lq, tile=64, tile_overlap=16, fidelity=default, generator=generator()))
 
 
 @pytest.mark.parametrize(("suffix", "bit_depth", "alpha"), [(".png", 8, False), (".png", 16, True),

@@ -38,7 +38,8 @@ def _add_upscale(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tile-overlap", type=int, default=DEFAULT_TILE_OVERLAP,
                    help=f"tile overlap in output pixels ({DEFAULT_TILE_OVERLAP})")
     p.add_argument("--fidelity", type=float, default=None, metavar="W",
-                   help="StableSR CFW weight in [0, 1] for models with CFW modules: 0 = realism, 1 = fidelity")
+                   help="StableSR CFW weight in [0, 1] for models with CFW modules: 0 = realism, 1 = fidelity "
+                        "(left out: the model's own default, its folder's default_fidelity, else 0)")
     p.add_argument("--seed", type=int, default=0, help="noise seed (same seed, same output)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps ... (default: the process's device)")
     p.add_argument("--dtype", choices=DTYPES, default="float32")

@@ -117,8 +117,10 @@ class ModelCache:
 
 
 def upscale_file(cache: ModelCache, path: str | Path, model: str, steps: int, seed: int, color_fix: str, tile: int,
-                 work_dir: Path, progress: Callable[[int, int], None] | None = None, fidelity: float = 0.0) -> Result:
-    """Check every option, load the image with the CLI's loader and limits, upscale, write the results."""
+                 work_dir: Path, progress: Callable[[int, int], None] | None = None,
+                 fidelity: float | None = None) -> Result:
+    """Check every option, load the image with the CLI's loader and limits, upscale, write the results.
+    ``fidelity`` None: the model's default CFW weight."""
     from turbosr.degradations import upsample_lq
     from turbosr.image import ImageReadError, load_image, read_image_size, save_image, upscale_alpha
 
@@ -128,7 +130,7 @@ def upscale_file(cache: ModelCache, path: str | Path, model: str, steps: int, se
     if tile not in TILES:
         raise DemoInputError(f"tile must be one of {', '.join(map(str, TILES))}, got {tile}")
     pipeline = cache.get(model)
-    fidelity_option = fidelity if fidelity or pipeline.has_cfw else None  # w = 0 is "off" on any model
+    fidelity_option = fidelity if fidelity or pipeline.has_cfw else None  # w = 0 (or none) is "off" on any model
     try:
         pipeline.check_options(int(steps), 1.0, int(tile), min(DEFAULT_TILE_OVERLAP, int(tile) // 4), color_fix,
                                fidelity_option)
@@ -226,8 +228,10 @@ def build_demo(models: dict[str, Path] | None = None, device: str = "cpu", work_
                 seed = gr.Number(0, precision=0, label="seed")
                 color_fix = gr.Radio(list(COLOR_FIXES), value="none", label="colour fix")  # colorfix's own list
                 tile = gr.Radio([str(t) for t in TILES], value=str(DEFAULT_TILE), label="tile (output pixels)")
-                fidelity = gr.Slider(0, 1, value=0, step=0.05, label="fidelity w (models with CFW modules: "
-                                     "0 = realism, 1 = fidelity to the input)")
+                # starts at each model's own default w (the x4's: 1)
+                fidelity = gr.Slider(0, 1, value=cache.get(model.value).default_fidelity, step=0.05,
+                                     label="fidelity w (models with CFW modules: 0 = realism, 1 = fidelity to the input)")
+                model.change(lambda name: cache.get(name).default_fidelity, model, fidelity)
                 button = gr.Button("Upscale", variant="primary", elem_id="upscale-button")
             with gr.Column(scale=2):
                 info = gr.Markdown(elem_id="run-info")
@@ -340,7 +344,9 @@ def build_app(models: dict[str, Path] | None = None, device: str = "cpu") -> Any
         try:
             options = {"model": str(form.get("model", next(iter(cache.models)))), "steps": int(form.get("steps", 1)),
                        "seed": int(form.get("seed", 0)), "color_fix": str(form.get("color_fix", "none")),
-                       "tile": int(form.get("tile", DEFAULT_TILE)), "fidelity": float(form.get("fidelity", 0))}
+                       "tile": int(form.get("tile", DEFAULT_TILE))}
+            if form.get("fidelity") is not None:  # absent: the model's default w
+                options["fidelity"] = float(form.get("fidelity"))
         except ValueError:  # a form field that is not a number
             return JSONResponse({"error": "steps, seed and tile must be whole numbers, fidelity a number"},
                                 status_code=422)

@@ -59,14 +59,20 @@ class SRPipeline:
 
     Attributes: ``denoiser`` (:class:`~turbosr.models.Denoiser`), ``autoencoder`` (latent space),
     ``fidelity_warp`` (StableSR's CFW module, or None), ``config`` (:class:`~turbosr.config.ModelConfig`, the
-    networks' shape), ``sampler`` (:class:`~turbosr.diffusion.Sampler`, how it samples), ``device``, ``dtype``.
+    networks' shape), ``sampler`` (:class:`~turbosr.diffusion.Sampler`, how it samples), ``default_fidelity``
+    (the CFW weight used when a call gives none: 0 = the model's own output, what a folder without the field
+    means), ``device``, ``dtype``.
     """
 
     def __init__(self, denoiser: Denoiser, autoencoder: Autoencoder, config: ModelConfig,
-                 fidelity_warp: FidelityWarp | None = None, sampler: Sampler | None = None) -> None:
+                 fidelity_warp: FidelityWarp | None = None, sampler: Sampler | None = None,
+                 default_fidelity: float = 0.0) -> None:
         self.denoiser = denoiser.eval()
         self.autoencoder = autoencoder.eval()
         self.fidelity_warp = fidelity_warp.eval() if fidelity_warp is not None else None
+        if default_fidelity:
+            self._check_fidelity(default_fidelity)
+        self.default_fidelity = float(default_fidelity)
         self.config = config
         self.sampler = sampler if sampler is not None else Sampler()
         self.alpha_bar = make_alpha_bar(config.schedule)
@@ -78,9 +84,11 @@ class SRPipeline:
 
     def replace(self, **changes: Any) -> SRPipeline:
         """A pipeline sharing this one's networks, with some of ``denoiser``, ``autoencoder``, ``config``,
-        ``fidelity_warp`` and ``sampler`` replaced (what training set-up does to a loaded model)."""
+        ``fidelity_warp``, ``sampler`` and ``default_fidelity`` replaced (what training set-up does to a loaded
+        model)."""
         parts = {"denoiser": self.denoiser, "autoencoder": self.autoencoder, "config": self.config,
-                 "fidelity_warp": self.fidelity_warp, "sampler": self.sampler}
+                 "fidelity_warp": self.fidelity_warp, "sampler": self.sampler,
+                 "default_fidelity": self.default_fidelity}
         unknown = sorted(set(changes) - set(parts))
         if unknown:
             raise TypeError(f"SRPipeline.replace: unknown part(s) {', '.join(unknown)}")
@@ -97,6 +105,17 @@ class SRPipeline:
         """Whether ``fidelity`` (StableSR's CFW weight) applies: a learned decoder with CFW, or an older model
         folder's image-level CFW module."""
         return self.autoencoder.has_cfw or self.fidelity_warp is not None
+
+    def fidelity_weight(self, fidelity: float | None) -> float:
+        """The CFW weight a call with ``fidelity`` runs at: the given one, or the model's ``default_fidelity``."""
+        return self.default_fidelity if fidelity is None else fidelity
+
+    def _check_fidelity(self, fidelity: float) -> None:
+        if not self.has_cfw:
+            raise ValueError("this model has no CFW (fidelity) modules: leave --fidelity out, or train them "
+                             "with `turbosr train stablesr --set stage=cfw`")
+        if isinstance(fidelity, bool) or not isinstance(fidelity, (int, float)) or not 0.0 <= fidelity <= 1.0:
+            raise ValueError(f"fidelity must be in [0, 1], got {fidelity!r}")
 
     @property
     def pixel_multiple(self) -> int:
@@ -138,6 +157,7 @@ class SRPipeline:
             "unet": diffusers_config(self.denoiser.unet),
             "autoencoder": self.autoencoder.config(),
             "weights_storage": storage,
+            **({"default_fidelity": self.default_fidelity} if self.has_cfw else {}),
             **extra,
         })
         return folder
@@ -201,7 +221,10 @@ class SRPipeline:
                 raise ModelFolderError(f"{folder}/config.json: 'fidelity_warp' must be a mapping")
             warp = FidelityWarp(**meta["fidelity_warp"])
             warp.load_state_dict(checkpoint.load_tensors(folder / "fidelity_warp.safetensors"), strict=True)
-        return cls(denoiser, autoencoder, config, warp, sampler)
+        default_fidelity = meta.get("default_fidelity", 0.0)
+        if isinstance(default_fidelity, bool) or not isinstance(default_fidelity, (int, float)):
+            raise ModelFolderError(f"{folder}/config.json: 'default_fidelity' must be a number, got {default_fidelity!r}")
+        return cls(denoiser, autoencoder, config, warp, sampler, default_fidelity)
 
     def to(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> SRPipeline:
         """Move both networks (like ``nn.Module.to``); returns self."""
@@ -240,7 +263,8 @@ class SRPipeline:
                 tile by tile (latent aggregation sampling, tiled encode/decode).
             color_fix: "none", "adain" or "wavelet" (match the colours of the bicubic-upsampled input).
             fidelity: StableSR's CFW weight w in [0, 1] for models that carry CFW modules (0 = the prior's
-                realism, exactly the output without CFW; 1 = fidelity to the input); None = not applied.
+                realism, exactly the output without CFW; 1 = fidelity to the input); None = the model's
+                ``default_fidelity`` (0 unless its folder says otherwise).
             generator: seeds the starting noise; the same seed gives the same output.
             progress: called as ``progress(step_index, num_steps)`` after every step.
         Returns: the same kind as ``images``, (h * scale, w * scale); a tensor keeps the input's device and dtype.
@@ -349,11 +373,7 @@ class SRPipeline:
                       fidelity: float | None = None) -> None:
         """Raise ValueError with a clear message for options this model cannot use."""
         if fidelity is not None:
-            if not self.has_cfw:
-                raise ValueError("this model has no CFW (fidelity) modules: leave --fidelity out, or train them "
-                                 "with `turbosr train stablesr --set stage=cfw`")
-            if not 0.0 <= fidelity <= 1.0:
-                raise ValueError(f"fidelity must be in [0, 1], got {fidelity}")
+            self._check_fidelity(fidelity)
         if color_fix not in COLOR_FIXES:
             raise ValueError(f"color_fix must be one of {', '.join(COLOR_FIXES)}, got {color_fix!r}")
         check_sampling(num_steps, strength)
@@ -367,6 +387,7 @@ class SRPipeline:
                  color_fix: str, fidelity: float | None, generator: torch.Generator | None,
                  progress: Callable[[int, int], None] | None) -> torch.Tensor:
         self.check_options(num_steps, strength, tile, tile_overlap, color_fix, fidelity)
+        fidelity = self.fidelity_weight(fidelity)
         factor = self.autoencoder.factor
         multiple = self.pixel_multiple
         height, width = lq.shape[-2] * self.scale, lq.shape[-1] * self.scale
@@ -382,7 +403,7 @@ class SRPipeline:
         del padded
         hq_latent = self.denoise_latents(lq_latent, num_steps=num_steps, strength=strength, generator=generator,
                                          latent_tile=latent_tile, latent_overlap=latent_overlap, progress=progress)
-        decoded = self.decode(hq_latent, lq_latent, fidelity or 0.0, latent_tile, latent_overlap)
+        decoded = self.decode(hq_latent, lq_latent, fidelity, latent_tile, latent_overlap)
         if fidelity and self.fidelity_warp is not None:  # an older folder's CFW on the decoded image
             warp = self.fidelity_warp
             stacked = torch.cat([decoded, _pad_to_multiple(upsampled, multiple)[..., : decoded.shape[-2],

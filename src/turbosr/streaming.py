@@ -92,6 +92,7 @@ def upscale_strips(pipeline: SRPipeline, lq: torch.Tensor, *, num_steps: int = 1
     """The upscaled image of ``lq`` (1, 3, h, w) in [0, 1] as horizontal strips (1, 3, rows, w * scale), top to
     bottom, each computed when asked for; memory holds the LQ image, the latents and one strip."""
     pipeline.check_options(num_steps, strength, tile, tile_overlap, "none", fidelity)
+    fidelity = pipeline.fidelity_weight(fidelity)
     if fidelity and pipeline.fidelity_warp is not None:
         raise ValueError("this model's CFW module works on whole images: leave --fidelity out for an image this "
                          "large, or use a model with a learned decoder")
@@ -121,7 +122,7 @@ def upscale_strips(pipeline: SRPipeline, lq: torch.Tensor, *, num_steps: int = 1
         if rows <= 0:
             break
         with torch.inference_mode():
-            band = pipeline.decode(hq_latent, lq_latent, fidelity or 0.0, latent_tile, rows=(top, bottom))
+            band = pipeline.decode(hq_latent, lq_latent, fidelity, latent_tile, rows=(top, bottom))
         strip = band[..., :rows, :width]
         if not bool(torch.isfinite(strip).all()):
             raise ValueError("the model produced NaN or infinite values (its weights or its input are broken); "
@@ -142,7 +143,8 @@ def upscale_file(pipeline: SRPipeline, loaded: LoadedImage, target: str | Path, 
     scale = pipeline.scale
     height, width = loaded.rgb.shape[-2] * scale, loaded.rgb.shape[-1] * scale
     fmt = SAVE_FORMATS.get(target.suffix.lower())
-    streamable = fmt in STRIP_FORMATS and color_fix == "none" and not (fidelity and pipeline.fidelity_warp)
+    image_cfw = bool(pipeline.fidelity_weight(fidelity)) and pipeline.fidelity_warp is not None
+    streamable = fmt in STRIP_FORMATS and color_fix == "none" and not image_cfw
     if height * width > STREAM_PIXELS and streamable and isinstance(pipeline.autoencoder, PatchAutoencoder):
         strips = upscale_strips(pipeline, loaded.rgb, num_steps=num_steps, strength=strength, tile=tile,
                                 tile_overlap=tile_overlap, fidelity=fidelity, generator=generator, progress=progress)
