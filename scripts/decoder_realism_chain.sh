@@ -49,8 +49,14 @@
 #   pictures-3e-4: crops of the external photos: the shipped x4 and the 3e-4 candidate TAG beside SPAN and HR
 #   package-x4-3e-4: the 3e-4 candidate TAG (runs/decoder-x4-TAG-int8) as the built-in x4 (baselines reused from
 #             runs/x4-2026-12-02b, the fourth built-in taken from git; STEPS: its UNet's steps, for the card)
+#   knob:     #26, a realism end for the x4's fidelity knob: its decoder trunk (w = 0) fine-tuned for realism on
+#             the frozen int8 UNet, CFW (w = 1) for fidelity; two arms side by side (configs/decoder-x4-realism-end.yaml
+#             "gan", configs/decoder-x4-perceptual-end.yaml "perceptual"; runs/x4-realism-end-{gan,perceptual})
+#   select-knob: the shipped x4 and both arms, as they ship, at w = 0 and 1 on the bicubic val pairs
+#             (docs/benchmarks/x4_knob_val_*), and the knob rule of docs/realism.md (docs/benchmarks/x4_knob_rule.md)
+#   pictures-knob: crops of the external photos: the shipped x4, an arm (ARM) at w = 0 and 1, Real-ESRGAN, HR
 #   test:     the chosen models on the test pairs (published numbers)
-# Usage: bash scripts/decoder_realism_chain.sh unet|decoder|joint|realism|realism3|realism4|realism5|select-real5|rules5|pictures5|real5-int8|critics|arms|select|select-real|rules|package-x4|package-x4-real|pictures|compare-x4|compare-x4-real|fit-check|int8|select-int8|package-x4-int8|pictures-int8|lr-probe|lr-probe-long|probe-select|x4-refit|select-3e-4|pictures-3e-4|package-x4-3e-4|test
+# Usage: bash scripts/decoder_realism_chain.sh unet|decoder|joint|realism|realism3|realism4|realism5|select-real5|rules5|pictures5|real5-int8|critics|arms|select|select-real|rules|package-x4|package-x4-real|pictures|compare-x4|compare-x4-real|fit-check|int8|select-int8|package-x4-int8|pictures-int8|lr-probe|lr-probe-long|probe-select|x4-refit|select-3e-4|pictures-3e-4|package-x4-3e-4|knob|select-knob|pictures-knob|test
 # A killed run resumes from runs/<name>/checkpoint-latest. One CPU thread per run; two runs at a time at most.
 set -euo pipefail
 export OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1
@@ -67,7 +73,7 @@ as_shipped() {  # as_shipped <model folder> <new folder> <storage>: the model st
   [ -d "$2" ] || python -c "import sys; from turbosr.pipeline import SRPipeline
 SRPipeline.from_pretrained(sys.argv[1]).save_pretrained(sys.argv[2], storage=sys.argv[3])" "$@"
 }
-case "${1:?unet, decoder, joint, realism, realism3, realism4, realism5, select-real5, rules5, pictures5, real5-int8, critics, arms, select, select-real, rules, package-x4, package-x4-real, pictures, compare-x4, compare-x4-real, fit-check, int8, select-int8, package-x4-int8, pictures-int8, lr-probe, lr-probe-long, probe-select, x4-refit, select-3e-4, pictures-3e-4, package-x4-3e-4 or test}" in
+case "${1:?unet, decoder, joint, realism, realism3, realism4, realism5, select-real5, rules5, pictures5, real5-int8, critics, arms, select, select-real, rules, package-x4, package-x4-real, pictures, compare-x4, compare-x4-real, fit-check, int8, select-int8, package-x4-int8, pictures-int8, lr-probe, lr-probe-long, probe-select, x4-refit, select-3e-4, pictures-3e-4, package-x4-3e-4, knob, select-knob, pictures-knob or test}" in
   unet)
     turbosr train teacher --config configs/teacher-x4-small.yaml --set init_from=src/turbosr/weights/x4 \
       --set terminal_fraction=0.5 --set run.max_steps=8000 --set optim.warmup_steps=100 --set run.num_threads=1 \
@@ -322,6 +328,28 @@ PY
       --fact "Chosen on the val split, measured as it ships, by the rule of docs/realism.md written before measuring (artifact figure within 0.03 of HR's on bicubic val, then highest PSNR-Y): docs/benchmarks/x4_3e-4_val-x4.md." \
       --training-command "${COMMAND:?the joint fine-tune command}" \
       --training-command "SRC=<that run>/checkpoint-latest/model TAG=$TAG bash scripts/decoder_realism_chain.sh x4-refit" ;;
+  knob)
+    for arm in realism perceptual; do
+      OMP_NUM_THREADS=1 turbosr train decoder --config configs/decoder-x4-$arm-end.yaml > runs/x4-$arm-end.out 2>&1 &
+    done
+    wait ;;
+  select-knob)
+    python benchmarks/fidelity_curve.py --model src/turbosr/weights/x4 --pairs data/val-x4 --weights 0 1 \
+      --baselines bicubic --threads 1 --out docs/benchmarks/x4_knob_val_shipped
+    for arm in gan perceptual; do
+      as_shipped runs/x4-realism-end-$arm/$latest runs/x4-realism-end-$arm-stored int8
+      python benchmarks/fidelity_curve.py --model runs/x4-realism-end-$arm-stored --pairs data/val-x4 --weights 0 1 \
+        --threads 1 --out docs/benchmarks/x4_knob_val_$arm
+    done
+    python scripts/knob_rule.py --shipped docs/benchmarks/x4_knob_val_shipped.json \
+      --candidate gan=docs/benchmarks/x4_knob_val_gan.json \
+      --candidate perceptual=docs/benchmarks/x4_knob_val_perceptual.json > docs/benchmarks/x4_knob_rule.md ;;
+  pictures-knob)
+    python scripts/side_by_side.py data/external-x4 --names $crops scikit-image__astronaut@170,30 \
+      scikit-learn__flower@230,110 --column bicubic=bicubic --column "x4 (shipped)=model:x4" \
+      --column "${ARM:?gan or perceptual}, w = 0=model:runs/x4-realism-end-$ARM-stored@fidelity=0" \
+      --column "$ARM, w = 1=model:runs/x4-realism-end-$ARM-stored@fidelity=1" \
+      --column "Real-ESRGAN=baseline:realesrgan_x4plus" --column HR=hr --out docs/img/x4_knob_$ARM.png ;;
   test)
     for pairs in test-x4 test-x4-blind; do
       python benchmarks/quality_vs_steps.py --lq data/$pairs/lq --ref data/$pairs/hq --scale 4 --crop-border 4 \

@@ -7,8 +7,9 @@
         --column "turbosr x4-real=model:x4-real" --column HR=hr
 
 A column is LABEL=SPEC with SPEC one of: ``lq`` (the input, pixels enlarged), ``hr``, ``bicubic``,
-``baseline:NAME`` (turbosr.baselines), ``model:MODEL[@STEPS]`` (a built-in name or a model folder; seed 0,
-1 step unless @STEPS). The default columns are bicubic | built-in x4 at 1 and 4 steps | HR.
+``baseline:NAME`` (turbosr.baselines), ``model:MODEL[@STEPS][@fidelity=W]`` (a built-in name or a model folder;
+seed 0, 1 step unless @STEPS, the model's default CFW weight unless @fidelity=W). The default columns are bicubic |
+built-in x4 at 1 and 4 steps | HR.
 """
 
 from __future__ import annotations
@@ -40,11 +41,14 @@ def column_maker(spec: str, scale: int) -> Callable[[torch.Tensor, torch.Tensor]
         upscale = baseline_upscaler(spec.removeprefix("baseline:"), scale)
         return lambda lq, hq: upscale(lq)
     if spec.startswith("model:"):
-        model, _, steps = spec.removeprefix("model:").partition("@")
+        model, *options = spec.removeprefix("model:").split("@")
+        fidelity = [float(o.removeprefix("fidelity=")) for o in options if o.startswith("fidelity=")]
+        steps = [int(o) for o in options if not o.startswith("fidelity=")]
         folder = Path(model) if Path(model).is_dir() else builtin_model_dir(model)
         pipeline = SRPipeline.from_pretrained(folder)
-        return lambda lq, hq: pipeline(lq, num_steps=int(steps or 1), generator=torch.Generator().manual_seed(0))
-    raise SystemExit(f"unknown column {spec!r}: use lq, hr, bicubic, baseline:NAME or model:MODEL[@STEPS]")
+        return lambda lq, hq: pipeline(lq, num_steps=steps[0] if steps else 1, fidelity=fidelity[0] if fidelity else None,
+                                       generator=torch.Generator().manual_seed(0))
+    raise SystemExit(f"unknown column {spec!r}: use lq, hr, bicubic, baseline:NAME or model:MODEL[@STEPS][@fidelity=W]")
 
 
 def main() -> None:
