@@ -46,6 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
                          help="take a baseline's scores from this built-in's measurements.json where it measured the "
                               "same pair set (same digests) with the same metrics and software versions")
     package.add_argument("--storage", choices=COMPACT_STORAGES, default="float16")
+    package.add_argument("--default-fidelity", type=float, default=None, metavar="W",
+                         help="the CFW weight the built-in runs at when --fidelity is left out (default: the model's)")
     package.add_argument("--steps", type=int, nargs="+", default=[1],
                          help="denoising step counts to measure (the first is the card's headline; default 1)")
     package.add_argument("--summary", default="", help="one paragraph for the top of the card (no numbers)")
@@ -94,6 +96,7 @@ def describe_model(pipeline, folder: Path, storage: str, scale: int) -> dict:
                     "latent of the bicubic-upsampled LQ image, YONOS-SR conditioning)",
         "parameters_m": sum(p.numel() for p in pipeline.denoiser.parameters()) / 1e6,
         "storage": storage,
+        **({"default_fidelity": pipeline.default_fidelity} if pipeline.has_cfw else {}),
         "prediction_type": pipeline.config.prediction_type,
         "target": pipeline.config.target,
         "zero_terminal_snr": pipeline.config.schedule.zero_terminal_snr,
@@ -128,9 +131,10 @@ def evaluate(pipeline, title: str, pairs: Path, metrics: list[str], baselines: l
             return pipeline(lq, num_steps=num_steps, fidelity=fidelity, generator=torch.Generator().manual_seed(seed))
         return upscale
 
-    ours = [(f"turbosr ({n} step{'s' if n > 1 else ''})", upscaler(n, None)) for n in steps]
-    if pipeline.has_cfw:  # StableSR CFW: also the most faithful setting
-        ours.append(("turbosr (1 step, --fidelity 1)", upscaler(1, 1.0)))
+    ours = [(f"turbosr ({n} step{'s' if n > 1 else ''})", upscaler(n, None)) for n in steps]  # at its default w
+    if pipeline.has_cfw:  # StableSR CFW: also the knob's ends that are not the default
+        ours += [(f"turbosr (1 step, --fidelity {w})", upscaler(1, float(w))) for w in (1, 0)
+                 if pipeline.default_fidelity != w]
     identity = pairs_identity(pairs / "lq", pairs / "hq")
     known = reusable_baselines(reuse, identity, metrics)
     scores, count, reused = {}, 0, []
@@ -175,6 +179,8 @@ def package(args: argparse.Namespace, argv: list[str]) -> None:
         shutil.rmtree(staging)
     reuse = json.loads((args.reuse_baselines / "measurements.json").read_text()) if args.reuse_baselines else None
     source = SRPipeline.from_pretrained(args.model)
+    if args.default_fidelity is not None:
+        source = source.replace(default_fidelity=args.default_fidelity)
     source.save_pretrained(staging, storage=args.storage)
     packaged = SRPipeline.from_pretrained(staging)
     evaluations = []

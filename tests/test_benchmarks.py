@@ -152,6 +152,30 @@ def test_package_builtin_writes_a_card_generated_from_its_measurements(tmp_path,
     _reparse(measurements["command"])
 
 
+def test_package_builtin_sets_the_default_fidelity_and_measures_the_other_end(tmp_path, tiny_pipeline):
+    from turbosr.data import make_pairs
+    from turbosr.pipeline import SRPipeline
+
+    autoencoder = tiny_pipeline.autoencoder.with_decoder({"kind": "conv", "channels": [8], "blocks": [1],
+                                                          "head_channels": [], "cfw_channels": [8]})
+    tiny_pipeline.replace(autoencoder=autoencoder).save_pretrained(tmp_path / "model")
+    (tmp_path / "hr").mkdir()
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (96, 96, 3), dtype=np.uint8)).save(
+        tmp_path / "hr" / "photo.png")
+    make_pairs(tmp_path / "hr", tmp_path / "pairs", 4, crop_size=64)
+    module = load_script(ROOT / "scripts" / "package_builtin.py")
+    module.main(["package", str(tmp_path / "model"), "--name", "x4-test", "--pairs", f"set={tmp_path / 'pairs'}",
+                 "--metrics", "psnr_y", "--threads", "1", "--default-fidelity", "1", "--weights-dir",
+                 str(tmp_path / "w")])
+    folder = tmp_path / "w" / "x4-test"
+    measurements = json.loads((folder / "measurements.json").read_text())
+    assert SRPipeline.from_pretrained(folder).default_fidelity == 1.0
+    assert measurements["model"]["default_fidelity"] == 1.0
+    assert set(measurements["evaluations"][0]["scores"]) >= {"turbosr (1 step)", "turbosr (1 step, --fidelity 0)"}
+    assert "turbosr (1 step, --fidelity 1)" not in measurements["evaluations"][0]["scores"]  # that is the default
+    assert "when left out: 1;" in (folder / "README.md").read_text()
+
+
 def test_every_published_table_records_commands_that_reparse():
     """docs/benchmarks/*.json (the published tables) and the built-in model cards: each recorded command parses
     with its script's own argument parser (the archive/ of earlier tables excepted, see its README)."""

@@ -55,6 +55,9 @@ def render_card(m: dict[str, Any]) -> str:
         f"- Prediction: {model['prediction_type']}; diffusion target: {model['target']}; zero terminal SNR: "
         f"{model['zero_terminal_snr']}.",
         f"- Files: {model['size_mb']:.1f} MB; weights digest {model['digest']}.",
+        *([f"- `--fidelity` (StableSR's CFW weight, 0 = the decoder's own output, 1 = closest to the input) when "
+           f"left out: {model['default_fidelity']:g}; the turbosr rows without `--fidelity` run at it."]
+          if "default_fidelity" in model else []),
         "",
         "## How it was trained",
         "",
