@@ -52,13 +52,14 @@
 #   knob:     #26, a realism end for the x4's fidelity knob: its decoder trunk (w = 0) fine-tuned for realism on
 #             the frozen int8 UNet, CFW (w = 1) for fidelity; two arms side by side (configs/decoder-x4-gan-end.yaml
 #             "gan", configs/decoder-x4-perceptual-end.yaml "perceptual"; runs/x4-realism-end-{gan,perceptual})
-#   select-knob: the shipped x4 and both arms, as they ship, at w = 0 and 1 on the bicubic val pairs
+#   knob-cfw: an arm (ARM) then its CFW branch alone for 1,500 steps on its frozen trunk (runs/x4-knob-ARM-cfw)
+#   select-knob: the shipped x4 and both arms (with and without the CFW-only phase), as they ship, at w = 0 and 1 on the bicubic val pairs
 #             (docs/benchmarks/x4_knob_val_*), and the knob rule of docs/realism.md (docs/benchmarks/x4_knob_rule.md)
 #   pictures-knob: crops of the external photos: the shipped x4, an arm (ARM) at w = 0 and 1, Real-ESRGAN, HR
-#   package-x4-knob: the chosen arm (ARM) as the built-in x4, its default --fidelity 1 (baselines reused from
+#   package-x4-knob: the chosen candidate (ARM: gan, perceptual, gan-cfw or perceptual-cfw) as the built-in x4, its default --fidelity 1 (baselines reused from
 #             runs/x4-2026-12-03, the fifth built-in taken from git)
 #   test:     the chosen models on the test pairs (published numbers)
-# Usage: bash scripts/decoder_realism_chain.sh unet|decoder|joint|realism|realism3|realism4|realism5|select-real5|rules5|pictures5|real5-int8|critics|arms|select|select-real|rules|package-x4|package-x4-real|pictures|compare-x4|compare-x4-real|fit-check|int8|select-int8|package-x4-int8|pictures-int8|lr-probe|lr-probe-long|probe-select|x4-refit|select-3e-4|pictures-3e-4|package-x4-3e-4|knob|select-knob|pictures-knob|package-x4-knob|test
+# Usage: bash scripts/decoder_realism_chain.sh unet|decoder|joint|realism|realism3|realism4|realism5|select-real5|rules5|pictures5|real5-int8|critics|arms|select|select-real|rules|package-x4|package-x4-real|pictures|compare-x4|compare-x4-real|fit-check|int8|select-int8|package-x4-int8|pictures-int8|lr-probe|lr-probe-long|probe-select|x4-refit|select-3e-4|pictures-3e-4|package-x4-3e-4|knob|knob-cfw|select-knob|pictures-knob|package-x4-knob|test
 # A killed run resumes from runs/<name>/checkpoint-latest. One CPU thread per run; two runs at a time at most.
 set -euo pipefail
 export OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1
@@ -75,7 +76,7 @@ as_shipped() {  # as_shipped <model folder> <new folder> <storage>: the model st
   [ -d "$2" ] || python -c "import sys; from turbosr.pipeline import SRPipeline
 SRPipeline.from_pretrained(sys.argv[1]).save_pretrained(sys.argv[2], storage=sys.argv[3])" "$@"
 }
-case "${1:?unet, decoder, joint, realism, realism3, realism4, realism5, select-real5, rules5, pictures5, real5-int8, critics, arms, select, select-real, rules, package-x4, package-x4-real, pictures, compare-x4, compare-x4-real, fit-check, int8, select-int8, package-x4-int8, pictures-int8, lr-probe, lr-probe-long, probe-select, x4-refit, select-3e-4, pictures-3e-4, package-x4-3e-4, knob, select-knob, pictures-knob, package-x4-knob or test}" in
+case "${1:?unet, decoder, joint, realism, realism3, realism4, realism5, select-real5, rules5, pictures5, real5-int8, critics, arms, select, select-real, rules, package-x4, package-x4-real, pictures, compare-x4, compare-x4-real, fit-check, int8, select-int8, package-x4-int8, pictures-int8, lr-probe, lr-probe-long, probe-select, x4-refit, select-3e-4, pictures-3e-4, package-x4-3e-4, knob, knob-cfw, select-knob, pictures-knob, package-x4-knob or test}" in
   unet)
     turbosr train teacher --config configs/teacher-x4-small.yaml --set init_from=src/turbosr/weights/x4 \
       --set terminal_fraction=0.5 --set run.max_steps=8000 --set optim.warmup_steps=100 --set run.num_threads=1 \
@@ -335,38 +336,55 @@ PY
       OMP_NUM_THREADS=1 turbosr train decoder --config configs/decoder-x4-$arm-end.yaml > runs/x4-$arm-end.out 2>&1 &
     done
     wait ;;
+  knob-cfw)
+    OMP_NUM_THREADS=1 turbosr train decoder --config configs/decoder-x4-${ARM:?gan or perceptual}-end.yaml \
+      --set init_from=runs/x4-realism-end-$ARM/$latest --set loss.l1=0 --set loss.grid=0 \
+      --set adversarial.weight=0 --set adversarial.feature_matching=0 --set run.max_steps=1500 \
+      --set optim.decay_steps=500 --set run.output_dir=runs/x4-knob-$ARM-cfw ;;
   select-knob)
-    python benchmarks/fidelity_curve.py --model src/turbosr/weights/x4 --pairs data/val-x4 --weights 0 1 \
-      --baselines bicubic --threads 1 --out docs/benchmarks/x4_knob_val_shipped
+    [ -f docs/benchmarks/x4_knob_val_shipped.json ] || python benchmarks/fidelity_curve.py --model src/turbosr/weights/x4 \
+      --pairs data/val-x4 --weights 0 1 --baselines bicubic --threads 1 --out docs/benchmarks/x4_knob_val_shipped
+    candidates=()
     for arm in gan perceptual; do
-      as_shipped runs/x4-realism-end-$arm/$latest runs/x4-realism-end-$arm-stored int8
-      python benchmarks/fidelity_curve.py --model runs/x4-realism-end-$arm-stored --pairs data/val-x4 --weights 0 1 \
-        --threads 1 --out docs/benchmarks/x4_knob_val_$arm
+      for tag in $arm $arm-cfw; do
+        src=runs/x4-realism-end-$arm/$latest; [ "$tag" = "$arm" ] || src=runs/x4-knob-$tag/$latest
+        as_shipped $src runs/x4-knob-$tag-stored int8
+        [ -f docs/benchmarks/x4_knob_val_$tag.json ] || python benchmarks/fidelity_curve.py \
+          --model runs/x4-knob-$tag-stored --pairs data/val-x4 --weights 0 1 --threads 1 --out docs/benchmarks/x4_knob_val_$tag
+        candidates+=(--candidate "$tag=docs/benchmarks/x4_knob_val_$tag.json")
+      done
     done
-    python scripts/knob_rule.py --shipped docs/benchmarks/x4_knob_val_shipped.json \
-      --candidate gan=docs/benchmarks/x4_knob_val_gan.json \
-      --candidate perceptual=docs/benchmarks/x4_knob_val_perceptual.json > docs/benchmarks/x4_knob_rule.md ;;
+    python scripts/knob_rule.py --shipped docs/benchmarks/x4_knob_val_shipped.json "${candidates[@]}" \
+      > docs/benchmarks/x4_knob_rule.md ;;
   pictures-knob)
     python scripts/side_by_side.py data/external-x4 --names $crops scikit-image__astronaut@170,30 \
       scikit-learn__flower@230,110 --column bicubic=bicubic --column "x4 (shipped)=model:x4" \
-      --column "${ARM:?gan or perceptual}, w = 0=model:runs/x4-realism-end-$ARM-stored@fidelity=0" \
-      --column "$ARM, w = 1=model:runs/x4-realism-end-$ARM-stored@fidelity=1" \
+      --column "${ARM:?gan, perceptual, gan-cfw or perceptual-cfw}, w = 0=model:runs/x4-knob-$ARM-stored@fidelity=0" \
+      --column "$ARM, w = 1=model:runs/x4-knob-$ARM-stored@fidelity=1" \
       --column "Real-ESRGAN=baseline:realesrgan_x4plus" --column HR=hr --out docs/img/x4_knob_$ARM.png ;;
   package-x4-knob)
     [ -d runs/x4-2026-12-03 ] || { mkdir -p runs/x4-2026-12-03 && git archive 6dd77cf src/turbosr/weights/x4 | tar -x -C runs/x4-2026-12-03; }
-    case "${ARM:?gan or perceptual}" in
+    arm=${ARM%-cfw}; src=runs/x4-realism-end-$arm/$latest; [ "$arm" = "$ARM" ] || src=runs/x4-knob-$ARM/$latest
+    case "${arm:?gan, perceptual, gan-cfw or perceptual-cfw}" in
       gan) w0_loss="L1 x 0.5 + feature matching on the frozen InceptionV3's mid-level features x 1 + a PatchGAN hinge term x 0.05 from step 200 + the grid term x 0.1" ;;
       *) w0_loss="L1 x 0.5 + feature matching on the frozen InceptionV3's mid-level features x 1 + the grid term x 0.1 (no critic)" ;;
     esac
-    config=configs/decoder-x4-$ARM-end.yaml
-    python scripts/package_builtin.py package runs/x4-realism-end-$ARM/$latest --name x4 --storage int8 --threads 1 \
+    config=configs/decoder-x4-$arm-end.yaml
+    cfw_fact=(); cfw_command=()
+    if [ "$arm" != "$ARM" ]; then
+      cfw_fact=(--fact "Then CFW alone on that frozen trunk: 1,500 steps, the same CFW loss, learning rate 1e-4 falling linearly to zero over the last 500 steps (the w = 0 terms off).")
+      cfw_command=(--training-command "ARM=$arm bash scripts/decoder_realism_chain.sh knob-cfw")
+    fi
+    python scripts/package_builtin.py package $src --name x4 --storage int8 --threads 1 \
       --default-fidelity 1 "${x4_card[@]}" --reuse-baselines runs/x4-2026-12-03/src/turbosr/weights/x4 \
       --summary "A small latent diffusion SR model trained by this project on 2 CPU cores, for clean or bicubic-style inputs (sixth built-in x4, $(date +%Y-%m-%d)): the fifth built-in's one-step int8 UNet, unchanged, with its learned latent decoder given a realism end. --fidelity W in [0, 1] is StableSR's knob: 1 (the default, also when left out) fuses the input's features into the decoder for the most faithful output; 0 is the decoder's own output, trained for perceptual realism (sharper texture, less faithful); values between blend the two." \
       --fact "Start: the built-in x4 of 2026-12-03 (fifth built-in, weights digest b8ed37b1a3081566); its int8 UNet frozen as stored." \
       --fact "Decoder: a convolutional decoder of the patch latent (models/decoders.py: 4 residual blocks of 128 channels at the latent resolution, one x8 sub-pixel convolution to RGB, added to the linear patch decode whose residual it learns), and CFW inside it (a 64-channel encoder of the LQ condition latent fused into the trunk through zero-initialised convolutions, scaled by w)." \
       --fact "Decoder fine-tuning ($config, 3,000 steps, 128-px crops, batch 8, bicubic x4, learning rate 1e-4 falling linearly to zero over the last 1,000 steps, bf16 autocast, one CPU thread): the trunk (w = 0) on $w0_loss; CFW (w = 1) on L1 + 0.2 SSIM + 0.5 Sobel-edge + 0.03 grid term with the trunk held fixed, as StableSR trains CFW on a fixed decoder." \
+      "${cfw_fact[@]}" \
       --fact "Chosen on the val split, measured as it ships, by the knob rule of docs/realism.md written before measuring (default output within 0.05 dB of the fifth built-in's, the knob spanning at least 0.3 dB, grid within 0.03 of HR's at both ends, w = 0's patch KID below w = 1's): docs/benchmarks/x4_knob_rule.md." \
-      --training-command "turbosr train decoder --config $config   # bash scripts/decoder_realism_chain.sh knob runs both arms" ;;
+      --training-command "turbosr train decoder --config $config   # bash scripts/decoder_realism_chain.sh knob runs both arms" \
+      "${cfw_command[@]}" ;;
   test)
     for pairs in test-x4 test-x4-blind; do
       python benchmarks/quality_vs_steps.py --lq data/$pairs/lq --ref data/$pairs/hq --scale 4 --crop-border 4 \
