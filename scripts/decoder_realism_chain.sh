@@ -58,8 +58,11 @@
 #   pictures-knob: crops of the external photos: the shipped x4, an arm (ARM) at w = 0 and 1, Real-ESRGAN, HR
 #   package-x4-knob: the chosen candidate (ARM: gan, perceptual, gan-cfw or perceptual-cfw) as the built-in x4, its default --fidelity 1 (baselines reused from
 #             runs/x4-2026-12-03, the fifth built-in taken from git)
+#   real-knob: #22, the same realism end for x4-real (configs/decoder-x4-real-perceptual-end.yaml)
+#   select-real-knob: the shipped x4-real and that run (w = 0 and 1), as they ship, on the blind and bicubic val
+#             pairs (docs/benchmarks/x4_real_knob_val-*), and the x4-real rule (docs/benchmarks/x4_real_knob_rule.md)
 #   test:     the chosen models on the test pairs (published numbers)
-# Usage: bash scripts/decoder_realism_chain.sh unet|decoder|joint|realism|realism3|realism4|realism5|select-real5|rules5|pictures5|real5-int8|critics|arms|select|select-real|rules|package-x4|package-x4-real|pictures|compare-x4|compare-x4-real|fit-check|int8|select-int8|package-x4-int8|pictures-int8|lr-probe|lr-probe-long|probe-select|x4-refit|select-3e-4|pictures-3e-4|package-x4-3e-4|knob|knob-cfw|select-knob|pictures-knob|package-x4-knob|test
+# Usage: bash scripts/decoder_realism_chain.sh unet|decoder|joint|realism|realism3|realism4|realism5|select-real5|rules5|pictures5|real5-int8|critics|arms|select|select-real|rules|package-x4|package-x4-real|pictures|compare-x4|compare-x4-real|fit-check|int8|select-int8|package-x4-int8|pictures-int8|lr-probe|lr-probe-long|probe-select|x4-refit|select-3e-4|pictures-3e-4|package-x4-3e-4|knob|knob-cfw|select-knob|pictures-knob|package-x4-knob|real-knob|select-real-knob|test
 # A killed run resumes from runs/<name>/checkpoint-latest. One CPU thread per run; two runs at a time at most.
 set -euo pipefail
 export OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1
@@ -76,7 +79,7 @@ as_shipped() {  # as_shipped <model folder> <new folder> <storage>: the model st
   [ -d "$2" ] || python -c "import sys; from turbosr.pipeline import SRPipeline
 SRPipeline.from_pretrained(sys.argv[1]).save_pretrained(sys.argv[2], storage=sys.argv[3])" "$@"
 }
-case "${1:?unet, decoder, joint, realism, realism3, realism4, realism5, select-real5, rules5, pictures5, real5-int8, critics, arms, select, select-real, rules, package-x4, package-x4-real, pictures, compare-x4, compare-x4-real, fit-check, int8, select-int8, package-x4-int8, pictures-int8, lr-probe, lr-probe-long, probe-select, x4-refit, select-3e-4, pictures-3e-4, package-x4-3e-4, knob, knob-cfw, select-knob, pictures-knob, package-x4-knob or test}" in
+case "${1:?unet, decoder, joint, realism, realism3, realism4, realism5, select-real5, rules5, pictures5, real5-int8, critics, arms, select, select-real, rules, package-x4, package-x4-real, pictures, compare-x4, compare-x4-real, fit-check, int8, select-int8, package-x4-int8, pictures-int8, lr-probe, lr-probe-long, probe-select, x4-refit, select-3e-4, pictures-3e-4, package-x4-3e-4, knob, knob-cfw, select-knob, pictures-knob, package-x4-knob, real-knob, select-real-knob or test}" in
   unet)
     turbosr train teacher --config configs/teacher-x4-small.yaml --set init_from=src/turbosr/weights/x4 \
       --set terminal_fraction=0.5 --set run.max_steps=8000 --set optim.warmup_steps=100 --set run.num_threads=1 \
@@ -385,6 +388,21 @@ PY
       --fact "Chosen on the val split, measured as it ships, by the knob rule of docs/realism.md written before measuring (default output within 0.05 dB of the fifth built-in's, the knob spanning at least 0.3 dB, grid within 0.03 of HR's at both ends, w = 0's patch KID below w = 1's): docs/benchmarks/x4_knob_rule.md." \
       --training-command "turbosr train decoder --config $config   # bash scripts/decoder_realism_chain.sh knob runs both arms" \
       "${cfw_command[@]}" ;;
+  real-knob)
+    OMP_NUM_THREADS=1 turbosr train decoder --config configs/decoder-x4-real-perceptual-end.yaml ;;
+  select-real-knob)
+    as_shipped runs/x4-real-perceptual-end/$latest runs/x4-real-knob-stored int8
+    for pairs in val-x4-blind val-x4; do
+      python benchmarks/quality_vs_steps.py --lq data/$pairs/lq --ref data/$pairs/hq --scale 4 --crop-border 4 \
+        --threads 1 --baselines bicubic realesrgan_x4plus --model "x4 (built-in)=src/turbosr/weights/x4" \
+        --model "x4-real (shipped)=src/turbosr/weights/x4-real" \
+        --model "realism end, w = 0=runs/x4-real-knob-stored@fidelity=0" \
+        --model "realism end, w = 1=runs/x4-real-knob-stored@fidelity=1" --steps 1 \
+        --metrics psnr_y ssim_y grid niqe patch_kid --out docs/benchmarks/x4_real_knob_$pairs --resume
+    done
+    python scripts/apply_rules.py --bicubic docs/benchmarks/x4_real_knob_val-x4.json \
+      --blind docs/benchmarks/x4_real_knob_val-x4-blind.json --x4 "x4 (built-in)" \
+      --x4-real "x4-real (shipped)" "realism end, w = 0" "realism end, w = 1" > docs/benchmarks/x4_real_knob_rule.md ;;
   test)
     for pairs in test-x4 test-x4-blind; do
       python benchmarks/quality_vs_steps.py --lq data/$pairs/lq --ref data/$pairs/hq --scale 4 --crop-border 4 \
