@@ -100,3 +100,30 @@ def smooth_photos(tmp_path_factory):
 def lq_image():
     generator = torch.Generator().manual_seed(1)
     return torch.rand(1, 3, 20, 28, generator=generator)
+
+
+# a tiny learned latent decoder with CFW (tests of models/decoders.py, streaming, the fidelity knob)
+TINY_SHAPE = {"kind": "conv", "channels": [16, 8], "blocks": [1, 1], "head_channels": [], "cfw_channels": [8, 4]}
+
+
+def randomised(decoder, seed: int = 0):
+    """Every weight drawn again (the zero-initialised output layers too), so each path really contributes."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for parameter in decoder.parameters():
+            parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.15)
+    return decoder
+
+
+def tiny_model_with_learned_decoder() -> tuple:
+    """A tiny x4 model (config, denoiser, autoencoder): non-zero UNet output, a randomised learned decoder + CFW."""
+    from turbosr.models import build_model, model_config
+
+    torch.manual_seed(0)
+    config = model_config("tiny", scale=4)
+    denoiser, autoencoder = build_model(config)
+    torch.nn.init.normal_(denoiser.unet.conv_out.weight, 0, 0.02)
+    autoencoder.fit(torch.rand(4, 3, 32, 32) * 2 - 1)
+    autoencoder = autoencoder.with_decoder(TINY_SHAPE)
+    randomised(autoencoder.decoder, seed=3)
+    return config, denoiser, autoencoder

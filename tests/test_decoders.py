@@ -10,23 +10,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from turbosr.config import load_config, model_config
-from turbosr.models import build_model
+from conftest import TINY_SHAPE, randomised, tiny_model_with_learned_decoder
+from turbosr.config import load_config
 from turbosr.models.autoencoders import PatchAutoencoder
 from turbosr.models.decoders import LatentDecoder
 from turbosr.pipeline import SRPipeline
 from turbosr.tiling import tiled_map
-
-TINY_SHAPE = {"kind": "conv", "channels": [16, 8], "blocks": [1, 1], "head_channels": [], "cfw_channels": [8, 4]}
-
-
-def randomised(decoder: LatentDecoder, seed: int = 0) -> LatentDecoder:
-    """Every weight drawn again (the zero-initialised output layers too), so each path really contributes."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for parameter in decoder.parameters():
-            parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.15)
-    return decoder
 
 
 def test_a_new_decoder_decodes_exactly_as_the_linear_one():
@@ -83,13 +72,7 @@ def test_cfw_at_zero_is_exactly_the_decoder_without_it():
 
 
 def test_pipeline_with_a_learned_decoder_saves_loads_and_tiles(tmp_path):
-    torch.manual_seed(0)
-    config = model_config("tiny", scale=4)
-    denoiser, autoencoder = build_model(config)
-    torch.nn.init.normal_(denoiser.unet.conv_out.weight, 0, 0.02)
-    autoencoder.fit(torch.rand(4, 3, 32, 32) * 2 - 1)
-    autoencoder = autoencoder.with_decoder(TINY_SHAPE)
-    randomised(autoencoder.decoder, seed=3)
+    config, denoiser, autoencoder = tiny_model_with_learned_decoder()
     with torch.no_grad():  # keep the decoder's residual small, like a trained one
         autoencoder.decoder.to_rgb.conv.weight.mul_(0.05)
     pipeline = SRPipeline(denoiser, autoencoder, config)
@@ -121,13 +104,7 @@ def test_pipeline_with_a_learned_decoder_saves_loads_and_tiles(tmp_path):
 
 
 def test_a_folders_default_fidelity_is_the_weight_a_call_without_one_runs_at(tmp_path):
-    torch.manual_seed(0)
-    config = model_config("tiny", scale=4)
-    denoiser, autoencoder = build_model(config)
-    torch.nn.init.normal_(denoiser.unet.conv_out.weight, 0, 0.02)
-    autoencoder.fit(torch.rand(4, 3, 32, 32) * 2 - 1)
-    autoencoder = autoencoder.with_decoder(TINY_SHAPE)
-    randomised(autoencoder.decoder, seed=3)
+    config, denoiser, autoencoder = tiny_model_with_learned_decoder()
     lq = torch.rand(1, 3, 40, 36, generator=torch.Generator().manual_seed(1))
 
     def run(model: SRPipeline, fidelity: float | None) -> torch.Tensor:

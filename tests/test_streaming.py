@@ -9,6 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest import tiny_model_with_learned_decoder
 from turbosr import streaming
 from turbosr.degradations import upsample_lq
 from turbosr.image import LoadedImage, load_image
@@ -18,19 +19,7 @@ from turbosr.pipeline import SRPipeline, _pad_to_multiple
 @pytest.fixture(scope="module")
 def pipeline() -> SRPipeline:
     """A tiny x4 model with a learned decoder + CFW whose every weight is non-zero, and a non-zero UNet output."""
-    from turbosr.models import build_model, model_config
-
-    torch.manual_seed(0)
-    config = model_config("tiny", scale=4)
-    denoiser, autoencoder = build_model(config)
-    torch.nn.init.normal_(denoiser.unet.conv_out.weight, 0, 0.02)
-    autoencoder.fit(torch.rand(4, 3, 32, 32) * 2 - 1)
-    autoencoder = autoencoder.with_decoder({"kind": "conv", "channels": [16, 8], "blocks": [1, 1],
-                                            "head_channels": [], "cfw_channels": [8]})
-    generator = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for parameter in autoencoder.decoder.parameters():
-            parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.05)
+    config, denoiser, autoencoder = tiny_model_with_learned_decoder()
     return SRPipeline(denoiser, autoencoder, config)
 
 
