@@ -55,6 +55,8 @@
 #   knob-cfw: an arm (ARM) then its CFW branch alone for 1,500 steps on its frozen trunk (runs/x4-knob-ARM-cfw)
 #   select-knob: the shipped x4 and both arms (with and without the CFW-only phase), as they ship, at w = 0 and 1 on the bicubic val pairs
 #             (docs/benchmarks/x4_knob_val_*), and the knob rule of docs/realism.md (docs/benchmarks/x4_knob_rule.md)
+#   knob2 | select-knob2: round 2, the perceptual arm with the grid term at 0.3 (configs/decoder-x4-perceptual-grid-end.yaml),
+#             and the knob rule over all candidates
 #   pictures-knob: crops of the external photos: the shipped x4, an arm (ARM) at w = 0 and 1, Real-ESRGAN, HR
 #   package-x4-knob: the chosen candidate (ARM: gan, perceptual, gan-cfw or perceptual-cfw) as the built-in x4, its default --fidelity 1 (baselines reused from
 #             runs/x4-2026-12-03, the fifth built-in taken from git)
@@ -62,7 +64,7 @@
 #   select-real-knob: the shipped x4-real and that run (w = 0 and 1), as they ship, on the blind and bicubic val
 #             pairs (docs/benchmarks/x4_real_knob_val-*), and the x4-real rule (docs/benchmarks/x4_real_knob_rule.md)
 #   test:     the chosen models on the test pairs (published numbers)
-# Usage: bash scripts/decoder_realism_chain.sh unet|decoder|joint|realism|realism3|realism4|realism5|select-real5|rules5|pictures5|real5-int8|critics|arms|select|select-real|rules|package-x4|package-x4-real|pictures|compare-x4|compare-x4-real|fit-check|int8|select-int8|package-x4-int8|pictures-int8|lr-probe|lr-probe-long|probe-select|x4-refit|select-3e-4|pictures-3e-4|package-x4-3e-4|knob|knob-cfw|select-knob|pictures-knob|package-x4-knob|real-knob|select-real-knob|test
+# Usage: bash scripts/decoder_realism_chain.sh unet|decoder|joint|realism|realism3|realism4|realism5|select-real5|rules5|pictures5|real5-int8|critics|arms|select|select-real|rules|package-x4|package-x4-real|pictures|compare-x4|compare-x4-real|fit-check|int8|select-int8|package-x4-int8|pictures-int8|lr-probe|lr-probe-long|probe-select|x4-refit|select-3e-4|pictures-3e-4|package-x4-3e-4|knob|knob-cfw|select-knob|knob2|select-knob2|pictures-knob|package-x4-knob|real-knob|select-real-knob|test
 # A killed run resumes from runs/<name>/checkpoint-latest. One CPU thread per run; two runs at a time at most.
 set -euo pipefail
 export OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1
@@ -79,7 +81,7 @@ as_shipped() {  # as_shipped <model folder> <new folder> <storage>: the model st
   [ -d "$2" ] || python -c "import sys; from turbosr.pipeline import SRPipeline
 SRPipeline.from_pretrained(sys.argv[1]).save_pretrained(sys.argv[2], storage=sys.argv[3])" "$@"
 }
-case "${1:?unet, decoder, joint, realism, realism3, realism4, realism5, select-real5, rules5, pictures5, real5-int8, critics, arms, select, select-real, rules, package-x4, package-x4-real, pictures, compare-x4, compare-x4-real, fit-check, int8, select-int8, package-x4-int8, pictures-int8, lr-probe, lr-probe-long, probe-select, x4-refit, select-3e-4, pictures-3e-4, package-x4-3e-4, knob, knob-cfw, select-knob, pictures-knob, package-x4-knob, real-knob, select-real-knob or test}" in
+case "${1:?unet, decoder, joint, realism, realism3, realism4, realism5, select-real5, rules5, pictures5, real5-int8, critics, arms, select, select-real, rules, package-x4, package-x4-real, pictures, compare-x4, compare-x4-real, fit-check, int8, select-int8, package-x4-int8, pictures-int8, lr-probe, lr-probe-long, probe-select, x4-refit, select-3e-4, pictures-3e-4, package-x4-3e-4, knob, knob-cfw, select-knob, knob2, select-knob2, pictures-knob, package-x4-knob, real-knob, select-real-knob or test}" in
   unet)
     turbosr train teacher --config configs/teacher-x4-small.yaml --set init_from=src/turbosr/weights/x4 \
       --set terminal_fraction=0.5 --set run.max_steps=8000 --set optim.warmup_steps=100 --set run.num_threads=1 \
@@ -358,6 +360,16 @@ PY
       done
     done
     python scripts/knob_rule.py --shipped docs/benchmarks/x4_knob_val_shipped.json "${candidates[@]}" \
+      > docs/benchmarks/x4_knob_rule.md ;;
+  knob2)
+    OMP_NUM_THREADS=1 turbosr train decoder --config configs/decoder-x4-perceptual-grid-end.yaml ;;
+  select-knob2)
+    as_shipped runs/x4-realism-end-perceptual-grid/$latest runs/x4-knob-perceptual-grid-stored int8
+    [ -f docs/benchmarks/x4_knob_val_perceptual-grid.json ] || python benchmarks/fidelity_curve.py \
+      --model runs/x4-knob-perceptual-grid-stored --pairs data/val-x4 --weights 0 1 --threads 1 \
+      --out docs/benchmarks/x4_knob_val_perceptual-grid
+    python scripts/knob_rule.py --shipped docs/benchmarks/x4_knob_val_shipped.json \
+      $(for tag in gan gan-cfw perceptual perceptual-cfw perceptual-grid; do echo --candidate $tag=docs/benchmarks/x4_knob_val_$tag.json; done) \
       > docs/benchmarks/x4_knob_rule.md ;;
   pictures-knob)
     python scripts/side_by_side.py data/external-x4 --names $crops scikit-image__astronaut@170,30 \
