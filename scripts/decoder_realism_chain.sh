@@ -374,8 +374,8 @@ PY
   pictures-knob)
     python scripts/side_by_side.py data/external-x4 --names $crops scikit-image__astronaut@170,30 \
       scikit-learn__flower@230,110 --column bicubic=bicubic --column "x4 (shipped)=model:x4" \
-      --column "${ARM:?gan, perceptual, gan-cfw or perceptual-cfw}, w = 0=model:runs/x4-knob-$ARM-stored@fidelity=0" \
-      --column "$ARM, w = 1=model:runs/x4-knob-$ARM-stored@fidelity=1" \
+      --column "${ARM:?gan, perceptual, gan-cfw or perceptual-cfw} at w 0=model:runs/x4-knob-$ARM-stored@fidelity=0" \
+      --column "$ARM at w 1=model:runs/x4-knob-$ARM-stored@fidelity=1" \
       --column "Real-ESRGAN=baseline:realesrgan_x4plus" --column HR=hr --out docs/img/x4_knob_$ARM.png ;;
   package-x4-knob)
     [ -d runs/x4-2026-12-03 ] || { mkdir -p runs/x4-2026-12-03 && git archive 6dd77cf src/turbosr/weights/x4 | tar -x -C runs/x4-2026-12-03; }
