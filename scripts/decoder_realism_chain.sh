@@ -56,7 +56,7 @@
 #   select-knob: the shipped x4 and both arms (with and without the CFW-only phase), as they ship, at w = 0 and 1 on the bicubic val pairs
 #             (docs/benchmarks/x4_knob_val_*), and the knob rule of docs/realism.md (docs/benchmarks/x4_knob_rule.md)
 #   knob2 | select-knob2: round 2, the perceptual arm with the grid term at 0.3 (configs/decoder-x4-perceptual-grid-end.yaml),
-#             and the knob rule over all candidates
+#             and the knob rule over all candidates (select-knob2 is select-knob: each measures what is not yet measured)
 #   pictures-knob: crops of the external photos: the shipped x4, an arm (ARM) at w = 0 and 1, Real-ESRGAN, HR
 #   package-x4-knob: the chosen candidate (ARM: gan, perceptual, gan-cfw or perceptual-cfw) as the built-in x4, its default --fidelity 1 (baselines reused from
 #             runs/x4-2026-12-03, the fifth built-in taken from git)
@@ -80,6 +80,9 @@ x4_card=(--pairs 'test split, bicubic=data/test-x4' --pairs 'test split, Real-ES
 as_shipped() {  # as_shipped <model folder> <new folder> <storage>: the model stored as a built-in would be, loaded back
   [ -d "$2" ] || python -c "import sys; from turbosr.pipeline import SRPipeline
 SRPipeline.from_pretrained(sys.argv[1]).save_pretrained(sys.argv[2], storage=sys.argv[3])" "$@"
+}
+knob_run() {  # knob_run <candidate>: the run folder of a knob candidate (an arm, or an arm's CFW-only phase)
+  case "$1" in *-cfw) echo runs/x4-knob-$1 ;; *) echo runs/x4-realism-end-$1 ;; esac
 }
 case "${1:?unet, decoder, joint, realism, realism3, realism4, realism5, select-real5, rules5, pictures5, real5-int8, critics, arms, select, select-real, rules, package-x4, package-x4-real, pictures, compare-x4, compare-x4-real, fit-check, int8, select-int8, package-x4-int8, pictures-int8, lr-probe, lr-probe-long, probe-select, x4-refit, select-3e-4, pictures-3e-4, package-x4-3e-4, knob, knob-cfw, select-knob, knob2, select-knob2, pictures-knob, package-x4-knob, real-knob, select-real-knob or test}" in
   unet)
@@ -346,40 +349,32 @@ PY
       --set init_from=runs/x4-realism-end-$ARM/$latest --set loss.l1=0 --set loss.grid=0 \
       --set adversarial.weight=0 --set adversarial.feature_matching=0 --set run.max_steps=1500 \
       --set optim.decay_steps=500 --set run.output_dir=runs/x4-knob-$ARM-cfw ;;
-  select-knob)
+  select-knob|select-knob2)  # every candidate measured once (tables kept), then the rule over all of them
     [ -f docs/benchmarks/x4_knob_val_shipped.json ] || python benchmarks/fidelity_curve.py --model src/turbosr/weights/x4 \
       --pairs data/val-x4 --weights 0 1 --baselines bicubic --threads 1 --out docs/benchmarks/x4_knob_val_shipped
     candidates=()
-    for arm in gan perceptual; do
-      for tag in $arm $arm-cfw; do
-        src=runs/x4-realism-end-$arm/$latest; [ "$tag" = "$arm" ] || src=runs/x4-knob-$tag/$latest
-        as_shipped $src runs/x4-knob-$tag-stored int8
-        [ -f docs/benchmarks/x4_knob_val_$tag.json ] || python benchmarks/fidelity_curve.py \
-          --model runs/x4-knob-$tag-stored --pairs data/val-x4 --weights 0 1 --threads 1 --out docs/benchmarks/x4_knob_val_$tag
-        candidates+=(--candidate "$tag=docs/benchmarks/x4_knob_val_$tag.json")
-      done
+    for tag in gan gan-cfw perceptual perceptual-cfw perceptual-grid; do
+      if [ ! -f docs/benchmarks/x4_knob_val_$tag.json ]; then
+        as_shipped "$(knob_run $tag)/$latest" runs/x4-knob-$tag-stored int8
+        python benchmarks/fidelity_curve.py --model runs/x4-knob-$tag-stored --pairs data/val-x4 --weights 0 1 \
+          --threads 1 --out docs/benchmarks/x4_knob_val_$tag
+      fi
+      candidates+=(--candidate "$tag=docs/benchmarks/x4_knob_val_$tag.json")
     done
     python scripts/knob_rule.py --shipped docs/benchmarks/x4_knob_val_shipped.json "${candidates[@]}" \
       > docs/benchmarks/x4_knob_rule.md ;;
   knob2)
     OMP_NUM_THREADS=1 turbosr train decoder --config configs/decoder-x4-perceptual-grid-end.yaml ;;
-  select-knob2)
-    as_shipped runs/x4-realism-end-perceptual-grid/$latest runs/x4-knob-perceptual-grid-stored int8
-    [ -f docs/benchmarks/x4_knob_val_perceptual-grid.json ] || python benchmarks/fidelity_curve.py \
-      --model runs/x4-knob-perceptual-grid-stored --pairs data/val-x4 --weights 0 1 --threads 1 \
-      --out docs/benchmarks/x4_knob_val_perceptual-grid
-    python scripts/knob_rule.py --shipped docs/benchmarks/x4_knob_val_shipped.json \
-      $(for tag in gan gan-cfw perceptual perceptual-cfw perceptual-grid; do echo --candidate $tag=docs/benchmarks/x4_knob_val_$tag.json; done) \
-      > docs/benchmarks/x4_knob_rule.md ;;
   pictures-knob)
+    as_shipped "$(knob_run "${ARM:?a knob candidate}")/$latest" runs/x4-knob-$ARM-stored int8
     python scripts/side_by_side.py data/external-x4 --names $crops scikit-image__astronaut@170,30 \
       scikit-learn__flower@230,110 --column bicubic=bicubic --column "x4 (shipped)=model:x4" \
-      --column "${ARM:?gan, perceptual, gan-cfw or perceptual-cfw} at w 0=model:runs/x4-knob-$ARM-stored@fidelity=0" \
+      --column "$ARM at w 0=model:runs/x4-knob-$ARM-stored@fidelity=0" \
       --column "$ARM at w 1=model:runs/x4-knob-$ARM-stored@fidelity=1" \
       --column "Real-ESRGAN=baseline:realesrgan_x4plus" --column HR=hr --out docs/img/x4_knob_$ARM.png ;;
   package-x4-knob)
     [ -d runs/x4-2026-12-03 ] || { mkdir -p runs/x4-2026-12-03 && git archive 6dd77cf src/turbosr/weights/x4 | tar -x -C runs/x4-2026-12-03; }
-    arm=${ARM%-cfw}; src=runs/x4-realism-end-$arm/$latest; [ "$arm" = "$ARM" ] || src=runs/x4-knob-$ARM/$latest
+    arm=${ARM%-cfw}; src=$(knob_run "$ARM")/$latest
     case "${arm:?gan, perceptual, perceptual-grid, gan-cfw or perceptual-cfw}" in
       gan) w0_loss="L1 x 0.5 + feature matching on the frozen InceptionV3's mid-level features x 1 + a PatchGAN hinge term x 0.05 from step 200 + the grid term x 0.1" ;;
       perceptual) w0_loss="L1 x 0.5 + feature matching on the frozen InceptionV3's mid-level features x 1 + the grid term x 0.1 (no critic)" ;;
