@@ -115,14 +115,47 @@ def test_grid_figure_ignores_a_pure_shift_of_the_phase():
     assert abs(rolled - float(grid_figure(photo, 8))) < 0.01
 
 
+def _diagonal_hatch(shape: torch.Size, levels: float, shift: int = 0) -> torch.Tensor:
+    """A pattern stamped on every 8 x 8 patch that runs diagonally (like a perceptual loss's hatch)."""
+    rows, columns = torch.meshgrid(torch.arange(shape[-2]), torch.arange(shape[-1]), indexing="ij")
+    return torch.cos(2 * math.pi * ((rows + columns + shift) % 8) / 8) * levels / 255
+
+
+def test_lattice_figure_sees_a_diagonal_hatch_the_grid_figure_misses():
+    from turbosr.metrics.artifacts import grid_figure, lattice_figure
+
+    photo = _photo()
+    hatched = (photo + _diagonal_hatch(photo.shape, 2)).clamp(0, 1)
+    clean = float(lattice_figure(photo, 8))
+    assert clean < 10  # a photo: estimator noise only, a few dB
+    assert float(lattice_figure(hatched, 8)) > clean + 3  # the rule's tolerance (docs/realism.md)
+    assert float(grid_figure(hatched, 8)) < float(grid_figure(photo, 8)) + 0.03  # the 1-D figure is blind to it
+    assert float(lattice_figure(hatched, 7)) < clean + 3  # another lattice does not see it
+
+
+def test_lattice_figure_sees_any_stamped_patch_pattern_and_ignores_its_phase():
+    from turbosr.metrics.artifacts import lattice_figure
+
+    photo = _photo()
+    stamp = torch.randn(8, 8, generator=torch.Generator().manual_seed(1)) * 1.5 / 255  # one random 8 x 8 stamp
+    stamped = (photo + stamp.repeat(32, 32)).clamp(0, 1)
+    assert float(lattice_figure(stamped, 8)) > float(lattice_figure(photo, 8)) + 3
+    figures = [float(lattice_figure((photo + _diagonal_hatch(photo.shape, 3, shift)).clamp(0, 1), 8))
+               for shift in range(8)]
+    assert max(figures) - min(figures) < 1.0  # the same pattern on any phase: the same peak (dB)
+    with pytest.raises(ValueError, match="at least 34 pixels"):
+        lattice_figure(photo[..., :33, :33], 8)
+
+
 def test_grid_is_an_eval_metric_with_the_references_own_value(tmp_path):
     from turbosr.image import save_image
 
     photo = _photo()
     save_image(photo, tmp_path / "ref" / "a.png")
     save_image(photo, tmp_path / "pred" / "a.png")
-    results = evaluate_folders(tmp_path / "pred", tmp_path / "ref", ["psnr", "grid"], grid_period=8)
+    results = evaluate_folders(tmp_path / "pred", tmp_path / "ref", ["psnr", "grid", "lattice"], grid_period=8)
     assert results["mean"]["grid"] == pytest.approx(results["reference_mean"]["grid"], abs=1e-12)
+    assert results["mean"]["lattice"] == pytest.approx(results["reference_mean"]["lattice"], abs=1e-12)
     assert "psnr" not in results["reference_mean"]
     with pytest.raises(ValueError, match="period"):
         get_metrics(["grid"], grid_period=1)

@@ -60,11 +60,11 @@ def _dists(prediction: torch.Tensor, reference: torch.Tensor | None, crop_border
     return dists(quantize(prediction), quantize(reference))  # type: ignore[arg-type]
 
 
-def _grid(period: int) -> Callable[..., torch.Tensor]:
+def _artifact(figure: str, period: int) -> Callable[..., torch.Tensor]:
     def compute(prediction: torch.Tensor, reference: torch.Tensor | None, crop_border: int) -> torch.Tensor:
-        from turbosr.metrics.artifacts import grid_figure
+        from turbosr.metrics import artifacts
 
-        return grid_figure(prediction, period, crop_border)
+        return getattr(artifacts, figure)(prediction, period, crop_border)
 
     return compute
 
@@ -82,8 +82,13 @@ METRICS: dict[str, Callable[..., Metric]] = {
     "lpips_vgg": lambda **_: Metric("lpips_vgg", _lpips("vgg"), False, True, (0.0, math.inf)),
     "dists": lambda **_: Metric("dists", _dists, False, True, (0.0, 1.0)),
     # periodic-artifact figure (metrics/artifacts.py): about 1.0 for photos; compare with the reference's own
-    "grid": lambda grid_period=DEFAULT_GRID_PERIOD, **_: Metric("grid", _grid(grid_period), False, False,
-                                                                 (1.0, math.inf), score_reference=True),
+    "grid": lambda grid_period=DEFAULT_GRID_PERIOD, **_: Metric("grid", _artifact("grid_figure", grid_period), False,
+                                                                 False, (1.0, math.inf), score_reference=True),
+    # its 2-D counterpart (any orientation, e.g. a diagonal hatch): the strongest spectral peak on the period's
+    # lattice over its neighbours, in dB; a few dB for photos; compare with the reference's own
+    "lattice": lambda grid_period=DEFAULT_GRID_PERIOD, **_: Metric(
+        "lattice", _artifact("lattice_figure", grid_period), False, False, (-math.inf, math.inf),
+        score_reference=True),
 }
 
 
