@@ -22,9 +22,11 @@ import torch
 
 SCRIPT = "benchmarks/fidelity_curve.py"
 WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)
-METRICS = ("psnr_y", "ssim_y", "niqe", "grid", "patch_kid")
-HEADERS = {"psnr_y": "PSNR-Y ↑", "ssim_y": "SSIM-Y ↑", "niqe": "NIQE ↓", "grid": "grid →HR", "patch_kid": "patch KID x1000 ↓"}
-FORMATS = {"psnr_y": "{:.3f}", "ssim_y": "{:.4f}", "niqe": "{:.3f}", "grid": "{:.3f}", "patch_kid": "{:.1f}"}
+METRICS = ("psnr_y", "ssim_y", "niqe", "grid", "lattice", "patch_kid")
+HEADERS = {"psnr_y": "PSNR-Y ↑", "ssim_y": "SSIM-Y ↑", "niqe": "NIQE ↓", "grid": "grid →HR", "lattice": "lattice dB ≤HR+3",
+           "patch_kid": "patch KID x1000 ↓"}
+FORMATS = {"psnr_y": "{:.3f}", "ssim_y": "{:.4f}", "niqe": "{:.3f}", "grid": "{:.3f}", "lattice": "{:.2f}",
+           "patch_kid": "{:.1f}"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -110,8 +112,9 @@ def main(argv: list[str] | None = None) -> None:
              f"{', '.join(f'{k} {v}' for k, v in versions.items())}.", ""]
     for pairs in args.pairs:
         subset = [r for r in rows if r["pairs"] == str(pairs)]
-        hr_grid = f", HR grid {subset[0]['hr_grid']:.3f}" if "grid" in metrics else ""
-        lines += [f"**{describe_pairs(sets[str(pairs)])}** (HR detail {subset[0]['hr_detail']:.2f}{hr_grid})", "",
+        hr_own = "".join(f", HR {m} {FORMATS[m].format(subset[0][f'hr_{m}'])}" for m in ("grid", "lattice")
+                         if m in metrics)
+        lines += [f"**{describe_pairs(sets[str(pairs)])}** (HR detail {subset[0]['hr_detail']:.2f}{hr_own})", "",
                   *markdown_table(["method", *(HEADERS[m] for m in metrics), "detail", "s/image"],
                                   [[r["method"], *(FORMATS[m].format(r[m]) for m in metrics), f"{r['detail']:.2f}",
                                     f"{r['seconds']:.3f}"] for r in subset]), ""]

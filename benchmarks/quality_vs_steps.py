@@ -154,12 +154,15 @@ def main(argv: list[str] | None = None) -> None:
             result = evaluate_upscaler(upscale, args.lq, args.ref, wanted(steps), args.crop_border)
             add_row(name, steps, provenance, result)
 
-    if "grid" in args.metrics and not any(row["model"] == "HR" for row in rows):  # the yardstick of the figure
-        from turbosr.metrics import get_metrics
+    from turbosr.metrics import get_metrics
+
+    own = [m.name for m in get_metrics(args.metrics) if m.score_reference]  # the artifact figures' yardstick
+    if own and not any(row["model"] == "HR" and all(name in row for name in own) for row in rows):
         from turbosr.metrics.folders import match_files, reference_scores
 
+        rows[:] = [row for row in rows if row["model"] != "HR"]
         references = [reference for _, reference in match_files(args.lq, args.ref)]
-        scores = reference_scores(references, get_metrics(["grid"]), args.crop_border)["reference_mean"]
+        scores = reference_scores(references, get_metrics(own), args.crop_border)["reference_mean"]
         rows.append({"model": "HR", "steps": None, **scores, "seconds": 0.0, **common, "model_folder": None})
         save_rows()
     count = len(list(args.ref.iterdir()))

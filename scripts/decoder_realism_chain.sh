@@ -54,6 +54,7 @@
 #             "gan", configs/decoder-x4-perceptual-end.yaml "perceptual"; runs/x4-realism-end-{gan,perceptual})
 #   knob-cfw: an arm (ARM) then its CFW branch alone for 1,500 steps on its frozen trunk (runs/x4-knob-ARM-cfw)
 #   select-knob: the shipped x4 and both arms (with and without the CFW-only phase), as they ship, at w = 0 and 1 on the bicubic val pairs
+#             (a table without the lattice figure, added 2026-12-03, is measured again)
 #             (docs/benchmarks/x4_knob_val_*), and the knob rule of docs/realism.md (docs/benchmarks/x4_knob_rule.md)
 #   knob2 | select-knob2: round 2, the perceptual arm with the grid term at 0.3 (configs/decoder-x4-perceptual-grid-end.yaml),
 #             and the knob rule over all candidates (select-knob2 is select-knob: each measures what is not yet measured)
@@ -76,7 +77,7 @@ crops="matplotlib__grace_hopper@180,170 scikit-learn__china@30,20 scikit-learn__
 x4_card=(--pairs 'test split, bicubic=data/test-x4' --pairs 'test split, Real-ESRGAN degradation=data/test-x4-blind'
   --pairs 'external photos, bicubic=data/external-x4'
   --pairs 'external photos, Real-ESRGAN degradation=data/external-x4-blind'
-  --metrics psnr_y ssim_y niqe grid patch_kid --baselines bicubic span_x4 realesrgan_x4plus)
+  --metrics psnr_y ssim_y niqe grid lattice patch_kid --baselines bicubic span_x4 realesrgan_x4plus)
 as_shipped() {  # as_shipped <model folder> <new folder> <storage>: the model stored as a built-in would be, loaded back
   [ -d "$2" ] || python -c "import sys; from turbosr.pipeline import SRPipeline
 SRPipeline.from_pretrained(sys.argv[1]).save_pretrained(sys.argv[2], storage=sys.argv[3])" "$@"
@@ -350,11 +351,12 @@ PY
       --set adversarial.weight=0 --set adversarial.feature_matching=0 --set run.max_steps=1500 \
       --set optim.decay_steps=500 --set run.output_dir=runs/x4-knob-$ARM-cfw ;;
   select-knob|select-knob2)  # every candidate measured once (tables kept), then the rule over all of them
-    [ -f docs/benchmarks/x4_knob_val_shipped.json ] || python benchmarks/fidelity_curve.py --model src/turbosr/weights/x4 \
+    measured() { grep -q '"lattice"' "docs/benchmarks/x4_knob_val_$1.json" 2>/dev/null; }  # with every clause's figure
+    measured shipped || python benchmarks/fidelity_curve.py --model src/turbosr/weights/x4 \
       --pairs data/val-x4 --weights 0 1 --baselines bicubic --threads 1 --out docs/benchmarks/x4_knob_val_shipped
     candidates=()
-    for tag in gan gan-cfw perceptual perceptual-cfw perceptual-grid; do
-      if [ ! -f docs/benchmarks/x4_knob_val_$tag.json ]; then
+    for tag in perceptual-grid gan gan-cfw perceptual perceptual-cfw; do
+      if ! measured $tag; then
         as_shipped "$(knob_run $tag)/$latest" runs/x4-knob-$tag-stored int8
         python benchmarks/fidelity_curve.py --model runs/x4-knob-$tag-stored --pairs data/val-x4 --weights 0 1 \
           --threads 1 --out docs/benchmarks/x4_knob_val_$tag
@@ -408,7 +410,7 @@ PY
         --model "x4-real (shipped)=src/turbosr/weights/x4-real" \
         --model "realism end, w = 0=runs/x4-real-knob-stored@fidelity=0" \
         --model "realism end, w = 1=runs/x4-real-knob-stored@fidelity=1" --steps 1 \
-        --metrics psnr_y ssim_y grid niqe patch_kid --out docs/benchmarks/x4_real_knob_$pairs --resume
+        --metrics psnr_y ssim_y grid lattice niqe patch_kid --out docs/benchmarks/x4_real_knob_$pairs --resume
     done
     python scripts/apply_rules.py --bicubic docs/benchmarks/x4_real_knob_val-x4.json \
       --blind docs/benchmarks/x4_real_knob_val-x4-blind.json --x4 "x4 (built-in)" \

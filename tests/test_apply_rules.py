@@ -36,3 +36,19 @@ def test_no_candidate_passing_leaves_none():
     clean = {"HR": {"grid": 1.0}, "bicubic": row(31.0, 1.2), "m": row(30.0, 1.2)}
     blind = {"HR": {"grid": 1.0}, "bicubic": row(27.0, 1.2), "m": row(26.0, 1.2)}
     assert script.verdicts(clean, blind)[1] == {"x4": None, "default": None, "x4-real": None}
+
+
+def test_a_lattice_above_hrs_rules_a_candidate_out_where_measured():
+    script = load_script(Path(__file__).parent.parent / "scripts" / "apply_rules.py")
+
+    def with_lattice(table: dict, values: dict) -> dict:
+        return {name: {**r, "lattice": values.get(name, 5.0)} for name, r in table.items()}
+
+    clean = {"HR": {"grid": 1.05}, "bicubic": row(31.0, 1.16), "hatched": row(32.5, 1.05), "plain": row(32.2, 1.05)}
+    blind = {"HR": {"grid": 1.04}, "bicubic": row(27.0, 1.14, kid=115), "hatched": row(27.8, 1.04, kid=20),
+             "plain": row(27.7, 1.04, kid=30)}
+    assert script.verdicts(clean, blind)[1] == {"x4": "hatched", "default": "hatched", "x4-real": "hatched"}
+    # the hatch: 3.5 dB above HR's lattice figure on blind val only (bicubic val within the margin)
+    lines, choice = script.verdicts(with_lattice(clean, {"hatched": 7.9}), with_lattice(blind, {"hatched": 8.5}))
+    assert choice == {"x4": "hatched", "default": "plain", "x4-real": "plain"}
+    assert any("lattice" in line for line in lines[:1])

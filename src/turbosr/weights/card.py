@@ -11,7 +11,8 @@ from typing import Any
 
 METRIC_NAMES = {"psnr_y": ("PSNR-Y", ".2f", "↑"), "ssim_y": ("SSIM-Y", ".4f", "↑"), "niqe": ("NIQE", ".2f", "↓"),
                 "patch_fid": ("patch FID", ".1f", "↓"), "psnr": ("PSNR", ".2f", "↑"), "ssim": ("SSIM", ".4f", "↑"),
-                "patch_kid": ("patch KID x1000", ".1f", "↓"), "grid": ("grid (HR row: the photos' own)", ".3f", "→HR")}
+                "patch_kid": ("patch KID x1000", ".1f", "↓"), "grid": ("grid (HR row: the photos' own)", ".3f", "→HR"),
+                "lattice": ("lattice dB (HR row: the photos' own)", ".2f", "≤HR+3")}
 
 
 def _metric(name: str) -> tuple[str, str, str]:
@@ -77,6 +78,9 @@ def render_card(m: dict[str, Any]) -> str:
         "periodic-artifact figure (docs/metrics.md), to be read against the HR row; patch KID x 1000 on 64-px",
         "patches (docs/metrics.md: not independent of an Inception critic). Each row names its pair set: how the",
         "LQ images were made, from which split, and the digests of the LQ and HQ folders.",
+        *(["lattice is the grid figure's 2-D counterpart (a pattern stamped on every latent patch in any orientation,",
+           "in dB), also read against the HR row: at most 3 dB above it."]
+          if any("lattice" in evaluation["metrics"] for evaluation in m["evaluations"]) else []),
         "",
     ]
     for evaluation in m["evaluations"]:
