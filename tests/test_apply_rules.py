@@ -52,3 +52,19 @@ def test_a_lattice_above_hrs_rules_a_candidate_out_where_measured():
     lines, choice = script.verdicts(with_lattice(clean, {"hatched": 7.9}), with_lattice(blind, {"hatched": 8.5}))
     assert choice == {"x4": "hatched", "default": "plain", "x4-real": "plain"}
     assert any("lattice" in line for line in lines[:1])
+
+
+def test_knob_rule_needs_the_lattice_figure_at_both_ends(monkeypatch):
+    scripts = Path(__file__).parent.parent / "scripts"
+    monkeypatch.syspath_prepend(str(scripts))  # knob_rule.py imports apply_rules.py beside it, as when run
+    script = load_script(scripts / "knob_rule.py")
+
+    def end(psnr, kid, lattice=None):
+        return {"psnr_y": psnr, "grid": 1.05, "hr_grid": 1.05, "patch_kid": kid,
+                **({"lattice": lattice, "hr_lattice": 5.0} if lattice is not None else {})}
+
+    assert script.verdict(end(31.5, 24.0, 6.0), end(32.5, 25.0, 5.0), shipped_psnr=32.5) == []
+    hatched = script.verdict(end(31.5, 24.0, 8.5), end(32.5, 25.0, 5.0), shipped_psnr=32.5)
+    assert hatched == ["w=0 lattice 8.50 dB vs HR 5.00"]
+    assert script.verdict(end(31.5, 24.0), end(32.5, 25.0), shipped_psnr=32.5) == [
+        "w=1 lattice not measured", "w=0 lattice not measured"]
