@@ -59,3 +59,26 @@ def test_grid_loss_is_zero_for_the_target_and_sees_only_a_periodic_pattern():
     assert float(grid_loss(pattern, target)) > 3 * float(grid_loss(noise, target))
     shifted = target.roll(3, dims=-1)  # content moves, no phase gains or loses gradient: small
     assert float(grid_loss(shifted, target)) < 0.5 * float(grid_loss(pattern, target))
+
+
+def test_lattice_loss_sees_a_diagonal_hatch_not_noise_and_trains_it_away():
+    import math
+
+    from turbosr.losses import lattice_loss
+
+    generator = torch.Generator().manual_seed(0)
+    target = torch.nn.functional.avg_pool2d(torch.rand(4, 3, 132, 132, generator=generator), 5, 1)
+    assert float(lattice_loss(target, target)) == 0.0
+    rows, columns = torch.meshgrid(torch.arange(128), torch.arange(128), indexing="ij")
+    hatch = torch.cos(2 * math.pi * ((rows + columns) % 8) / 8) * 2 / 255  # stamped on every 8 x 8 patch
+    noise = target + torch.randn(target.shape, generator=generator) * 2 / 255  # as strong, no lattice
+    assert float(lattice_loss(target + hatch, target)) > 10 * float(lattice_loss(noise, target))
+    # its gradient removes the hatch: a few steps on the image lower the loss and the hatch's share
+    image = (target + hatch).clone().requires_grad_(True)
+    optimiser = torch.optim.Adam([image], lr=1e-3)
+    start = float(lattice_loss(image, target))
+    for _ in range(20):
+        optimiser.zero_grad()
+        lattice_loss(image, target).backward()
+        optimiser.step()
+    assert float(lattice_loss(image.detach(), target)) < 0.5 * start

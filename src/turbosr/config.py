@@ -442,11 +442,12 @@ class ImageLossConfig:
     edge: float = 0.5
     frequency: float = 0.0
     grid: float = 0.0  # losses.grid_loss: per-phase gradient profile vs the target's (punishes a latent grid)
-    grid_period: int = 8  # its period in pixels (the latent factor)
+    lattice: float = 0.0  # losses.lattice_loss: 2-D spectral peaks on the latent lattice vs the target's
+    grid_period: int = 8  # the period of both, in pixels (the latent factor)
     kl: float = 1e-6  # KL autoencoder only: weight of the KL term
 
     def __post_init__(self) -> None:
-        for name in ("l1", "ssim", "edge", "frequency", "grid", "kl"):
+        for name in ("l1", "ssim", "edge", "frequency", "grid", "lattice", "kl"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"loss weight {name} must be >= 0, got {getattr(self, name)}")
         if self.grid_period < 2:

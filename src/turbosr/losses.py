@@ -83,6 +83,22 @@ def grid_loss(prediction: torch.Tensor, target: torch.Tensor, period: int = 8) -
     return (shape(prediction) - shape(target)).abs().mean()
 
 
+def lattice_loss(prediction: torch.Tensor, target: torch.Tensor, period: int = 8) -> torch.Tensor:
+    """How far each prediction's strongest spectral peaks on the period's 2-D lattice (the lattice figure's ratios,
+    metrics/artifacts.py: a pattern stamped on every latent patch, any orientation) rise above its target's: the
+    mean log ratio of the 3 strongest lattice frequencies, prediction minus target, where positive; averaged over
+    the batch. Zero where the target has as strong peaks (its own regular structure); near zero for noise or
+    texture without a lattice (a 2-grey-level diagonal hatch on 128-px crops: about 0.3); a scalar."""
+    from turbosr.metrics.artifacts import lattice_ratios
+    from turbosr.metrics.pixel import rgb_to_y
+
+    def peaks(images: torch.Tensor) -> torch.Tensor:
+        ratios = lattice_ratios(rgb_to_y(images.float())[:, 0] * 255, period).clamp_min(1e-6).log()
+        return ratios.topk(3, dim=1).values.mean(dim=1)
+
+    return F.relu(peaks(prediction) - peaks(target)).mean()
+
+
 def hinge_discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
     """Hinge loss for the discriminator (Lim & Ye 2017): mean(relu(1 - D(real))) + mean(relu(1 + D(fake)))."""
     return F.relu(1.0 - real_logits.float()).mean() + F.relu(1.0 + fake_logits.float()).mean()
@@ -130,10 +146,11 @@ def image_loss(prediction: torch.Tensor, target: torch.Tensor, weights: ImageLos
         for name, function in IMAGE_LOSSES.items():
             weight = getattr(weights, name)
             if weight > 0:
-                terms[name] = weight * (function(prediction, target, weights.grid_period) if name == "grid"
-                                        else function(prediction, target))
+                terms[name] = weight * (function(prediction, target, weights.grid_period)
+                                        if name in ("grid", "lattice") else function(prediction, target))
     terms["total"] = sum(terms.values(), torch.zeros((), device=prediction.device))
     return terms
 
 
-IMAGE_LOSSES = {"l1": l1_loss, "ssim": ssim_loss, "edge": edge_loss, "frequency": frequency_loss, "grid": grid_loss}
+IMAGE_LOSSES = {"l1": l1_loss, "ssim": ssim_loss, "edge": edge_loss, "frequency": frequency_loss, "grid": grid_loss,
+                "lattice": lattice_loss}

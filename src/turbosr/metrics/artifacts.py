@@ -53,25 +53,30 @@ def grid_figure(images: torch.Tensor, period: int = 8, crop_border: int = 0) -> 
 LATTICE_TILE = 32  # Welch tile side in pixels (rounded up to a multiple of the period): 1/32 cycle per pixel bins
 
 
-def lattice_figure(images: torch.Tensor, period: int = 8, crop_border: int = 0) -> torch.Tensor:
-    """(B, 3, H, W) RGB in [0, 1] -> (B,) strongest spectral peak on the period's lattice frequencies over the
-    median of its 24 neighbouring frequencies, in dB (rounded to 8-bit levels first, like a file)."""
+def lattice_ratios(y: torch.Tensor, period: int = 8) -> torch.Tensor:
+    """(B, H, W) luma -> (B, period² - 1): at each lattice frequency (k / period, l / period) but zero, the power of
+    the Laplacian's averaged periodogram over the median of its 24 neighbouring frequencies (differentiable)."""
     if period < 2:
         raise ValueError(f"the artifact period must be at least 2 pixels, got {period}")
-    y = rgb_to_y(quantize(images.double()))[:, 0]
-    if crop_border:
-        y = y[..., crop_border:-crop_border, crop_border:-crop_border]
     tile = -(-LATTICE_TILE // period) * period
     if min(y.shape[-2:]) < tile + 2:
         raise ValueError(f"the lattice figure needs at least {tile + 2} pixels per side")
     laplacian = 4 * y[:, 1:-1, 1:-1] - y[:, :-2, 1:-1] - y[:, 2:, 1:-1] - y[:, 1:-1, :-2] - y[:, 1:-1, 2:]
     tiles = laplacian.unfold(1, tile, tile // 2).unfold(2, tile, tile // 2)  # (B, rows, columns, tile, tile)
     tiles = tiles - tiles.mean(dim=(-2, -1), keepdim=True)
-    window = torch.hann_window(tile, periodic=False, dtype=y.dtype)
+    window = torch.hann_window(tile, periodic=False, dtype=y.dtype, device=y.device)
     power = torch.fft.fft2(tiles * window[:, None] * window).abs().square().mean(dim=(1, 2))  # (B, tile, tile)
     neighbours = torch.stack([power.roll((dy, dx), dims=(1, 2)) for dy in range(-2, 3) for dx in range(-2, 3)
                               if (dy, dx) != (0, 0)], dim=1)
     ratio = power / neighbours.median(dim=1).values.clamp_min(1e-12)
     step = tile // period
-    on_lattice = ratio[:, ::step, ::step].flatten(1)[:, 1:]  # every (k / period, l / period) but zero
-    return 10 * on_lattice.max(dim=1).values.clamp_min(1e-12).log10()
+    return ratio[:, ::step, ::step].flatten(1)[:, 1:]  # every (k / period, l / period) but zero
+
+
+def lattice_figure(images: torch.Tensor, period: int = 8, crop_border: int = 0) -> torch.Tensor:
+    """(B, 3, H, W) RGB in [0, 1] -> (B,) strongest spectral peak on the period's lattice frequencies over the
+    median of its 24 neighbouring frequencies, in dB (rounded to 8-bit levels first, like a file)."""
+    y = rgb_to_y(quantize(images.double()))[:, 0]
+    if crop_border:
+        y = y[..., crop_border:-crop_border, crop_border:-crop_border]
+    return 10 * lattice_ratios(y, period).max(dim=1).values.clamp_min(1e-12).log10()

@@ -196,7 +196,8 @@ def train(config: DecoderConfig) -> Path:
     pipeline.denoiser.requires_grad_(config.train_denoiser)
     pipeline.autoencoder.requires_grad_(False)
     decoder = decoder_module(pipeline).requires_grad_(True).train()
-    trains_cfw = any(getattr(config.cfw_loss, name) > 0 for name in ("l1", "ssim", "edge", "frequency", "grid"))
+    trains_cfw = any(getattr(config.cfw_loss, name) > 0 for name in ("l1", "ssim", "edge", "frequency", "grid",
+                                                                   "lattice"))
     cfw = list(decoder.cfw_parameters()) if pipeline.autoencoder.has_cfw and trains_cfw else []
     if pipeline.autoencoder.has_cfw and not cfw:
         for parameter in decoder.cfw_parameters():  # left as it is (zero at the start: w has no effect)
