@@ -76,7 +76,7 @@ def test_lattice_loss_sees_a_diagonal_hatch_not_noise_and_trains_it_away():
     # its gradient removes the hatch: a few steps on the image lower the loss and the hatch's share
     image = (target + hatch).clone().requires_grad_(True)
     optimiser = torch.optim.Adam([image], lr=1e-3)
-    start = float(lattice_loss(image, target))
+    start = float(lattice_loss(image.detach(), target))
     for _ in range(20):
         optimiser.zero_grad()
         lattice_loss(image, target).backward()
