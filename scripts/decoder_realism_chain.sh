@@ -58,6 +58,8 @@
 #             (docs/benchmarks/x4_knob_val_*), and the knob rule of docs/realism.md (docs/benchmarks/x4_knob_rule.md)
 #   knob3:    round 3, round 2 continued 800 steps with the lattice loss (configs/decoder-x4-perceptual-lattice-end.yaml);
 #             ROUND3=1 ... select-knob adds it to the candidates
+#   knob4:    round 4, round 2 continued 800 steps with the absolute lattice loss on w = 0 only
+#             (configs/decoder-x4-perceptual-lattice2-end.yaml); ROUND4=1 ... select-knob adds it
 #   knob2 | select-knob2: round 2, the perceptual arm with the grid term at 0.3 (configs/decoder-x4-perceptual-grid-end.yaml),
 #             and the knob rule over all candidates (select-knob2 is select-knob: each measures what is not yet measured)
 #   pictures-knob: crops of the external photos: the shipped x4, an arm (ARM) at w = 0 and 1, Real-ESRGAN, HR
@@ -67,7 +69,7 @@
 #   select-real-knob: the shipped x4-real and that run (w = 0 and 1), as they ship, on the blind and bicubic val
 #             pairs (docs/benchmarks/x4_real_knob_val-*), and the x4-real rule (docs/benchmarks/x4_real_knob_rule.md)
 #   test:     the chosen models on the test pairs (published numbers)
-# Usage: bash scripts/decoder_realism_chain.sh unet|decoder|joint|realism|realism3|realism4|realism5|select-real5|rules5|pictures5|real5-int8|critics|arms|select|select-real|rules|package-x4|package-x4-real|pictures|compare-x4|compare-x4-real|fit-check|int8|select-int8|package-x4-int8|pictures-int8|lr-probe|lr-probe-long|probe-select|x4-refit|select-3e-4|pictures-3e-4|package-x4-3e-4|knob|knob-cfw|select-knob|knob2|select-knob2|knob3|pictures-knob|package-x4-knob|real-knob|select-real-knob|test
+# Usage: bash scripts/decoder_realism_chain.sh unet|decoder|joint|realism|realism3|realism4|realism5|select-real5|rules5|pictures5|real5-int8|critics|arms|select|select-real|rules|package-x4|package-x4-real|pictures|compare-x4|compare-x4-real|fit-check|int8|select-int8|package-x4-int8|pictures-int8|lr-probe|lr-probe-long|probe-select|x4-refit|select-3e-4|pictures-3e-4|package-x4-3e-4|knob|knob-cfw|select-knob|knob2|select-knob2|knob3|knob4|pictures-knob|package-x4-knob|real-knob|select-real-knob|test
 # A killed run resumes from runs/<name>/checkpoint-latest. One CPU thread per run; two runs at a time at most.
 set -euo pipefail
 export OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1
@@ -87,7 +89,7 @@ SRPipeline.from_pretrained(sys.argv[1]).save_pretrained(sys.argv[2], storage=sys
 knob_run() {  # knob_run <candidate>: the run folder of a knob candidate (an arm, or an arm's CFW-only phase)
   case "$1" in *-cfw) echo runs/x4-knob-$1 ;; *) echo runs/x4-realism-end-$1 ;; esac
 }
-case "${1:?unet, decoder, joint, realism, realism3, realism4, realism5, select-real5, rules5, pictures5, real5-int8, critics, arms, select, select-real, rules, package-x4, package-x4-real, pictures, compare-x4, compare-x4-real, fit-check, int8, select-int8, package-x4-int8, pictures-int8, lr-probe, lr-probe-long, probe-select, x4-refit, select-3e-4, pictures-3e-4, package-x4-3e-4, knob, knob-cfw, select-knob, knob2, select-knob2, knob3, pictures-knob, package-x4-knob, real-knob, select-real-knob or test}" in
+case "${1:?unet, decoder, joint, realism, realism3, realism4, realism5, select-real5, rules5, pictures5, real5-int8, critics, arms, select, select-real, rules, package-x4, package-x4-real, pictures, compare-x4, compare-x4-real, fit-check, int8, select-int8, package-x4-int8, pictures-int8, lr-probe, lr-probe-long, probe-select, x4-refit, select-3e-4, pictures-3e-4, package-x4-3e-4, knob, knob-cfw, select-knob, knob2, select-knob2, knob3, knob4, pictures-knob, package-x4-knob, real-knob, select-real-knob or test}" in
   unet)
     turbosr train teacher --config configs/teacher-x4-small.yaml --set init_from=src/turbosr/weights/x4 \
       --set terminal_fraction=0.5 --set run.max_steps=8000 --set optim.warmup_steps=100 --set run.num_threads=1 \
@@ -357,7 +359,7 @@ PY
     measured shipped || python benchmarks/fidelity_curve.py --model src/turbosr/weights/x4 \
       --pairs data/val-x4 --weights 0 1 --baselines bicubic --threads 1 --out docs/benchmarks/x4_knob_val_shipped
     candidates=()
-    for tag in perceptual-grid ${ROUND3:+perceptual-lattice} gan gan-cfw perceptual perceptual-cfw; do
+    for tag in perceptual-grid ${ROUND3:+perceptual-lattice} ${ROUND4:+perceptual-lattice2} gan gan-cfw perceptual perceptual-cfw; do
       if ! measured $tag; then
         as_shipped "$(knob_run $tag)/$latest" runs/x4-knob-$tag-stored int8
         python benchmarks/fidelity_curve.py --model runs/x4-knob-$tag-stored --pairs data/val-x4 --weights 0 1 \
@@ -371,6 +373,8 @@ PY
     OMP_NUM_THREADS=1 turbosr train decoder --config configs/decoder-x4-perceptual-grid-end.yaml ;;
   knob3)  # round 3: round 2 continued with the lattice loss (its w = 0 missed the lattice clause)
     OMP_NUM_THREADS=1 turbosr train decoder --config configs/decoder-x4-perceptual-lattice-end.yaml ;;
+  knob4)  # round 4: the same from round 2 with the absolute lattice loss, on the w = 0 end only
+    OMP_NUM_THREADS=1 turbosr train decoder --config configs/decoder-x4-perceptual-lattice2-end.yaml ;;
   pictures-knob)
     as_shipped "$(knob_run "${ARM:?a knob candidate}")/$latest" runs/x4-knob-$ARM-stored int8
     python scripts/side_by_side.py data/external-x4 --names $crops scikit-image__astronaut@170,30 \
@@ -385,10 +389,11 @@ PY
       gan) w0_loss="L1 x 0.5 + feature matching on the frozen InceptionV3's mid-level features x 1 + a PatchGAN hinge term x 0.05 from step 200 + the grid term x 0.1" ;;
       perceptual) w0_loss="L1 x 0.5 + feature matching on the frozen InceptionV3's mid-level features x 1 + the grid term x 0.1 (no critic)" ;;
       perceptual-grid) w0_loss="L1 x 0.5 + feature matching on the frozen InceptionV3's mid-level features x 1 + the grid term x 0.3 (no critic)" ;;
+      perceptual-lattice2) w0_loss="L1 x 0.5 + feature matching on the frozen InceptionV3's mid-level features x 1 + the grid term x 0.3 (no critic), then 800 more steps with the lattice term (power on the latent lattice's frequencies above the HR crop's) x 0.3 added, learning rate 5e-5 falling linearly to zero over the last 400" ;;
       perceptual-lattice) w0_loss="L1 x 0.5 + feature matching on the frozen InceptionV3's mid-level features x 1 + the grid term x 0.3 (no critic), then 800 more steps with the lattice term x 0.3 added (x 0.1 on the CFW end), learning rate 5e-5 falling linearly to zero over the last 400" ;;
     esac
     schedule="3,000 steps, 128-px crops, batch 8, bicubic x4, learning rate 1e-4 falling linearly to zero over the last 1,000 steps"
-    case "$arm" in perceptual-grid|perceptual-lattice) schedule="2,500 steps, 128-px crops, batch 8, bicubic x4, learning rate 1e-4 falling linearly to zero over the last 800 steps" ;; esac
+    case "$arm" in perceptual-grid|perceptual-lattice*) schedule="2,500 steps, 128-px crops, batch 8, bicubic x4, learning rate 1e-4 falling linearly to zero over the last 800 steps" ;; esac
     config=configs/decoder-x4-$arm-end.yaml
     cfw_fact=(); cfw_command=()
     if [ "$arm" != "$ARM" ]; then

@@ -127,3 +127,14 @@ def tiny_model_with_learned_decoder() -> tuple:
     autoencoder = autoencoder.with_decoder(TINY_SHAPE)
     randomised(autoencoder.decoder, seed=3)
     return config, denoiser, autoencoder
+
+
+def photo_like(seed: int = 0, size: int = 256) -> torch.Tensor:
+    """A photo-like image with no preferred pixel phase: noise with a natural image's falling spectrum (amplitude
+    ~ 1/f^1.25; mean |gradient| about 9 grey levels, like the corpus photos). The bundled samples are too small for
+    the figure (16 columns per phase)."""
+    generator = torch.Generator().manual_seed(seed)
+    frequency = torch.fft.fftfreq(size)
+    radius = (frequency[:, None] ** 2 + frequency[None, :] ** 2).sqrt().clamp_min(1 / size)
+    image = torch.fft.ifft2(torch.randn(3, size, size, generator=generator, dtype=torch.complex64) / radius**1.25).real
+    return ((image - image.mean()) / image.std() * 0.15 + 0.5).clamp(0, 1)[None]

@@ -8,6 +8,8 @@ from PIL import Image
 from turbosr.metrics import evaluate_folders, get_metrics, psnr, rgb_to_y, ssim
 from turbosr.reports import write_results
 
+from conftest import photo_like
+
 
 def test_psnr_hand_computed_and_identical():
     image = torch.full((1, 3, 8, 8), 100 / 255)
@@ -78,21 +80,10 @@ def test_evaluate_folders_schema_and_outputs(tmp_path):
         evaluate_folders(tmp_path / "pred", tmp_path / "ref", ["psnr"])
 
 
-def _photo(seed: int = 0, size: int = 256) -> torch.Tensor:
-    """A photo-like image with no preferred pixel phase: noise with a natural image's falling spectrum (amplitude
-    ~ 1/f^1.25; mean |gradient| about 9 grey levels, like the corpus photos). The bundled samples are too small for
-    the figure (16 columns per phase)."""
-    generator = torch.Generator().manual_seed(seed)
-    frequency = torch.fft.fftfreq(size)
-    radius = (frequency[:, None] ** 2 + frequency[None, :] ** 2).sqrt().clamp_min(1 / size)
-    image = torch.fft.ifft2(torch.randn(3, size, size, generator=generator, dtype=torch.complex64) / radius**1.25).real
-    return ((image - image.mean()) / image.std() * 0.15 + 0.5).clamp(0, 1)[None]
-
-
 def test_grid_figure_of_a_photo_is_about_one_and_a_faint_grid_is_caught():
     from turbosr.metrics.artifacts import grid_figure
 
-    photo = _photo()
+    photo = photo_like()
     clean = float(grid_figure(photo, 8))
     assert 1.0 <= clean < 1.03
     pattern = torch.zeros_like(photo[:, :1])
@@ -106,7 +97,7 @@ def test_grid_figure_of_a_photo_is_about_one_and_a_faint_grid_is_caught():
 def test_grid_figure_ignores_a_pure_shift_of_the_phase():
     from turbosr.metrics.artifacts import grid_figure
 
-    photo = _photo()
+    photo = photo_like()
     pattern = torch.zeros_like(photo[:, :1])
     pattern[..., :, ::8] = 4 / 255
     figures = [float(grid_figure((photo + pattern.roll(shift, dims=-1)).clamp(0, 1), 8)) for shift in range(8)]
@@ -124,7 +115,7 @@ def _diagonal_hatch(shape: torch.Size, levels: float, shift: int = 0) -> torch.T
 def test_lattice_figure_sees_a_diagonal_hatch_the_grid_figure_misses():
     from turbosr.metrics.artifacts import grid_figure, lattice_figure
 
-    photo = _photo()
+    photo = photo_like()
     hatched = (photo + _diagonal_hatch(photo.shape, 2)).clamp(0, 1)
     clean = float(lattice_figure(photo, 8))
     assert clean < 10  # a photo: estimator noise only, a few dB
@@ -136,7 +127,7 @@ def test_lattice_figure_sees_a_diagonal_hatch_the_grid_figure_misses():
 def test_lattice_figure_sees_any_stamped_patch_pattern_and_ignores_its_phase():
     from turbosr.metrics.artifacts import lattice_figure
 
-    photo = _photo()
+    photo = photo_like()
     stamp = torch.randn(8, 8, generator=torch.Generator().manual_seed(1)) * 1.5 / 255  # one random 8 x 8 stamp
     stamped = (photo + stamp.repeat(32, 32)).clamp(0, 1)
     assert float(lattice_figure(stamped, 8)) > float(lattice_figure(photo, 8)) + 3
@@ -150,7 +141,7 @@ def test_lattice_figure_sees_any_stamped_patch_pattern_and_ignores_its_phase():
 def test_grid_is_an_eval_metric_with_the_references_own_value(tmp_path):
     from turbosr.image import save_image
 
-    photo = _photo()
+    photo = photo_like()
     save_image(photo, tmp_path / "ref" / "a.png")
     save_image(photo, tmp_path / "pred" / "a.png")
     results = evaluate_folders(tmp_path / "pred", tmp_path / "ref", ["psnr", "grid", "lattice"], grid_period=8)

@@ -84,19 +84,19 @@ def grid_loss(prediction: torch.Tensor, target: torch.Tensor, period: int = 8) -
 
 
 def lattice_loss(prediction: torch.Tensor, target: torch.Tensor, period: int = 8) -> torch.Tensor:
-    """How far each prediction's strongest spectral peaks on the period's 2-D lattice (the lattice figure's ratios,
-    metrics/artifacts.py: a pattern stamped on every latent patch, any orientation) rise above its target's: the
-    mean log ratio of the 3 strongest lattice frequencies, prediction minus target, where positive; averaged over
-    the batch. Zero where the target has as strong peaks (its own regular structure); near zero for noise or
-    texture without a lattice (a 2-grey-level diagonal hatch on 128-px crops: about 0.3); a scalar."""
-    from turbosr.metrics.artifacts import lattice_ratios
+    """How far each prediction's power on the period's 2-D lattice frequencies (where a pattern stamped on every
+    latent patch puts its energy, in any orientation; metrics/artifacts.py) rises above its target's power at the
+    same frequencies: log power ratio where positive, the 3 largest of each image averaged, then the batch. Zero
+    for the target and for anything with no more power there than the photo; a diagonal hatch of 2 grey levels on
+    128-px crops scores several times what noise of the same strength does. Absolute, not relative to the
+    neighbouring frequencies, so adding broadband noise cannot hide a peak from it; a scalar."""
+    from turbosr.metrics.artifacts import lattice_power, on_lattice
     from turbosr.metrics.pixel import rgb_to_y
 
-    def peaks(images: torch.Tensor) -> torch.Tensor:
-        ratios = lattice_ratios(rgb_to_y(images.float())[:, 0] * 255, period).clamp_min(1e-6).log()
-        return ratios.topk(3, dim=1).values.mean(dim=1)
+    def log_power(images: torch.Tensor) -> torch.Tensor:
+        return on_lattice(lattice_power(rgb_to_y(images.float())[:, 0] * 255, period), period).clamp_min(1e-6).log()
 
-    return F.relu(peaks(prediction) - peaks(target)).mean()
+    return F.relu(log_power(prediction) - log_power(target)).topk(3, dim=1).values.mean()
 
 
 def hinge_discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:

@@ -53,9 +53,9 @@ def grid_figure(images: torch.Tensor, period: int = 8, crop_border: int = 0) -> 
 LATTICE_TILE = 32  # Welch tile side in pixels (rounded up to a multiple of the period): 1/32 cycle per pixel bins
 
 
-def lattice_ratios(y: torch.Tensor, period: int = 8) -> torch.Tensor:
-    """(B, H, W) luma -> (B, period² - 1): at each lattice frequency (k / period, l / period) but zero, the power of
-    the Laplacian's averaged periodogram over the median of its 24 neighbouring frequencies (differentiable)."""
+def lattice_power(y: torch.Tensor, period: int = 8) -> torch.Tensor:
+    """(B, H, W) luma -> (B, tile, tile): Welch's averaged periodogram of its Laplacian (32-px Hann tiles, rounded up
+    to a multiple of ``period``, at half overlap); the lattice frequencies are every ``tile // period``-th bin."""
     if period < 2:
         raise ValueError(f"the artifact period must be at least 2 pixels, got {period}")
     tile = -(-LATTICE_TILE // period) * period
@@ -65,12 +65,22 @@ def lattice_ratios(y: torch.Tensor, period: int = 8) -> torch.Tensor:
     tiles = laplacian.unfold(1, tile, tile // 2).unfold(2, tile, tile // 2)  # (B, rows, columns, tile, tile)
     tiles = tiles - tiles.mean(dim=(-2, -1), keepdim=True)
     window = torch.hann_window(tile, periodic=False, dtype=y.dtype, device=y.device)
-    power = torch.fft.fft2(tiles * window[:, None] * window).abs().square().mean(dim=(1, 2))  # (B, tile, tile)
+    return torch.fft.fft2(tiles * window[:, None] * window).abs().square().mean(dim=(1, 2))
+
+
+def on_lattice(power: torch.Tensor, period: int) -> torch.Tensor:
+    """(B, tile, tile) spectrum -> (B, period² - 1): its values at (k / period, l / period), all but zero."""
+    step = power.shape[-1] // period
+    return power[:, ::step, ::step].flatten(1)[:, 1:]
+
+
+def lattice_ratios(y: torch.Tensor, period: int = 8) -> torch.Tensor:
+    """(B, H, W) luma -> (B, period² - 1): at each lattice frequency but zero, the power of :func:`lattice_power`
+    over the median of its 24 neighbouring frequencies."""
+    power = lattice_power(y, period)
     neighbours = torch.stack([power.roll((dy, dx), dims=(1, 2)) for dy in range(-2, 3) for dx in range(-2, 3)
                               if (dy, dx) != (0, 0)], dim=1)
-    ratio = power / neighbours.median(dim=1).values.clamp_min(1e-12)
-    step = tile // period
-    return ratio[:, ::step, ::step].flatten(1)[:, 1:]  # every (k / period, l / period) but zero
+    return on_lattice(power / neighbours.median(dim=1).values.clamp_min(1e-12), period)
 
 
 def lattice_figure(images: torch.Tensor, period: int = 8, crop_border: int = 0) -> torch.Tensor:
