@@ -45,9 +45,19 @@ def test_builtin_is_sharper_than_bicubic(builtin):
 
 
 def builtin_folders():
-    from turbosr.weights import WEIGHTS_DIR
+    from turbosr.weights import WEIGHTS_DIR, installed_builtins
 
-    return sorted(p for p in WEIGHTS_DIR.iterdir() if (p / "config.json").is_file())
+    return [WEIGHTS_DIR / name for name in installed_builtins()]
+
+
+def test_a_killed_packaging_runs_staging_folder_is_not_a_model(tmp_path, monkeypatch):
+    from turbosr import weights
+
+    for name in ("x4", ".x4.staging"):  # package_builtin.py stages the new folder as .<name>.staging
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "config.json").write_text("{}")
+    monkeypatch.setattr(weights, "WEIGHTS_DIR", tmp_path)
+    assert weights.installed_builtins() == ["x4"]
 
 
 TOLERANCE = 2e-4  # largest block-mean change (0..1 range) of a pinned output that is not a change of behaviour

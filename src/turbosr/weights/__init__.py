@@ -22,7 +22,8 @@ def installed_builtins() -> list[str]:
     """Names of the installed built-in models (x4, x4-real, ...)."""
     if not WEIGHTS_DIR.is_dir():
         return []
-    return sorted(p.name for p in WEIGHTS_DIR.iterdir() if (p / "config.json").is_file())
+    # a hidden folder is a packaging run's staging area (left behind if that run was killed), never a model
+    return sorted(p.name for p in WEIGHTS_DIR.iterdir() if not p.name.startswith(".") and (p / "config.json").is_file())
 
 
 def builtin_model_dir(name: int | str = 4) -> Path:
