@@ -382,10 +382,10 @@ PY
       --column "$ARM at w 0=model:runs/x4-knob-$ARM-stored@fidelity=0" \
       --column "$ARM at w 1=model:runs/x4-knob-$ARM-stored@fidelity=1" \
       --column "Real-ESRGAN=baseline:realesrgan_x4plus" --column HR=hr --out docs/img/x4_knob_$ARM.png ;;
-  package-x4-knob)
+  package-x4-knob)  # ARM: the candidate the knob rule chose
     [ -d runs/x4-2026-12-03 ] || { mkdir -p runs/x4-2026-12-03 && git archive 6dd77cf src/turbosr/weights/x4 | tar -x -C runs/x4-2026-12-03; }
     arm=${ARM%-cfw}; src=$(knob_run "$ARM")/$latest
-    case "${arm:?gan, perceptual, perceptual-grid, gan-cfw or perceptual-cfw}" in
+    case "${arm:?gan, perceptual, perceptual-grid, perceptual-lattice, perceptual-lattice2, gan-cfw or perceptual-cfw}" in
       gan) w0_loss="L1 x 0.5 + feature matching on the frozen InceptionV3's mid-level features x 1 + a PatchGAN hinge term x 0.05 from step 200 + the grid term x 0.1" ;;
       perceptual) w0_loss="L1 x 0.5 + feature matching on the frozen InceptionV3's mid-level features x 1 + the grid term x 0.1 (no critic)" ;;
       perceptual-grid) w0_loss="L1 x 0.5 + feature matching on the frozen InceptionV3's mid-level features x 1 + the grid term x 0.3 (no critic)" ;;
@@ -395,7 +395,10 @@ PY
     schedule="3,000 steps, 128-px crops, batch 8, bicubic x4, learning rate 1e-4 falling linearly to zero over the last 1,000 steps"
     case "$arm" in perceptual-grid|perceptual-lattice*) schedule="2,500 steps, 128-px crops, batch 8, bicubic x4, learning rate 1e-4 falling linearly to zero over the last 800 steps" ;; esac
     config=configs/decoder-x4-$arm-end.yaml
-    cfw_fact=(); cfw_command=()
+    cfw_fact=(); cfw_command=(); start_command=(); config_text=$config
+    case "$arm" in perceptual-lattice*)  # rounds 3 and 4 continue round 2's run
+      start_command=(--training-command "turbosr train decoder --config configs/decoder-x4-perceptual-grid-end.yaml   # round 2, the start")
+      config_text="configs/decoder-x4-perceptual-grid-end.yaml, then $config" ;; esac
     if [ "$arm" != "$ARM" ]; then
       cfw_fact=(--fact "Then CFW alone on that frozen trunk: 1,500 steps, the same CFW loss, learning rate 1e-4 falling linearly to zero over the last 500 steps (the w = 0 terms off).")
       cfw_command=(--training-command "ARM=$arm bash scripts/decoder_realism_chain.sh knob-cfw")
@@ -405,10 +408,11 @@ PY
       --summary "A small latent diffusion SR model trained by this project on 2 CPU cores, for clean or bicubic-style inputs (sixth built-in x4, $(date +%Y-%m-%d)): the fifth built-in's one-step int8 UNet, unchanged, with its learned latent decoder given a realism end. --fidelity W in [0, 1] is StableSR's knob: 1 (the default, also when left out) fuses the input's features into the decoder for the most faithful output; 0 is the decoder's own output, trained for perceptual realism (sharper texture, less faithful); values between blend the two." \
       --fact "Start: the built-in x4 of 2026-12-03 (fifth built-in, weights digest b8ed37b1a3081566); its int8 UNet frozen as stored." \
       --fact "Decoder: a convolutional decoder of the patch latent (models/decoders.py: 4 residual blocks of 128 channels at the latent resolution, one x8 sub-pixel convolution to RGB, added to the linear patch decode whose residual it learns), and CFW inside it (a 64-channel encoder of the LQ condition latent fused into the trunk through zero-initialised convolutions, scaled by w)." \
-      --fact "Decoder fine-tuning ($config, $schedule, bf16 autocast, one CPU thread): the trunk (w = 0) on $w0_loss; CFW (w = 1) on L1 + 0.2 SSIM + 0.5 Sobel-edge + 0.03 grid term with the trunk held fixed, as StableSR trains CFW on a fixed decoder." \
+      --fact "Decoder fine-tuning ($config_text, $schedule, bf16 autocast, one CPU thread): the trunk (w = 0) on $w0_loss; CFW (w = 1) on L1 + 0.2 SSIM + 0.5 Sobel-edge + 0.03 grid term with the trunk held fixed, as StableSR trains CFW on a fixed decoder." \
       "${cfw_fact[@]}" \
-      --fact "Chosen on the val split, measured as it ships, by the knob rule of docs/realism.md written before measuring (default output within 0.05 dB of the fifth built-in's, the knob spanning at least 0.3 dB, grid within 0.03 of HR's at both ends, w = 0's patch KID below w = 1's): docs/benchmarks/x4_knob_rule.md." \
-      --training-command "turbosr train decoder --config $config   # the chain's knob lane runs gan and perceptual, knob2 perceptual-grid" \
+      --fact "Chosen on the val split, measured as it ships, by the knob rule of docs/realism.md written before measuring (default output within 0.05 dB of the fifth built-in's, the knob spanning at least 0.3 dB, grid within 0.03 of HR's and the lattice figure at most HR's + 3 dB at both ends, w = 0's patch KID below w = 1's): docs/benchmarks/x4_knob_rule.md." \
+      "${start_command[@]}" \
+      --training-command "turbosr train decoder --config $config   # the chain's knob lane runs gan and perceptual, knob2 perceptual-grid, knob4 perceptual-lattice2" \
       "${cfw_command[@]}" ;;
   real-knob)
     OMP_NUM_THREADS=1 turbosr train decoder --config configs/decoder-x4-real-perceptual-end.yaml ;;
