@@ -5,10 +5,9 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest import photo_like
 from turbosr.metrics import evaluate_folders, get_metrics, psnr, rgb_to_y, ssim
 from turbosr.reports import write_results
-
-from conftest import photo_like
 
 
 def test_psnr_hand_computed_and_identical():
