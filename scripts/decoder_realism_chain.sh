@@ -434,6 +434,6 @@ PY
       python benchmarks/quality_vs_steps.py --lq data/$pairs/lq --ref data/$pairs/hq --scale 4 --crop-border 4 \
         --threads 1 --baselines bicubic realesrgan_x4plus span_x4 --model "x4=src/turbosr/weights/x4" \
         --model "x4-real=src/turbosr/weights/x4-real" --steps 1 \
-        --metrics psnr_y ssim_y grid niqe patch_fid patch_kid --out docs/benchmarks/builtins_$pairs --resume
+        --metrics psnr_y ssim_y grid lattice niqe patch_fid patch_kid --out docs/benchmarks/builtins_$pairs --resume
     done ;;
 esac
