@@ -385,12 +385,13 @@ PY
   package-x4-knob)  # ARM: the candidate the knob rule chose
     [ -d runs/x4-2026-12-03 ] || { mkdir -p runs/x4-2026-12-03 && git archive 6dd77cf src/turbosr/weights/x4 | tar -x -C runs/x4-2026-12-03; }
     arm=${ARM%-cfw}; src=$(knob_run "$ARM")/$latest
+    fm="L1 x 0.5 + feature matching on the frozen InceptionV3's mid-level features x 1"  # every arm's w = 0 start
     case "${arm:?gan, perceptual, perceptual-grid, perceptual-lattice, perceptual-lattice2, gan-cfw or perceptual-cfw}" in
-      gan) w0_loss="L1 x 0.5 + feature matching on the frozen InceptionV3's mid-level features x 1 + a PatchGAN hinge term x 0.05 from step 200 + the grid term x 0.1" ;;
-      perceptual) w0_loss="L1 x 0.5 + feature matching on the frozen InceptionV3's mid-level features x 1 + the grid term x 0.1 (no critic)" ;;
-      perceptual-grid) w0_loss="L1 x 0.5 + feature matching on the frozen InceptionV3's mid-level features x 1 + the grid term x 0.3 (no critic)" ;;
-      perceptual-lattice2) w0_loss="L1 x 0.5 + feature matching on the frozen InceptionV3's mid-level features x 1 + the grid term x 0.3 (no critic), then 800 more steps with the lattice term (power on the latent lattice's frequencies above the HR crop's) x 0.3 added, learning rate 5e-5 falling linearly to zero over the last 400" ;;
-      perceptual-lattice) w0_loss="L1 x 0.5 + feature matching on the frozen InceptionV3's mid-level features x 1 + the grid term x 0.3 (no critic), then 800 more steps with the lattice term x 0.3 added (x 0.1 on the CFW end), learning rate 5e-5 falling linearly to zero over the last 400" ;;
+      gan) w0_loss="$fm + a PatchGAN hinge term x 0.05 from step 200 + the grid term x 0.1" ;;
+      perceptual) w0_loss="$fm + the grid term x 0.1 (no critic)" ;;
+      perceptual-grid) w0_loss="$fm + the grid term x 0.3 (no critic)" ;;
+      perceptual-lattice2) w0_loss="$fm + the grid term x 0.3 (no critic), then 800 more steps with the lattice term (power on the latent lattice's frequencies above the HR crop's) x 0.3 added, learning rate 5e-5 falling linearly to zero over the last 400" ;;
+      perceptual-lattice) w0_loss="$fm + the grid term x 0.3 (no critic), then 800 more steps with the lattice term x 0.3 added (x 0.1 on the CFW end), learning rate 5e-5 falling linearly to zero over the last 400" ;;
     esac
     schedule="3,000 steps, 128-px crops, batch 8, bicubic x4, learning rate 1e-4 falling linearly to zero over the last 1,000 steps"
     case "$arm" in perceptual-grid|perceptual-lattice*) schedule="2,500 steps, 128-px crops, batch 8, bicubic x4, learning rate 1e-4 falling linearly to zero over the last 800 steps" ;; esac

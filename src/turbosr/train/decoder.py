@@ -38,7 +38,7 @@ from turbosr.config import (
     to_dict,
 )
 from turbosr.data import HRFolderDataset, make_lq
-from turbosr.losses import image_loss
+from turbosr.losses import IMAGE_LOSSES, image_loss
 from turbosr.models.autoencoders import KLAutoencoder, PatchAutoencoder
 from turbosr.pipeline import SRPipeline
 from turbosr.train.common import (
@@ -196,8 +196,7 @@ def train(config: DecoderConfig) -> Path:
     pipeline.denoiser.requires_grad_(config.train_denoiser)
     pipeline.autoencoder.requires_grad_(False)
     decoder = decoder_module(pipeline).requires_grad_(True).train()
-    trains_cfw = any(getattr(config.cfw_loss, name) > 0 for name in ("l1", "ssim", "edge", "frequency", "grid",
-                                                                   "lattice"))
+    trains_cfw = any(getattr(config.cfw_loss, name) > 0 for name in IMAGE_LOSSES)  # any image term switched on
     cfw = list(decoder.cfw_parameters()) if pipeline.autoencoder.has_cfw and trains_cfw else []
     if pipeline.autoencoder.has_cfw and not cfw:
         for parameter in decoder.cfw_parameters():  # left as it is (zero at the start: w has no effect)
