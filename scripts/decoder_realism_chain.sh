@@ -68,8 +68,10 @@
 #   real-knob: #22, the same realism end for x4-real (configs/decoder-x4-real-perceptual-end.yaml)
 #   select-real-knob: the shipped x4-real and that run (w = 0 and 1), as they ship, on the blind and bicubic val
 #             pairs (docs/benchmarks/x4_real_knob_val-*), and the x4-real rule (docs/benchmarks/x4_real_knob_rule.md)
+#   real-knob2: round 2 of that realism end, with the Inception critic and the lattice loss
+#             (configs/decoder-x4-real-critic-lattice-end.yaml); ROUND2=1 ... select-real-knob adds it
 #   test:     the chosen models on the test pairs (published numbers)
-# Usage: bash scripts/decoder_realism_chain.sh unet|decoder|joint|realism|realism3|realism4|realism5|select-real5|rules5|pictures5|real5-int8|critics|arms|select|select-real|rules|package-x4|package-x4-real|pictures|compare-x4|compare-x4-real|fit-check|int8|select-int8|package-x4-int8|pictures-int8|lr-probe|lr-probe-long|probe-select|x4-refit|select-3e-4|pictures-3e-4|package-x4-3e-4|knob|knob-cfw|select-knob|knob2|select-knob2|knob3|knob4|pictures-knob|package-x4-knob|real-knob|select-real-knob|test
+# Usage: bash scripts/decoder_realism_chain.sh unet|decoder|joint|realism|realism3|realism4|realism5|select-real5|rules5|pictures5|real5-int8|critics|arms|select|select-real|rules|package-x4|package-x4-real|pictures|compare-x4|compare-x4-real|fit-check|int8|select-int8|package-x4-int8|pictures-int8|lr-probe|lr-probe-long|probe-select|x4-refit|select-3e-4|pictures-3e-4|package-x4-3e-4|knob|knob-cfw|select-knob|knob2|select-knob2|knob3|knob4|pictures-knob|package-x4-knob|real-knob|real-knob2|select-real-knob|test
 # A killed run resumes from runs/<name>/checkpoint-latest. One CPU thread per run; two runs at a time at most.
 set -euo pipefail
 export OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1
@@ -89,7 +91,7 @@ SRPipeline.from_pretrained(sys.argv[1]).save_pretrained(sys.argv[2], storage=sys
 knob_run() {  # knob_run <candidate>: the run folder of a knob candidate (an arm, or an arm's CFW-only phase)
   case "$1" in *-cfw) echo runs/x4-knob-$1 ;; *) echo runs/x4-realism-end-$1 ;; esac
 }
-case "${1:?unet, decoder, joint, realism, realism3, realism4, realism5, select-real5, rules5, pictures5, real5-int8, critics, arms, select, select-real, rules, package-x4, package-x4-real, pictures, compare-x4, compare-x4-real, fit-check, int8, select-int8, package-x4-int8, pictures-int8, lr-probe, lr-probe-long, probe-select, x4-refit, select-3e-4, pictures-3e-4, package-x4-3e-4, knob, knob-cfw, select-knob, knob2, select-knob2, knob3, knob4, pictures-knob, package-x4-knob, real-knob, select-real-knob or test}" in
+case "${1:?unet, decoder, joint, realism, realism3, realism4, realism5, select-real5, rules5, pictures5, real5-int8, critics, arms, select, select-real, rules, package-x4, package-x4-real, pictures, compare-x4, compare-x4-real, fit-check, int8, select-int8, package-x4-int8, pictures-int8, lr-probe, lr-probe-long, probe-select, x4-refit, select-3e-4, pictures-3e-4, package-x4-3e-4, knob, knob-cfw, select-knob, knob2, select-knob2, knob3, knob4, pictures-knob, package-x4-knob, real-knob, real-knob2, select-real-knob or test}" in
   unet)
     turbosr train teacher --config configs/teacher-x4-small.yaml --set init_from=src/turbosr/weights/x4 \
       --set terminal_fraction=0.5 --set run.max_steps=8000 --set optim.warmup_steps=100 --set run.num_threads=1 \
@@ -417,19 +419,29 @@ PY
       "${cfw_command[@]}" ;;
   real-knob)
     OMP_NUM_THREADS=1 turbosr train decoder --config configs/decoder-x4-real-perceptual-end.yaml ;;
-  select-real-knob)
+  real-knob2)
+    OMP_NUM_THREADS=1 turbosr train decoder --config configs/decoder-x4-real-critic-lattice-end.yaml ;;
+  select-real-knob)  # ROUND2=1: round 2 (real-knob2) joins the candidates
     as_shipped runs/x4-real-perceptual-end/$latest runs/x4-real-knob-stored int8
+    round2=() round2_names=()
+    if [ "${ROUND2:-0}" = 1 ]; then
+      as_shipped runs/x4-real-critic-lattice-end/$latest runs/x4-real-knob2-stored int8
+      round2=(--model "round 2 at w 0=runs/x4-real-knob2-stored@fidelity=0"
+        --model "round 2 at w 1=runs/x4-real-knob2-stored@fidelity=1")
+      round2_names=("round 2 at w 0" "round 2 at w 1")
+    fi
     for pairs in val-x4-blind val-x4; do
       python benchmarks/quality_vs_steps.py --lq data/$pairs/lq --ref data/$pairs/hq --scale 4 --crop-border 4 \
         --threads 1 --baselines bicubic realesrgan_x4plus --model "x4 (built-in)=src/turbosr/weights/x4" \
         --model "x4-real (shipped)=src/turbosr/weights/x4-real" \
         --model "realism end at w 0=runs/x4-real-knob-stored@fidelity=0" \
-        --model "realism end at w 1=runs/x4-real-knob-stored@fidelity=1" --steps 1 \
+        --model "realism end at w 1=runs/x4-real-knob-stored@fidelity=1" "${round2[@]}" --steps 1 \
         --metrics psnr_y ssim_y grid lattice niqe patch_kid --out docs/benchmarks/x4_real_knob_$pairs --resume
     done
     python scripts/apply_rules.py --bicubic docs/benchmarks/x4_real_knob_val-x4.json \
       --blind docs/benchmarks/x4_real_knob_val-x4-blind.json --x4 "x4 (built-in)" \
-      --x4-real "x4-real (shipped)" "realism end at w 0" "realism end at w 1" > docs/benchmarks/x4_real_knob_rule.md ;;
+      --x4-real "x4-real (shipped)" "realism end at w 0" "realism end at w 1" "${round2_names[@]}" \
+      > docs/benchmarks/x4_real_knob_rule.md ;;
   test)
     for pairs in test-x4 test-x4-blind; do
       python benchmarks/quality_vs_steps.py --lq data/$pairs/lq --ref data/$pairs/hq --scale 4 --crop-border 4 \
