@@ -427,9 +427,9 @@ PY
   select-next)
     python benchmarks/quality_vs_steps.py --lq data/val-x4/lq --ref data/val-x4/hq --scale 4 --crop-border 4 \
       --threads 1 --baselines bicubic --model "x4 (shipped) at w 1=src/turbosr/weights/x4@fidelity=1" \
-      --model "fifth built-in, refitted, w 0=runs/decoder-x4-3e-4-step13500-int8/$latest@storage=int8" \
+      --model "fifth built-in, refitted, w 0=runs/decoder-x4-3e-4-step13500-int8/$latest@storage=int8@fidelity=0" \
       --model "fifth built-in, refitted, w 1=runs/decoder-x4-3e-4-step13500-int8/$latest@storage=int8@fidelity=1" \
-      --model "second cycle, int8, refitted, w 0=runs/decoder-x4-next-3e-4-int8/$latest@storage=int8" \
+      --model "second cycle, int8, refitted, w 0=runs/decoder-x4-next-3e-4-int8/$latest@storage=int8@fidelity=0" \
       --model "second cycle, int8, refitted, w 1=runs/decoder-x4-next-3e-4-int8/$latest@storage=int8@fidelity=1" \
       --steps 1 --metrics psnr_y ssim_y grid lattice --out docs/benchmarks/x4_next_val-x4 --resume ;;
   pictures-real-knob2)

@@ -228,3 +228,49 @@ def test_refitting_the_residual_scale_keeps_the_one_step_model(tmp_path, hr_fold
         assert not torch.allclose(pipeline.denoiser.residual_scale, before)
         again = pipeline.denoise_latents(condition, generator=torch.Generator().manual_seed(1))
     assert torch.allclose(again, expected, atol=1e-5)
+
+
+def test_a_resume_stops_when_the_folder_it_started_from_has_changed(tmp_path, hr_folder, model_dir):
+    """The checkpoint restores only what the run trains; the frozen UNet and the folder's settings come from
+    init_from again. A resume after that folder changed (a built-in replaced under a running lane) stops with a
+    one-line error naming the field, instead of pairing the trained decoder with other weights."""
+    import shutil
+
+    from turbosr.train import decoder
+
+    start = tmp_path / "start"
+    shutil.copytree(model_dir, start)
+    decoder.train(decoder_config(tmp_path, hr_folder, start))
+    recorded = json.loads((tmp_path / "run" / "starts.json").read_text())
+    assert set(recorded) == {"init_from"} and recorded["init_from"]["folder"] == str(start)
+    decoder.train(decoder_config(tmp_path, hr_folder, start, "run.max_steps=3"))  # unchanged: resumes
+    meta = json.loads((start / "config.json").read_text())
+    (start / "config.json").write_text(json.dumps({**meta, "default_fidelity": 1.0}))  # a new folder's setting
+    with pytest.raises(ValueError, match=r"init_from .* has changed since this run started") as error:
+        decoder.train(decoder_config(tmp_path, hr_folder, start, "run.max_steps=4"))
+    assert "\n" not in str(error.value)
+    assert json.loads((tmp_path / "run" / "checkpoint-latest" / "progress.json").read_text())["step"] == 3
+
+
+def test_validation_reports_w_0_as_the_models_own_output_whatever_its_default(tmp_path, hr_folder):
+    """A folder whose default CFW weight is 1 (the shipped x4) is validated at w = 0 in ``val_psnr_y`` and at
+    w = 1 in ``val_psnr_y_fidelity1``: the two training ends, not the default twice."""
+    from turbosr.config import DataConfig
+    from turbosr.data import make_lq
+    from turbosr.metrics import psnr
+    from turbosr.train.reporting import RunLog
+    from turbosr.train.validation import validate, validation_crops
+
+    config, denoiser, autoencoder = tiny_model_with_learned_decoder()
+    with torch.no_grad():  # keep the decoder's residual small, like a trained one
+        autoencoder.decoder.to_rgb.conv.weight.mul_(0.05)
+    model = SRPipeline(denoiser, autoencoder, config, default_fidelity=1.0)
+    data = DataConfig(folder=str(hr_folder), crop_size=64)
+    hq = validation_crops(data, model.scale, 2)
+    record = validate(model, hq, data, 1, RunLog(tmp_path / "log", enabled=False))
+    lq = make_lq(hq, model.scale, data.degradation, torch.Generator().manual_seed(0), data.realesrgan)
+    ends = {w: float(psnr(model(lq, generator=torch.Generator().manual_seed(0), fidelity=w), hq, model.scale,
+                          y_channel=True).mean()) for w in (0.0, 1.0)}
+    assert ends[0.0] != ends[1.0]  # CFW trained: the two ends differ, so the check below can tell them apart
+    assert record["val_psnr_y"] == pytest.approx(ends[0.0], abs=1e-9)
+    assert record["val_psnr_y_fidelity1"] == pytest.approx(ends[1.0], abs=1e-9)

@@ -300,8 +300,23 @@ def _yaml_problem(error: yaml.YAMLError) -> str:
     return f"{problem} at line {mark.line + 1}" if mark is not None else str(problem)
 
 
+# Config fields that name a model folder a run reads at its start (weights it trains on from, or keeps frozen).
+MODEL_FOLDER_FIELDS = ("init_from", "autoencoder_from", "teacher", "prior", "sd_path")
 # Config fields that name an existing file or folder (a run's inputs); checked by missing_inputs before a run.
-INPUT_PATH_FIELDS = ("manifest", "folder", "init_from", "autoencoder_from", "teacher", "prior", "sd_path")
+INPUT_PATH_FIELDS = ("manifest", "folder", *MODEL_FOLDER_FIELDS)
+
+
+def model_folders(config: Any, where: str = "") -> dict[str, str]:
+    """{field (dotted for nested sections): folder} for the MODEL_FOLDER_FIELDS of ``config`` that are set."""
+    found: dict[str, str] = {}
+    for item in dataclasses.fields(config):
+        value = getattr(config, item.name)
+        name = f"{where}.{item.name}" if where else item.name
+        if dataclasses.is_dataclass(value):
+            found |= model_folders(value, name)
+        elif item.name in MODEL_FOLDER_FIELDS and isinstance(value, str) and value:
+            found[name] = value
+    return found
 
 
 def missing_inputs(config: Any, where: str = "") -> list[str]:

@@ -36,7 +36,15 @@ from typing import ClassVar
 
 import torch
 
-from turbosr.config import ConfigError, DataConfig, ModelConfig, OptimConfig, RunConfig, to_dict
+from turbosr.config import (
+    ConfigError,
+    DataConfig,
+    ModelConfig,
+    OptimConfig,
+    RunConfig,
+    model_folders,
+    to_dict,
+)
 from turbosr.data import make_lq
 from turbosr.diffusion import Sampler, add_noise, predict_x0_eps, sampling_timesteps
 from turbosr.image import from_model_range, to_model_range
@@ -47,6 +55,7 @@ from turbosr.train.common import (
     LATEST,
     Cadence,
     averaged_copy,
+    check_starts,
     hq_batch,
     load_dataset,
     make_accelerator,
@@ -153,6 +162,7 @@ def train(config: AdversarialDistillConfig) -> Path:
     """Run (or resume) AddSR training; returns the checkpoint folder (its ``model/`` is the student)."""
     run, data, scale = config.run, config.data, config.model.scale
     accelerator = make_accelerator(run)
+    check_starts(run.output_dir, model_folders(config), accelerator.is_main_process)
     dataset = load_dataset(data, scale)
     teacher = SRPipeline.from_pretrained(config.teacher, device=accelerator.device)
     if teacher.scale != scale:

@@ -26,6 +26,7 @@ from turbosr.config import (
     ModelConfig,
     OptimConfig,
     RunConfig,
+    model_folders,
     to_dict,
 )
 from turbosr.image import from_model_range, to_model_range
@@ -37,6 +38,7 @@ from turbosr.train.common import (
     Cadence,
     average_gradients,
     averaged_copy,
+    check_starts,
     hq_batch,
     load_dataset,
     make_accelerator,
@@ -95,6 +97,7 @@ def train(config: AutoencoderConfig) -> Path:
     """Fit/train the latent space; returns the checkpoint folder (``model/`` is the autoencoder folder)."""
     run = config.run
     accelerator = make_accelerator(run)
+    check_starts(run.output_dir, model_folders(config), accelerator.is_main_process)
     dataset = load_dataset(config.data, config.model.scale)
     with torch.random.fork_rng(devices=[]):  # diffusers initialises from the global RNG: seed it from ours
         torch.manual_seed(int(torch.randint(2**62, (1,), generator=setup_generator(run.seed, "weights"))))

@@ -288,6 +288,41 @@ def save_checkpoint(accelerator: Any, output_dir: str | Path, step: int, ema: EM
     return latest
 
 
+STARTS = "starts.json"
+
+
+def check_starts(output_dir: str | Path, folders: dict[str, str], write: bool = True) -> None:
+    """Keep a resumed run on the model folders it started from. ``folders``: {config field: model folder the run
+    reads at start (a frozen teacher or prior, the starting weights)}: ``config.model_folders``. A new run records
+    their content digests (config and weights) in ``output_dir/starts.json`` (``write``: the main process); a run
+    that will resume from ``output_dir/checkpoint-latest`` compares them with the record and stops if one changed,
+    since the checkpoint restores only the trained weights: a frozen UNet, a teacher or the folder's settings
+    (its default CFW weight) would silently come from the new folder. Checkpoints older than the record are not
+    compared (a warning says so)."""
+    from turbosr.reports import MODEL_FILES, folder_digest
+
+    output = Path(output_dir)
+    digests = {name: folder_digest(folder, MODEL_FILES) for name, folder in folders.items()}
+    record = output / STARTS
+    if checkpoint.recover_folder(output / LATEST) is not None and (output / LATEST / "progress.json").is_file():
+        if not record.is_file():
+            logger.warning("%s has no %s (a run from before start folders were recorded): its start folders are "
+                           "not compared", output, STARTS)
+            return
+        recorded = checkpoint.read_json(record)
+        for name, digest in digests.items():
+            if recorded.get(name, {}).get("digest") not in (None, digest):
+                raise ValueError(
+                    f"{output}: {name} {folders[name]} has changed since this run started (weights digest "
+                    f"{recorded[name]['digest']} then, {digest} now); resuming would pair the checkpoint with other "
+                    f"weights: point {name} at the original folder or use a new run.output_dir")
+        return
+    if write:
+        output.mkdir(parents=True, exist_ok=True)
+        checkpoint.write_json(record, {name: {"folder": str(folders[name]), "digest": digest}
+                                       for name, digest in digests.items()})
+
+
 def resume(accelerator: Any, output_dir: str | Path, ema: EMA | None) -> int:
     """Restore ``output_dir/checkpoint-latest`` if there is one (after ``accelerator.prepare``); returns the step
     to continue from (0 for a new run)."""

@@ -35,6 +35,7 @@ from turbosr.config import (
     ModelConfig,
     OptimConfig,
     RunConfig,
+    model_folders,
     to_dict,
 )
 from turbosr.data import HRFolderDataset, make_lq
@@ -46,6 +47,7 @@ from turbosr.train.common import (
     Cadence,
     average_gradients,
     averaged_copy,
+    check_starts,
     hq_batch,
     load_dataset,
     make_accelerator,
@@ -184,6 +186,7 @@ def train(config: DecoderConfig) -> Path:
     """Run (or resume) decoder fine-tuning; returns the checkpoint folder (its ``model/`` is the full model)."""
     run, data = config.run, config.data
     accelerator = make_accelerator(run)
+    check_starts(run.output_dir, model_folders(config), accelerator.is_main_process)
     dataset = load_dataset(data, config.model.scale)
     # an image-level CFW module is left out; a learned decoder's CFW stays: this run trains it
     loaded = without_fidelity_warp(SRPipeline.from_pretrained(config.init_from), config.init_from, decoder_cfw=False)

@@ -20,7 +20,15 @@ from pathlib import Path
 
 import torch
 
-from turbosr.config import ConfigError, DataConfig, ModelConfig, OptimConfig, RunConfig, to_dict
+from turbosr.config import (
+    ConfigError,
+    DataConfig,
+    ModelConfig,
+    OptimConfig,
+    RunConfig,
+    model_folders,
+    to_dict,
+)
 from turbosr.data import make_lq
 from turbosr.diffusion import add_noise, output_from_x0_eps, predict_x0_eps, sample_training_timesteps
 from turbosr.image import to_model_range
@@ -31,6 +39,7 @@ from turbosr.train.common import (
     LATEST,
     Cadence,
     averaged_copy,
+    check_starts,
     hq_batch,
     load_dataset,
     make_accelerator,
@@ -112,6 +121,7 @@ def train(config: ScaleDistillConfig) -> Path:
     """Run (or resume) scale distillation; returns the checkpoint folder (its ``model/`` is the student)."""
     run, data, scale = config.run, config.data, config.model.scale
     accelerator = make_accelerator(run)
+    check_starts(run.output_dir, model_folders(config), accelerator.is_main_process)
     dataset = load_dataset(data, scale)
     teacher = SRPipeline.from_pretrained(config.teacher, device=accelerator.device)
     if teacher.scale != config.teacher_scale:

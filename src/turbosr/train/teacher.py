@@ -14,7 +14,15 @@ from pathlib import Path
 
 import torch
 
-from turbosr.config import ConfigError, DataConfig, ModelConfig, OptimConfig, RunConfig, to_dict
+from turbosr.config import (
+    ConfigError,
+    DataConfig,
+    ModelConfig,
+    OptimConfig,
+    RunConfig,
+    model_folders,
+    to_dict,
+)
 from turbosr.data import make_lq
 from turbosr.diffusion import add_noise, sample_training_timesteps, training_target
 from turbosr.image import to_model_range
@@ -23,6 +31,7 @@ from turbosr.train.common import (
     LATEST,
     Cadence,
     averaged_copy,
+    check_starts,
     hq_batch,
     load_dataset,
     make_accelerator,
@@ -67,6 +76,7 @@ def train(config: TeacherConfig) -> Path:
     """Run (or resume) teacher training; returns the checkpoint folder (its ``model/`` loads in SRPipeline)."""
     run, data, scale = config.run, config.data, config.model.scale
     accelerator = make_accelerator(run)
+    check_starts(run.output_dir, model_folders(config), accelerator.is_main_process)
     dataset = load_dataset(data, scale)
     pipeline = initial_pipeline(
         config.model, dataset, degradation=data.degradation, realesrgan=data.realesrgan,

@@ -36,15 +36,17 @@ def validation_crops(data: DataConfig, scale: int, count: int) -> torch.Tensor |
 def validate(model: Any, hq: torch.Tensor, data: DataConfig, step: int, log: RunLog,
              fidelity: float | None = None) -> dict[str, Any]:
     """One-step PSNR-Y and periodic-artifact figure (period: the latent factor) of ``model`` (a pipeline; at CFW
-    weight ``fidelity`` when given) beside bicubic's PSNR and the HR crops' figure, on the fixed crops ``hq``
-    degraded as in training (seed 0); a model with CFW is also measured at w = 1 (``val_*_fidelity1``). Writes
-    the record to ``log`` and the strip bicubic | model | HR (a row per crop) beside it."""
+    weight ``fidelity`` when given, else at w = 0, the model's own output, whatever its folder's default weight)
+    beside bicubic's PSNR and the HR crops' figure, on the fixed crops ``hq`` degraded as in training (seed 0); a
+    model with CFW is also measured at w = 1 (``val_*_fidelity1``). Writes the record to ``log`` and the strip
+    bicubic | model | HR (a row per crop) beside it."""
     from turbosr.image import save_image
     from turbosr.metrics import psnr
     from turbosr.metrics.artifacts import grid_figure
 
     lq = make_lq(hq, model.scale, data.degradation, torch.Generator().manual_seed(0), data.realesrgan)
-    output = model(lq, generator=torch.Generator().manual_seed(0), fidelity=fidelity)
+    own = 0.0 if model.has_cfw else None  # w = 0 even where the folder's default_fidelity says otherwise
+    output = model(lq, generator=torch.Generator().manual_seed(0), fidelity=own if fidelity is None else fidelity)
     bicubic = upsample_lq(lq, model.scale)
     border, period = model.scale, model.autoencoder.factor
     record = {"step": step, "validation": "val" if data.manifest else "train-folder", "images": len(hq),
