@@ -434,10 +434,11 @@ PY
       --model "second cycle, int8, refitted, w 0=runs/decoder-x4-next-3e-4-int8/$latest@storage=int8@fidelity=0" \
       --model "second cycle, int8, refitted, w 1=runs/decoder-x4-next-3e-4-int8/$latest@storage=int8@fidelity=1" \
       --steps 1 --metrics psnr_y ssim_y grid lattice --out docs/benchmarks/x4_next_val-x4 --resume ;;
-  knob-next)
-    OMP_NUM_THREADS=1 turbosr train decoder --config configs/decoder-x4-perceptual-grid-end.yaml \
+  knob-next)  # THREADS=2 when it runs alone
+    threads=(--set run.num_threads=${THREADS:-1})
+    turbosr train decoder --config configs/decoder-x4-perceptual-grid-end.yaml "${threads[@]}" \
       --set init_from=runs/decoder-x4-next-3e-4-int8/$latest --set run.output_dir=runs/x4-next-realism-end-perceptual-grid
-    OMP_NUM_THREADS=1 turbosr train decoder --config configs/decoder-x4-perceptual-lattice2-end.yaml \
+    turbosr train decoder --config configs/decoder-x4-perceptual-lattice2-end.yaml "${threads[@]}" \
       --set init_from=runs/x4-next-realism-end-perceptual-grid/$latest \
       --set run.output_dir=runs/x4-next-realism-end-perceptual-lattice2 ;;
   pictures-real-knob2)
