@@ -74,9 +74,11 @@
 #             fifth built-in's refitted decoder and the shipped x4 on the bicubic val pairs (docs/benchmarks/x4_next_val-x4)
 #   knob-next: the sixth built-in's knob recipe (round 2, then round 4 from it) on the second cycle's refitted model
 #             (runs/x4-next-realism-end-perceptual-grid, runs/x4-next-realism-end-perceptual-lattice2)
+#   select-knob-next: the knob rule over knob-next's two runs (as they ship), the sixth built-in (default w = 1) the model to
+#             match (docs/benchmarks/x4_next_knob_rule.md)
 #   pictures-real-knob2: crops of the external photos (blind degradation): x4-real, round 2 at w = 0 and 1, Real-ESRGAN, HR
 #   test:     the chosen models on the test pairs (published numbers)
-# Usage: bash scripts/decoder_realism_chain.sh unet|decoder|joint|realism|realism3|realism4|realism5|select-real5|rules5|pictures5|real5-int8|critics|arms|select|select-real|rules|package-x4|package-x4-real|pictures|compare-x4|compare-x4-real|fit-check|int8|select-int8|package-x4-int8|pictures-int8|lr-probe|lr-probe-long|probe-select|x4-refit|select-3e-4|pictures-3e-4|package-x4-3e-4|knob|knob-cfw|select-knob|knob2|select-knob2|knob3|knob4|pictures-knob|package-x4-knob|real-knob|real-knob2|select-real-knob|pictures-real-knob2|select-next|knob-next|test
+# Usage: bash scripts/decoder_realism_chain.sh unet|decoder|joint|realism|realism3|realism4|realism5|select-real5|rules5|pictures5|real5-int8|critics|arms|select|select-real|rules|package-x4|package-x4-real|pictures|compare-x4|compare-x4-real|fit-check|int8|select-int8|package-x4-int8|pictures-int8|lr-probe|lr-probe-long|probe-select|x4-refit|select-3e-4|pictures-3e-4|package-x4-3e-4|knob|knob-cfw|select-knob|knob2|select-knob2|knob3|knob4|pictures-knob|package-x4-knob|real-knob|real-knob2|select-real-knob|pictures-real-knob2|select-next|knob-next|select-knob-next|test
 # A killed run resumes from runs/<name>/checkpoint-latest. One CPU thread per run; two runs at a time at most.
 set -euo pipefail
 export OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1
@@ -96,7 +98,7 @@ SRPipeline.from_pretrained(sys.argv[1]).save_pretrained(sys.argv[2], storage=sys
 knob_run() {  # knob_run <candidate>: the run folder of a knob candidate (an arm, or an arm's CFW-only phase)
   case "$1" in *-cfw) echo runs/x4-knob-$1 ;; *) echo runs/x4-realism-end-$1 ;; esac
 }
-case "${1:?unet, decoder, joint, realism, realism3, realism4, realism5, select-real5, rules5, pictures5, real5-int8, critics, arms, select, select-real, rules, package-x4, package-x4-real, pictures, compare-x4, compare-x4-real, fit-check, int8, select-int8, package-x4-int8, pictures-int8, lr-probe, lr-probe-long, probe-select, x4-refit, select-3e-4, pictures-3e-4, package-x4-3e-4, knob, knob-cfw, select-knob, knob2, select-knob2, knob3, knob4, pictures-knob, package-x4-knob, real-knob, real-knob2, select-real-knob, pictures-real-knob2, select-next, knob-next or test}" in
+case "${1:?unet, decoder, joint, realism, realism3, realism4, realism5, select-real5, rules5, pictures5, real5-int8, critics, arms, select, select-real, rules, package-x4, package-x4-real, pictures, compare-x4, compare-x4-real, fit-check, int8, select-int8, package-x4-int8, pictures-int8, lr-probe, lr-probe-long, probe-select, x4-refit, select-3e-4, pictures-3e-4, package-x4-3e-4, knob, knob-cfw, select-knob, knob2, select-knob2, knob3, knob4, pictures-knob, package-x4-knob, real-knob, real-knob2, select-real-knob, pictures-real-knob2, select-next, knob-next, select-knob-next or test}" in
   unet)
     turbosr train teacher --config configs/teacher-x4-small.yaml --set init_from=src/turbosr/weights/x4 \
       --set terminal_fraction=0.5 --set run.max_steps=8000 --set optim.warmup_steps=100 --set run.num_threads=1 \
@@ -441,6 +443,20 @@ PY
     turbosr train decoder --config configs/decoder-x4-perceptual-lattice2-end.yaml "${threads[@]}" \
       --set init_from=runs/x4-next-realism-end-perceptual-grid/$latest \
       --set run.output_dir=runs/x4-next-realism-end-perceptual-lattice2 ;;
+  select-knob-next)
+    [ -f docs/benchmarks/x4_knob_val_sixth.json ] || python benchmarks/fidelity_curve.py \
+      --model src/turbosr/weights/x4 --pairs data/val-x4 --weights 0 1 --baselines bicubic --threads 1 \
+      --out docs/benchmarks/x4_knob_val_sixth
+    candidates=()
+    for tag in perceptual-grid perceptual-lattice2; do
+      [ -f docs/benchmarks/x4_next_knob_val_$tag.json ] || {
+        as_shipped runs/x4-next-realism-end-$tag/$latest runs/x4-next-knob-$tag-stored int8
+        python benchmarks/fidelity_curve.py --model runs/x4-next-knob-$tag-stored --pairs data/val-x4 --weights 0 1 \
+          --threads 1 --out docs/benchmarks/x4_next_knob_val_$tag; }
+      candidates+=(--candidate "next-$tag=docs/benchmarks/x4_next_knob_val_$tag.json")
+    done
+    python scripts/knob_rule.py --shipped docs/benchmarks/x4_knob_val_sixth.json --shipped-default 1 \
+      "${candidates[@]}" > docs/benchmarks/x4_next_knob_rule.md ;;
   pictures-real-knob2)
     as_shipped runs/x4-real-critic-lattice-end/$latest runs/x4-real-knob2-stored int8
     python scripts/side_by_side.py data/external-x4-blind --names $crops scikit-image__astronaut@170,30 \

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
+import json
 from pathlib import Path
 
 from conftest import load_script
@@ -68,3 +71,27 @@ def test_knob_rule_needs_the_lattice_figure_at_both_ends(monkeypatch):
     assert hatched == ["w=0 lattice 8.50 dB vs HR 5.00"]
     assert script.verdict(end(31.5, 24.0), end(32.5, 25.0), shipped_psnr=32.5) == [
         "w=1 lattice not measured", "w=0 lattice not measured"]
+
+
+def test_knob_rule_matches_the_shipped_model_at_its_default_weight(monkeypatch, tmp_path):
+    """The sixth built-in runs at w = 1 by default: a candidate's w = 1 is held to that output, not its w = 0."""
+    scripts = Path(__file__).parent.parent / "scripts"
+    monkeypatch.syspath_prepend(str(scripts))
+    script = load_script(scripts / "knob_rule.py")
+
+    def table(path, psnr0, psnr1, kid0, kid1):
+        rows = [{"pairs": "val", "w": w, "psnr_y": p, "grid": 1.05, "hr_grid": 1.05, "lattice": 4.0,
+                 "hr_lattice": 3.0, "patch_kid": k, "niqe": 5.0} for w, p, k in ((0.0, psnr0, kid0), (1.0, psnr1, kid1))]
+        path.write_text(json.dumps({"rows": rows}))
+        return str(path)
+
+    shipped = table(tmp_path / "shipped.json", 32.0, 32.5, 30.0, 29.0)
+    candidate = table(tmp_path / "candidate.json", 31.9, 32.3, 25.0, 26.0)  # w = 1 0.2 dB under the shipped default
+    verdicts = {}
+    for default in ("0", "1"):
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            script.main(["--shipped", shipped, "--shipped-default", default, "--candidate", f"c={candidate}"])
+        verdicts[default] = [line for line in out.getvalue().splitlines() if line.startswith("| c |")][0]
+    assert verdicts["0"].endswith("passes |")  # against w = 0's 32.0
+    assert "w=1 PSNR-Y 32.300 < 32.450" in verdicts["1"]  # against the default w = 1's 32.5
