@@ -306,31 +306,29 @@ MODEL_FOLDER_FIELDS = ("init_from", "autoencoder_from", "teacher", "prior", "sd_
 INPUT_PATH_FIELDS = ("manifest", "folder", *MODEL_FOLDER_FIELDS)
 
 
-def model_folders(config: Any, where: str = "") -> dict[str, str]:
-    """{field (dotted for nested sections): folder} for the MODEL_FOLDER_FIELDS of ``config`` that are set."""
+def path_fields(config: Any, names: tuple[str, ...], where: str = "") -> dict[str, str]:
+    """{field (dotted for nested sections): path} for the fields of ``config`` named in ``names`` that are set."""
     found: dict[str, str] = {}
     for item in dataclasses.fields(config):
         value = getattr(config, item.name)
         name = f"{where}.{item.name}" if where else item.name
         if dataclasses.is_dataclass(value):
-            found |= model_folders(value, name)
-        elif item.name in MODEL_FOLDER_FIELDS and isinstance(value, str) and value:
+            found |= path_fields(value, names, name)
+        elif item.name in names and isinstance(value, str) and value:
             found[name] = value
     return found
 
 
-def missing_inputs(config: Any, where: str = "") -> list[str]:
+def model_folders(config: Any) -> dict[str, str]:
+    """{field: folder} for the MODEL_FOLDER_FIELDS of ``config`` that are set (nested sections too)."""
+    return path_fields(config, MODEL_FOLDER_FIELDS)
+
+
+def missing_inputs(config: Any) -> list[str]:
     """``field = path`` for every input path of ``config`` (INPUT_PATH_FIELDS, nested sections too) that does not
     exist, so that ``--dry-run`` and a run's start both say it at once."""
-    missing = []
-    for item in dataclasses.fields(config):
-        value = getattr(config, item.name)
-        name = f"{where}.{item.name}" if where else item.name
-        if dataclasses.is_dataclass(value):
-            missing += missing_inputs(value, name)
-        elif item.name in INPUT_PATH_FIELDS and isinstance(value, str) and value and not Path(value).exists():
-            missing.append(f"{name} = {value}")
-    return missing
+    return [f"{name} = {path}" for name, path in path_fields(config, INPUT_PATH_FIELDS).items()
+            if not Path(path).exists()]
 
 
 def load_config(cls: type[T], path: str | Path | None = None, overrides: list[str] | None = None) -> T:

@@ -302,13 +302,16 @@ def check_starts(output_dir: str | Path, folders: dict[str, str], write: bool = 
     from turbosr.reports import MODEL_FILES, folder_digest
 
     output = Path(output_dir)
-    digests = {name: folder_digest(folder, MODEL_FILES) for name, folder in folders.items()}
     record = output / STARTS
-    if checkpoint.recover_folder(output / LATEST) is not None and (output / LATEST / "progress.json").is_file():
-        if not record.is_file():
-            logger.warning("%s has no %s (a run from before start folders were recorded): its start folders are "
-                           "not compared", output, STARTS)
-            return
+    resuming = resumable(output) is not None
+    if resuming and not record.is_file():
+        logger.warning("%s has no %s (a run from before start folders were recorded): its start folders are "
+                       "not compared", output, STARTS)
+        return
+    if not resuming and not write:
+        return  # a new run's record is the main process's to write: the folders are not hashed here
+    digests = {name: folder_digest(folder, MODEL_FILES) for name, folder in folders.items()}
+    if resuming:
         recorded = checkpoint.read_json(record)
         for name, digest in digests.items():
             if recorded.get(name, {}).get("digest") not in (None, digest):
@@ -317,17 +320,24 @@ def check_starts(output_dir: str | Path, folders: dict[str, str], write: bool = 
                     f"{recorded[name]['digest']} then, {digest} now); resuming would pair the checkpoint with other "
                     f"weights: point {name} at the original folder or use a new run.output_dir")
         return
-    if write:
-        output.mkdir(parents=True, exist_ok=True)
-        checkpoint.write_json(record, {name: {"folder": str(folders[name]), "digest": digest}
-                                       for name, digest in digests.items()})
+    output.mkdir(parents=True, exist_ok=True)
+    checkpoint.write_json(record, {name: {"folder": str(folders[name]), "digest": digest}
+                                   for name, digest in digests.items()})
+
+
+def resumable(output_dir: str | Path) -> Path | None:
+    """``output_dir/checkpoint-latest`` if a run can resume from it (recovered after a killed replace), else None."""
+    latest = Path(output_dir) / LATEST
+    if checkpoint.recover_folder(latest) is None or not (latest / "progress.json").is_file():
+        return None
+    return latest
 
 
 def resume(accelerator: Any, output_dir: str | Path, ema: EMA | None) -> int:
     """Restore ``output_dir/checkpoint-latest`` if there is one (after ``accelerator.prepare``); returns the step
     to continue from (0 for a new run)."""
-    latest = Path(output_dir) / LATEST
-    if checkpoint.recover_folder(latest) is None or not (latest / "progress.json").is_file():
+    latest = resumable(output_dir)
+    if latest is None:
         return 0
     accelerator.load_state(str(latest / "training_state"))
     if ema is not None and (latest / "ema.safetensors").is_file():
