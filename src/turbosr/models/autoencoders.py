@@ -31,6 +31,7 @@ class PatchAutoencoder(nn.Module):
     """Orthonormal patch transform (PCA of f x f x 3 patches) keeping ``latent_channels`` components."""
 
     kind = "patch"
+    cfw_input = "latent"  # a CFW decoder here reads the LQ condition latent
 
     def __init__(self, factor: int, latent_channels: int, refine_channels: int = 0,
                  decoder: dict[str, Any] | None = None) -> None:
@@ -175,30 +176,114 @@ class PatchAutoencoder(nn.Module):
 
 
 class KLAutoencoder(nn.Module):
-    """diffusers ``AutoencoderKL`` behind the turbosr latent interface (deterministic: the posterior mode)."""
+    """diffusers ``AutoencoderKL`` behind the turbosr latent interface.
+
+    ``posterior`` "mode" encodes deterministically; "sample" draws ``mean + std * noise`` (the LDM/StableSR
+    convention) with the caller's ``noise``. ``cfw_levels`` (LDM level numbers, e.g. [1, 2] for StableSR's
+    released CFW autoencoder) adds controllable feature wrapping inside the decoder (:mod:`turbosr.models.kl_cfw`):
+    the encoder's features of the LQ image at the end of each such level are fused into the decoder at the same
+    level with weight ``fidelity``; decoding then reads the LQ *image* window (``cfw_input`` "image").
+    """
 
     kind = "kl"
+    cfw_input = "image"
+    decode_radius = 0  # tiles are blended, not cropped: its convolutions reach far (mid-block attention)
 
-    def __init__(self, vae: Any, scaling_factor: float | None = None) -> None:
+    def __init__(self, vae: Any, scaling_factor: float | None = None, posterior: str = "mode",
+                 cfw_levels: list[int] | tuple[int, ...] = (), cfw_blocks: int = 2, cfw_growth: int = 32) -> None:
         super().__init__()
+        from turbosr.models.kl_cfw import FuseBlock
+
+        if posterior not in ("mode", "sample"):
+            raise ValueError(f"autoencoder posterior must be 'mode' or 'sample', got {posterior!r}")
         self.vae = vae
         self.scaling_factor = float(scaling_factor if scaling_factor is not None
                                     else getattr(vae.config, "scaling_factor", 1.0))
-        self.factor = 2 ** (len(vae.config.block_out_channels) - 1)
+        levels = len(vae.config.block_out_channels)
+        self.factor = 2 ** (levels - 1)
         self.latent_channels = int(vae.config.latent_channels)
+        self.posterior = posterior
+        self.cfw_levels = [int(level) for level in cfw_levels]
+        if any(not 1 <= level < levels - 1 for level in self.cfw_levels) or len(set(self.cfw_levels)) != len(
+                self.cfw_levels):
+            raise ValueError(f"cfw_levels must be distinct levels in [1, {levels - 2}], got {list(cfw_levels)}")
+        self.cfw_blocks, self.cfw_growth = cfw_blocks, cfw_growth
+        self.fusions = nn.ModuleDict({str(level): FuseBlock(vae.config.block_out_channels[level], cfw_blocks,
+                                                            cfw_growth) for level in self.cfw_levels})
+        self._captured: dict[int, torch.Tensor] | None = None
+        self._fuse: tuple[dict[int, torch.Tensor], float] | None = None
+        for level in self.cfw_levels:
+            vae.encoder.down_blocks[level].resnets[-1].register_forward_hook(self._capture_hook(level))
+            vae.decoder.up_blocks[levels - 1 - level].resnets[-1].register_forward_hook(self._fuse_hook(level))
 
-    has_cfw = False  # (StableSR's CFW inside a KL decoder is not built: the learned patch decoder carries it)
-    decode_radius = 0  # tiles are blended, not cropped: its convolutions reach far (mid-block attention)
+    @property
+    def has_cfw(self) -> bool:
+        return bool(self.cfw_levels)
+
+    def _capture_hook(self, level: int) -> Any:
+        def hook(module: nn.Module, inputs: Any, output: torch.Tensor) -> None:
+            if self._captured is not None:
+                self._captured[level] = output
+
+        return hook
+
+    def _fuse_hook(self, level: int) -> Any:
+        def hook(module: nn.Module, inputs: Any, output: torch.Tensor) -> torch.Tensor:
+            if self._fuse is None:
+                return output
+            features, weight = self._fuse
+            return output + weight * self.fusions[str(level)](features[level], output)
+
+        return hook
 
     def config(self) -> dict[str, Any]:
-        return {"kind": self.kind, "scaling_factor": self.scaling_factor, "vae": diffusers_config(self.vae)}
+        config = {"kind": self.kind, "scaling_factor": self.scaling_factor, "vae": diffusers_config(self.vae)}
+        if self.posterior != "mode":
+            config["posterior"] = self.posterior
+        if self.cfw_levels:
+            config.update(cfw_levels=self.cfw_levels, cfw_blocks=self.cfw_blocks, cfw_growth=self.cfw_growth)
+        return config
 
-    def encode(self, images: torch.Tensor) -> torch.Tensor:
-        return self.vae.encode(images).latent_dist.mode() * self.scaling_factor
+    def moments(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, 3, H, W) in [-1, 1] -> the posterior's mean and std (B, C, H/f, W/f), unscaled."""
+        mean, logvar = self.vae.quant_conv(self.vae.encoder(images)).chunk(2, dim=1) \
+            if self.vae.quant_conv is not None else self.vae.encoder(images).chunk(2, dim=1)
+        return mean, torch.exp(0.5 * logvar.clamp(-30.0, 20.0))
 
-    def decode(self, latents: torch.Tensor, lq_latent: torch.Tensor | None = None, fidelity: float = 0.0
+    def encode(self, images: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
+        """Images in [-1, 1] -> scaled latent: the posterior mode, or ``mean + std * noise`` when a posterior
+        "sample" autoencoder is given ``noise`` (B, C, H/f, W/f)."""
+        mean, std = self.moments(images)
+        if noise is not None and self.posterior == "sample":
+            return (mean + std * noise.to(mean.dtype)) * self.scaling_factor
+        return mean * self.scaling_factor
+
+    def encoder_features(self, images: torch.Tensor) -> dict[int, torch.Tensor]:
+        """The encoder's feature maps at the end of each CFW level (before its downsampler), by level."""
+        self._captured = {}
+        try:
+            down = self.vae.encoder
+            hidden = down.conv_in(images)
+            for index, block in enumerate(down.down_blocks):  # stop after the deepest level CFW reads
+                if index > max(self.cfw_levels):
+                    break
+                hidden = block(hidden)
+            return self._captured
+        finally:
+            self._captured = None
+
+    def decode(self, latents: torch.Tensor, lq_image: torch.Tensor | None = None, fidelity: float = 0.0
                ) -> torch.Tensor:
-        return self.vae.decode(latents / self.scaling_factor).sample
+        """Scaled latent -> image in [-1, 1]; with CFW, ``lq_image`` (the LQ image at the output size, [-1, 1])
+        and ``fidelity`` w > 0 fuse its encoder features in (w = 0 is the plain decoder, exactly)."""
+        if fidelity and self.has_cfw:
+            if lq_image is None:
+                raise ValueError("CFW decoding needs the LQ image")
+            self._fuse = (self.encoder_features(lq_image), float(fidelity))
+        try:
+            return self.vae.decode(latents / self.scaling_factor).sample
+        finally:
+            self._fuse = None
 
 
 Autoencoder = PatchAutoencoder | KLAutoencoder
@@ -213,7 +298,9 @@ def autoencoder_from_config(config: dict[str, Any]) -> Autoencoder:
     if kind == "kl":
         from diffusers import AutoencoderKL
 
-        return KLAutoencoder(AutoencoderKL.from_config(config["vae"]), config["scaling_factor"])
+        return KLAutoencoder(AutoencoderKL.from_config(config["vae"]), config["scaling_factor"],
+                             config.get("posterior", "mode"), config.get("cfw_levels", ()),
+                             config.get("cfw_blocks", 2), config.get("cfw_growth", 32))
     raise ValueError(f"unknown autoencoder kind {kind!r} in model config (expected 'patch' or 'kl')")
 
 
