@@ -167,14 +167,74 @@ def noise_seed(generator: torch.Generator | None = None) -> int:
     return int(torch.randint(2**62, (1,), generator=generator, device=device))
 
 
-SAMPLERS = ("ddim", "renoise")
+def space_timesteps(num_train_timesteps: int, num_steps: int) -> list[int]:
+    """Descending timesteps of an evenly spaced k-step grid that includes 0 and T - 1 (Nichol & Dhariwal 2021,
+    "respacing"; StableSR's ``space_timesteps(1000, [k])``: 999/666/333/0 for k = 4). One step is [0]."""
+    stride = (num_train_timesteps - 1) / (num_steps - 1) if num_steps > 1 else 1
+    return sorted({round(i * stride) for i in range(num_steps)}, reverse=True)
+
+
+# ---------------------------------------------------------------------------------------------- update rules
+# One step of a sampler after the network: from (x_t at t, the network's x0 and eps) to x at the next timestep
+# t_next (-1 after the last step, where every rule returns x0). ``noise`` is fresh N(0, 1) for rules that draw.
+
+def ddim_update(x_t: torch.Tensor, x0: torch.Tensor, eps: torch.Tensor, t: int, t_next: int,
+                alpha_bar: torch.Tensor, noise: torch.Tensor | None) -> torch.Tensor:
+    """Deterministic DDIM (Song et al. 2021, eq. 12, eta = 0): x0 noised to t_next with the predicted eps."""
+    return x0 if t_next < 0 else add_noise(x0, eps, _at(t_next, x0), alpha_bar)
+
+
+def renoise_update(x_t: torch.Tensor, x0: torch.Tensor, eps: torch.Tensor, t: int, t_next: int,
+                   alpha_bar: torch.Tensor, noise: torch.Tensor | None) -> torch.Tensor:
+    """Adversarially distilled models (ADD, Sauer et al. 2023, sec. 3; AddSR): x0 noised to t_next with fresh noise."""
+    if t_next < 0:
+        return x0
+    assert noise is not None
+    return add_noise(x0, noise, _at(t_next, x0), alpha_bar)
+
+
+def ddpm_posterior(ab_t: float, ab_next: float) -> tuple[float, float, float]:
+    """(coef_x0, coef_xt, std) of the DDPM posterior q(x_next | x_t, x0) between two timesteps of a respaced grid
+    (Ho et al. 2020, eqs. 6-7, with the grid's beta' = 1 - ab_t / ab_next; Nichol & Dhariwal 2021, sec. 4).
+    ab_next = 1 after the last step gives (1, 0, 0); the log-variance is clipped at 1e-20 as in the reference."""
+    beta = 1.0 - ab_t / ab_next
+    coef_x0 = beta * ab_next**0.5 / (1.0 - ab_t)
+    coef_xt = (1.0 - ab_next) * (1.0 - beta) ** 0.5 / (1.0 - ab_t)
+    variance = beta * (1.0 - ab_next) / (1.0 - ab_t)
+    return coef_x0, coef_xt, max(variance, 1e-20) ** 0.5
+
+
+def ddpm_update(x_t: torch.Tensor, x0: torch.Tensor, eps: torch.Tensor, t: int, t_next: int,
+                alpha_bar: torch.Tensor, noise: torch.Tensor | None) -> torch.Tensor:
+    """Ancestral DDPM step on a respaced grid (StableSR's sampler): the posterior mean plus its std times noise;
+    no noise after the last step."""
+    ab_t = float(alpha_bar[t])
+    ab_next = float(alpha_bar[t_next]) if t_next >= 0 else 1.0
+    coef_x0, coef_xt, std = ddpm_posterior(ab_t, ab_next)
+    x_next = coef_x0 * x0 + coef_xt * x_t
+    if t_next < 0:
+        return x_next
+    assert noise is not None
+    return x_next + std * noise.to(x_next.dtype)
+
+
+def _at(t: int, like: torch.Tensor) -> torch.Tensor:
+    return torch.full((like.shape[0],), t, device=like.device, dtype=torch.long)
+
+
+UpdateRule = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, int, int, torch.Tensor, "torch.Tensor | None"],
+                      torch.Tensor]
+UPDATE_RULES: dict[str, UpdateRule] = {"ddim": ddim_update, "renoise": renoise_update, "ddpm": ddpm_update}
+DRAWS_NOISE = {"ddim": False, "renoise": True, "ddpm": True}
+SAMPLERS = tuple(UPDATE_RULES)
+STARTS = ("lq", "noise")
 
 # A window is an index into a whole latent (B, C, H, W): ``latent[window]`` is its part. WHOLE is the whole latent.
 Window = tuple[object, ...]
 WHOLE: Window = (...,)
 # denoise(x_t, t, previous_x0, window) -> network output at integer timestep t for that window of the latent;
-# previous_x0 is the renoise rule's last x0 estimate there (None at the first step and for DDIM), for AddSR's
-# prediction-based self-refinement
+# previous_x0 is the renoise rule's last x0 estimate there (None at the first step and for the other rules), for
+# AddSR's prediction-based self-refinement
 DenoiseFn = Callable[[torch.Tensor, int, "torch.Tensor | None", Window], torch.Tensor]
 # join(fn) calls fn(window) for each window of the latent and blends the results into one whole latent
 # (aggregation sampling over tiles, StableSR sec. 3.4); WHOLE alone when sampling is not tiled
@@ -183,26 +243,31 @@ JoinFn = Callable[[Callable[[Window], torch.Tensor]], torch.Tensor]
 
 @dataclass(frozen=True)
 class Sampler:
-    """k-step sampling from the last timestep, one loop with two update rules:
+    """k-step sampling, one short loop over the update rules above (:data:`UPDATE_RULES`):
 
-    - ``ddim``: deterministic DDIM (Song et al. 2021, eq. 12 with eta = 0): the next x_t is the x0 estimate noised
-      with the *predicted* noise;
-    - ``renoise``: adversarially distilled models (ADD, Sauer et al. 2023, sec. 3; AddSR): the next x_t is the x0
-      estimate noised with *fresh* noise. With ``trained_steps`` K > 0 (the student's training grid, trailing
-      spacing of K steps) k <= K steps walk the first k timesteps of that grid, the transitions it was trained on;
-      ``psr_weight`` is AddSR's self-refinement blend (used by the model's denoise function).
+    - ``ddim``: deterministic DDIM, trailing spacing (Lin et al. 2023);
+    - ``renoise``: adversarially distilled models (AddSR). With ``trained_steps`` K > 0 (the student's training
+      grid, trailing spacing of K steps) k <= K steps walk the first k timesteps of that grid, the transitions it
+      was trained on; ``psr_weight`` is AddSR's self-refinement blend (used by the model's denoise function);
+    - ``ddpm``: ancestral DDPM on the evenly respaced grid (:func:`space_timesteps`), StableSR's sampler; the
+      networks see the original timesteps.
 
-    ``num_steps`` k and ``strength`` (the starting noise level, 1 = pure noise) are the caller's. A model folder
-    stores its sampler beside the network's shape (config.json "sampler"; :meth:`to_dict` / :meth:`from_dict`).
+    ``start`` "lq" starts from the initial estimate (the LQ latent, or zero for a residual target) noised to the
+    first timestep; "noise" from pure N(0, 1) (StableSR's 512 script). ``num_steps`` k and ``strength`` (the
+    starting noise level, 1 = the last timestep) are the caller's. A model folder stores its sampler beside the
+    network's shape (config.json "sampler"; :meth:`to_dict` / :meth:`from_dict`).
     """
 
     kind: str = "ddim"
     psr_weight: float = 0.5
     trained_steps: int = 0
+    start: str = "lq"
 
     def __post_init__(self) -> None:
         if self.kind not in SAMPLERS:
             raise ConfigError(f"sampler must be one of {', '.join(SAMPLERS)}, got {self.kind!r}")
+        if self.start not in STARTS:
+            raise ConfigError(f"sampler start must be one of {', '.join(STARTS)}, got {self.start!r}")
         if isinstance(self.psr_weight, bool) or not isinstance(self.psr_weight, int | float) \
                 or not 0.0 <= self.psr_weight <= 1.0:
             raise ConfigError(f"sampler psr_weight must be a number in [0, 1], got {self.psr_weight!r}")
@@ -211,20 +276,35 @@ class Sampler:
             raise ConfigError(f"sampler trained_steps must be an integer in [0, 1000], got {self.trained_steps!r}")
 
     def to_dict(self) -> dict[str, object]:
-        return {"kind": self.kind, "psr_weight": self.psr_weight, "trained_steps": self.trained_steps}
+        data: dict[str, object] = {"kind": self.kind, "psr_weight": self.psr_weight,
+                                   "trained_steps": self.trained_steps}
+        if self.start != "lq":
+            data["start"] = self.start
+        return data
 
     @classmethod
     def from_dict(cls, data: object) -> Sampler:
         """From config.json's "sampler" mapping; unknown keys are errors."""
         if not isinstance(data, dict):
             raise ConfigError(f"sampler must be a mapping, got {data!r}")
-        unknown = sorted(set(data) - {"kind", "psr_weight", "trained_steps"})
+        unknown = sorted(set(data) - {"kind", "psr_weight", "trained_steps", "start"})
         if unknown:
             raise ConfigError(f"unknown sampler key(s) {', '.join(map(str, unknown))}")
         return cls(**data)
 
+    def check(self, num_steps: int, strength: float) -> None:
+        """ValueError (one line) for a step count or strength this rule cannot run."""
+        check_sampling(num_steps, strength)
+        if self.kind == "ddpm" and (num_steps < 2 or strength != 1.0):
+            raise ValueError(f"this model samples with DDPM on an evenly spaced grid from t = 999 to 0: it needs "
+                             f"at least 2 steps and strength 1 (got {num_steps} steps, strength {strength})")
+
     def timesteps(self, num_steps: int, num_train_timesteps: int, strength: float = 1.0) -> list[int]:
-        """Descending timesteps of a k-step run (see :func:`sampling_timesteps`; renoise: the trained grid)."""
+        """Descending timesteps of a k-step run (see :func:`sampling_timesteps`; renoise: the trained grid;
+        ddpm: :func:`space_timesteps`)."""
+        self.check(num_steps, strength)
+        if self.kind == "ddpm":
+            return space_timesteps(num_train_timesteps, num_steps)
         if self.kind == "renoise" and self.trained_steps and strength == 1.0 and num_steps <= self.trained_steps:
             return sampling_timesteps(self.trained_steps, num_train_timesteps)[:num_steps]
         return sampling_timesteps(num_steps, num_train_timesteps, strength)
@@ -235,37 +315,40 @@ class Sampler:
                finish: Callable[[torch.Tensor, Window], torch.Tensor] | None = None) -> torch.Tensor:
         """The final x0 estimate, passed through ``finish(x0, window)`` if given (e.g. x0 -> HQ latent).
 
-        ``noise(i, window)`` is step i's Gaussian noise on that window, ``initial_x0(window)`` the estimate that
-        step 0 noises to the first timestep (pure noise when its signal is zero); the renoise rule draws noise(i)
-        for step i. Everything a step does after the network (x0/eps, the update rule, ``finish``) is per pixel,
-        so each window runs its whole step and ``join`` blends only the results: a run holds the whole x_t from
-        step 2 on (and the previous x0 for the renoise rule), never the noise, the network output or eps whole.
-        With one window this is exactly the whole-latent computation."""
+        ``noise(i, window)`` is the i-th Gaussian draw on that window: 0 for the start, i + 1 for what the rule
+        draws after step i. ``initial_x0(window)`` is the estimate that step 0 noises to the first timestep
+        (start "lq"). Everything a step does after the network (x0/eps, the update rule, ``finish``) is per
+        pixel, so each window runs its whole step and ``join`` blends only the results (for the linear rules
+        here that equals blending the network outputs): a run holds the whole x_t from step 2 on (and the previous
+        x0 for the renoise rule), never the noise, the network output or eps whole. With one window this is
+        exactly the whole-latent computation."""
         join = join or (lambda fn: fn(WHOLE))
+        update = UPDATE_RULES[self.kind]
         x_t: torch.Tensor | None = None
         previous: torch.Tensor | None = None
         result: torch.Tensor | None = None
         for index, t in enumerate(timesteps):
             last = index + 1 == len(timesteps)
+            t_next = -1 if last else timesteps[index + 1]
             keep_x0 = self.kind == "renoise" and not last  # PSR reads the previous x0 at the next step
 
-            def advance(window: Window, index: int = index, t: int = t, last: bool = last, keep_x0: bool = keep_x0,
-                        x_t: torch.Tensor | None = x_t, previous: torch.Tensor | None = previous) -> torch.Tensor:
-                if x_t is None:  # step 0: the initial estimate noised to the first timestep
-                    start = initial_x0(window)
-                    at = torch.full((start.shape[0],), t, device=start.device, dtype=torch.long)
-                    current = add_noise(start, noise(0, window), at, alpha_bar)
-                else:
+            def advance(window: Window, index: int = index, t: int = t, t_next: int = t_next, last: bool = last,
+                        keep_x0: bool = keep_x0, x_t: torch.Tensor | None = x_t,
+                        previous: torch.Tensor | None = previous) -> torch.Tensor:
+                if x_t is not None:
                     current = x_t[window]
-                    at = torch.full((current.shape[0],), t, device=current.device, dtype=torch.long)
+                elif self.start == "noise":
+                    current = noise(0, window)
+                else:  # step 0: the initial estimate noised to the first timestep
+                    start = initial_x0(window)
+                    current = add_noise(start, noise(0, window), _at(t, start), alpha_bar)
                 output = denoise(current, t, None if previous is None else previous[window], window)
-                x0, eps = predict_x0_eps(output, current, at, alpha_bar, prediction_type)
+                x0, eps = predict_x0_eps(output, current, _at(t, current), alpha_bar, prediction_type)
                 del output
+                fresh = noise(index + 1, window) if DRAWS_NOISE[self.kind] and not last else None
+                x_next = update(current, x0, eps, t, t_next, alpha_bar, fresh)
                 if last:
-                    return finish(x0, window) if finish is not None else x0
-                renoised = eps if self.kind == "ddim" else noise(index + 1, window)
-                next_t = torch.full_like(at, timesteps[index + 1])
-                x_next = add_noise(x0, renoised, next_t, alpha_bar)
+                    return finish(x_next, window) if finish is not None else x_next
                 return torch.cat([x_next, x0], dim=1) if keep_x0 else x_next
 
             joined = join(advance)

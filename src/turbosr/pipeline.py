@@ -24,7 +24,7 @@ from turbosr import checkpoint
 from turbosr.colorfix import COLOR_FIXES
 from turbosr.config import ModelConfig, from_dict, to_dict
 from turbosr.degradations import upsample_lq
-from turbosr.diffusion import Sampler, Window, check_sampling, keyed_noise, make_alpha_bar, noise_seed
+from turbosr.diffusion import Sampler, Window, keyed_noise, make_alpha_bar, noise_seed
 from turbosr.image import from_model_range, pil_to_tensor, tensor_to_pil, to_model_range, upscale_alpha
 from turbosr.models.autoencoders import (
     Autoencoder,
@@ -34,7 +34,7 @@ from turbosr.models.autoencoders import (
 )
 from turbosr.models.denoiser import Denoiser
 from turbosr.models.stablesr import FidelityWarp
-from turbosr.tiling import Tile, tiled_map
+from turbosr.tiling import TILE_WEIGHTS, Tile, tiled_map
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +66,7 @@ class SRPipeline:
 
     def __init__(self, denoiser: Denoiser, autoencoder: Autoencoder, config: ModelConfig,
                  fidelity_warp: FidelityWarp | None = None, sampler: Sampler | None = None,
-                 default_fidelity: float = 0.0) -> None:
+                 default_fidelity: float = 0.0, default_steps: int = 1) -> None:
         self.denoiser = denoiser.eval()
         self.autoencoder = autoencoder.eval()
         self.fidelity_warp = fidelity_warp.eval() if fidelity_warp is not None else None
@@ -74,6 +74,7 @@ class SRPipeline:
             self._check_fidelity(default_fidelity)
         self.default_fidelity = float(default_fidelity)
         self.config = config
+        self.default_steps = default_steps
         self.sampler = sampler if sampler is not None else Sampler()
         self.alpha_bar = make_alpha_bar(config.schedule)
         self.device = torch.device("cpu")
@@ -88,7 +89,7 @@ class SRPipeline:
         model)."""
         parts = {"denoiser": self.denoiser, "autoencoder": self.autoencoder, "config": self.config,
                  "fidelity_warp": self.fidelity_warp, "sampler": self.sampler,
-                 "default_fidelity": self.default_fidelity}
+                 "default_fidelity": self.default_fidelity, "default_steps": self.default_steps}
         unknown = sorted(set(changes) - set(parts))
         if unknown:
             raise TypeError(f"SRPipeline.replace: unknown part(s) {', '.join(unknown)}")
@@ -144,6 +145,12 @@ class SRPipeline:
         checkpoint.save_tensors(folder / "autoencoder.safetensors", checkpoint.compact_state(
             self.autoencoder.state_dict(), decoder_parameters, "float32" if storage == "float32" else "float16"))
         extra = {}
+        if self.denoiser.conditioning == "sft":
+            extra["structure_encoder"] = self.denoiser.sft.config()
+        if self.default_steps != 1:
+            extra["default_steps"] = self.default_steps
+        if self.aggregation != "gaussian":
+            extra["aggregation"] = self.aggregation
         if self.fidelity_warp is not None:
             checkpoint.save_tensors(folder / "fidelity_warp.safetensors",
                                     {k: v.float() for k, v in self.fidelity_warp.state_dict().items()})
@@ -209,8 +216,11 @@ class SRPipeline:
         unet = classes[meta["unet_class"]].from_config(meta["unet"])
         state = checkpoint.expand_state(checkpoint.load_tensors(folder / "denoiser.safetensors"))
         prompt = state.get("prompt_embedding")
+        structure = meta.get("structure_encoder")
+        if structure is not None:
+            check_structure_size(structure, folder)
         denoiser = Denoiser(unet, config.latent_channels, config.target, prompt, config.control, config.sft,
-                            config.sft_time_aware, config.sft_down)
+                            config.sft_time_aware, config.sft_down, config.conditioning, structure)
         denoiser.load_state_dict(state, strict=True)
         autoencoder = autoencoder_from_config(meta["autoencoder"])
         autoencoder.load_state_dict(checkpoint.expand_state(checkpoint.load_tensors(folder / "autoencoder.safetensors")),
@@ -224,7 +234,17 @@ class SRPipeline:
         default_fidelity = meta.get("default_fidelity", 0.0)
         if isinstance(default_fidelity, bool) or not isinstance(default_fidelity, (int, float)):
             raise ModelFolderError(f"{folder}/config.json: 'default_fidelity' must be a number, got {default_fidelity!r}")
-        return cls(denoiser, autoencoder, config, warp, sampler, default_fidelity)
+        default_steps = meta.get("default_steps", 1)
+        if isinstance(default_steps, bool) or not isinstance(default_steps, int) or not 1 <= default_steps <= 1000:
+            raise ModelFolderError(f"{folder}/config.json: 'default_steps' must be an integer in [1, 1000], got "
+                                   f"{default_steps!r}")
+        pipeline = cls(denoiser, autoencoder, config, warp, sampler, default_fidelity, default_steps)
+        aggregation = meta.get("aggregation", "gaussian")
+        if aggregation not in TILE_WEIGHTS or aggregation == "crop":
+            raise ModelFolderError(f"{folder}/config.json: 'aggregation' must be one of gaussian, stablesr, uniform, "
+                                   f"got {aggregation!r}")
+        pipeline.aggregation = aggregation
+        return pipeline
 
     def to(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> SRPipeline:
         """Move both networks (like ``nn.Module.to``); returns self."""
@@ -243,7 +263,7 @@ class SRPipeline:
         self,
         images: Image.Image | torch.Tensor,
         *,
-        num_steps: int = 1,
+        num_steps: int | None = None,
         strength: float = 1.0,
         tile: int = DEFAULT_TILE,
         tile_overlap: int = DEFAULT_TILE_OVERLAP,
@@ -256,7 +276,7 @@ class SRPipeline:
 
         Args:
             images: PIL image (alpha is upscaled separately with bicubic and re-attached) or (B, 3, h, w) in [0, 1].
-            num_steps: DDIM steps (1 = one-step SR).
+            num_steps: denoising steps; None = the model's ``default_steps`` (1 = one-step SR for the built-ins).
             strength: starting noise level in (0, 1]; 1 starts from pure noise (realism), lower values start from
                 the noised bicubic estimate and keep closer to the input (fidelity).
             tile, tile_overlap: tile size and overlap in OUTPUT pixels; images larger than ``tile`` are processed
@@ -277,7 +297,7 @@ class SRPipeline:
             shape = tuple(images.shape) if torch.is_tensor(images) else type(images).__name__
             raise ValueError(f"expected a PIL image or a (B, 3, H, W) tensor in [0, 1], got {shape}")
         with torch.inference_mode():
-            output = self._upscale(images.to(self.device, self.dtype), num_steps, strength, tile, tile_overlap,
+            output = self._upscale(images.to(self.device, self.dtype), self.steps(num_steps), strength, tile, tile_overlap,
                                    color_fix, fidelity, generator, progress)
         return output.to(images.device, images.dtype)
 
@@ -303,14 +323,42 @@ class SRPipeline:
             output.putalpha(tensor_to_pil(big.expand(-1, 3, -1, -1)).getchannel("R"))
         return output
 
-    def denoise_latents(self, lq_latent: torch.Tensor, *, num_steps: int = 1, strength: float = 1.0,
+    def steps(self, num_steps: int | None) -> int:
+        """The step count a call with ``num_steps`` runs: the given one, or the folder's ``default_steps``."""
+        return self.default_steps if num_steps is None else num_steps
+
+    def encode(self, images: torch.Tensor, *, tile: int = DEFAULT_TILE, tile_overlap: int = DEFAULT_TILE_OVERLAP,
+               seed: int | None = None, noise: torch.Tensor | None = None) -> torch.Tensor:
+        """Images at the output size (B, 3, H, W) in [0, 1], H and W multiples of the latent factor -> the LQ
+        latent, tile by tile. A KL autoencoder with posterior "sample" (StableSR) draws ``mean + std * noise``:
+        ``noise`` (B, C, H/f, W/f) if given (to reproduce a run), else position-keyed noise from ``seed``."""
+        autoencoder, factor = self.autoencoder, self.autoencoder.factor
+        sample = getattr(autoencoder, "posterior", "mode") == "sample"
+        shape = (images.shape[0], autoencoder.latent_channels, images.shape[-2] // factor, images.shape[-1] // factor)
+
+        def encode_tile(x: torch.Tensor, window: Tile) -> torch.Tensor:
+            if not sample:
+                return autoencoder.encode(to_model_range(x))
+            rows, cols = (window.y0 // factor, window.y1 // factor), (window.x0 // factor, window.x1 // factor)
+            drawn = noise[..., rows[0]:rows[1], cols[0]:cols[1]] if noise is not None else keyed_noise(
+                seed if seed is not None else 0, ENCODE_NOISE_STEP, shape, rows, cols)
+            return autoencoder.encode(to_model_range(x), drawn.to(x.device, x.dtype))
+
+        # a patch encoder is per patch, so its tiles need no overlap (and stream: streaming.upscale_strips)
+        exact = isinstance(autoencoder, PatchAutoencoder)
+        return tiled_map(encode_tile, images, tile, 0 if exact else tile_overlap, out_scale=1 / factor,
+                         weight="crop" if exact else "gaussian")
+
+    def denoise_latents(self, lq_latent: torch.Tensor, *, num_steps: int | None = None, strength: float = 1.0,
                         generator: torch.Generator | None = None, latent_tile: int | None = None,
-                        latent_overlap: int = 0, progress: Callable[[int, int], None] | None = None
-                        ) -> torch.Tensor:
+                        latent_overlap: int = 0, progress: Callable[[int, int], None] | None = None,
+                        seed: int | None = None, noise: list[torch.Tensor] | None = None) -> torch.Tensor:
         """k-step sampling in latent space: LQ latent (B, C, h, w) -> HQ latent estimate, same shape.
 
-        The noise is keyed by position (:func:`~turbosr.diffusion.keyed_noise`, seeded by one draw from
-        ``generator``), so any tiling or streaming of the latent starts from the same noise. With ``strength <
+        The noise is keyed by position (:func:`~turbosr.diffusion.keyed_noise`, seeded by ``seed`` or one draw
+        from ``generator``), so any tiling or streaming of the latent starts from the same noise; ``noise``, a
+        list of whole-latent tensors (the start's first, then one per step that draws: k for the re-noising and
+        DDPM rules), replaces it, which reproduces another implementation's run bit for bit. With ``strength <
         1`` sampling starts from the bicubic estimate (the LQ latent itself, i.e. x0 = ``to_x0(lq_latent,
         lq_latent)``: zero for the residual target, the LQ latent for the latent target) noised to the starting
         timestep. ``latent_tile``/``latent_overlap`` are in latent pixels (None: one tile); each tile draws its
@@ -320,12 +368,16 @@ class SRPipeline:
         inference mode (joint fine-tuning).
         """
         sampler, denoiser = self.sampler, self.denoiser
-        seed = noise_seed(generator)
+        seed = noise_seed(generator) if seed is None else seed
         shape = tuple(lq_latent.shape)
 
-        def noise(step: int, window: Window) -> torch.Tensor:
+        def draw(step: int, window: Window) -> torch.Tensor:
             rows, cols = window[-2], window[-1]
             assert isinstance(rows, slice) and isinstance(cols, slice)
+            if noise is not None:
+                if step >= len(noise):
+                    raise ValueError(f"the injected noise has {len(noise)} draws; this run needs draw {step}")
+                return noise[step][..., rows, cols].to(lq_latent.device, lq_latent.dtype)
             return keyed_noise(seed, step, shape, (rows.start, rows.stop), (cols.start, cols.stop)).to(
                 lq_latent.device, lq_latent.dtype)
 
@@ -341,42 +393,52 @@ class SRPipeline:
             return tiled_map(lambda _, tile: fn((..., slice(tile.y0, tile.y1), slice(tile.x0, tile.x1))), lq_latent,
                              latent_tile or max(shape[-2:]), latent_overlap, weight=self.aggregation)
 
-        timesteps = sampler.timesteps(num_steps, self.config.schedule.num_train_timesteps, strength)
+        timesteps = sampler.timesteps(self.steps(num_steps), self.config.schedule.num_train_timesteps, strength)
         on_step = (lambda i: progress(i, len(timesteps))) if progress else None
-        return sampler.sample(denoise, noise, lambda w: denoiser.to_x0(lq_latent[w], lq_latent[w]), timesteps,
+        return sampler.sample(denoise, draw, lambda w: denoiser.to_x0(lq_latent[w], lq_latent[w]), timesteps,
                               self.alpha_bar, self.config.prediction_type, on_step, join=join,
                               finish=lambda x0, w: denoiser.from_x0(x0, lq_latent[w]))
 
     def decode(self, hq_latent: torch.Tensor, lq_latent: torch.Tensor, fidelity: float = 0.0,
-               latent_tile: int | None = None, latent_overlap: int = 0, rows: tuple[int, int] | None = None
-               ) -> torch.Tensor:
-        """HQ latent (B, C, h, w) -> image (B, 3, h * f, w * f) in [0, 1], tile by tile. A patch latent's decoder
-        (learned, with its CFW at weight ``fidelity``, which also reads ``lq_latent``; or linear with an RGB
-        refiner) is decoded exactly: non-overlapping tiles with a halo of its receptive radius, and ``rows`` (a,
-        b) in latent pixels, whole tile rows, decodes just that strip (streaming). A KL decoder is blended."""
+               latent_tile: int | None = None, latent_overlap: int = 0, rows: tuple[int, int] | None = None,
+               lq_image: torch.Tensor | None = None) -> torch.Tensor:
+        """HQ latent (B, C, h, w) -> image (B, 3, h * f, w * f) in [0, 1], tile by tile. CFW at weight
+        ``fidelity`` reads the same window of what its decoder fuses: the LQ latent (a patch latent's learned
+        decoder) or the LQ image at the output size in [0, 1], ``lq_image`` (a KL decoder with CFW, StableSR). A
+        patch latent's decoder (learned, or linear with an RGB refiner) is decoded exactly: non-overlapping tiles
+        with a halo of its receptive radius, and ``rows`` (a, b) in latent pixels, whole tile rows, decodes just
+        that strip (streaming). A KL decoder's tiles are blended."""
         autoencoder = self.autoencoder
+        factor = autoencoder.factor
         latent_tile = latent_tile or max(hq_latent.shape[-2:])
         use_cfw = bool(fidelity) and autoencoder.has_cfw
+        if use_cfw and autoencoder.cfw_input == "image" and lq_image is None:
+            raise ValueError("this model's CFW reads the LQ image: pass lq_image")
 
         def decode_tile(z: torch.Tensor, window: Tile) -> torch.Tensor:
-            if use_cfw:  # CFW reads the same window of the LQ latent
+            if not use_cfw:
+                return from_model_range(autoencoder.decode(z))
+            if autoencoder.cfw_input == "image":
+                assert lq_image is not None
+                lq = to_model_range(lq_image[..., window.y0 * factor:window.y1 * factor,
+                                             window.x0 * factor:window.x1 * factor].to(z.dtype))
+            else:
                 lq = lq_latent[..., window.y0:window.y1, window.x0:window.x1]
-                return from_model_range(autoencoder.decode(z, lq, fidelity))
-            return from_model_range(autoencoder.decode(z))
+            return from_model_range(autoencoder.decode(z, lq, fidelity))
 
         if isinstance(autoencoder, PatchAutoencoder):
             return tiled_map(decode_tile, hq_latent, latent_tile, autoencoder.decode_radius,
                              out_scale=autoencoder.factor, weight="crop", rows=rows)
         return tiled_map(decode_tile, hq_latent, latent_tile, latent_overlap, out_scale=autoencoder.factor, rows=rows)
 
-    def check_options(self, num_steps: int, strength: float, tile: int, tile_overlap: int, color_fix: str,
+    def check_options(self, num_steps: int | None, strength: float, tile: int, tile_overlap: int, color_fix: str,
                       fidelity: float | None = None) -> None:
         """Raise ValueError with a clear message for options this model cannot use."""
         if fidelity is not None:
             self._check_fidelity(fidelity)
         if color_fix not in COLOR_FIXES:
             raise ValueError(f"color_fix must be one of {', '.join(COLOR_FIXES)}, got {color_fix!r}")
-        check_sampling(num_steps, strength)
+        self.sampler.check(self.steps(num_steps), strength)
         multiple, factor = self.pixel_multiple, self.autoencoder.factor
         if tile < multiple or tile % multiple:
             raise ValueError(f"tile must be a positive multiple of {multiple} output pixels for this model, got {tile}")
@@ -394,16 +456,17 @@ class SRPipeline:
         upsampled = upsample_lq(lq, self.scale)
         padded = _pad_to_multiple(upsampled, multiple)
         latent_tile, latent_overlap = tile // factor, tile_overlap // factor
+        seed = noise_seed(generator)
 
-        # range conversions happen per tile, so no extra full-size copies of the image are made; a patch
-        # encoder is per patch, so its tiles need no overlap (and stream: streaming.upscale_strips)
-        exact = isinstance(self.autoencoder, PatchAutoencoder)
-        lq_latent = tiled_map(lambda x, _: self.autoencoder.encode(to_model_range(x)), padded, tile,
-                              0 if exact else tile_overlap, out_scale=1 / factor, weight="crop" if exact else "gaussian")
-        del padded
-        hq_latent = self.denoise_latents(lq_latent, num_steps=num_steps, strength=strength, generator=generator,
+        # range conversions happen per tile, so no extra full-size copies of the image are made
+        lq_latent = self.encode(padded, tile=tile, tile_overlap=tile_overlap, seed=seed)
+        image_cfw = self.autoencoder.has_cfw and self.autoencoder.cfw_input == "image"
+        if not image_cfw:
+            del padded
+        hq_latent = self.denoise_latents(lq_latent, num_steps=num_steps, strength=strength, seed=seed,
                                          latent_tile=latent_tile, latent_overlap=latent_overlap, progress=progress)
-        decoded = self.decode(hq_latent, lq_latent, fidelity, latent_tile, latent_overlap)
+        decoded = self.decode(hq_latent, lq_latent, fidelity, latent_tile, latent_overlap,
+                              lq_image=padded if image_cfw else None)
         if fidelity and self.fidelity_warp is not None:  # an older folder's CFW on the decoded image
             warp = self.fidelity_warp
             stacked = torch.cat([decoded, _pad_to_multiple(upsampled, multiple)[..., : decoded.shape[-2],
@@ -415,6 +478,9 @@ class SRPipeline:
             raise ValueError("the model produced NaN or infinite values (its weights or its input are broken); "
                              "nothing was written")
         return COLOR_FIXES[color_fix](output, upsampled).clamp(0, 1) if color_fix != "none" else output
+
+
+ENCODE_NOISE_STEP = 1_000_003  # keyed-noise step index of a posterior-sampling encoder's draw (no sampler step)
 
 
 # Bounds on a model folder's network description, checked before anything is built: far above every real model
@@ -455,6 +521,23 @@ def check_network_size(unet: dict[str, Any], autoencoder: dict[str, Any], folder
                 if not isinstance(values, list) or len(values) > MAX_LEVELS or \
                         not all(integer(v, 0, MAX_WIDTH) for v in values):
                     raise bad(f"autoencoder.decoder.{key}", values)
+
+
+def check_structure_size(structure: Any, folder: Path) -> None:
+    """Refuse an absurd structure-encoder description (config.json "structure_encoder") before building it."""
+    encoder = structure.get("encoder") if isinstance(structure, dict) else None
+    if not isinstance(encoder, dict):
+        raise ModelFolderError(f"{folder}/config.json: 'structure_encoder' must hold an 'encoder' mapping")
+    for key in ("in_channels", "model_channels", "out_channels", "num_res_blocks"):
+        value = encoder.get(key)
+        if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_WIDTH:
+            raise ModelFolderError(f"{folder}/config.json: structure_encoder.encoder.{key} {value!r} is not a "
+                                   "plausible network size")
+    mult = encoder.get("channel_mult")
+    if not isinstance(mult, list) or not 1 <= len(mult) <= MAX_LEVELS or not all(
+            isinstance(m, int) and 1 <= m * encoder["model_channels"] <= MAX_WIDTH for m in mult):
+        raise ModelFolderError(f"{folder}/config.json: structure_encoder.encoder.channel_mult {mult!r} is not "
+                               "a plausible network size")
 
 
 def _pad_to_multiple(images: torch.Tensor, multiple: int) -> torch.Tensor:

@@ -63,6 +63,20 @@ def gaussian_weights(height: int, width: int, sigma_fraction: float = 0.3, *,
     return weights.clamp_min(1e-12).to(dtype or torch.float32).view(1, 1, height, width)
 
 
+def stablesr_weights(height: int, width: int, *, device: torch.device | str | None = None,
+                     dtype: torch.dtype | None = None) -> torch.Tensor:
+    """StableSR's released tile weights (aggregation sampling, sec. 3.4): a Gaussian of variance 0.01 over the
+    unit tile, g(u) = exp(-(u - c)^2 / (2 * 0.01 * T^2)), with the reference's centres kept as they are:
+    c = (T - 1) / 2 along x but T / 2 along y (a half-pixel shift down). Computed in float64, (1, 1, h, w)."""
+
+    def axis(length: int, centre: float) -> torch.Tensor:
+        coords = torch.arange(length, device=device, dtype=torch.float64)
+        return torch.exp(-((coords - centre) ** 2) / (2 * 0.01 * length**2))
+
+    weights = axis(height, height / 2)[:, None] * axis(width, (width - 1) / 2)[None, :]
+    return weights.to(dtype or torch.float32).view(1, 1, height, width)
+
+
 def edge_ramps(window: Tile, height: int, width: int, margin: int, *, device: torch.device | str | None = None,
                dtype: torch.dtype | None = None) -> torch.Tensor:
     """(1, 1, h, w) factor that falls linearly to ~0 over ``margin`` pixels at tile edges INSIDE the image.
@@ -104,7 +118,7 @@ def plan_cores(height: int, width: int, tile: int, halo: int) -> list[tuple[Tile
 
 # How overlapping tile outputs are joined: "gaussian" (turbosr: sigma 0.3 x tile, and ramps to ~0 at tile edges
 # inside the image), "stablesr" (StableSR's released weights: a Gaussian of variance 0.01 over the unit tile,
-# sigma 0.1 x tile, no ramps), "uniform" (plain averaging), "crop" (exact cores with a halo, no blending).
+# sigma 0.1 x tile, its off-centre rows kept, no ramps), "uniform" (plain averaging), "crop" (exact cores with a halo, no blending).
 TILE_WEIGHTS = ("gaussian", "stablesr", "uniform", "crop")
 
 
@@ -148,9 +162,10 @@ def tiled_map(fn: Callable[[torch.Tensor, Tile], torch.Tensor], x: torch.Tensor,
             total = result.new_zeros(1, 1, int(height * ratio), int(width * ratio))
         if weight == "uniform":
             w = result.new_ones(1, 1, oy1 - oy0, ox1 - ox0)
+        elif weight == "stablesr":
+            w = stablesr_weights(oy1 - oy0, ox1 - ox0, device=result.device, dtype=result.dtype)
         else:
-            w = gaussian_weights(oy1 - oy0, ox1 - ox0, 0.1 if weight == "stablesr" else 0.3, device=result.device,
-                                 dtype=result.dtype)
+            w = gaussian_weights(oy1 - oy0, ox1 - ox0, 0.3, device=result.device, dtype=result.dtype)
         if weight != "stablesr":
             w = w * edge_ramps(Tile(oy0, ox0, oy1, ox1), int(height * ratio), int(width * ratio),
                                int(overlap * ratio) // 2, device=result.device, dtype=result.dtype)

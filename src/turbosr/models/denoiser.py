@@ -8,6 +8,8 @@ residual between the HQ latent and the LQ latent.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -21,8 +23,10 @@ class Denoiser(nn.Module):
 
     def __init__(self, unet: nn.Module, latent_channels: int, target: str,
                  prompt_embedding: torch.Tensor | None = None, control: bool = False, sft: bool = False,
-                 sft_time_aware: bool = True, sft_down: bool = True) -> None:
+                 sft_time_aware: bool = True, sft_down: bool = True, conditioning: str = "concat",
+                 structure: dict[str, Any] | None = None) -> None:
         super().__init__()
+        self.conditioning = conditioning
         self.unet = unet
         self.latent_channels = latent_channels
         self.target = target
@@ -41,6 +45,16 @@ class Denoiser(nn.Module):
         self.sft = None
         if sft:
             self.add_sft(sft_time_aware, sft_down)
+        # StableSR's released conditioning: the UNet sees x_t alone; a structure encoder's features of the LQ
+        # latent modulate every ResNet through SPADE-form SFT layers (conditioning "sft")
+        if conditioning == "sft":
+            if structure is None:
+                raise ValueError("conditioning 'sft' needs the structure encoder's settings")
+            from turbosr.models.released_sft import SpadeConditioner
+
+            self.sft = SpadeConditioner(unet, structure["encoder"], structure.get("hidden", 128))
+        elif structure is not None:
+            raise ValueError("a structure encoder is only used with conditioning 'sft'")
 
     def add_sft(self, time_aware: bool = True, down: bool = True) -> None:
         """Attach a zero-initialised SFT conditioner (the UNet's outputs stay exactly the same)."""
@@ -74,7 +88,7 @@ class Denoiser(nn.Module):
         """
         if not torch.is_tensor(t):
             t = torch.full((x_t.shape[0],), int(t), device=x_t.device, dtype=torch.long)
-        inputs = torch.cat([x_t, condition.to(x_t.dtype)], dim=1)
+        inputs = x_t if self.conditioning == "sft" else torch.cat([x_t, condition.to(x_t.dtype)], dim=1)
         context = self.context(x_t)
         if self.sft is not None:
             self.sft.set(condition.to(x_t.dtype), t)

@@ -1,0 +1,10 @@
+"""Importers of released models: read a release's files safely, map its keys, write an ordinary model folder.
+
+One module per released family; each exposes ``import_<family>(...) -> Path``. An imported folder runs through the
+same pipeline as a built-in: what differs (conditioning mode, sampler rule, CFW placement) is declared in its
+config.json. Nothing here is needed at run time.
+"""
+
+from turbosr.importers.stablesr import import_stablesr
+
+__all__ = ["import_stablesr"]

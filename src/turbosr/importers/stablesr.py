@@ -1,0 +1,295 @@
+"""``turbosr import stablesr``: StableSR's released models (Wang et al. 2023) as ordinary turbosr model folders.
+
+Inputs a user has on disk (never shipped with turbosr): a diffusers Stable Diffusion 2 folder (SD-2.1-base for
+``stablesr_000117.ckpt``, SD-2.1-768 for ``stablesr_768v_000139.ckpt``, SD-Turbo for ``stablesr_turbo.ckpt``),
+the StableSR checkpoint (a Lightning ``.ckpt`` with ``state_dict``, or the WebUI extract holding only the SFT and
+encoder keys) and, optionally, ``vqgan_cfw_00011.ckpt`` (the CFW autoencoder).
+
+What the folder gets: the UNet (the checkpoint's, converted by diffusers' LDM converter; the SD folder's for an
+extract), the 22 SPADE layers and the time-aware encoder (conditioning "sft"), the VAE (the CFW file's with its
+fusion layers when given, else the checkpoint's or the SD folder's, CFW off), the empty-prompt embedding computed
+once from the SD folder's text encoder (no text encoder at run time), the SD folder's noise schedule and
+prediction type, and StableSR's sampler (DDPM on the respaced grid, 200 steps by default, from the LQ latent
+noised to t = 999), its tile weights, and CFW weight 0.5.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from turbosr.config import ModelConfig, ScheduleConfig
+from turbosr.diffusion import Sampler
+from turbosr.importers.ldm_keys import convert_unet, convert_vae, ldm_resnet_sites
+from turbosr.importers.safe_load import ImportFailed, file_digest, load_checkpoint, staging_folder, take
+
+logger = logging.getLogger(__name__)
+
+UNET_PREFIX = "model.diffusion_model."
+ENCODER_PREFIX = "structcond_stage_model."
+VAE_PREFIX = "first_stage_model."
+DEFAULT_STEPS = 200  # the reference scripts' --ddpm_steps
+DEFAULT_FIDELITY = 0.5  # the reference scripts' --dec_w
+ENCODER_HEADS = 4  # num_heads of the released encoder configs (not recoverable from the weights)
+LICENCES = {
+    "StableSR checkpoints (IceClear/StableSR)": "S-Lab License 1.0: non-commercial use only",
+    "Stable Diffusion 2 weights (Stability AI)": "CreativeML Open RAIL++-M",
+}
+
+
+def _read_json(path: Path, what: str) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ImportFailed(f"{what}: {path} not found") from None
+    except (OSError, ValueError) as error:
+        raise ImportFailed(f"{what}: {path} is not readable JSON ({error})") from None
+    if not isinstance(data, dict):
+        raise ImportFailed(f"{what}: {path} is not a JSON object")
+    return data
+
+
+def read_sd_folder(folder: Path) -> dict[str, Any]:
+    """The SD folder's UNet, VAE and scheduler configs, checked to be a Stable Diffusion 2-style folder."""
+    if not folder.is_dir():
+        raise ImportFailed(f"Stable Diffusion folder not found: {folder}")
+    unet = _read_json(folder / "unet" / "config.json", "the SD folder's UNet")
+    vae = _read_json(folder / "vae" / "config.json", "the SD folder's VAE")
+    scheduler = _read_json(folder / "scheduler" / "scheduler_config.json", "the SD folder's scheduler")
+    if unet.get("_class_name") != "UNet2DConditionModel" or vae.get("_class_name") != "AutoencoderKL":
+        raise ImportFailed(f"{folder} is not a Stable Diffusion folder (needs a UNet2DConditionModel unet/ and an "
+                           "AutoencoderKL vae/)")
+    if unet.get("addition_embed_type") or unet.get("in_channels") != 4:
+        raise ImportFailed(f"{folder} is not a Stable Diffusion 2 folder (its UNet has addition_embed_type "
+                           f"{unet.get('addition_embed_type')!r} and {unet.get('in_channels')} input channels; "
+                           "SDXL and inpainting/upscaler UNets do not fit StableSR)")
+    return {"unet": unet, "vae": vae, "scheduler": scheduler}
+
+
+def structure_settings(state: dict[str, torch.Tensor]) -> dict[str, Any]:
+    """The time-aware encoder's settings read off its weights (``structcond_stage_model.*`` keys removed)."""
+    model_channels, in_channels = state["input_blocks.0.0.weight"].shape[:2]
+    blocks = sorted({int(key.split(".")[1]) for key in state if key.startswith("input_blocks.")})
+    levels = len([key for key in state if key.startswith("fea_tran.") and key.endswith("out_layers.3.weight")])
+    per_level = len(blocks) // levels  # each level: its ResNets, then (but the last) a downsampler
+    num_res_blocks = per_level - 1 if len(blocks) == levels * per_level else -1
+    if num_res_blocks < 1:
+        raise ImportFailed("the checkpoint's structure encoder has an unexpected block layout")
+    mult, attention = [], []
+    for level in range(levels):
+        first = 1 + level * per_level
+        mult.append(int(state[f"input_blocks.{first}.0.in_layers.2.weight"].shape[0]) // int(model_channels))
+        if f"input_blocks.{first}.1.qkv.weight" in state:
+            attention.append(2**level)
+    return {"in_channels": int(in_channels), "model_channels": int(model_channels),
+            "out_channels": int(state["fea_tran.0.out_layers.3.weight"].shape[0]), "num_res_blocks": num_res_blocks,
+            "attention_resolutions": attention, "channel_mult": mult, "num_heads": ENCODER_HEADS,
+            "num_head_channels": -1}
+
+
+def _load(module: torch.nn.Module, state: dict[str, torch.Tensor], what: str) -> None:
+    """Strict load with a one-line error naming the first mismatch."""
+    own = module.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    wrong = sorted(key for key in set(own) & set(state) if own[key].shape != state[key].shape)
+    if missing or unexpected or wrong:
+        detail = (f"{len(missing)} missing (first {missing[0]})" if missing else
+                  f"{len(unexpected)} unexpected (first {unexpected[0]})" if unexpected else
+                  f"{wrong[0]} is {tuple(state[wrong[0]].shape)}, expected {tuple(own[wrong[0]].shape)}")
+        raise ImportFailed(f"{what} does not fit: {detail}")
+    module.load_state_dict(state, strict=True)
+
+
+def _convert(fn: Any, state: dict[str, torch.Tensor], config: dict[str, Any], what: str) -> dict[str, torch.Tensor]:
+    try:
+        return fn(state, config)
+    except (KeyError, IndexError, ValueError, RuntimeError) as error:
+        raise ImportFailed(f"{what} does not have the Stable Diffusion layout ({type(error).__name__}: "
+                           f"{str(error).strip()[:120]})") from None
+
+
+def prompt_embedding(folder: Path, prompt: str = "") -> torch.Tensor:
+    """(1, 77, dim) text-encoder states of ``prompt`` from the SD folder's tokenizer and text encoder (SD-2:
+    OpenCLIP's penultimate layer and final norm, which diffusers' conversion makes ``last_hidden_state``)."""
+    try:
+        from transformers import CLIPTextModel, CLIPTokenizer
+    except ImportError as error:
+        raise ImportError("importing released models computes the prompt embedding once with transformers: "
+                          "pip install 'turbosr[import]'") from error
+    try:
+        tokenizer = CLIPTokenizer.from_pretrained(folder / "tokenizer", local_files_only=True)
+        encoder = CLIPTextModel.from_pretrained(folder / "text_encoder", local_files_only=True,
+                                                torch_dtype=torch.float32)
+    except (OSError, ValueError) as error:
+        raise ImportFailed(f"{folder}: cannot load its tokenizer/text_encoder ({str(error).strip()[:120]})") from None
+    ids = tokenizer(prompt, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
+                    return_tensors="pt").input_ids
+    with torch.no_grad():
+        return encoder(ids).last_hidden_state.float()
+
+
+def build_stablesr(sd: Path, ckpt: Path, cfw: Path | None = None, scale: int = 4, device: str = "cpu") -> Any:
+    """The SRPipeline of a StableSR release (see the module docstring); the caller saves it."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+
+    from turbosr.models.autoencoders import KLAutoencoder
+    from turbosr.models.denoiser import Denoiser
+    from turbosr.pipeline import SRPipeline
+
+    configs = read_sd_folder(sd)
+    checkpoint = load_checkpoint(ckpt, "the StableSR checkpoint")
+    state = checkpoint.get("state_dict", checkpoint)
+    if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
+        raise ImportFailed(f"{ckpt} has no state_dict of tensors")
+    spade_keys = [key for key in state if ".spade." in key]
+    if not spade_keys or not any(key.startswith(ENCODER_PREFIX) for key in state):
+        raise ImportFailed(f"{ckpt} is not a StableSR checkpoint: it has no SFT (.spade.) or structure-encoder "
+                           f"({ENCODER_PREFIX}) keys")
+
+    # the UNet: the checkpoint's (StableSR kept SD's UNet frozen, and ships it), or the SD folder's for an extract
+    unet_config = {k: v for k, v in configs["unet"].items() if not k.startswith("_")}
+    unet = UNet2DConditionModel.from_config(unet_config)
+    context_keys = [key for key in state if key.startswith(UNET_PREFIX) and key.endswith("attn2.to_k.weight")]
+    if context_keys and state[context_keys[0]].shape[1] != unet.config.cross_attention_dim:
+        raise ImportFailed(f"{sd} does not fit the checkpoint: its UNet reads a {unet.config.cross_attention_dim}-d "
+                           f"text context, the checkpoint's {state[context_keys[0]].shape[1]}-d (StableSR is built "
+                           "on SD-2: use the SD-2.1 folder the checkpoint was trained on)")
+    bare = take(state, "", lambda key: key.startswith(UNET_PREFIX) and ".spade." not in key)
+    if bare:
+        _load(unet, _convert(convert_unet, {UNET_PREFIX + k[len(UNET_PREFIX):]: v for k, v in bare.items()},
+                             dict(unet.config), "the checkpoint's UNet"), f"the checkpoint's UNet ({ckpt})")
+    else:
+        from diffusers.models.model_loading_utils import load_state_dict
+
+        weights = sorted((sd / "unet").glob("diffusion_pytorch_model*.safetensors"))
+        if not weights:
+            raise ImportFailed(f"{ckpt} holds only the SFT layers and {sd}/unet has no safetensors weights")
+        loaded: dict[str, torch.Tensor] = {}
+        for file in weights:
+            loaded.update({k: v.float() for k, v in load_state_dict(file).items()})
+        _load(unet, loaded, f"the SD folder's UNet ({sd})")
+
+    # the SFT layers and the structure encoder
+    encoder_state = take(state, ENCODER_PREFIX)
+    try:
+        settings = structure_settings(encoder_state)
+    except KeyError as error:
+        raise ImportFailed(f"{ckpt}: the structure encoder lacks {error}") from None
+    hidden = int(state[spade_keys[0].split(".spade.")[0] + ".spade.mlp_shared.0.weight"].shape[0])
+    structure = {"encoder": settings, "hidden": hidden}
+    denoiser = Denoiser(unet, 4, "latent", prompt_embedding(sd), conditioning="sft", structure=structure)
+    sites = ldm_resnet_sites(unet.config.layers_per_block, len(unet.config.block_out_channels))
+    sft_state = {f"encoder.{key}": value for key, value in encoder_state.items()}
+    for key in spade_keys:
+        site, rest = key[len(UNET_PREFIX):].split(".spade.")
+        if site not in sites:
+            raise ImportFailed(f"{ckpt}: SFT layer at {site}, which this SD folder's UNet does not have")
+        sft_state[f"layers.{sites[site].replace('.', '_')}.{rest}"] = state[key].float()
+    assert denoiser.sft is not None
+    _load(denoiser.sft, sft_state, f"the checkpoint's SFT layers and encoder ({ckpt})")
+
+    # the autoencoder: CFW's (its encoder/decoder are SD's, frozen, plus the fusion layers), or plain
+    vae_config = {k: v for k, v in configs["vae"].items() if not k.startswith("_")}
+    cfw_levels: list[int] = []
+    blocks, growth = 2, 32
+    if cfw is not None:
+        vae_state = {k: v.float() for k, v in _state(load_checkpoint(cfw, "the CFW checkpoint")).items()
+                     if not k.startswith("loss.")}
+        fusion = {k: v for k, v in vae_state.items() if k.startswith("decoder.fusion_layer_")}
+        if not fusion:
+            raise ImportFailed(f"{cfw} is not a CFW autoencoder checkpoint: it has no decoder.fusion_layer_* keys")
+        cfw_levels = sorted({int(k.split(".")[1].rsplit("_", 1)[1]) for k in fusion})
+        blocks = len({k.split(".")[3] for k in fusion if ".encode_enc_2." in k})
+        growth = int(fusion[f"decoder.fusion_layer_{cfw_levels[0]}.encode_enc_2.0.rdb1.conv1.weight"].shape[0])
+        vae_state = {k: v for k, v in vae_state.items() if k not in fusion}
+        source = f"the CFW checkpoint ({cfw})"
+    elif any(key.startswith(VAE_PREFIX) for key in state):
+        vae_state = take(state, VAE_PREFIX)
+        fusion, source = {}, f"the checkpoint's autoencoder ({ckpt})"
+    else:
+        vae_state, fusion, source = {}, {}, ""
+    vae = AutoencoderKL.from_config(vae_config)
+    if vae_state:
+        _load(vae, _convert(convert_vae, vae_state, dict(vae.config), source), source)
+    else:
+        from diffusers.models.model_loading_utils import load_state_dict
+
+        weights = sorted((sd / "vae").glob("diffusion_pytorch_model*.safetensors"))
+        if not weights:
+            raise ImportFailed(f"{sd}/vae has no safetensors weights")
+        _load(vae, {k: v.float() for k, v in load_state_dict(weights[0]).items()}, f"the SD folder's VAE ({sd})")
+    try:
+        autoencoder = KLAutoencoder(vae, float(vae_config.get("scaling_factor", 0.18215)), "sample", cfw_levels,
+                                    blocks, growth)
+    except ValueError as error:
+        raise ImportFailed(f"{cfw}: {error}") from None
+    if fusion:
+        _load(autoencoder.fusions, {k[len("decoder.fusion_layer_"):]: v for k, v in fusion.items()},
+              f"the CFW fusion layers ({cfw}) for this VAE")
+
+    scheduler = configs["scheduler"]
+    prediction = {"epsilon": "epsilon", "v_prediction": "v"}.get(scheduler.get("prediction_type", "epsilon"))
+    if prediction is None:
+        raise ImportFailed(f"{sd}: unsupported prediction_type {scheduler.get('prediction_type')!r}")
+    if scheduler.get("beta_schedule", "scaled_linear") != "scaled_linear":
+        raise ImportFailed(f"{sd}: StableSR uses the scaled_linear schedule, the folder says "
+                           f"{scheduler.get('beta_schedule')!r}")
+    schedule = ScheduleConfig(num_train_timesteps=int(scheduler.get("num_train_timesteps", 1000)),
+                              beta_start=float(scheduler.get("beta_start", 0.00085)),
+                              beta_end=float(scheduler.get("beta_end", 0.012)), beta_schedule="scaled_linear",
+                              zero_terminal_snr=False)
+    config = ModelConfig(preset="tiny", scale=scale, latent="kl", latent_factor=autoencoder.factor, latent_channels=4,
+                         unet="unet2d_condition", unet_channels=tuple(unet.config.block_out_channels),
+                         attention_levels=tuple(True for _ in unet.config.block_out_channels),
+                         prediction_type=prediction, target="latent", schedule=schedule, conditioning="sft")
+    pipeline = SRPipeline(denoiser, autoencoder, config, sampler=Sampler(kind="ddpm", start="lq"),
+                          default_fidelity=DEFAULT_FIDELITY if cfw_levels else 0.0, default_steps=DEFAULT_STEPS)
+    pipeline.aggregation = "stablesr"
+    return pipeline
+
+
+def _state(checkpoint: dict[str, Any]) -> dict[str, torch.Tensor]:
+    state = checkpoint.get("state_dict", checkpoint)
+    if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
+        raise ImportFailed("the checkpoint has no state_dict of tensors")
+    return state
+
+
+def import_stablesr(sd: str | Path, ckpt: str | Path, output: str | Path, cfw: str | Path | None = None,
+                    scale: int = 4, storage: str = "float32") -> Path:
+    """Convert a StableSR release into the model folder ``output`` (which must not exist; written in a staging
+    folder and renamed at the end, so a failed import leaves nothing)."""
+    sd, ckpt, output = Path(sd), Path(ckpt), Path(output)
+    cfw = Path(cfw) if cfw is not None else None
+    if output.exists():
+        raise ImportFailed(f"{output} already exists: choose a new output folder (nothing was written)")
+    if not 1 <= scale <= 16:
+        raise ImportFailed(f"scale must be in [1, 16], got {scale}")
+    pipeline = build_stablesr(sd, ckpt, cfw, scale)
+    with staging_folder(output) as staging:
+        pipeline.save_pretrained(staging, storage=storage, max_shard_bytes=2 << 30)
+        _write_card(staging, sd, ckpt, cfw, pipeline)
+    return output
+
+
+def _write_card(folder: Path, sd: Path, ckpt: Path, cfw: Path | None, pipeline: Any) -> None:
+    sources = [("StableSR checkpoint", ckpt), *([("CFW autoencoder", cfw)] if cfw is not None else [])]
+    lines = ["# StableSR (imported)", "",
+             "Converted by `turbosr import stablesr` from files the user supplied; turbosr ships no released weights.",
+             "", "## Sources", "", f"- Stable Diffusion folder: `{sd}` (text encoder used once for the empty "
+                                   "prompt; UNet/VAE configs)"]
+    lines += [f"- {what}: `{path.name}` sha256 `{file_digest(path)}`" for what, path in sources]
+    lines += ["", "## Licences", ""] + [f"- {what}: {licence}" for what, licence in LICENCES.items()]
+    lines += ["", "## How it runs", "",
+              f"- {pipeline.default_steps} DDPM steps by default on StableSR's respaced grid (`--steps k`: "
+              "k >= 2), from the LQ latent noised to t = 999; tiles blended with StableSR's Gaussian weights.",
+              "- CFW: " + (f"on, `--fidelity` default {pipeline.default_fidelity} (0 = realism, 1 = fidelity)"
+                           if pipeline.has_cfw else "off (imported without --cfw): the plain VAE decodes"),
+              "- Verified in turbosr by parity with the reference code on random weights in the released layout; "
+              "no run with the real weights was made by turbosr's developers.", ""]
+    (folder / "README.md").write_text("\n".join(lines))
