@@ -31,7 +31,8 @@ def _add_upscale(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", help="a built-in model's name (x4: the x4 default, clean or bicubic-style "
                    "inputs; x4-real: photos with blur, noise or JPEG, removes them but draws no texture) or a model folder (default: the default built-in model for --scale)")
     p.add_argument("--scale", type=int, default=None, help="SR factor (must match the model; picks the built-in one)")
-    p.add_argument("--steps", type=int, default=1, help="denoising steps (default 1: one-step SR)")
+    p.add_argument("--steps", type=int, default=None,
+                   help="denoising steps (default: the model's own, 1 = one-step SR for the built-ins)")
     p.add_argument("--strength", type=float, default=1.0,
                    help="starting noise level in (0,1]: 1 = most realism, lower = closer to the input (fidelity)")
     p.add_argument("--tile", type=int, default=DEFAULT_TILE, help=f"tile size in output pixels ({DEFAULT_TILE})")
@@ -286,6 +287,29 @@ def _run_data(args: argparse.Namespace) -> int:
 
 
 # --------------------------------------------------------------------------------------------------------- demo
+# ------------------------------------------------------------------------------------------------------- import
+def _add_import(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("import", help="convert a released model (your local files) into a turbosr model folder")
+    families = p.add_subparsers(dest="family", required=True)
+    stablesr = families.add_parser("stablesr", help="StableSR (stablesr_000117.ckpt, 768v, turbo) [+ CFW]")
+    stablesr.add_argument("--sd", required=True, type=Path, help="the diffusers Stable Diffusion 2 folder it builds on")
+    stablesr.add_argument("--ckpt", required=True, type=Path, help="the StableSR checkpoint (.ckpt)")
+    stablesr.add_argument("--cfw", type=Path, default=None, help="the CFW autoencoder (vqgan_cfw_00011.ckpt)")
+    stablesr.add_argument("--scale", type=int, default=4, help="upscaling factor the folder runs at (default 4)")
+    stablesr.add_argument("--storage", choices=("float32", "float16"), default="float32",
+                          help="how the denoiser's weights are stored")
+    stablesr.add_argument("-o", "--output", required=True, type=Path, help="the new model folder (must not exist)")
+    stablesr.set_defaults(run=_run_import)
+
+
+def _run_import(args: argparse.Namespace) -> int:
+    from turbosr.importers import import_stablesr
+
+    folder = import_stablesr(args.sd, args.ckpt, args.output, args.cfw, args.scale, args.storage)
+    print(f"wrote {folder} (run it with: turbosr upscale IMAGE -o OUT --model {folder})")
+    return EXIT_OK
+
+
 def _add_demo(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="local web demo (Gradio) on http://127.0.0.1:PORT")
     p.add_argument("--model", action="append", default=[], metavar="NAME_OR_FOLDER",
@@ -334,6 +358,7 @@ COMMANDS: dict[str, Callable[[argparse._SubParsersAction], None]] = {
     "train": _add_train,
     "eval": _add_eval,
     "data": _add_data,
+    "import": _add_import,
     "demo": _add_demo,
 }
 

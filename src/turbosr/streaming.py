@@ -85,7 +85,7 @@ class RegionUpsampler:
         return result.clamp_(0, 1)
 
 
-def upscale_strips(pipeline: SRPipeline, lq: torch.Tensor, *, num_steps: int = 1, strength: float = 1.0,
+def upscale_strips(pipeline: SRPipeline, lq: torch.Tensor, *, num_steps: int | None = None, strength: float = 1.0,
                    tile: int = 512, tile_overlap: int = 64, fidelity: float | None = None,
                    generator: torch.Generator | None = None, progress: Callable[[int, int], None] | None = None
                    ) -> Iterator[torch.Tensor]:
@@ -130,7 +130,7 @@ def upscale_strips(pipeline: SRPipeline, lq: torch.Tensor, *, num_steps: int = 1
         yield strip
 
 
-def upscale_file(pipeline: SRPipeline, loaded: LoadedImage, target: str | Path, *, num_steps: int = 1,
+def upscale_file(pipeline: SRPipeline, loaded: LoadedImage, target: str | Path, *, num_steps: int | None = None,
                  strength: float = 1.0, tile: int = 512, tile_overlap: int = 64, color_fix: str = "none",
                  fidelity: float | None = None, generator: torch.Generator | None = None, overwrite: bool = False,
                  quality: int = 95, progress: Callable[[int, int], None] | None = None) -> Path:

@@ -118,6 +118,9 @@ def prompt_embedding(folder: Path, prompt: str = "") -> torch.Tensor:
     OpenCLIP's penultimate layer and final norm, which diffusers' conversion makes ``last_hidden_state``)."""
     try:
         from transformers import CLIPTextModel, CLIPTokenizer
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.disable_progress_bar()
     except ImportError as error:
         raise ImportError("importing released models computes the prompt embedding once with transformers: "
                           "pip install 'turbosr[import]'") from error
@@ -133,111 +136,132 @@ def prompt_embedding(folder: Path, prompt: str = "") -> torch.Tensor:
         return encoder(ids).last_hidden_state.float()
 
 
-def build_stablesr(sd: Path, ckpt: Path, cfw: Path | None = None, scale: int = 4, device: str = "cpu") -> Any:
+def build_stablesr(sd: Path, ckpt: Path, cfw: Path | None = None, scale: int = 4) -> Any:
     """The SRPipeline of a StableSR release (see the module docstring); the caller saves it."""
+    configs = read_sd_folder(sd)
+    state = _state(load_checkpoint(ckpt, "the StableSR checkpoint"), ckpt)
+    check_stablesr_keys(state, ckpt)
+    cfw_state = _state(load_checkpoint(cfw, "the CFW checkpoint"), cfw) if cfw is not None else None
+    pipeline, _ = convert_stablesr(state, configs, cfw_state, prompt_embedding(sd), scale, sd=sd, ckpt=ckpt, cfw=cfw)
+    return pipeline
+
+
+def check_stablesr_keys(state: dict[str, torch.Tensor], ckpt: Path | str) -> None:
+    """ImportFailed unless ``state`` has StableSR's SFT layers and structure encoder."""
+    if not any(".spade." in key for key in state) or not any(key.startswith(ENCODER_PREFIX) for key in state):
+        raise ImportFailed(f"{ckpt} is not a StableSR checkpoint: it has no SFT (.spade.) or structure-encoder "
+                           f"({ENCODER_PREFIX}) keys")
+
+
+def _sd_weights(folder: Path, part: str) -> dict[str, torch.Tensor]:
+    from diffusers.models.model_loading_utils import load_state_dict
+
+    files = sorted((folder / part).glob("diffusion_pytorch_model*.safetensors"))
+    if not files:
+        raise ImportFailed(f"{folder}/{part} has no safetensors weights")
+    loaded: dict[str, torch.Tensor] = {}
+    for file in files:
+        loaded.update({k: v.float() for k, v in load_state_dict(file).items()})
+    return loaded
+
+
+def convert_stablesr(state: dict[str, torch.Tensor], configs: dict[str, Any],
+                     cfw_state: dict[str, torch.Tensor] | None, prompt: torch.Tensor, scale: int = 4, *,
+                     sd: Path | None = None, ckpt: Path | str = "the checkpoint", cfw: Path | str | None = "the CFW file",
+                     device: str | None = None) -> tuple[Any, set[str]]:
+    """Map a StableSR checkpoint's ``state`` (and a CFW file's) onto turbosr's networks, built from the SD
+    folder's ``configs`` (:func:`read_sd_folder`). Returns the pipeline and the checkpoint keys it consumed.
+    Every load is strict (each key consumed at its shape, none missing); ``device="meta"`` checks a full-size
+    key layout without allocating weights (``sd`` may then be None when the checkpoint has UNet and VAE)."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
 
     from turbosr.models.autoencoders import KLAutoencoder
     from turbosr.models.denoiser import Denoiser
     from turbosr.pipeline import SRPipeline
 
-    configs = read_sd_folder(sd)
-    checkpoint = load_checkpoint(ckpt, "the StableSR checkpoint")
-    state = checkpoint.get("state_dict", checkpoint)
-    if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
-        raise ImportFailed(f"{ckpt} has no state_dict of tensors")
+    check_stablesr_keys(state, ckpt)
     spade_keys = [key for key in state if ".spade." in key]
-    if not spade_keys or not any(key.startswith(ENCODER_PREFIX) for key in state):
-        raise ImportFailed(f"{ckpt} is not a StableSR checkpoint: it has no SFT (.spade.) or structure-encoder "
-                           f"({ENCODER_PREFIX}) keys")
+    consumed = set(spade_keys)
+    with torch.device(device or "cpu"):
+        # the UNet: the checkpoint's (StableSR kept SD's UNet frozen and ships it), or the SD folder's (extract)
+        unet = UNet2DConditionModel.from_config({k: v for k, v in configs["unet"].items() if not k.startswith("_")})
+        context_keys = [key for key in state if key.startswith(UNET_PREFIX) and key.endswith("attn2.to_k.weight")]
+        if context_keys and state[context_keys[0]].shape[1] != unet.config.cross_attention_dim:
+            raise ImportFailed(f"the SD folder does not fit the checkpoint: its UNet reads a "
+                               f"{unet.config.cross_attention_dim}-d text context, the checkpoint's "
+                               f"{state[context_keys[0]].shape[1]}-d (StableSR is built on SD-2: use the SD-2.1 "
+                               "folder it was trained on)")
+        bare = {k: v.float() for k, v in state.items() if k.startswith(UNET_PREFIX) and ".spade." not in k}
+        consumed |= set(bare)
+        if bare:
+            _load(unet, _convert(convert_unet, bare, dict(unet.config), "the checkpoint's UNet"),
+                  f"the checkpoint's UNet ({ckpt})")
+        elif sd is not None:
+            _load(unet, _sd_weights(sd, "unet"), f"the SD folder's UNet ({sd})")
+        else:
+            raise ImportFailed(f"{ckpt} holds no UNet and no SD folder was given")
 
-    # the UNet: the checkpoint's (StableSR kept SD's UNet frozen, and ships it), or the SD folder's for an extract
-    unet_config = {k: v for k, v in configs["unet"].items() if not k.startswith("_")}
-    unet = UNet2DConditionModel.from_config(unet_config)
-    context_keys = [key for key in state if key.startswith(UNET_PREFIX) and key.endswith("attn2.to_k.weight")]
-    if context_keys and state[context_keys[0]].shape[1] != unet.config.cross_attention_dim:
-        raise ImportFailed(f"{sd} does not fit the checkpoint: its UNet reads a {unet.config.cross_attention_dim}-d "
-                           f"text context, the checkpoint's {state[context_keys[0]].shape[1]}-d (StableSR is built "
-                           "on SD-2: use the SD-2.1 folder the checkpoint was trained on)")
-    bare = take(state, "", lambda key: key.startswith(UNET_PREFIX) and ".spade." not in key)
-    if bare:
-        _load(unet, _convert(convert_unet, {UNET_PREFIX + k[len(UNET_PREFIX):]: v for k, v in bare.items()},
-                             dict(unet.config), "the checkpoint's UNet"), f"the checkpoint's UNet ({ckpt})")
-    else:
-        from diffusers.models.model_loading_utils import load_state_dict
+        # the SFT layers and the structure encoder
+        encoder_state = take(state, ENCODER_PREFIX)
+        consumed |= {ENCODER_PREFIX + key for key in encoder_state}
+        try:
+            settings = structure_settings(encoder_state)
+        except KeyError as error:
+            raise ImportFailed(f"{ckpt}: the structure encoder lacks {error}") from None
+        hidden = int(state[spade_keys[0].split(".spade.")[0] + ".spade.mlp_shared.0.weight"].shape[0])
+        structure = {"encoder": settings, "hidden": hidden}
+        denoiser = Denoiser(unet, 4, "latent", prompt, conditioning="sft", structure=structure)
+        sites = ldm_resnet_sites(unet.config.layers_per_block, len(unet.config.block_out_channels))
+        sft_state = {f"encoder.{key}": value for key, value in encoder_state.items()}
+        for key in spade_keys:
+            site, rest = key[len(UNET_PREFIX):].split(".spade.")
+            if site not in sites:
+                raise ImportFailed(f"{ckpt}: SFT layer at {site}, which the SD folder's UNet does not have")
+            sft_state[f"layers.{sites[site].replace('.', '_')}.{rest}"] = state[key].float()
+        assert denoiser.sft is not None
+        _load(denoiser.sft, sft_state, f"the checkpoint's SFT layers and encoder ({ckpt})")
 
-        weights = sorted((sd / "unet").glob("diffusion_pytorch_model*.safetensors"))
-        if not weights:
-            raise ImportFailed(f"{ckpt} holds only the SFT layers and {sd}/unet has no safetensors weights")
-        loaded: dict[str, torch.Tensor] = {}
-        for file in weights:
-            loaded.update({k: v.float() for k, v in load_state_dict(file).items()})
-        _load(unet, loaded, f"the SD folder's UNet ({sd})")
-
-    # the SFT layers and the structure encoder
-    encoder_state = take(state, ENCODER_PREFIX)
-    try:
-        settings = structure_settings(encoder_state)
-    except KeyError as error:
-        raise ImportFailed(f"{ckpt}: the structure encoder lacks {error}") from None
-    hidden = int(state[spade_keys[0].split(".spade.")[0] + ".spade.mlp_shared.0.weight"].shape[0])
-    structure = {"encoder": settings, "hidden": hidden}
-    denoiser = Denoiser(unet, 4, "latent", prompt_embedding(sd), conditioning="sft", structure=structure)
-    sites = ldm_resnet_sites(unet.config.layers_per_block, len(unet.config.block_out_channels))
-    sft_state = {f"encoder.{key}": value for key, value in encoder_state.items()}
-    for key in spade_keys:
-        site, rest = key[len(UNET_PREFIX):].split(".spade.")
-        if site not in sites:
-            raise ImportFailed(f"{ckpt}: SFT layer at {site}, which this SD folder's UNet does not have")
-        sft_state[f"layers.{sites[site].replace('.', '_')}.{rest}"] = state[key].float()
-    assert denoiser.sft is not None
-    _load(denoiser.sft, sft_state, f"the checkpoint's SFT layers and encoder ({ckpt})")
-
-    # the autoencoder: CFW's (its encoder/decoder are SD's, frozen, plus the fusion layers), or plain
-    vae_config = {k: v for k, v in configs["vae"].items() if not k.startswith("_")}
-    cfw_levels: list[int] = []
-    blocks, growth = 2, 32
-    if cfw is not None:
-        vae_state = {k: v.float() for k, v in _state(load_checkpoint(cfw, "the CFW checkpoint")).items()
-                     if not k.startswith("loss.")}
-        fusion = {k: v for k, v in vae_state.items() if k.startswith("decoder.fusion_layer_")}
-        if not fusion:
-            raise ImportFailed(f"{cfw} is not a CFW autoencoder checkpoint: it has no decoder.fusion_layer_* keys")
-        cfw_levels = sorted({int(k.split(".")[1].rsplit("_", 1)[1]) for k in fusion})
-        blocks = len({k.split(".")[3] for k in fusion if ".encode_enc_2." in k})
-        growth = int(fusion[f"decoder.fusion_layer_{cfw_levels[0]}.encode_enc_2.0.rdb1.conv1.weight"].shape[0])
-        vae_state = {k: v for k, v in vae_state.items() if k not in fusion}
-        source = f"the CFW checkpoint ({cfw})"
-    elif any(key.startswith(VAE_PREFIX) for key in state):
-        vae_state = take(state, VAE_PREFIX)
-        fusion, source = {}, f"the checkpoint's autoencoder ({ckpt})"
-    else:
-        vae_state, fusion, source = {}, {}, ""
-    vae = AutoencoderKL.from_config(vae_config)
-    if vae_state:
-        _load(vae, _convert(convert_vae, vae_state, dict(vae.config), source), source)
-    else:
-        from diffusers.models.model_loading_utils import load_state_dict
-
-        weights = sorted((sd / "vae").glob("diffusion_pytorch_model*.safetensors"))
-        if not weights:
-            raise ImportFailed(f"{sd}/vae has no safetensors weights")
-        _load(vae, {k: v.float() for k, v in load_state_dict(weights[0]).items()}, f"the SD folder's VAE ({sd})")
-    try:
-        autoencoder = KLAutoencoder(vae, float(vae_config.get("scaling_factor", 0.18215)), "sample", cfw_levels,
-                                    blocks, growth)
-    except ValueError as error:
-        raise ImportFailed(f"{cfw}: {error}") from None
-    if fusion:
-        _load(autoencoder.fusions, {k[len("decoder.fusion_layer_"):]: v for k, v in fusion.items()},
-              f"the CFW fusion layers ({cfw}) for this VAE")
+        # the autoencoder: CFW's (its encoder/decoder are SD's, frozen, plus the fusion layers), or plain
+        vae_config = {k: v for k, v in configs["vae"].items() if not k.startswith("_")}
+        cfw_levels: list[int] = []
+        blocks, growth = 2, 32
+        fusion: dict[str, torch.Tensor] = {}
+        if cfw_state is not None:
+            vae_state = {k: v.float() for k, v in cfw_state.items() if not k.startswith("loss.")}
+            fusion = {k: v for k, v in vae_state.items() if k.startswith("decoder.fusion_layer_")}
+            if not fusion:
+                raise ImportFailed(f"{cfw} is not a CFW autoencoder checkpoint: it has no decoder.fusion_layer_* keys")
+            cfw_levels = sorted({int(k.split(".")[1].rsplit("_", 1)[1]) for k in fusion})
+            blocks = len({k.split(".")[3] for k in fusion if ".encode_enc_2." in k})
+            growth = int(fusion[f"decoder.fusion_layer_{cfw_levels[0]}.encode_enc_2.0.rdb1.conv1.weight"].shape[0])
+            vae_state = {k: v for k, v in vae_state.items() if k not in fusion}
+            source = f"the CFW checkpoint ({cfw})"
+        else:
+            vae_state = take(state, VAE_PREFIX)
+            consumed |= {VAE_PREFIX + key for key in vae_state}
+            source = f"the checkpoint's autoencoder ({ckpt})"
+        vae = AutoencoderKL.from_config(vae_config)
+        if vae_state:
+            _load(vae, _convert(convert_vae, vae_state, dict(vae.config), source), source)
+        elif sd is not None:
+            _load(vae, _sd_weights(sd, "vae"), f"the SD folder's VAE ({sd})")
+        else:
+            raise ImportFailed(f"{ckpt} holds no autoencoder and no SD folder was given")
+        try:
+            autoencoder = KLAutoencoder(vae, float(vae_config.get("scaling_factor", 0.18215)), "sample", cfw_levels,
+                                        blocks, growth)
+        except ValueError as error:
+            raise ImportFailed(f"{cfw}: {error}") from None
+        if fusion:
+            _load(autoencoder.fusions, {k[len("decoder.fusion_layer_"):]: v for k, v in fusion.items()},
+                  f"the CFW fusion layers ({cfw}) for this VAE")
 
     scheduler = configs["scheduler"]
     prediction = {"epsilon": "epsilon", "v_prediction": "v"}.get(scheduler.get("prediction_type", "epsilon"))
     if prediction is None:
-        raise ImportFailed(f"{sd}: unsupported prediction_type {scheduler.get('prediction_type')!r}")
+        raise ImportFailed(f"unsupported prediction_type {scheduler.get('prediction_type')!r} in the SD folder")
     if scheduler.get("beta_schedule", "scaled_linear") != "scaled_linear":
-        raise ImportFailed(f"{sd}: StableSR uses the scaled_linear schedule, the folder says "
+        raise ImportFailed(f"StableSR uses the scaled_linear schedule, the SD folder says "
                            f"{scheduler.get('beta_schedule')!r}")
     schedule = ScheduleConfig(num_train_timesteps=int(scheduler.get("num_train_timesteps", 1000)),
                               beta_start=float(scheduler.get("beta_start", 0.00085)),
@@ -250,13 +274,13 @@ def build_stablesr(sd: Path, ckpt: Path, cfw: Path | None = None, scale: int = 4
     pipeline = SRPipeline(denoiser, autoencoder, config, sampler=Sampler(kind="ddpm", start="lq"),
                           default_fidelity=DEFAULT_FIDELITY if cfw_levels else 0.0, default_steps=DEFAULT_STEPS)
     pipeline.aggregation = "stablesr"
-    return pipeline
+    return pipeline, consumed
 
 
-def _state(checkpoint: dict[str, Any]) -> dict[str, torch.Tensor]:
+def _state(checkpoint: dict[str, Any], path: Path) -> dict[str, torch.Tensor]:
     state = checkpoint.get("state_dict", checkpoint)
-    if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
-        raise ImportFailed("the checkpoint has no state_dict of tensors")
+    if not isinstance(state, dict) or not state or not all(torch.is_tensor(v) for v in state.values()):
+        raise ImportFailed(f"{path} has no state_dict of tensors")
     return state
 
 
