@@ -50,7 +50,7 @@ LAYERS = [
      "turbosr.data", "turbosr.corpus", "turbosr.scene_groups", "turbosr.distributed", "turbosr.reports"),
     ("turbosr.models",),
     ("turbosr.pipeline", "turbosr.streaming", "turbosr.baselines", "turbosr.weights"),
-    ("turbosr.train", "turbosr.demo", "turbosr.cli", "turbosr.__main__", "turbosr"),
+    ("turbosr.train", "turbosr.importers", "turbosr.demo", "turbosr.cli", "turbosr.__main__", "turbosr"),
 ]
 
 

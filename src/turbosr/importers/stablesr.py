@@ -15,7 +15,6 @@ noised to t = 999), its tile weights, and CFW weight 0.5.
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ from turbosr.config import ModelConfig, ScheduleConfig
 from turbosr.diffusion import Sampler
 from turbosr.importers.ldm_keys import convert_unet, convert_vae, ldm_resnet_sites
 from turbosr.importers.safe_load import ImportFailed, file_digest, load_checkpoint, staging_folder, take
+from turbosr.importers.sd_folder import load_strict, prompt_embedding, read_sd_folder, sd_weights
 
 logger = logging.getLogger(__name__)
 
@@ -39,35 +39,6 @@ LICENCES = {
     "StableSR checkpoints (IceClear/StableSR)": "S-Lab License 1.0: non-commercial use only",
     "Stable Diffusion 2 weights (Stability AI)": "CreativeML Open RAIL++-M",
 }
-
-
-def _read_json(path: Path, what: str) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ImportFailed(f"{what}: {path} not found") from None
-    except (OSError, ValueError) as error:
-        raise ImportFailed(f"{what}: {path} is not readable JSON ({error})") from None
-    if not isinstance(data, dict):
-        raise ImportFailed(f"{what}: {path} is not a JSON object")
-    return data
-
-
-def read_sd_folder(folder: Path) -> dict[str, Any]:
-    """The SD folder's UNet, VAE and scheduler configs, checked to be a Stable Diffusion 2-style folder."""
-    if not folder.is_dir():
-        raise ImportFailed(f"Stable Diffusion folder not found: {folder}")
-    unet = _read_json(folder / "unet" / "config.json", "the SD folder's UNet")
-    vae = _read_json(folder / "vae" / "config.json", "the SD folder's VAE")
-    scheduler = _read_json(folder / "scheduler" / "scheduler_config.json", "the SD folder's scheduler")
-    if unet.get("_class_name") != "UNet2DConditionModel" or vae.get("_class_name") != "AutoencoderKL":
-        raise ImportFailed(f"{folder} is not a Stable Diffusion folder (needs a UNet2DConditionModel unet/ and an "
-                           "AutoencoderKL vae/)")
-    if unet.get("addition_embed_type") or unet.get("in_channels") != 4:
-        raise ImportFailed(f"{folder} is not a Stable Diffusion 2 folder (its UNet has addition_embed_type "
-                           f"{unet.get('addition_embed_type')!r} and {unet.get('in_channels')} input channels; "
-                           "SDXL and inpainting/upscaler UNets do not fit StableSR)")
-    return {"unet": unet, "vae": vae, "scheduler": scheduler}
 
 
 def structure_settings(state: dict[str, torch.Tensor]) -> dict[str, Any]:
@@ -91,49 +62,12 @@ def structure_settings(state: dict[str, torch.Tensor]) -> dict[str, Any]:
             "num_head_channels": -1}
 
 
-def _load(module: torch.nn.Module, state: dict[str, torch.Tensor], what: str) -> None:
-    """Strict load with a one-line error naming the first mismatch."""
-    own = module.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    wrong = sorted(key for key in set(own) & set(state) if own[key].shape != state[key].shape)
-    if missing or unexpected or wrong:
-        detail = (f"{len(missing)} missing (first {missing[0]})" if missing else
-                  f"{len(unexpected)} unexpected (first {unexpected[0]})" if unexpected else
-                  f"{wrong[0]} is {tuple(state[wrong[0]].shape)}, expected {tuple(own[wrong[0]].shape)}")
-        raise ImportFailed(f"{what} does not fit: {detail}")
-    module.load_state_dict(state, strict=True)
-
-
 def _convert(fn: Any, state: dict[str, torch.Tensor], config: dict[str, Any], what: str) -> dict[str, torch.Tensor]:
     try:
         return fn(state, config)
     except (KeyError, IndexError, ValueError, RuntimeError) as error:
         raise ImportFailed(f"{what} does not have the Stable Diffusion layout ({type(error).__name__}: "
                            f"{str(error).strip()[:120]})") from None
-
-
-def prompt_embedding(folder: Path, prompt: str = "") -> torch.Tensor:
-    """(1, 77, dim) text-encoder states of ``prompt`` from the SD folder's tokenizer and text encoder (SD-2:
-    OpenCLIP's penultimate layer and final norm, which diffusers' conversion makes ``last_hidden_state``)."""
-    try:
-        from transformers import CLIPTextModel, CLIPTokenizer
-        from transformers.utils import logging as transformers_logging
-
-        transformers_logging.disable_progress_bar()
-    except ImportError as error:
-        raise ImportError("importing released models computes the prompt embedding once with transformers: "
-                          "pip install 'turbosr[import]'") from error
-    try:
-        tokenizer = CLIPTokenizer.from_pretrained(folder / "tokenizer", local_files_only=True)
-        encoder = CLIPTextModel.from_pretrained(folder / "text_encoder", local_files_only=True,
-                                                torch_dtype=torch.float32)
-    except (OSError, ValueError) as error:
-        raise ImportFailed(f"{folder}: cannot load its tokenizer/text_encoder ({str(error).strip()[:120]})") from None
-    ids = tokenizer(prompt, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
-                    return_tensors="pt").input_ids
-    with torch.no_grad():
-        return encoder(ids).last_hidden_state.float()
 
 
 def build_stablesr(sd: Path, ckpt: Path, cfw: Path | None = None, scale: int = 4) -> Any:
@@ -151,18 +85,6 @@ def check_stablesr_keys(state: dict[str, torch.Tensor], ckpt: Path | str) -> Non
     if not any(".spade." in key for key in state) or not any(key.startswith(ENCODER_PREFIX) for key in state):
         raise ImportFailed(f"{ckpt} is not a StableSR checkpoint: it has no SFT (.spade.) or structure-encoder "
                            f"({ENCODER_PREFIX}) keys")
-
-
-def _sd_weights(folder: Path, part: str) -> dict[str, torch.Tensor]:
-    from diffusers.models.model_loading_utils import load_state_dict
-
-    files = sorted((folder / part).glob("diffusion_pytorch_model*.safetensors"))
-    if not files:
-        raise ImportFailed(f"{folder}/{part} has no safetensors weights")
-    loaded: dict[str, torch.Tensor] = {}
-    for file in files:
-        loaded.update({k: v.float() for k, v in load_state_dict(file).items()})
-    return loaded
 
 
 def convert_stablesr(state: dict[str, torch.Tensor], configs: dict[str, Any],
@@ -194,10 +116,10 @@ def convert_stablesr(state: dict[str, torch.Tensor], configs: dict[str, Any],
         bare = {k: v.float() for k, v in state.items() if k.startswith(UNET_PREFIX) and ".spade." not in k}
         consumed |= set(bare)
         if bare:
-            _load(unet, _convert(convert_unet, bare, dict(unet.config), "the checkpoint's UNet"),
+            load_strict(unet, _convert(convert_unet, bare, dict(unet.config), "the checkpoint's UNet"),
                   f"the checkpoint's UNet ({ckpt})")
         elif sd is not None:
-            _load(unet, _sd_weights(sd, "unet"), f"the SD folder's UNet ({sd})")
+            load_strict(unet, sd_weights(sd, "unet"), f"the SD folder's UNet ({sd})")
         else:
             raise ImportFailed(f"{ckpt} holds no UNet and no SD folder was given")
 
@@ -219,7 +141,7 @@ def convert_stablesr(state: dict[str, torch.Tensor], configs: dict[str, Any],
                 raise ImportFailed(f"{ckpt}: SFT layer at {site}, which the SD folder's UNet does not have")
             sft_state[f"layers.{sites[site].replace('.', '_')}.{rest}"] = state[key].float()
         assert denoiser.sft is not None
-        _load(denoiser.sft, sft_state, f"the checkpoint's SFT layers and encoder ({ckpt})")
+        load_strict(denoiser.sft, sft_state, f"the checkpoint's SFT layers and encoder ({ckpt})")
 
         # the autoencoder: CFW's (its encoder/decoder are SD's, frozen, plus the fusion layers), or plain
         vae_config = {k: v for k, v in configs["vae"].items() if not k.startswith("_")}
@@ -242,9 +164,9 @@ def convert_stablesr(state: dict[str, torch.Tensor], configs: dict[str, Any],
             source = f"the checkpoint's autoencoder ({ckpt})"
         vae = AutoencoderKL.from_config(vae_config)
         if vae_state:
-            _load(vae, _convert(convert_vae, vae_state, dict(vae.config), source), source)
+            load_strict(vae, _convert(convert_vae, vae_state, dict(vae.config), source), source)
         elif sd is not None:
-            _load(vae, _sd_weights(sd, "vae"), f"the SD folder's VAE ({sd})")
+            load_strict(vae, sd_weights(sd, "vae"), f"the SD folder's VAE ({sd})")
         else:
             raise ImportFailed(f"{ckpt} holds no autoencoder and no SD folder was given")
         try:
@@ -253,7 +175,7 @@ def convert_stablesr(state: dict[str, torch.Tensor], configs: dict[str, Any],
         except ValueError as error:
             raise ImportFailed(f"{cfw}: {error}") from None
         if fusion:
-            _load(autoencoder.fusions, {k[len("decoder.fusion_layer_"):]: v for k, v in fusion.items()},
+            load_strict(autoencoder.fusions, {k[len("decoder.fusion_layer_"):]: v for k, v in fusion.items()},
                   f"the CFW fusion layers ({cfw}) for this VAE")
 
     scheduler = configs["scheduler"]
