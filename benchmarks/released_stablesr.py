@@ -83,7 +83,7 @@ def main() -> None:
         print(row, result, flush=True)
     import torch
 
-    lines = [f"# StableSR's released shape through turbosr: seconds and peak memory (random weights)", "",
+    lines = ["# StableSR's released shape through turbosr: seconds and peak memory (random weights)", "",
              f"`python {SCRIPT} --rows {' '.join(args.rows)} --threads {args.threads}` on {platform.processor() or platform.machine()}, "
              f"{args.threads} threads, torch {torch.__version__}, Python {platform.python_version()}.", "",
              "| output | steps | dtype | seconds | peak RSS (GiB) | reference code (same CPU, same shapes) |",

@@ -46,7 +46,8 @@ def _add_upscale(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dtype", choices=DTYPES, default="float32")
     from turbosr.colorfix import COLOR_FIXES
 
-    p.add_argument("--color-fix", choices=tuple(COLOR_FIXES), default="none")
+    p.add_argument("--color-fix", choices=tuple(COLOR_FIXES), default=None,
+                   help="colour correction against the input (default: the model's own, none for the built-ins)")
     p.add_argument("--format", default="png", choices=("png", "jpg", "webp", "tif", "same"),
                    help="output format (default png; 'same' keeps each input's). 16-bit inputs give 16-bit PNG/TIFF")
     p.add_argument("--quality", type=int, default=95, help="JPEG/WebP quality 1-100 (default 95)")
@@ -300,12 +301,25 @@ def _add_import(sub: argparse._SubParsersAction) -> None:
                           help="how the denoiser's weights are stored")
     stablesr.add_argument("-o", "--output", required=True, type=Path, help="the new model folder (must not exist)")
     stablesr.set_defaults(run=_run_import)
+    osediff = families.add_parser("osediff", help="OSEDiff (osediff.pkl: LoRA on SD-2.1-base, merged at import)")
+    osediff.add_argument("--sd", required=True, type=Path, help="the diffusers SD-2.1-base folder it builds on")
+    osediff.add_argument("--weights", required=True, type=Path, help="OSEDiff's osediff.pkl")
+    osediff.add_argument("--prompt", default="", help="the fixed prompt (default empty; OSEDiff used RAM tags)")
+    for parser in (osediff,):
+        parser.add_argument("--scale", type=int, default=4, help="upscaling factor the folder runs at (default 4)")
+        parser.add_argument("--storage", choices=("float32", "float16"), default="float32",
+                            help="how the denoiser's weights are stored")
+        parser.add_argument("-o", "--output", required=True, type=Path, help="the new model folder (must not exist)")
+    osediff.set_defaults(run=_run_import)
 
 
 def _run_import(args: argparse.Namespace) -> int:
-    from turbosr.importers import import_stablesr
+    from turbosr.importers import import_osediff, import_stablesr
 
-    folder = import_stablesr(args.sd, args.ckpt, args.output, args.cfw, args.scale, args.storage)
+    if args.family == "stablesr":
+        folder = import_stablesr(args.sd, args.ckpt, args.output, args.cfw, args.scale, args.storage)
+    else:
+        folder = import_osediff(args.sd, args.weights, args.output, args.prompt, args.scale, args.storage)
     print(f"wrote {folder} (run it with: turbosr upscale IMAGE -o OUT --model {folder})")
     return EXIT_OK
 

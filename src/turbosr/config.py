@@ -83,13 +83,14 @@ class ModelConfig:
     # SFT placement: every ResNet of the down, mid and up blocks (true; StableSR's released code) or of the mid
     # and up blocks only (false; turbosr before 2026-12-01, so older model folders without the field load so)
     sft_down: bool = True
-    # how the LQ latent reaches the UNet: "concat" (YONOS-SR: concatenated to x_t) or "sft" (StableSR's released
-    # models: the UNet sees only x_t; a structure encoder modulates its ResNets, models/released_sft.py)
+    # how the LQ latent reaches the UNet: "concat" (YONOS-SR: concatenated to x_t), "sft" (StableSR's released
+    # models: the UNet sees only x_t; a structure encoder modulates its ResNets, models/released_sft.py) or
+    # "direct" (OSEDiff: the UNet sees only x_t, and the sampler starts from the LQ latent itself)
     conditioning: str = "concat"
 
     def __post_init__(self) -> None:
         checks = {
-            "conditioning": ("concat", "sft"),
+            "conditioning": ("concat", "sft", "direct"),
             "latent": ("patch", "kl"),
             "unet": ("unet2d", "unet2d_condition"),
             "prediction_type": ("epsilon", "v", "sample"),

@@ -227,7 +227,7 @@ UpdateRule = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, int, int, torch
 UPDATE_RULES: dict[str, UpdateRule] = {"ddim": ddim_update, "renoise": renoise_update, "ddpm": ddpm_update}
 DRAWS_NOISE = {"ddim": False, "renoise": True, "ddpm": True}
 SAMPLERS = tuple(UPDATE_RULES)
-STARTS = ("lq", "noise")
+STARTS = ("lq", "noise", "latent")
 
 # A window is an index into a whole latent (B, C, H, W): ``latent[window]`` is its part. WHOLE is the whole latent.
 Window = tuple[object, ...]
@@ -253,7 +253,9 @@ class Sampler:
       networks see the original timesteps.
 
     ``start`` "lq" starts from the initial estimate (the LQ latent, or zero for a residual target) noised to the
-    first timestep; "noise" from pure N(0, 1) (StableSR's 512 script). ``num_steps`` k and ``strength`` (the
+    first timestep; "noise" from pure N(0, 1) (StableSR's 512 script); "latent" from the initial estimate itself,
+    no noise (OSEDiff: one step at t = T - 1 on the LQ latent). ``allowed_steps`` (empty: any) are the step counts
+    the model supports; others are refused in one line. ``num_steps`` k and ``strength`` (the
     starting noise level, 1 = the last timestep) are the caller's. A model folder stores its sampler beside the
     network's shape (config.json "sampler"; :meth:`to_dict` / :meth:`from_dict`).
     """
@@ -262,6 +264,7 @@ class Sampler:
     psr_weight: float = 0.5
     trained_steps: int = 0
     start: str = "lq"
+    allowed_steps: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         if self.kind not in SAMPLERS:
@@ -274,12 +277,18 @@ class Sampler:
         if isinstance(self.trained_steps, bool) or not isinstance(self.trained_steps, int) \
                 or not 0 <= self.trained_steps <= 1000:
             raise ConfigError(f"sampler trained_steps must be an integer in [0, 1000], got {self.trained_steps!r}")
+        if not isinstance(self.allowed_steps, tuple | list) or not all(
+                isinstance(k, int) and not isinstance(k, bool) and 1 <= k <= 1000 for k in self.allowed_steps):
+            raise ConfigError(f"sampler allowed_steps must be step counts in [1, 1000], got {self.allowed_steps!r}")
+        object.__setattr__(self, "allowed_steps", tuple(self.allowed_steps))
 
     def to_dict(self) -> dict[str, object]:
         data: dict[str, object] = {"kind": self.kind, "psr_weight": self.psr_weight,
                                    "trained_steps": self.trained_steps}
         if self.start != "lq":
             data["start"] = self.start
+        if self.allowed_steps:
+            data["allowed_steps"] = list(self.allowed_steps)
         return data
 
     @classmethod
@@ -287,7 +296,7 @@ class Sampler:
         """From config.json's "sampler" mapping; unknown keys are errors."""
         if not isinstance(data, dict):
             raise ConfigError(f"sampler must be a mapping, got {data!r}")
-        unknown = sorted(set(data) - {"kind", "psr_weight", "trained_steps", "start"})
+        unknown = sorted(set(data) - {"kind", "psr_weight", "trained_steps", "start", "allowed_steps"})
         if unknown:
             raise ConfigError(f"unknown sampler key(s) {', '.join(map(str, unknown))}")
         return cls(**data)
@@ -295,6 +304,11 @@ class Sampler:
     def check(self, num_steps: int, strength: float) -> None:
         """ValueError (one line) for a step count or strength this rule cannot run."""
         check_sampling(num_steps, strength)
+        if self.allowed_steps and num_steps not in self.allowed_steps:
+            counts = ", ".join(map(str, self.allowed_steps))
+            raise ValueError(f"this model supports --steps {counts} only (it was trained for those), got {num_steps}")
+        if self.start == "latent" and strength != 1.0:
+            raise ValueError(f"this model starts from the LQ latent itself: strength does not apply (got {strength})")
         if self.kind == "ddpm" and (num_steps < 2 or strength != 1.0):
             raise ValueError(f"this model samples with DDPM on an evenly spaced grid from t = 999 to 0: it needs "
                              f"at least 2 steps and strength 1 (got {num_steps} steps, strength {strength})")
@@ -339,6 +353,8 @@ class Sampler:
                     current = x_t[window]
                 elif self.start == "noise":
                     current = noise(0, window)
+                elif self.start == "latent":
+                    current = initial_x0(window)
                 else:  # step 0: the initial estimate noised to the first timestep
                     start = initial_x0(window)
                     current = add_noise(start, noise(0, window), _at(t, start), alpha_bar)

@@ -66,7 +66,7 @@ class SRPipeline:
 
     def __init__(self, denoiser: Denoiser, autoencoder: Autoencoder, config: ModelConfig,
                  fidelity_warp: FidelityWarp | None = None, sampler: Sampler | None = None,
-                 default_fidelity: float = 0.0, default_steps: int = 1) -> None:
+                 default_fidelity: float = 0.0, default_steps: int = 1, default_color_fix: str = "none") -> None:
         self.denoiser = denoiser.eval()
         self.autoencoder = autoencoder.eval()
         self.fidelity_warp = fidelity_warp.eval() if fidelity_warp is not None else None
@@ -75,6 +75,9 @@ class SRPipeline:
         self.default_fidelity = float(default_fidelity)
         self.config = config
         self.default_steps = default_steps
+        if default_color_fix not in COLOR_FIXES:
+            raise ValueError(f"default_color_fix must be one of {', '.join(COLOR_FIXES)}, got {default_color_fix!r}")
+        self.default_color_fix = default_color_fix
         self.sampler = sampler if sampler is not None else Sampler()
         self.alpha_bar = make_alpha_bar(config.schedule)
         self.device = torch.device("cpu")
@@ -89,7 +92,8 @@ class SRPipeline:
         model)."""
         parts = {"denoiser": self.denoiser, "autoencoder": self.autoencoder, "config": self.config,
                  "fidelity_warp": self.fidelity_warp, "sampler": self.sampler,
-                 "default_fidelity": self.default_fidelity, "default_steps": self.default_steps}
+                 "default_fidelity": self.default_fidelity, "default_steps": self.default_steps,
+                 "default_color_fix": self.default_color_fix}
         unknown = sorted(set(changes) - set(parts))
         if unknown:
             raise TypeError(f"SRPipeline.replace: unknown part(s) {', '.join(unknown)}")
@@ -151,6 +155,8 @@ class SRPipeline:
             extra["default_steps"] = self.default_steps
         if self.aggregation != "gaussian":
             extra["aggregation"] = self.aggregation
+        if self.default_color_fix != "none":
+            extra["default_color_fix"] = self.default_color_fix
         if self.fidelity_warp is not None:
             checkpoint.save_tensors(folder / "fidelity_warp.safetensors",
                                     {k: v.float() for k, v in self.fidelity_warp.state_dict().items()})
@@ -238,7 +244,11 @@ class SRPipeline:
         if isinstance(default_steps, bool) or not isinstance(default_steps, int) or not 1 <= default_steps <= 1000:
             raise ModelFolderError(f"{folder}/config.json: 'default_steps' must be an integer in [1, 1000], got "
                                    f"{default_steps!r}")
-        pipeline = cls(denoiser, autoencoder, config, warp, sampler, default_fidelity, default_steps)
+        default_color_fix = meta.get("default_color_fix", "none")
+        if default_color_fix not in COLOR_FIXES:
+            raise ModelFolderError(f"{folder}/config.json: 'default_color_fix' must be one of "
+                                   f"{', '.join(COLOR_FIXES)}, got {default_color_fix!r}")
+        pipeline = cls(denoiser, autoencoder, config, warp, sampler, default_fidelity, default_steps, default_color_fix)
         aggregation = meta.get("aggregation", "gaussian")
         if aggregation not in TILE_WEIGHTS or aggregation == "crop":
             raise ModelFolderError(f"{folder}/config.json: 'aggregation' must be one of gaussian, stablesr, uniform, "
@@ -267,7 +277,7 @@ class SRPipeline:
         strength: float = 1.0,
         tile: int = DEFAULT_TILE,
         tile_overlap: int = DEFAULT_TILE_OVERLAP,
-        color_fix: str = "none",
+        color_fix: str | None = None,
         fidelity: float | None = None,
         generator: torch.Generator | None = None,
         progress: Callable[[int, int], None] | None = None,
@@ -281,7 +291,8 @@ class SRPipeline:
                 the noised bicubic estimate and keep closer to the input (fidelity).
             tile, tile_overlap: tile size and overlap in OUTPUT pixels; images larger than ``tile`` are processed
                 tile by tile (latent aggregation sampling, tiled encode/decode).
-            color_fix: "none", "adain" or "wavelet" (match the colours of the bicubic-upsampled input).
+            color_fix: "none", "adain" or "wavelet" (match the colours of the bicubic-upsampled input); None = the
+                model's ``default_color_fix`` ("none" unless its folder says otherwise).
             fidelity: StableSR's CFW weight w in [0, 1] for models that carry CFW modules (0 = the prior's
                 realism, exactly the output without CFW; 1 = fidelity to the input); None = the model's
                 ``default_fidelity`` (0 unless its folder says otherwise).
@@ -298,7 +309,7 @@ class SRPipeline:
             raise ValueError(f"expected a PIL image or a (B, 3, H, W) tensor in [0, 1], got {shape}")
         with torch.inference_mode():
             output = self._upscale(images.to(self.device, self.dtype), self.steps(num_steps), strength, tile, tile_overlap,
-                                   color_fix, fidelity, generator, progress)
+                                   self.color_fix_for(color_fix), fidelity, generator, progress)
         return output.to(images.device, images.dtype)
 
     def upscale_file(self, source: str | Path, target: str | Path, **options: Any) -> Path:
@@ -322,6 +333,10 @@ class SRPipeline:
             big = upscale_alpha(alpha_tensor, self.scale)
             output.putalpha(tensor_to_pil(big.expand(-1, 3, -1, -1)).getchannel("R"))
         return output
+
+    def color_fix_for(self, color_fix: str | None) -> str:
+        """The colour fix a call with ``color_fix`` runs: the given one, or the folder's ``default_color_fix``."""
+        return self.default_color_fix if color_fix is None else color_fix
 
     def steps(self, num_steps: int | None) -> int:
         """The step count a call with ``num_steps`` runs: the given one, or the folder's ``default_steps``."""
@@ -431,11 +446,12 @@ class SRPipeline:
                              out_scale=autoencoder.factor, weight="crop", rows=rows)
         return tiled_map(decode_tile, hq_latent, latent_tile, latent_overlap, out_scale=autoencoder.factor, rows=rows)
 
-    def check_options(self, num_steps: int | None, strength: float, tile: int, tile_overlap: int, color_fix: str,
-                      fidelity: float | None = None) -> None:
+    def check_options(self, num_steps: int | None, strength: float, tile: int, tile_overlap: int,
+                      color_fix: str | None, fidelity: float | None = None) -> None:
         """Raise ValueError with a clear message for options this model cannot use."""
         if fidelity is not None:
             self._check_fidelity(fidelity)
+        color_fix = self.color_fix_for(color_fix)
         if color_fix not in COLOR_FIXES:
             raise ValueError(f"color_fix must be one of {', '.join(COLOR_FIXES)}, got {color_fix!r}")
         self.sampler.check(self.steps(num_steps), strength)

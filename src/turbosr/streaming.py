@@ -131,7 +131,7 @@ def upscale_strips(pipeline: SRPipeline, lq: torch.Tensor, *, num_steps: int | N
 
 
 def upscale_file(pipeline: SRPipeline, loaded: LoadedImage, target: str | Path, *, num_steps: int | None = None,
-                 strength: float = 1.0, tile: int = 512, tile_overlap: int = 64, color_fix: str = "none",
+                 strength: float = 1.0, tile: int = 512, tile_overlap: int = 64, color_fix: str | None = None,
                  fidelity: float | None = None, generator: torch.Generator | None = None, overwrite: bool = False,
                  quality: int = 95, progress: Callable[[int, int], None] | None = None) -> Path:
     """Upscale a loaded image file into ``target`` (format from its suffix), atomically; alpha, ICC profile, EXIF
@@ -141,6 +141,7 @@ def upscale_file(pipeline: SRPipeline, loaded: LoadedImage, target: str | Path, 
 
     target = Path(target)
     scale = pipeline.scale
+    color_fix = pipeline.color_fix_for(color_fix)
     height, width = loaded.rgb.shape[-2] * scale, loaded.rgb.shape[-1] * scale
     fmt = SAVE_FORMATS.get(target.suffix.lower())
     image_cfw = bool(pipeline.fidelity_weight(fidelity)) and pipeline.fidelity_warp is not None

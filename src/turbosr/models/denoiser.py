@@ -88,7 +88,9 @@ class Denoiser(nn.Module):
         """
         if not torch.is_tensor(t):
             t = torch.full((x_t.shape[0],), int(t), device=x_t.device, dtype=torch.long)
-        inputs = x_t if self.conditioning == "sft" else torch.cat([x_t, condition.to(x_t.dtype)], dim=1)
+        # "sft" and "direct" UNets see x_t alone (the LQ latent reaches an "sft" UNet through its SFT layers, and
+        # is a "direct" UNet's starting x_t)
+        inputs = torch.cat([x_t, condition.to(x_t.dtype)], dim=1) if self.conditioning == "concat" else x_t
         context = self.context(x_t)
         if self.sft is not None:
             self.sft.set(condition.to(x_t.dtype), t)
