@@ -85,12 +85,13 @@ class ModelConfig:
     sft_down: bool = True
     # how the LQ latent reaches the UNet: "concat" (YONOS-SR: concatenated to x_t), "sft" (StableSR's released
     # models: the UNet sees only x_t; a structure encoder modulates its ResNets, models/released_sft.py) or
-    # "direct" (OSEDiff: the UNet sees only x_t, and the sampler starts from the LQ latent itself)
+    # "direct" (OSEDiff: the UNet sees only x_t, and the sampler starts from the LQ latent itself) or "controlnet"
+    # (AddSR/SeeSR releases: a ControlNet on the LQ image in pixels, image cross-attention to RAM tokens)
     conditioning: str = "concat"
 
     def __post_init__(self) -> None:
         checks = {
-            "conditioning": ("concat", "sft", "direct"),
+            "conditioning": ("concat", "sft", "direct", "controlnet"),
             "latent": ("patch", "kl"),
             "unet": ("unet2d", "unet2d_condition"),
             "prediction_type": ("epsilon", "v", "sample"),

@@ -248,7 +248,8 @@ class Sampler:
     - ``ddim``: deterministic DDIM, trailing spacing (Lin et al. 2023);
     - ``renoise``: adversarially distilled models (AddSR). With ``trained_steps`` K > 0 (the student's training
       grid, trailing spacing of K steps) k <= K steps walk the first k timesteps of that grid, the transitions it
-      was trained on; ``psr_weight`` is AddSR's self-refinement blend (used by the model's denoise function);
+      was trained on; ``psr_weight`` is AddSR's self-refinement blend (used by the model's denoise function), in
+      the latent (turbosr's recipe) or, ``psr_space`` "pixel", on the decoded image (AddSR's released pipeline);
     - ``ddpm``: ancestral DDPM on the evenly respaced grid (:func:`space_timesteps`), StableSR's sampler; the
       networks see the original timesteps.
 
@@ -265,10 +266,13 @@ class Sampler:
     trained_steps: int = 0
     start: str = "lq"
     allowed_steps: tuple[int, ...] = ()
+    psr_space: str = "latent"
 
     def __post_init__(self) -> None:
         if self.kind not in SAMPLERS:
             raise ConfigError(f"sampler must be one of {', '.join(SAMPLERS)}, got {self.kind!r}")
+        if self.psr_space not in ("latent", "pixel"):
+            raise ConfigError(f"sampler psr_space must be 'latent' or 'pixel', got {self.psr_space!r}")
         if self.start not in STARTS:
             raise ConfigError(f"sampler start must be one of {', '.join(STARTS)}, got {self.start!r}")
         if isinstance(self.psr_weight, bool) or not isinstance(self.psr_weight, int | float) \
@@ -289,6 +293,8 @@ class Sampler:
             data["start"] = self.start
         if self.allowed_steps:
             data["allowed_steps"] = list(self.allowed_steps)
+        if self.psr_space != "latent":
+            data["psr_space"] = self.psr_space
         return data
 
     @classmethod
@@ -296,7 +302,8 @@ class Sampler:
         """From config.json's "sampler" mapping; unknown keys are errors."""
         if not isinstance(data, dict):
             raise ConfigError(f"sampler must be a mapping, got {data!r}")
-        unknown = sorted(set(data) - {"kind", "psr_weight", "trained_steps", "start", "allowed_steps"})
+        unknown = sorted(set(data) - {"kind", "psr_weight", "trained_steps", "start", "allowed_steps",
+                                   "psr_space"})
         if unknown:
             raise ConfigError(f"unknown sampler key(s) {', '.join(map(str, unknown))}")
         return cls(**data)

@@ -367,7 +367,8 @@ class SRPipeline:
     def denoise_latents(self, lq_latent: torch.Tensor, *, num_steps: int | None = None, strength: float = 1.0,
                         generator: torch.Generator | None = None, latent_tile: int | None = None,
                         latent_overlap: int = 0, progress: Callable[[int, int], None] | None = None,
-                        seed: int | None = None, noise: list[torch.Tensor] | None = None) -> torch.Tensor:
+                        seed: int | None = None, noise: list[torch.Tensor] | None = None,
+                        lq_image: torch.Tensor | None = None) -> torch.Tensor:
         """k-step sampling in latent space: LQ latent (B, C, h, w) -> HQ latent estimate, same shape.
 
         The noise is keyed by position (:func:`~turbosr.diffusion.keyed_noise`, seeded by ``seed`` or one draw
@@ -380,7 +381,8 @@ class SRPipeline:
         own noise, reads its own window of the condition and runs its whole step, down to the HQ latent at the
         last step, and only those results are blended: one step holds the condition and one output-sized
         accumulator, whatever the image size (:meth:`Sampler.sample`). Gradients flow if called outside
-        inference mode (joint fine-tuning).
+        inference mode (joint fine-tuning). ``lq_image`` (B, 3, H, W) in [0, 1] at the output size is the control
+        image of a ControlNet model (conditioning "controlnet"), read window by window.
         """
         sampler, denoiser = self.sampler, self.denoiser
         seed = noise_seed(generator) if seed is None else seed
@@ -396,13 +398,26 @@ class SRPipeline:
             return keyed_noise(seed, step, shape, (rows.start, rows.stop), (cols.start, cols.stop)).to(
                 lq_latent.device, lq_latent.dtype)
 
+        pixels = denoiser.conditioning == "controlnet"
+        if pixels and lq_image is None:
+            raise ValueError("this model's ControlNet reads the LQ image: pass lq_image")
+        factor = self.autoencoder.factor
+
         def denoise(x_t: torch.Tensor, t: int, previous: torch.Tensor | None, window: Window) -> torch.Tensor:
             condition, control = lq_latent[window], None
-            if sampler.kind == "renoise":  # AddSR PSR: the LQ latent first, then the blended last prediction
+            if pixels:  # the control condition is the LQ image (and AddSR's PSR blends the decoded prediction in)
+                rows, cols = window[-2], window[-1]
+                assert isinstance(rows, slice) and isinstance(cols, slice) and lq_image is not None
+                image = lq_image[..., rows.start * factor:rows.stop * factor, cols.start * factor:cols.stop * factor]
+                control = image.to(x_t.dtype)
+                if previous is not None and sampler.kind == "renoise":
+                    decoded = from_model_range(self.autoencoder.decode(denoiser.from_x0(previous, condition)))
+                    control = sampler.psr_weight * decoded + (1 - sampler.psr_weight) * control
+            elif sampler.kind == "renoise":  # AddSR PSR: the LQ latent first, then the blended last prediction
                 control = condition if previous is None else (
                     sampler.psr_weight * denoiser.from_x0(previous, condition)
                     + (1 - sampler.psr_weight) * condition)
-            return denoiser(x_t, condition, t, control)
+            return denoiser(x_t, condition, t, control, first_step=previous is None)
 
         def join(fn: Callable[[Window], torch.Tensor]) -> torch.Tensor:  # aggregation over latent tiles
             return tiled_map(lambda _, tile: fn((..., slice(tile.y0, tile.y1), slice(tile.x0, tile.x1))), lq_latent,
@@ -477,10 +492,12 @@ class SRPipeline:
         # range conversions happen per tile, so no extra full-size copies of the image are made
         lq_latent = self.encode(padded, tile=tile, tile_overlap=tile_overlap, seed=seed)
         image_cfw = self.autoencoder.has_cfw and self.autoencoder.cfw_input == "image"
-        if not image_cfw:
+        needs_image = image_cfw or self.denoiser.conditioning == "controlnet"
+        if not needs_image:
             del padded
         hq_latent = self.denoise_latents(lq_latent, num_steps=num_steps, strength=strength, seed=seed,
-                                         latent_tile=latent_tile, latent_overlap=latent_overlap, progress=progress)
+                                         latent_tile=latent_tile, latent_overlap=latent_overlap, progress=progress,
+                                         lq_image=padded if needs_image else None)
         decoded = self.decode(hq_latent, lq_latent, fidelity, latent_tile, latent_overlap,
                               lq_image=padded if image_cfw else None)
         if fidelity and self.fidelity_warp is not None:  # an older folder's CFW on the decoded image

@@ -24,7 +24,8 @@ class Denoiser(nn.Module):
     def __init__(self, unet: nn.Module, latent_channels: int, target: str,
                  prompt_embedding: torch.Tensor | None = None, control: bool = False, sft: bool = False,
                  sft_time_aware: bool = True, sft_down: bool = True, conditioning: str = "concat",
-                 structure: dict[str, Any] | None = None) -> None:
+                 structure: dict[str, Any] | None = None, controlnet: dict[str, Any] | None = None,
+                 tower: nn.Module | None = None) -> None:
         super().__init__()
         self.conditioning = conditioning
         self.unet = unet
@@ -55,6 +56,15 @@ class Denoiser(nn.Module):
             self.sft = SpadeConditioner(unet, structure["encoder"], structure.get("hidden", 128))
         elif structure is not None:
             raise ValueError("a structure encoder is only used with conditioning 'sft'")
+        # AddSR's and SeeSR's releases: a stock ControlNet on the control image (pixels, [0, 1]) and image
+        # cross-attention in both networks to the tower's tokens of that image (conditioning "controlnet")
+        self.released_control = None
+        if conditioning == "controlnet":
+            if controlnet is None:
+                raise ValueError("conditioning 'controlnet' needs the ControlNet's config")
+            from turbosr.models.released_control import ControlNetConditioning
+
+            self.released_control = ControlNetConditioning(unet, controlnet, tower)
 
     def add_sft(self, time_aware: bool = True, down: bool = True) -> None:
         """Attach a zero-initialised SFT conditioner (the UNet's outputs stay exactly the same)."""
@@ -79,12 +89,14 @@ class Denoiser(nn.Module):
         return self.prompt_embedding.to(like.dtype).expand(like.shape[0], -1, -1)
 
     def forward(self, x_t: torch.Tensor, condition: torch.Tensor, t: torch.Tensor | int,
-                control_condition: torch.Tensor | None = None) -> torch.Tensor:
+                control_condition: torch.Tensor | None = None, first_step: bool = True) -> torch.Tensor:
         """x_t, condition: (B, C, h, w); t: int or (B,) -> network output (B, C, h, w).
 
         ``condition`` is the LQ latent (YONOS-SR conditioning, concatenated to x_t). A denoiser with a control
         branch also takes ``control_condition`` (AddSR: the LQ latent, or the previous step's prediction under
-        self-refinement); None means the LQ latent.
+        self-refinement); None means the LQ latent. Under conditioning "controlnet" ``control_condition`` is the
+        control image (B, 3, H, W) in [0, 1] at the output size (required), and ``first_step`` says whether it is
+        the first step's (the release makes the first step's image tokens from a differently resized input).
         """
         if not torch.is_tensor(t):
             t = torch.full((x_t.shape[0],), int(t), device=x_t.device, dtype=torch.long)
@@ -92,6 +104,10 @@ class Denoiser(nn.Module):
         # is a "direct" UNet's starting x_t)
         inputs = torch.cat([x_t, condition.to(x_t.dtype)], dim=1) if self.conditioning == "concat" else x_t
         context = self.context(x_t)
+        if self.released_control is not None:
+            if control_condition is None:
+                raise ValueError("a ControlNet model needs the control image")
+            return self.released_control(self.unet, x_t, t, context, control_condition, first_step)
         if self.sft is not None:
             self.sft.set(condition.to(x_t.dtype), t)
             try:
