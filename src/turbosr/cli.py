@@ -305,19 +305,27 @@ def _add_import(sub: argparse._SubParsersAction) -> None:
     osediff.add_argument("--sd", required=True, type=Path, help="the diffusers SD-2.1-base folder it builds on")
     osediff.add_argument("--weights", required=True, type=Path, help="OSEDiff's osediff.pkl")
     osediff.add_argument("--prompt", default="", help="the fixed prompt (default empty; OSEDiff used RAM tags)")
-    for parser in (osediff,):
+    addsr = families.add_parser("addsr", help="AddSR's 4-step student (unet/ + controlnet/, RAM + DAPE tower)")
+    addsr.add_argument("--sd", required=True, type=Path, help="the diffusers SD-2-base folder (VAE, text encoder)")
+    addsr.add_argument("--model", required=True, type=Path, help="AddSR's folder with unet/ and controlnet/")
+    addsr.add_argument("--ram", required=True, type=Path, help="RAM's ram_swin_large_14m.pth")
+    addsr.add_argument("--dape", type=Path, default=None, help="SeeSR's DAPE.pth (LoRA on RAM, merged)")
+    for parser in (osediff, addsr):
         parser.add_argument("--scale", type=int, default=4, help="upscaling factor the folder runs at (default 4)")
         parser.add_argument("--storage", choices=("float32", "float16"), default="float32",
                             help="how the denoiser's weights are stored")
         parser.add_argument("-o", "--output", required=True, type=Path, help="the new model folder (must not exist)")
     osediff.set_defaults(run=_run_import)
+    addsr.set_defaults(run=_run_import)
 
 
 def _run_import(args: argparse.Namespace) -> int:
-    from turbosr.importers import import_osediff, import_stablesr
+    from turbosr.importers import import_addsr, import_osediff, import_stablesr
 
     if args.family == "stablesr":
         folder = import_stablesr(args.sd, args.ckpt, args.output, args.cfw, args.scale, args.storage)
+    elif args.family == "addsr":
+        folder = import_addsr(args.sd, args.model, args.ram, args.dape, args.output, args.scale, args.storage)
     else:
         folder = import_osediff(args.sd, args.weights, args.output, args.prompt, args.scale, args.storage)
     print(f"wrote {folder} (run it with: turbosr upscale IMAGE -o OUT --model {folder})")

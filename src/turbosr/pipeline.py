@@ -151,6 +151,10 @@ class SRPipeline:
         extra = {}
         if self.denoiser.conditioning == "sft":
             extra["structure_encoder"] = self.denoiser.sft.config()
+        if self.denoiser.released_control is not None:
+            extra["controlnet"] = self.denoiser.released_control.controlnet_config
+            if self.denoiser.released_control.tower is not None:
+                extra["image_tower"] = self.denoiser.released_control.tower.config()
         if self.default_steps != 1:
             extra["default_steps"] = self.default_steps
         if self.aggregation != "gaussian":
@@ -225,8 +229,11 @@ class SRPipeline:
         structure = meta.get("structure_encoder")
         if structure is not None:
             check_structure_size(structure, folder)
+        controlnet, tower = meta.get("controlnet"), None
+        if controlnet is not None:
+            tower = image_tower_from_config(meta.get("image_tower"), folder)
         denoiser = Denoiser(unet, config.latent_channels, config.target, prompt, config.control, config.sft,
-                            config.sft_time_aware, config.sft_down, config.conditioning, structure)
+                            config.sft_time_aware, config.sft_down, config.conditioning, structure, controlnet, tower)
         denoiser.load_state_dict(state, strict=True)
         autoencoder = autoencoder_from_config(meta["autoencoder"])
         autoencoder.load_state_dict(checkpoint.expand_state(checkpoint.load_tensors(folder / "autoencoder.safetensors")),
@@ -554,6 +561,25 @@ def check_network_size(unet: dict[str, Any], autoencoder: dict[str, Any], folder
                 if not isinstance(values, list) or len(values) > MAX_LEVELS or \
                         not all(integer(v, 0, MAX_WIDTH) for v in values):
                     raise bad(f"autoencoder.decoder.{key}", values)
+
+
+def image_tower_from_config(config: Any, folder: Path) -> torch.nn.Module | None:
+    """The image tower a ControlNet model folder describes (config.json "image_tower"), or None without one."""
+    if config is None:
+        return None
+    from turbosr.models.ram_tower import TOWER_KEYS, RamTower
+
+    if not isinstance(config, dict) or config.get("kind") != "ram":
+        raise ModelFolderError(f"{folder}/config.json: 'image_tower' must be a mapping with kind 'ram'")
+    settings = {k: v for k, v in config.items() if k != "kind"}
+    unknown = sorted(set(settings) - set(TOWER_KEYS))
+    if unknown:
+        raise ModelFolderError(f"{folder}/config.json: unknown image_tower key(s) {', '.join(unknown)}")
+    for key in ("image_size", "embed_dim", "window_size", "embed_width", "patch_size"):
+        value = settings.get(key)
+        if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_WIDTH:
+            raise ModelFolderError(f"{folder}/config.json: image_tower.{key} {value!r} is not a plausible size")
+    return RamTower(**settings)
 
 
 def check_structure_size(structure: Any, folder: Path) -> None:

@@ -5,7 +5,8 @@ same pipeline as a built-in: what differs (conditioning mode, sampler rule, CFW 
 config.json. Nothing here is needed at run time.
 """
 
+from turbosr.importers.addsr import import_addsr
 from turbosr.importers.osediff import import_osediff
 from turbosr.importers.stablesr import import_stablesr
 
-__all__ = ["import_osediff", "import_stablesr"]
+__all__ = ["import_addsr", "import_osediff", "import_stablesr"]
