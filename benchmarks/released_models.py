@@ -1,0 +1,147 @@
+"""Seconds and peak memory of the released models' shapes run through turbosr, on full-size RANDOM weights.
+
+The networks are built in the released shapes with random weights (no released weights exist here, so this
+measures cost, never quality):
+- ``stablesr``: SD-2.1 UNet + 22 SPADE layers (918.9 M), time-aware encoder (52.5 M), VAE + CFW (128.0 M); DDPM
+  on StableSR's grid, CFW at 0.5 (one step is not a row: that grid is t = 0 alone, refused);
+- ``osediff``: SD-2.1-base UNet (865.9 M) and VAE, one step at t = 999 on the LQ latent;
+- ``addsr``: SD-2-base UNet + image attentions (1126.8 M), ControlNet (489.0 M), RAM Swin-L tower (195.2 M +
+  projection), 1 to 4 re-noising steps with pixel-space self-refinement (a VAE decode and a tower call per step
+  after the first);
+- ``builtin``: the built-in x4 model, for scale.
+Each row is a fresh process (peak resident set size of the whole process, weights included, from the kernel's
+ru_maxrss) timing the whole ``SRPipeline.__call__`` on a random LQ image (bicubic upsample, tiled encode, the
+steps, decode; no colour fix):
+
+    python benchmarks/released_models.py --rows stablesr:512:4:float32 osediff:512:1:float32 addsr:512:4:float32 \
+        --threads 2 --out docs/benchmarks/released_models
+
+A row is FAMILY:OUTPUT_SIDE:STEPS:DTYPE. The reference code's StableSR numbers quoted in the table are the issue's
+measurement of IceClear/StableSR on this CPU kind with the same random weights and 2 threads.
+Writes a Markdown table and a PNG plot with the machine, versions and command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+SCRIPT = "benchmarks/released_models.py"
+REFERENCE = {("stablesr", "512", "4", "float32"): "46.9 s, 6.2 GB",
+             ("stablesr", "512", "4", "bfloat16"): "22.7 s (autocast), 6.2 GB"}
+
+RUN = r"""
+import json, resource, sys, time, torch
+from diffusers import AutoencoderKL, UNet2DConditionModel
+from turbosr.config import ModelConfig, ScheduleConfig
+from turbosr.diffusion import Sampler
+from turbosr.models.autoencoders import KLAutoencoder
+from turbosr.models.denoiser import Denoiser
+from turbosr.pipeline import SRPipeline
+family, side, steps, dtype, threads, configs = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], int(sys.argv[5]), sys.argv[6]
+torch.set_num_threads(threads)
+torch.manual_seed(0)
+cfg = json.load(open(configs))
+if family == "builtin":
+    from turbosr import builtin_model_dir
+    pipeline = SRPipeline.from_pretrained(builtin_model_dir(4))
+else:
+    unet = UNet2DConditionModel.from_config({k: v for k, v in cfg["unet"].items() if not k.startswith("_")})
+    vae = AutoencoderKL.from_config({k: v for k, v in cfg["vae"].items() if not k.startswith("_")})
+    prompt = torch.randn(1, 77, 1024)
+    kw = dict(preset="tiny", latent="kl", latent_factor=8, latent_channels=4, unet="unet2d_condition",
+              unet_channels=(320, 640, 1280, 1280), attention_levels=(True,) * 4, prediction_type="epsilon",
+              target="latent", schedule=ScheduleConfig(zero_terminal_snr=False))
+    if family == "stablesr":
+        encoder = {"in_channels": 4, "model_channels": 256, "out_channels": 256, "num_res_blocks": 2,
+                   "attention_resolutions": [1, 2, 4], "channel_mult": [1, 1, 2, 2], "num_heads": 4,
+                   "num_head_channels": -1}
+        denoiser = Denoiser(unet, 4, "latent", prompt, conditioning="sft", structure={"encoder": encoder, "hidden": 128})
+        pipeline = SRPipeline(denoiser, KLAutoencoder(vae, 0.18215, "sample", [1, 2]), ModelConfig(**kw, conditioning="sft"),
+                              sampler=Sampler(kind="ddpm"), default_fidelity=0.5)
+        pipeline.aggregation = "stablesr"
+    elif family == "osediff":
+        denoiser = Denoiser(unet, 4, "latent", prompt, conditioning="direct")
+        pipeline = SRPipeline(denoiser, KLAutoencoder(vae, 0.18215, "sample"), ModelConfig(**kw, conditioning="direct"),
+                              sampler=Sampler(kind="ddim", start="latent", allowed_steps=(1,)))
+    else:
+        from turbosr.models.ram_tower import RamTower
+        controlnet = {k: v for k, v in cfg["unet"].items() if k not in ("_class_name", "sample_size", "out_channels",
+                      "center_input_sample", "up_block_types")}
+        denoiser = Denoiser(unet, 4, "latent", prompt, conditioning="controlnet", controlnet=controlnet,
+                            tower=RamTower())
+        pipeline = SRPipeline(denoiser, KLAutoencoder(vae, 0.18215, "sample"), ModelConfig(**kw, conditioning="controlnet"),
+                              sampler=Sampler(kind="renoise", psr_weight=0.4, trained_steps=4, psr_space="pixel"))
+pipeline.to(dtype=getattr(torch, dtype))
+lq = torch.rand(1, 3, side // 4, side // 4, generator=torch.Generator().manual_seed(0))
+parameters = sum(p.numel() for p in pipeline.denoiser.parameters()) + sum(p.numel() for p in pipeline.autoencoder.parameters())
+start = time.perf_counter()
+with torch.inference_mode():
+    out = pipeline(lq, num_steps=steps, tile=512, tile_overlap=64, color_fix="none",
+                   generator=torch.Generator().manual_seed(0))
+seconds = time.perf_counter() - start
+assert out.shape[-1] == side and bool(torch.isfinite(out).all())
+print("RESULT", json.dumps({"seconds": seconds, "peak_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+                            "parameters_m": parameters / 1e6}))
+"""
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", nargs="+", default=["stablesr:512:4:float32", "osediff:512:1:float32"])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=Path("docs/benchmarks/released_models"))
+    args = parser.parse_args()
+    configs = Path(__file__).resolve().parents[1] / "tests" / "data" / "sd21_configs.json"
+    results = []
+    for row in args.rows:
+        family, side, steps, dtype = row.split(":")
+        done = subprocess.run([sys.executable, "-c", RUN, family, side, steps, dtype, str(args.threads), str(configs)],
+                              capture_output=True, text=True)
+        line = [x for x in done.stdout.splitlines() if x.startswith("RESULT ")]
+        if done.returncode or not line:
+            print(f"row {row} failed: {done.stderr.strip().splitlines()[-1:]}", flush=True)
+            continue
+        result = json.loads(line[0][7:])
+        results.append({"family": family, "side": side, "steps": steps, "dtype": dtype, **result})
+        print(row, result, flush=True)
+        write(results, args)  # after every row: a killed run keeps what it measured
+
+
+def write(results: list[dict], args: argparse.Namespace) -> None:
+    import torch
+
+    lines = ["# Released models' shapes through turbosr: seconds and peak memory (random weights)", "",
+             f"`python {SCRIPT} --rows {' '.join(args.rows)} --threads {args.threads}` on {platform.processor() or platform.machine()}, "
+             f"{args.threads} threads, torch {torch.__version__}, Python {platform.python_version()}.", "",
+             "| model | output | steps | dtype | parameters (M) | seconds | peak RSS (GiB) | reference code (same CPU) |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        lines.append(f"| {r['family']} | {r['side']}² | {r['steps']} | {r['dtype']} | {r['parameters_m']:.0f} | "
+                     f"{r['seconds']:.1f} | {r['peak_gib']:.2f} | "
+                     f"{REFERENCE.get((r['family'], r['side'], r['steps'], r['dtype']), '-')} |")
+    lines += ["", "Random weights: cost only. Nothing here says anything about output quality.", ""]
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.with_suffix(".md").write_text("\n".join(lines))
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        figure, axis = plt.subplots(figsize=(6, 3))
+        labels = [f"{r['family']} {r['side']}² {r['steps']} st {r['dtype']}" for r in results]
+        axis.barh(labels, [r["seconds"] for r in results])
+        axis.set_xlabel("seconds per image")
+        figure.tight_layout()
+        figure.savefig(args.out.with_suffix(".png"), dpi=100)
+    except ImportError:
+        pass
+
+
+if __name__ == "__main__":
+    main()
