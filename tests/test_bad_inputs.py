@@ -51,6 +51,8 @@ def bad_images(tmp_path_factory) -> Path:
     (folder / "pickle.png").write_bytes(pickle.dumps({"a": 1}))
     (folder / "bomb.png").write_bytes(_png_bomb(30000, 30000))
     (folder / "folder.png").mkdir()
+    (folder / "truncated_header.tif").write_bytes(b"II*\x00\x08\x00\x00\x00")  # a TIFF header and nothing else
+    (folder / "tiny.png").write_bytes(data[:20])  # a PNG signature and half an IHDR
     values = np.random.default_rng(1).random((16, 20, 3)).astype(np.float32)
     values[3, 4, 1] = np.nan
     tifffile.imwrite(folder / "nan.tif", values, photometric="rgb")
@@ -113,6 +115,9 @@ BROKEN_MODELS = {
                                (f / "denoiser.safetensors.index.json").write_text(
                                    json.dumps({"weight_map": {"a": "../../../../etc/passwd"}}))),
     "nan_weights": lambda f: _nan_weights(f),
+    "zero_head_dim": lambda f: _edit_config(f, _set(("unet", "attention_head_dim"), 0)),
+    "zero_norm_groups": lambda f: _edit_config(f, _set(("unet", "norm_num_groups"), 0)),
+    "more_layers_than_weights": lambda f: _edit_config(f, _set(("unet", "layers_per_block"), 16)),
 }
 
 
@@ -156,7 +161,7 @@ def test_bad_images_through_the_cli(bad_images, good_model, tmp_path, capsys):
     rc = main(["upscale", str(bad_images), "-o", str(tmp_path / "all"), "--model", str(good_model)])
     message = _one_clear_line(capsys)
     assert rc == 1 and not list((tmp_path / "all").rglob("*.png"))
-    assert len([line for line in message.splitlines() if line.startswith("turbosr: skipped")]) == 10
+    assert len([line for line in message.splitlines() if line.startswith("turbosr: skipped")]) == 12
     assert digest(bad_images) == before
 
 

@@ -200,11 +200,12 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--grid-period", type=int, default=None,
                    help="period of the grid metric in pixels (default: the model's latent factor, else 8)")
     p.add_argument("--crop-border", type=int, default=0, help="pixels removed on each side (SR papers: the scale)")
-    p.add_argument("--steps", type=int, default=1)
+    p.add_argument("--steps", type=int, default=None, help="denoising steps (default: the model's own)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--scale", type=int, default=None, help="scale for bicubic/lanczos (default: inferred)")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--save-outputs", help="also write the model's outputs into this folder")
+    p.add_argument("--save-outputs", help="also write the model's outputs into this folder (never an input folder)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing files in --save-outputs")
     p.add_argument("--out", help="write results JSON here (+ .csv and .md beside it)")
     p.set_defaults(run=_run_eval)
 
@@ -226,7 +227,8 @@ def _run_eval(args: argparse.Namespace) -> int:
         upscale, factor = _upscaler(args)
         period = args.grid_period or factor or DEFAULT_GRID_PERIOD
         save = Path(args.save_outputs) if args.save_outputs else None
-        results = evaluate_upscaler(upscale, Path(args.lq), Path(args.ref), metrics, args.crop_border, save, period)
+        results = evaluate_upscaler(upscale, Path(args.lq), Path(args.ref), metrics, args.crop_border, save, period,
+                                    overwrite=args.overwrite)
         results["model"] = args.model
         results["steps"] = args.steps
     else:

@@ -117,6 +117,36 @@ def hr_sources(source: Path, split: str = "test") -> list[Path]:
     return list_images(source)
 
 
+def _inside(path: Path, folder: Path) -> bool:
+    path, folder = path.resolve(), folder.resolve()
+    return path == folder or folder in path.parents
+
+
+def check_pair_targets(sources: list[Path], source: Path, out_dir: Path, overwrite: bool) -> None:
+    """Stop before anything is written if a pair set would write into its source folder, over a source image,
+    over an existing file without ``overwrite``, or write two sources to one name (ValueError / FileExistsError)."""
+    roots = [source.parent if source.suffix == ".json" else source]
+    for sub in ("hq", "lq"):
+        target = out_dir / sub
+        for root in roots:
+            if source.suffix != ".json" and (_inside(target, root) or _inside(root, target)):
+                raise ValueError(f"{target} is (or holds) the source folder {root}: a pair set is never written "
+                                 "into its sources; choose another output folder")
+    resolved = {path.resolve() for path in sources}
+    seen: dict[str, Path] = {}
+    for path in sources:
+        name = f"{path.stem}.png"
+        if name in seen:
+            raise ValueError(f"{seen[name]} and {path} would both become {name}: rename one (nothing was written)")
+        seen[name] = path
+        for sub in ("hq", "lq"):
+            target = out_dir / sub / name
+            if target.resolve() in resolved:
+                raise ValueError(f"{target} is a source image: a pair set never replaces its sources")
+            if target.exists() and not overwrite:
+                raise FileExistsError(f"{target} exists (use --overwrite to replace it; nothing was written)")
+
+
 def make_pairs(source: Path, out_dir: Path, scale: int, degradation: str = "bicubic", seed: int = 0,
                crop_size: int | None = None, split: str = "test", overwrite: bool = False) -> Path:
     """Write an evaluation set: ``out_dir/hq`` (HR crops) and ``out_dir/lq`` (degraded) PNGs + manifest.json.
@@ -127,8 +157,10 @@ def make_pairs(source: Path, out_dir: Path, scale: int, degradation: str = "bicu
     out_dir = Path(out_dir)
     if (out_dir / "manifest.json").exists() and not overwrite:
         raise FileExistsError(f"{out_dir} already holds a pair set (use --overwrite to rebuild it)")
+    sources = hr_sources(source, split)
+    check_pair_targets(sources, Path(source), out_dir, overwrite)
     records = []
-    for index, path in enumerate(hr_sources(source, split)):
+    for index, path in enumerate(sources):
         image = read_rgb_uint8(path).float().div(255).unsqueeze(0)
         height, width = image.shape[-2:]
         size_h = crop_size or height - height % scale
@@ -142,8 +174,8 @@ def make_pairs(source: Path, out_dir: Path, scale: int, degradation: str = "bicu
         generator = torch.Generator().manual_seed(seed * 1_000_003 + index)
         lq = make_lq(hq, scale, degradation, generator=generator)
         name = f"{path.stem}.png"
-        save_image(hq, out_dir / "hq" / name, overwrite=True)
-        save_image(lq, out_dir / "lq" / name, overwrite=True)
+        save_image(hq, out_dir / "hq" / name, overwrite=overwrite)
+        save_image(lq, out_dir / "lq" / name, overwrite=overwrite)
         records.append({"file": name, "source": str(path), "hq_size": [size_w, size_h]})
     from turbosr.checkpoint import write_json
 

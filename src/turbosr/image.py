@@ -40,7 +40,17 @@ def from_model_range(images: torch.Tensor) -> torch.Tensor:
 
 
 def pil_to_tensor(image: Image.Image) -> torch.Tensor:
-    """PIL image (any mode convertible to RGB) -> float tensor (1, 3, H, W) in [0, 1]."""
+    """PIL image (any mode convertible to RGB) -> float tensor (1, 3, H, W) in [0, 1]. Deep grey modes are read
+    as the command line reads them: "I;16"/"I" scaled from 0..65535, "F" taken as [0, 1] (clipped); 1-bit, grey,
+    palette and CMYK images through PIL's RGB conversion."""
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        array = np.clip(np.asarray(image, dtype=np.float64), 0, 65535)
+        return _array_to_tensor(array, 65535.0).expand(-1, 3, -1, -1).contiguous()
+    if image.mode == "F":
+        array = np.asarray(image, dtype=np.float64)
+        if not np.isfinite(array).all():
+            raise ValueError("a float (mode F) image with NaN or infinite pixels")
+        return _array_to_tensor(np.clip(array, 0, 1), 1.0).expand(-1, 3, -1, -1).contiguous()
     if image.mode != "RGB":
         image = image.convert("RGB")
     array = np.asarray(image, dtype=np.uint8)
@@ -218,6 +228,7 @@ def _deep_image(path: Path, max_pixels: int) -> LoadedImage | None:
     other file)."""
     from turbosr import image16
 
+    kind: str | None = None
     try:
         kind = image16.deep_format(path)
         if kind is None:
@@ -244,7 +255,8 @@ def _deep_image(path: Path, max_pixels: int) -> LoadedImage | None:
     except image16.DeepImageError as error:
         raise ImageReadError(f"{path}: {error}") from None
     except Exception as error:  # noqa: BLE001  (any decoder failure is a bad file, said in one line)
-        raise ImageReadError(f"{path}: cannot decode {kind.upper()} image ({error})") from None
+        what = f"{kind.upper()} image" if kind else "image (damaged or truncated header)"
+        raise ImageReadError(f"{path}: cannot decode {what} ({_first_line(error)})") from None
     orientation = exif.pop(0x0112, 1)
     if orientation in _ORIENT:
         rgb = _ORIENT[orientation](rgb).contiguous()
@@ -253,6 +265,11 @@ def _deep_image(path: Path, max_pixels: int) -> LoadedImage | None:
         icc = None  # a CMYK profile does not describe the converted pixels
     return LoadedImage(rgb=rgb, alpha=alpha, icc_profile=icc, bit_depth=bit_depth, mode="RGB;16",
                        format=kind.upper(), exif=exif.tobytes() if len(exif) else None)
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return text[0] if text else type(error).__name__
 
 
 def _cmyk_to_rgb(image: Image.Image, icc: bytes | None) -> Image.Image:

@@ -201,7 +201,8 @@ class SRPipeline:
             return cls._from_meta(folder, meta).to(device, dtype)
         except (ModelFolderError, checkpoint.DamagedFile):
             raise
-        except (TypeError, KeyError, AttributeError, IndexError, RuntimeError, ValueError) as error:
+        except (TypeError, KeyError, AttributeError, IndexError, RuntimeError, ValueError, ZeroDivisionError,
+                NotImplementedError) as error:
             text = str(error).strip().splitlines()
             reason = f"{type(error).__name__}: {text[0] if text else ''}"
             raise ModelFolderError(f"{folder}: damaged or inconsistent model folder ({reason})") from None
@@ -223,21 +224,32 @@ class SRPipeline:
         if meta["unet_class"] not in classes:
             raise ModelFolderError(f"{folder}: unknown UNet class {meta['unet_class']!r}")
         check_network_size(meta["unet"], meta["autoencoder"], folder)
-        unet = classes[meta["unet_class"]].from_config(meta["unet"])
         state = checkpoint.expand_state(checkpoint.load_tensors(folder / "denoiser.safetensors"))
         prompt = state.get("prompt_embedding")
         structure = meta.get("structure_encoder")
         if structure is not None:
             check_structure_size(structure, folder)
-        controlnet, tower = meta.get("controlnet"), None
-        if controlnet is not None:
-            tower = image_tower_from_config(meta.get("image_tower"), folder)
-        denoiser = Denoiser(unet, config.latent_channels, config.target, prompt, config.control, config.sft,
-                            config.sft_time_aware, config.sft_down, config.conditioning, structure, controlnet, tower)
+        controlnet = meta.get("controlnet")
+
+        def build() -> tuple[Denoiser, Autoencoder]:
+            tower = image_tower_from_config(meta.get("image_tower"), folder) if controlnet is not None else None
+            unet = classes[meta["unet_class"]].from_config(meta["unet"])
+            denoiser = Denoiser(unet, config.latent_channels, config.target, prompt, config.control, config.sft,
+                                config.sft_time_aware, config.sft_down, config.conditioning, structure, controlnet,
+                                tower)
+            return denoiser, autoencoder_from_config(meta["autoencoder"])
+
+        # the networks config.json describes, first without memory (meta tensors): they must be exactly what the
+        # weight files hold, so no description allocates more than its files (or absurd sizes) before failing
+        with torch.device("meta"):
+            shadow_denoiser, shadow_autoencoder = build()
+        autoencoder_state = checkpoint.expand_state(checkpoint.load_tensors(folder / "autoencoder.safetensors"))
+        _check_layout(shadow_denoiser.state_dict(), state, folder / "denoiser.safetensors")
+        _check_layout(shadow_autoencoder.state_dict(), autoencoder_state, folder / "autoencoder.safetensors")
+        del shadow_denoiser, shadow_autoencoder
+        denoiser, autoencoder = build()
         denoiser.load_state_dict(state, strict=True)
-        autoencoder = autoencoder_from_config(meta["autoencoder"])
-        autoencoder.load_state_dict(checkpoint.expand_state(checkpoint.load_tensors(folder / "autoencoder.safetensors")),
-                                    strict=True)
+        autoencoder.load_state_dict(autoencoder_state, strict=True)
         warp = None
         if "fidelity_warp" in meta:
             if not isinstance(meta["fidelity_warp"], dict):
@@ -314,6 +326,7 @@ class SRPipeline:
         if not torch.is_tensor(images) or images.dim() != 4 or images.shape[1] != 3:
             shape = tuple(images.shape) if torch.is_tensor(images) else type(images).__name__
             raise ValueError(f"expected a PIL image or a (B, 3, H, W) tensor in [0, 1], got {shape}")
+        check_image_tensor(images)
         with torch.inference_mode():
             output = self._upscale(images.to(self.device, self.dtype), self.steps(num_steps), strength, tile, tile_overlap,
                                    self.color_fix_for(color_fix), fidelity, generator, progress)
@@ -480,6 +493,9 @@ class SRPipeline:
         multiple, factor = self.pixel_multiple, self.autoencoder.factor
         if tile < multiple or tile % multiple:
             raise ValueError(f"tile must be a positive multiple of {multiple} output pixels for this model, got {tile}")
+        for name, value in (("tile", tile), ("tile_overlap", tile_overlap)):
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ValueError(f"{name} must be an integer number of output pixels, got {value!r}")
         if not 0 <= tile_overlap < tile or tile_overlap % factor:
             raise ValueError(f"tile_overlap must be a multiple of {factor} in [0, tile), got {tile_overlap}")
 
@@ -546,6 +562,11 @@ def check_network_size(unet: dict[str, Any], autoencoder: dict[str, Any], folder
     layers = unet.get("layers_per_block", 1)
     if not integer(layers, 1, MAX_LAYERS):
         raise bad("unet.layers_per_block", layers)
+    for key in ("attention_head_dim", "norm_num_groups", "num_attention_heads"):  # divisors: never 0
+        value = unet.get(key)
+        values = value if isinstance(value, list) else [value]
+        if value is not None and not all(integer(v, 1, MAX_WIDTH) for v in values):
+            raise bad(f"unet.{key}", value)
     if autoencoder.get("kind") == "patch":
         for key, high in (("factor", MAX_FACTOR), ("latent_channels", MAX_LATENT_CHANNELS)):
             if not integer(autoencoder.get(key), 1, high):
@@ -561,6 +582,34 @@ def check_network_size(unet: dict[str, Any], autoencoder: dict[str, Any], folder
                 if not isinstance(values, list) or len(values) > MAX_LEVELS or \
                         not all(integer(v, 0, MAX_WIDTH) for v in values):
                     raise bad(f"autoencoder.decoder.{key}", values)
+
+
+def _check_layout(expected: dict[str, torch.Tensor], stored: dict[str, torch.Tensor], path: Path) -> None:
+    """ModelFolderError (one line) unless ``stored`` has exactly the keys and shapes of ``expected``."""
+    missing = sorted(set(expected) - set(stored))
+    extra = sorted(set(stored) - set(expected))
+    wrong = sorted(k for k in set(expected) & set(stored) if tuple(expected[k].shape) != tuple(stored[k].shape))
+    if missing or extra or wrong:
+        described = sum(v.numel() for v in expected.values())
+        held = sum(v.numel() for v in stored.values())
+        detail = (f"{len(missing)} tensor(s) missing, first {missing[0]}" if missing else
+                  f"{len(extra)} unexpected tensor(s), first {extra[0]}" if extra else
+                  f"{wrong[0]} is {tuple(stored[wrong[0]].shape)}, config.json says {tuple(expected[wrong[0]].shape)}")
+        raise ModelFolderError(f"{path.parent}/config.json describes {described:,} values but {path.name} holds "
+                               f"{held:,} ({detail}): damaged or inconsistent model folder")
+
+
+def check_image_tensor(images: torch.Tensor) -> None:
+    """The tensor contract, checked once: a non-empty floating-point (B, 3, H, W) batch with values in [0, 1]."""
+    if not images.is_floating_point():
+        raise ValueError(f"expected a floating-point tensor in [0, 1], got dtype {images.dtype} (for uint8 images "
+                         "in 0..255 use images.float() / 255)")
+    if images.numel() == 0:
+        raise ValueError(f"the image batch is empty: {tuple(images.shape)}")
+    low, high = float(images.min()), float(images.max())
+    if not (0.0 <= low and high <= 1.0):
+        raise ValueError(f"tensor values must be in [0, 1], got [{low:.4g}, {high:.4g}] (values in 0..255: divide "
+                         "by 255; NaN is never valid)")
 
 
 def image_tower_from_config(config: Any, folder: Path) -> torch.nn.Module | None:

@@ -75,11 +75,32 @@ def summarise(per_image: dict[str, dict[str, float]], chosen: Sequence[Metric], 
     }
 
 
+def check_save_dir(save_dir: Path, inputs: list[Path], lq_files: list[Path], overwrite: bool) -> None:
+    """ValueError/FileExistsError (one line) if outputs in ``save_dir`` would land in an input folder, replace a
+    file without ``overwrite``, or two inputs would write one output name."""
+    target = save_dir.resolve()
+    for folder in inputs:
+        root = folder.resolve()
+        if target == root or root in target.parents or target in root.parents:
+            raise ValueError(f"--save-outputs {save_dir} is (or holds, or lies inside) the input folder {folder}: "
+                             "outputs are never written among the inputs; choose another folder")
+    seen: dict[str, Path] = {}
+    for path in lq_files:
+        name = f"{path.stem}.png"
+        if name in seen:
+            raise ValueError(f"{seen[name]} and {path} would both be saved as {name} (nothing was run)")
+        seen[name] = path
+        if (save_dir / name).exists() and not overwrite:
+            raise FileExistsError(f"{save_dir / name} exists (use --overwrite to replace it; nothing was run)")
+
+
 def evaluate_upscaler(upscale: Callable[[torch.Tensor], torch.Tensor], lq_dir: Path, ref_dir: Path,
                       metrics: Sequence[str], crop_border: int = 0, save_dir: Path | None = None,
-                      grid_period: int = DEFAULT_GRID_PERIOD) -> dict[str, Any]:
+                      grid_period: int = DEFAULT_GRID_PERIOD, overwrite: bool = False) -> dict[str, Any]:
     """Run ``upscale`` ((1, 3, h, w) -> (1, 3, H, W), [0, 1]) on every LQ image and score it against the
-    reference of the same name; records seconds per image and peak memory (CUDA, or RSS growth on CPU)."""
+    reference of the same name; records seconds per image and peak memory (CUDA, or RSS growth on CPU).
+    ``save_dir`` (outputs as PNG) may not be or lie inside the LQ or reference folder, nor hold them; an existing
+    output is replaced only with ``overwrite``; both are checked before anything runs."""
     import resource
 
     chosen = get_metrics(metrics, grid_period)
@@ -93,6 +114,8 @@ def evaluate_upscaler(upscale: Callable[[torch.Tensor], torch.Tensor], lq_dir: P
     seconds = []
     start_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     pairs = match_files(lq_dir, ref_dir)
+    if save_dir is not None:
+        check_save_dir(Path(save_dir), [Path(lq_dir), Path(ref_dir)], [p for p, _ in pairs], overwrite)
     for lq_path, reference_path in pairs:
         lq = read_rgb_uint8(lq_path).unsqueeze(0).float() / 255
         reference = read_rgb_uint8(reference_path).unsqueeze(0).double() / 255
@@ -105,7 +128,7 @@ def evaluate_upscaler(upscale: Callable[[torch.Tensor], torch.Tensor], lq_dir: P
         if save_dir is not None:
             from turbosr.image import save_image
 
-            save_image(prediction.float().cpu(), Path(save_dir) / f"{lq_path.stem}.png", overwrite=True)
+            save_image(prediction.float().cpu(), Path(save_dir) / f"{lq_path.stem}.png", overwrite=overwrite)
         prediction = quantize(prediction.double().cpu())
         per_image[reference_path.name] = {m.name: float(m(prediction, reference, crop_border)[0]) for m in chosen}
     peak_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - start_rss) / 1024

@@ -1,0 +1,151 @@
+"""Round 3 of careless-user probes: commands that must never write over their inputs, a folder run that survives
+damaged files, the Python API's tensor and PIL contracts, and model folders that describe more than they hold."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from conftest import save_tiny_model
+from turbosr.cli import main
+
+
+def digest(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory) -> Path:
+    return save_tiny_model(tmp_path_factory.mktemp("robust") / "model", scale=2, fit_images=2)
+
+
+def _photos(folder: Path, names: list[str], size: int = 32) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for name in names:
+        Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)).save(folder / name)
+    return folder
+
+
+def test_make_pairs_never_writes_into_its_sources(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    source = _photos(tmp_path / "mp" / "hq", ["a.png", "b.png"])
+    before = digest(tmp_path / "mp")
+    # the output's hq/ is the source folder itself
+    assert main(["data", "make-pairs", str(source), str(tmp_path / "mp"), "--scale", "4", "--crop", "16"]) == 2
+    assert "source folder" in capsys.readouterr().err
+    assert digest(tmp_path / "mp") == before
+    # one stem, two formats: two sources for one pair
+    _photos(source, ["a.jpg"])
+    before = digest(tmp_path / "mp")
+    assert main(["data", "make-pairs", str(source), str(tmp_path / "pairs"), "--scale", "4", "--crop", "16"]) == 2
+    assert "would both become a.png" in capsys.readouterr().err
+    assert not (tmp_path / "pairs").exists() and digest(tmp_path / "mp") == before
+    (source / "a.jpg").unlink()
+    # an existing pair file is kept without --overwrite, even without a manifest
+    (tmp_path / "pairs" / "hq").mkdir(parents=True)
+    (tmp_path / "pairs" / "hq" / "b.png").write_bytes(b"mine")
+    assert main(["data", "make-pairs", str(source), str(tmp_path / "pairs"), "--scale", "4", "--crop", "16"]) == 2
+    assert (tmp_path / "pairs" / "hq" / "b.png").read_bytes() == b"mine"
+    assert not (tmp_path / "pairs" / "hq" / "a.png").exists()  # nothing was written
+    assert main(["data", "make-pairs", str(source), str(tmp_path / "pairs"), "--scale", "4", "--crop", "16",
+                 "--overwrite"]) == 0
+    assert Image.open(tmp_path / "pairs" / "hq" / "b.png").size == (16, 16)
+
+
+def test_eval_never_saves_outputs_over_its_inputs(tmp_path: Path, model: Path,
+                                                  capsys: pytest.CaptureFixture) -> None:
+    lq = _photos(tmp_path / "pairs" / "lq", ["a.png", "b.png"], size=16)
+    ref = _photos(tmp_path / "pairs" / "hq", ["a.png", "b.png"], size=32)
+    before = digest(tmp_path / "pairs")
+    for target in (lq, ref, tmp_path / "pairs"):
+        assert main(["eval", "--model", str(model), "--lq", str(lq), "--ref", str(ref), "--metrics", "psnr",
+                     "--save-outputs", str(target)]) == 2
+        assert "input folder" in capsys.readouterr().err
+    assert digest(tmp_path / "pairs") == before
+    out = tmp_path / "outputs"
+    out.mkdir()
+    (out / "a.png").write_bytes(b"mine")
+    assert main(["eval", "--model", str(model), "--lq", str(lq), "--ref", str(ref), "--metrics", "psnr",
+                 "--save-outputs", str(out)]) == 2
+    assert "--overwrite" in capsys.readouterr().err and (out / "a.png").read_bytes() == b"mine"
+    assert main(["eval", "--model", str(model), "--lq", str(lq), "--ref", str(ref), "--metrics", "psnr",
+                 "--save-outputs", str(out), "--overwrite"]) == 0
+    assert Image.open(out / "a.png").size == (32, 32)
+
+
+def test_a_folder_run_goes_on_past_damaged_files(tmp_path: Path, model: Path, capsys: pytest.CaptureFixture) -> None:
+    folder = _photos(tmp_path / "in", ["a.png", "c.png"], size=16)
+    (folder / "b.tif").write_bytes(b"II*\x00\x08\x00\x00\x00")
+    (folder / "b2.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 12)
+    assert main(["upscale", str(folder), "-o", str(tmp_path / "out"), "--model", str(model)]) == 1
+    err = capsys.readouterr().err
+    assert "skipped" in err and "b.tif" in err and "b2.png" in err and "internal error" not in err
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.png", "c.png"]
+
+
+def test_pil_modes_read_as_the_command_line_reads_them(tmp_path: Path) -> None:
+    from turbosr.image import load_image, pil_to_tensor
+
+    values = np.linspace(0, 65535, 64, dtype=np.float64).reshape(8, 8)
+    deep = Image.fromarray(values.astype(np.uint16))
+    path = tmp_path / "deep.png"
+    deep.save(path)
+    from_file = load_image(path).rgb
+    assert torch.allclose(pil_to_tensor(Image.open(path)), from_file, atol=1e-6)
+    assert torch.allclose(pil_to_tensor(deep.convert("I")), from_file, atol=1e-6)
+    floats = Image.fromarray((values.astype(np.uint16) / 65535).astype(np.float32), mode="F")
+    assert torch.allclose(pil_to_tensor(floats), from_file, atol=1e-5)  # the file holds them rounded to 16 bits
+    assert 0.45 < float(pil_to_tensor(deep).mean()) < 0.55  # not white (clipped to 255) nor black
+
+
+@pytest.mark.parametrize("images", [
+    torch.full((1, 3, 8, 8), 128, dtype=torch.uint8), torch.full((1, 3, 8, 8), 128, dtype=torch.int64),
+    torch.ones(1, 3, 8, 8, dtype=torch.bool), torch.ones(1, 3, 8, 8, dtype=torch.complex64),
+    torch.full((1, 3, 8, 8), 200.0), torch.full((1, 3, 8, 8), -0.5), torch.zeros(0, 3, 8, 8),
+])
+def test_tensors_outside_the_contract_are_refused(model: Path, images: torch.Tensor) -> None:
+    from turbosr.pipeline import SRPipeline
+
+    pipeline = SRPipeline.from_pretrained(model)
+    with pytest.raises(ValueError):
+        pipeline(images)
+
+
+def test_a_non_integer_tile_is_refused(model: Path) -> None:
+    from turbosr.pipeline import SRPipeline
+
+    with pytest.raises(ValueError, match="tile must be an integer"):
+        SRPipeline.from_pretrained(model)(torch.rand(1, 3, 8, 8), tile=64.0)
+
+
+def test_a_config_that_describes_more_than_its_files_is_refused_before_building(tmp_path: Path, model: Path,
+                                                                              monkeypatch) -> None:
+    """Within the size bounds, a config.json whose networks do not match the weight files fails before any
+    network is built in memory (the real build is never reached)."""
+    from turbosr import pipeline as pipeline_module
+    from turbosr.pipeline import ModelFolderError, SRPipeline
+
+    folder = tmp_path / "model"
+    shutil.copytree(model, folder)
+    config = json.loads((folder / "config.json").read_text())
+    config["unet"]["layers_per_block"] = 16
+    (folder / "config.json").write_text(json.dumps(config))
+    built = []
+    original = pipeline_module.Denoiser
+
+    def counting(*args, **kwargs):
+        built.append(next(args[0].parameters()).device.type)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline_module, "Denoiser", counting)
+    with pytest.raises(ModelFolderError, match="describes .* values but denoiser.safetensors holds"):
+        SRPipeline.from_pretrained(folder)
+    assert built == ["meta"]
