@@ -149,3 +149,18 @@ def test_a_config_that_describes_more_than_its_files_is_refused_before_building(
     with pytest.raises(ModelFolderError, match="describes .* values but denoiser.safetensors holds"):
         SRPipeline.from_pretrained(folder)
     assert built == ["meta"]
+
+
+@pytest.mark.parametrize("name", ["x4", "x4-real"])
+def test_the_builtins_refuse_step_counts_they_were_not_trained_for(name: str, tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture) -> None:
+    from turbosr.demo import step_limit
+    from turbosr.pipeline import SRPipeline
+    from turbosr.weights import resolve_model
+
+    pipeline = SRPipeline.from_pretrained(resolve_model(name))
+    assert pipeline.sampler.allowed_steps == (1,) and pipeline.default_steps == 1 and step_limit(pipeline) == 1
+    source = tmp_path / "in.png"
+    Image.new("RGB", (16, 16), (40, 90, 160)).save(source)
+    assert main(["upscale", str(source), "-o", str(tmp_path / "out.png"), "--model", name, "--steps", "4"]) == 2
+    assert "supports --steps 1 only" in capsys.readouterr().err and not (tmp_path / "out.png").exists()

@@ -116,6 +116,13 @@ class ModelCache:
         return self.loaded[name]
 
 
+def step_limit(pipeline: SRPipeline) -> int:
+    """The most steps the page offers for a model: its folder's allowed counts (one step for the built-ins,
+    whose decoders were trained on one-step latents), else the page's own limit."""
+    allowed = pipeline.sampler.allowed_steps
+    return min(max(allowed), MAX_STEPS) if allowed else MAX_STEPS
+
+
 def upscale_file(cache: ModelCache, path: str | Path, model: str, steps: int, seed: int, color_fix: str, tile: int,
                  work_dir: Path, progress: Callable[[int, int], None] | None = None,
                  fidelity: float | None = None) -> Result:
@@ -224,7 +231,9 @@ def build_demo(models: dict[str, Path] | None = None, device: str = "cpu", work_
                                  elem_id="input-image")
                 image.preprocess = _path_only(image.preprocess)
                 model = gr.Dropdown(model_choices(cache.models), value=next(iter(cache.models)), label="model")
-                steps = gr.Slider(1, MAX_STEPS, value=1, step=1, label="steps")
+                first = cache.get(model.value)
+                steps = gr.Slider(1, step_limit(first), value=first.default_steps, step=1,
+                                  label="steps (the counts this model supports)")
                 seed = gr.Number(0, precision=0, label="seed")
                 color_fix = gr.Radio(list(COLOR_FIXES), value="none", label="colour fix")  # colorfix's own list
                 tile = gr.Radio([str(t) for t in TILES], value=str(DEFAULT_TILE), label="tile (output pixels)")
@@ -232,6 +241,8 @@ def build_demo(models: dict[str, Path] | None = None, device: str = "cpu", work_
                 fidelity = gr.Slider(0, 1, value=cache.get(model.value).default_fidelity, step=0.05,
                                      label="fidelity w (models with CFW modules: 0 = realism, 1 = fidelity to the input)")
                 model.change(lambda name: cache.get(name).default_fidelity, model, fidelity)
+                model.change(lambda name: gr.update(maximum=step_limit(cache.get(name)),
+                                                    value=cache.get(name).default_steps), model, steps)
                 button = gr.Button("Upscale", variant="primary", elem_id="upscale-button")
             with gr.Column(scale=2):
                 info = gr.Markdown(elem_id="run-info")

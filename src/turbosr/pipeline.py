@@ -437,7 +437,9 @@ class SRPipeline:
                 control = condition if previous is None else (
                     sampler.psr_weight * denoiser.from_x0(previous, condition)
                     + (1 - sampler.psr_weight) * condition)
-            return denoiser(x_t, condition, t, control, first_step=previous is None)
+            if pixels:
+                return denoiser(x_t, condition, t, control, first_step=previous is None)
+            return denoiser(x_t, condition, t, control)
 
         def join(fn: Callable[[Window], torch.Tensor]) -> torch.Tensor:  # aggregation over latent tiles
             return tiled_map(lambda _, tile: fn((..., slice(tile.y0, tile.y1), slice(tile.x0, tile.x1))), lq_latent,
