@@ -164,3 +164,65 @@ def test_the_builtins_refuse_step_counts_they_were_not_trained_for(name: str, tm
     Image.new("RGB", (16, 16), (40, 90, 160)).save(source)
     assert main(["upscale", str(source), "-o", str(tmp_path / "out.png"), "--model", name, "--steps", "4"]) == 2
     assert "supports --steps 1 only" in capsys.readouterr().err and not (tmp_path / "out.png").exists()
+
+
+def test_leftovers_of_a_killed_run_are_removed_by_the_next_write(tmp_path: Path) -> None:
+    import os
+    import time
+
+    from turbosr import checkpoint
+
+    target = tmp_path / "out.png"
+    old_file = tmp_path / ".out.png.abc123.tmp"
+    fresh_file = tmp_path / ".out.png.def456.tmp"  # a writer still at work: kept
+    old_folder = tmp_path / ".checkpoint-latest.xyz.partial"
+    other = tmp_path / ".notes.txt.abc.tmp"  # another file's temporary: not this write's business
+    for path in (old_file, fresh_file, other):
+        path.write_bytes(b"partial")
+    old_folder.mkdir()
+    (old_folder / "model.safetensors").write_bytes(b"partial")
+    stale = time.time() - 2 * checkpoint.STALE_SECONDS
+    for path in (old_file, old_folder, other):
+        os.utime(path, (stale, stale))
+    checkpoint.atomic_write_bytes(target, b"done")
+    checkpoint.staging_folder(tmp_path / "checkpoint-latest")
+    assert target.read_bytes() == b"done"
+    assert not old_file.exists() and not old_folder.exists()
+    assert fresh_file.exists() and other.exists()
+
+
+def test_a_literal_file_name_with_pattern_characters_is_read_as_a_file(tmp_path: Path, model: Path) -> None:
+    source = tmp_path / "shot[1].png"
+    Image.new("RGB", (16, 16), (1, 2, 3)).save(source)
+    assert main(["upscale", str(source), "-o", str(tmp_path / "out.png"), "--model", str(model)]) == 0
+    assert Image.open(tmp_path / "out.png").size == (32, 32)
+
+
+def test_saving_non_finite_weights_is_refused(tmp_path: Path) -> None:
+    from turbosr import checkpoint
+
+    with pytest.raises(FloatingPointError, match="NaN or infinite"):
+        checkpoint.save_tensors(tmp_path / "w.safetensors", {"w": torch.tensor([1.0, float("nan")])})
+    assert not list(tmp_path.iterdir())
+
+
+def test_count_options_and_threads_are_checked_once(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    for option in ("pca_images=0", "residual_scale_batches=0", "run.num_threads=100000"):
+        assert main(["train", "teacher", "--dry-run", "--set", option]) == 2, option
+        err = capsys.readouterr().err
+        assert len(err.strip().splitlines()) == 1 and option.split("=")[0].split(".")[-1] in err, err
+
+
+def test_a_resume_that_drops_a_recorded_start_or_has_a_damaged_record_stops(tmp_path: Path, model: Path) -> None:
+    from turbosr.train.common import STARTS, check_starts
+
+    run = tmp_path / "run"
+    (run / "checkpoint-latest").mkdir(parents=True)
+    (run / "checkpoint-latest" / "progress.json").write_text('{"step": 2}')
+    check_starts(run, {"init_from": str(model)})  # unchanged folder: resumes
+    (run / STARTS).write_text(json.dumps({"init_from": {"folder": str(model), "digest": "x"}}))
+    with pytest.raises(ValueError, match="no longer gives"):
+        check_starts(run, {})
+    (run / STARTS).write_text("[]")
+    with pytest.raises(ValueError, match="damaged"):
+        check_starts(run, {"init_from": str(model)})

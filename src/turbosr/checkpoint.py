@@ -26,9 +26,35 @@ def temp_file_beside(path: Path) -> tuple[int, str]:
     permissions a plain ``open(path, "w")`` would give (0666 minus the umask), not ``mkstemp``'s 0600:
     outputs and checkpoints must stay readable by whoever could read a normally written file."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale(path.parent, f".{path.name}.*.tmp")
     handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.fchmod(handle, plain_file_mode())
     return handle, temp
+
+
+STALE_SECONDS = 1800  # a temporary file or staging folder untouched this long was left by a killed run
+
+
+def remove_stale(folder: Path, pattern: str, age: float = STALE_SECONDS) -> int:
+    """Remove what a killed run left (``pattern`` matches in ``folder``, unmodified for ``age`` seconds: a live
+    writer keeps touching its file); returns how many. Only our own hidden temporary names are ever matched."""
+    import shutil
+    import time
+
+    removed = 0
+    now = time.time()
+    for leftover in folder.glob(pattern):
+        try:
+            if now - leftover.stat().st_mtime < age:
+                continue
+            if leftover.is_dir():
+                shutil.rmtree(leftover)
+            else:
+                leftover.unlink()
+            removed += 1
+        except OSError:
+            continue  # another process got there first, or it is not ours to remove
+    return removed
 
 
 def plain_file_mode() -> int:
@@ -84,6 +110,10 @@ def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: d
     """
     path = Path(path)
     tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    broken = next((k for k, v in tensors.items() if v.is_floating_point() and not torch.isfinite(v).all()), None)
+    if broken is not None:  # a diverged run must not leave weights that every later load refuses
+        raise FloatingPointError(f"refusing to save {path.name}: {broken} holds NaN or infinite values (the run "
+                                 "diverged; lower the learning rate or resume from the last good checkpoint)")
     total = sum(v.numel() * v.element_size() for v in tensors.values())
     if max_shard_bytes is None or total <= max_shard_bytes:
         _save_one(path, tensors, metadata)
@@ -231,4 +261,5 @@ def staging_folder(final: str | Path) -> Path:
     """A fresh temporary folder beside ``final`` to assemble a checkpoint in."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale(final.parent, f".{final.name}.*.partial")
     return Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.", suffix=".partial"))

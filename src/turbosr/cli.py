@@ -357,6 +357,9 @@ def _run_demo(args: argparse.Namespace) -> int:
             models[Path(item).name] = Path(item)
         else:
             raise CLIError(f"--model {item}: not a built-in model ({', '.join(builtin)}) or a model folder")
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"turbosr: warning: --host {args.host} makes the demo reachable from other machines on the network "
+              "(it has no authentication); use the default 127.0.0.1 to keep it on this machine", file=sys.stderr)
     print(f"turbosr demo on http://{args.host}:{args.port} (Ctrl-C to stop)", file=sys.stderr)
     launch(models or builtin, args.host, args.port, args.share, args.device)
     return EXIT_OK
@@ -396,7 +399,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("turbosr: interrupted", file=sys.stderr)
         return 130
-    except (CLIError, OSError, ValueError, ImportError, RuntimeError) as error:
+    except (CLIError, OSError, ValueError, ImportError, RuntimeError, FloatingPointError) as error:
         if args.verbose:
             raise
         print(f"turbosr: error: {_one_line(error)}", file=sys.stderr)

@@ -248,9 +248,18 @@ def from_dict(cls: type[T], data: dict[str, Any], where: str = "", merge_preset:
                               f"model.{', model.'.join(sorted(read - {'preset'}))}")
     kwargs = {k: _coerce(v, hints[k], f"{where}.{k}" if where else k, merge_preset) for k, v in data.items()}
     try:
-        return cls(**kwargs)
+        built = cls(**kwargs)
     except TypeError as error:  # a required field without a default
         raise ConfigError(f"{where or cls.__name__}: {error}") from None
+    for name in COUNT_FIELDS:  # counts that several methods share, checked here once for all of them
+        value = getattr(built, name, None)
+        if value is not None and value < 1:
+            raise ConfigError(f"{(where + '.') if where else ''}{name} must be at least 1, got {value}")
+    return built
+
+
+# how many crops or batches a method measures something on: each must be at least 1
+COUNT_FIELDS = ("pca_images", "residual_scale_batches")
 
 
 def to_dict(config: Any) -> dict[str, Any]:
@@ -450,6 +459,8 @@ class RunConfig:
                      "validation_images", "num_threads"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"run.{name} must be >= 0, got {getattr(self, name)}")
+        if self.num_threads > 1024:
+            raise ConfigError(f"run.num_threads must be at most 1024 (0 = torch's default), got {self.num_threads}")
 
 
 @dataclass(frozen=True)

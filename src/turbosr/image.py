@@ -571,7 +571,7 @@ def find_images(inputs: Sequence[str | Path], skip: Path | None = None) -> Found
     for item in inputs:
         text = str(item)
         path = Path(text)
-        if any(ch in text for ch in "*?["):
+        if any(ch in text for ch in "*?[") and not path.exists():  # an existing literal name is not a pattern
             root = glob_root(text)
             matcher = glob_regex(text)
             listed = [f for f in walk_files(root) if matcher.match(f.relative_to(root).as_posix())] \

@@ -313,6 +313,14 @@ def check_starts(output_dir: str | Path, folders: dict[str, str], write: bool = 
     digests = {name: folder_digest(folder, MODEL_FILES) for name, folder in folders.items()}
     if resuming:
         recorded = checkpoint.read_json(record)
+        if not isinstance(recorded, dict) or not all(isinstance(v, dict) for v in recorded.values()):
+            raise ValueError(f"{record} is damaged (expected a mapping of start fields to folders and digests); "
+                             "restore it or use a new run.output_dir")
+        missing = sorted(set(recorded) - set(digests))
+        if missing:
+            raise ValueError(f"{output}: this run started from {missing[0]} = {recorded[missing[0]].get('folder')}, "
+                             f"which the config no longer gives; resuming without it would swap what the checkpoint "
+                             f"was trained with: set {missing[0]} again or use a new run.output_dir")
         for name, digest in digests.items():
             if recorded.get(name, {}).get("digest") not in (None, digest):
                 raise ValueError(
