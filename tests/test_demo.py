@@ -325,3 +325,42 @@ def test_demo_without_its_extra_names_the_extra(monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "uvicorn" else real(name, *a))
     with pytest.raises(ImportError, match=r"uvicorn: pip install 'turbosr\[demo\]'"):
         demo_module.launch({})
+
+
+def test_stalled_and_vanishing_uploads_hold_no_queue_place(tiny_model_dir, monkeypatch, capfd):
+    """Clients that send headers and a few bytes and then stall take no place in the job queue (a normal request
+    still runs at once) and get 408 after UPLOAD_SECONDS; clients that disconnect mid-upload leave no traceback
+    in the server's log."""
+    import socket
+    from urllib.parse import urlparse
+
+    from turbosr import demo as demo_module
+
+    monkeypatch.setattr(demo_module, "UPLOAD_SECONDS", 3.0)
+    app = demo_module.build_app({"tiny": tiny_model_dir})
+    url, server = _serve(app)
+    host, port = urlparse(url).hostname, urlparse(url).port
+    head = (f"POST /api/upscale HTTP/1.1\r\nHost: {host}\r\nContent-Type: multipart/form-data; boundary=x\r\n"
+            "Content-Length: 100000\r\n\r\n").encode()
+    stalled = []
+    try:
+        for _ in range(demo_module.MAX_WAITING + 2):
+            sock = socket.create_connection((host, port), timeout=30)
+            sock.sendall(head + b"--x\r\n")
+            stalled.append(sock)
+        gone = socket.create_connection((host, port), timeout=30)
+        gone.sendall(head + b"--x\r\n")
+        gone.close()
+        body, headers = _multipart(_png())
+        status, reply, _ = _post(url, body, headers)
+        assert status == 200 and reply["x-queue-position"] == "0"
+        answer = stalled[0].recv(4096).decode(errors="replace")  # after UPLOAD_SECONDS
+        assert " 408 " in answer.splitlines()[0], answer
+        assert app.state.jobs.waiting == 0
+    finally:
+        for sock in stalled:
+            sock.close()
+        server.should_exit = True
+    time.sleep(0.5)
+    logged = capfd.readouterr()
+    assert "Traceback" not in logged.err + logged.out and "ClientDisconnect" not in logged.err + logged.out

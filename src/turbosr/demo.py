@@ -41,6 +41,8 @@ MAX_INPUT_PIXELS = 1024 * 1024  # per input image (x4: a 16-megapixel output)
 MAX_UPLOAD = "20mb"
 MAX_UPLOAD_BYTES = 20 * 2**20
 MAX_WAITING = 8  # API requests that may wait for the one running job; more get 503 + Retry-After
+MAX_READING = 16  # uploads read at once (each up to MAX_UPLOAD_BYTES); more get 503 + Retry-After
+UPLOAD_SECONDS = 60.0  # an upload not fully received by then gets 408: a stalled client holds no place
 KEEP_RESULTS = 8  # page results whose files are kept (older ones are deleted)
 MAX_STEPS = 50
 TILES = (256, 512, 1024)
@@ -323,7 +325,7 @@ def build_app(models: dict[str, Path] | None = None, device: str = "cpu") -> Any
     with Retry-After when the queue is full)."""
     import gradio as gr
     from fastapi import FastAPI
-    from fastapi.responses import FileResponse, JSONResponse
+    from fastapi.responses import FileResponse, JSONResponse, Response
     from starlette.background import BackgroundTask
 
     work = _work_folder()
@@ -365,21 +367,34 @@ def build_app(models: dict[str, Path] | None = None, device: str = "cpu") -> Any
         upload.write_bytes(await image.read())
         return upload, options
 
+    reading = [0]  # uploads being read now
+
     async def api_upscale(request: Any) -> Any:
         """multipart: ``image`` (file) and optional ``model``, ``steps``, ``seed``, ``color_fix``, ``tile``,
-        ``fidelity``. The response says where the request queued (X-Queue-Position: 0 = ran at once)."""
-        position = jobs.admit()  # before any await: concurrent arrivals get distinct places
+        ``fidelity``. The response says where the request queued (X-Queue-Position: 0 = ran at once). The upload
+        is read first, within UPLOAD_SECONDS (a stalled or vanished client takes no queue place and prints no
+        traceback); then the request takes its place in the queue."""
+        from starlette.requests import ClientDisconnect
+
+        if reading[0] >= MAX_READING:
+            return JSONResponse({"error": f"busy: {MAX_READING} uploads are being received; try again"},
+                                status_code=503, headers={"Retry-After": "5"})
+        reading[0] += 1
+        try:
+            prepared = await asyncio.wait_for(read_form(request), UPLOAD_SECONDS)
+        except asyncio.TimeoutError:  # (TimeoutError itself from Python 3.11 on)
+            return JSONResponse({"error": f"the upload did not arrive within {UPLOAD_SECONDS:g} s"}, status_code=408)
+        except ClientDisconnect:
+            return Response(status_code=499)  # the client left mid-upload: nobody reads this answer
+        finally:
+            reading[0] -= 1
+        if not isinstance(prepared, tuple):
+            return prepared
+        position = jobs.admit()  # before any further await: concurrent arrivals get distinct places
         if position is None:
+            prepared[0].unlink(missing_ok=True)
             return JSONResponse({"error": f"busy: {jobs.max_waiting} requests are already waiting; try again"},
                                 status_code=503, headers={"Retry-After": str(max(1, round(jobs.seconds)))})
-        try:
-            prepared = await read_form(request)
-        except BaseException:
-            jobs.leave()
-            raise
-        if not isinstance(prepared, tuple):
-            jobs.leave()
-            return prepared
         upload, options = prepared
         try:
             result = await jobs.run(lambda: upscale_file(cache, upload, work_dir=work, **options))
