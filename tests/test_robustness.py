@@ -226,3 +226,21 @@ def test_a_resume_that_drops_a_recorded_start_or_has_a_damaged_record_stops(tmp_
     (run / STARTS).write_text("[]")
     with pytest.raises(ValueError, match="damaged"):
         check_starts(run, {"init_from": str(model)})
+
+
+def test_a_one_bit_tiff_is_read_and_the_demo_takes_float_tiffs(tmp_path: Path, model: Path) -> None:
+    import tifffile
+
+    from turbosr import demo
+    from turbosr.image import load_image
+
+    bits = np.random.default_rng(2).random((16, 16)) > 0.5
+    Image.fromarray(bits).convert("1").save(tmp_path / "bilevel.tif")
+    loaded = load_image(tmp_path / "bilevel.tif")
+    assert torch.equal(loaded.rgb[0, 0], torch.from_numpy(bits.astype(np.float32)))
+    tifffile.imwrite(tmp_path / "float.tif", np.random.default_rng(3).random((16, 16, 3)).astype(np.float32),
+                     photometric="rgb")
+    cache = demo.ModelCache({"tiny": model})
+    for name in ("bilevel.tif", "float.tif"):
+        result = demo.upscale_file(cache, tmp_path / name, "tiny", 1, 0, "none", 256, tmp_path / "work")
+        assert result.size == (32, 32)

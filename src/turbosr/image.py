@@ -153,6 +153,14 @@ def read_image_size(path: str | Path) -> tuple[int, int]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file")
+    from turbosr import image16
+
+    try:
+        if image16.deep_format(path) == "tiff":  # PIL cannot open some of these (float RGB): tifffile's header
+            width, height, _, _ = image16.tiff_header(path)
+            return width, height
+    except Exception as error:  # noqa: BLE001  (a broken TIFF header is a bad file, said in one line)
+        raise ImageReadError(f"{path}: cannot read image header ({_first_line(error)})") from None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)

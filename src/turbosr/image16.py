@@ -38,7 +38,8 @@ def deep_format(path: Path) -> str | None:
 
         with tifffile.TiffFile(path) as tiff:
             page = tiff.pages[0]
-            plain = page.bitspersample == 8 and page.planarconfig != 2 and page.sampleformat == 1
+            # 8-bit chunky unsigned, or 1-bit bilevel (PIL's mode "1"): PIL reads them
+            plain = page.bitspersample in (1, 8) and page.planarconfig != 2 and page.sampleformat == 1
             deep_grey = page.bitspersample == 16 and page.samplesperpixel == 1 and page.photometric == 1
             return None if plain or deep_grey else "tiff"  # (PIL reads 16-bit grey exactly, as I;16)
     return None
