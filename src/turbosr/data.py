@@ -14,7 +14,7 @@ import torch
 from torch.utils.data import Dataset
 
 from turbosr.degradations import DEGRADATIONS, RealESRGANConfig
-from turbosr.image import list_images, read_rgb_uint8, save_image
+from turbosr.image import inside, list_images, png_names, read_rgb_uint8, save_image
 
 
 class HRFolderDataset(Dataset):
@@ -117,11 +117,6 @@ def hr_sources(source: Path, split: str = "test") -> list[Path]:
     return list_images(source)
 
 
-def _inside(path: Path, folder: Path) -> bool:
-    path, folder = path.resolve(), folder.resolve()
-    return path == folder or folder in path.parents
-
-
 def check_pair_targets(sources: list[Path], source: Path, out_dir: Path, overwrite: bool) -> None:
     """Stop before anything is written if a pair set would write into its source folder, over a source image,
     over an existing file without ``overwrite``, or write two sources to one name (ValueError / FileExistsError)."""
@@ -129,16 +124,11 @@ def check_pair_targets(sources: list[Path], source: Path, out_dir: Path, overwri
     for sub in ("hq", "lq"):
         target = out_dir / sub
         for root in roots:
-            if source.suffix != ".json" and (_inside(target, root) or _inside(root, target)):
+            if source.suffix != ".json" and (inside(target, root) or inside(root, target)):
                 raise ValueError(f"{target} is (or holds) the source folder {root}: a pair set is never written "
                                  "into its sources; choose another output folder")
     resolved = {path.resolve() for path in sources}
-    seen: dict[str, Path] = {}
-    for path in sources:
-        name = f"{path.stem}.png"
-        if name in seen:
-            raise ValueError(f"{seen[name]} and {path} would both become {name}: rename one (nothing was written)")
-        seen[name] = path
+    for name in png_names(sources):
         for sub in ("hq", "lq"):
             target = out_dir / sub / name
             if target.resolve() in resolved:

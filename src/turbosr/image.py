@@ -552,6 +552,24 @@ class FoundImages(NamedTuple):
     unsupported: list[Path]
 
 
+def png_names(sources: Sequence[Path]) -> dict[str, Path]:
+    """{``STEM.png``: source} for outputs named after their sources; ValueError (one line, before anything is
+    written) when two sources would share a name (``a.jpg`` and ``a.png``)."""
+    names: dict[str, Path] = {}
+    for path in sources:
+        name = f"{Path(path).stem}.png"
+        if name in names:
+            raise ValueError(f"{names[name]} and {path} would both become {name}: rename one (nothing was written)")
+        names[name] = Path(path)
+    return names
+
+
+def inside(path: Path, folder: Path) -> bool:
+    """Whether ``path`` is ``folder`` or lies below it (both resolved)."""
+    path, folder = Path(path).resolve(), Path(folder).resolve()
+    return path == folder or folder in path.parents
+
+
 def find_images(inputs: Sequence[str | Path], skip: Path | None = None) -> FoundImages:
     """Expand files, folders (recursively) and glob patterns into sorted, unique (path, relative path) pairs.
 

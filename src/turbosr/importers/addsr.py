@@ -23,10 +23,16 @@ from typing import Any
 
 import torch
 
-from turbosr.config import ModelConfig, ScheduleConfig
 from turbosr.diffusion import Sampler
 from turbosr.importers.safe_load import ImportFailed, file_digest, load_checkpoint, staging_folder
-from turbosr.importers.sd_folder import load_strict, prompt_embedding, read_json, read_sd_folder, sd_weights
+from turbosr.importers.sd_folder import (
+    load_strict,
+    prompt_embedding,
+    read_json,
+    read_sd_folder,
+    released_model_config,
+    sd_weights,
+)
 
 ADDED_PROMPT = "clean, high-resolution, 8k, extremely detailed, best quality, sharp"
 PROMPT = ", ," + ADDED_PROMPT  # test_addsr.py: f"{tags}, {prompt}," + added_prompt, tags and prompt empty
@@ -129,15 +135,7 @@ def convert_addsr(unet_config: dict[str, Any], unet_state: dict[str, torch.Tenso
     if unet.config.cross_attention_dim != prompt.shape[-1]:
         raise ImportFailed(f"the SD folder's text encoder gives {prompt.shape[-1]}-d states, the UNet reads "
                            f"{unet.config.cross_attention_dim}-d (use the SD-2-base folder AddSR was trained on)")
-    scheduler = configs["scheduler"]
-    schedule = ScheduleConfig(num_train_timesteps=int(scheduler.get("num_train_timesteps", 1000)),
-                              beta_start=float(scheduler.get("beta_start", 0.00085)),
-                              beta_end=float(scheduler.get("beta_end", 0.012)), beta_schedule="scaled_linear",
-                              zero_terminal_snr=False)
-    config = ModelConfig(preset="tiny", scale=scale, latent="kl", latent_factor=autoencoder.factor, latent_channels=4,
-                         unet="unet2d_condition", unet_channels=tuple(unet.config.block_out_channels),
-                         attention_levels=tuple(True for _ in unet.config.block_out_channels),
-                         prediction_type="epsilon", target="latent", schedule=schedule, conditioning="controlnet")
+    config = released_model_config(configs, unet, scale, "controlnet", predictions=("epsilon",))
     sampler = Sampler(kind="renoise", psr_weight=PSR_WEIGHT, trained_steps=TIMESTEPS, psr_space="pixel",
                       allowed_steps=tuple(range(1, TIMESTEPS + 1)))
     return SRPipeline(denoiser, autoencoder, config, sampler=sampler, default_steps=TIMESTEPS,

@@ -20,11 +20,16 @@ from typing import Any
 
 import torch
 
-from turbosr.config import ModelConfig, ScheduleConfig
 from turbosr.diffusion import Sampler
 from turbosr.importers.lora import merge_lora
 from turbosr.importers.safe_load import ImportFailed, file_digest, load_checkpoint, staging_folder
-from turbosr.importers.sd_folder import load_strict, prompt_embedding, read_sd_folder, sd_weights
+from turbosr.importers.sd_folder import (
+    load_strict,
+    prompt_embedding,
+    read_sd_folder,
+    released_model_config,
+    sd_weights,
+)
 
 LORA_ALPHA = 8.0  # peft's LoraConfig default; OSEDiff passes none and the pickle does not store it
 KEYS = ("rank_unet", "rank_vae", "state_dict_unet", "state_dict_vae")
@@ -81,18 +86,7 @@ def convert_osediff(data: dict[str, Any], configs: dict[str, Any], prompt: torch
         merged += merge_lora(vae, vae_state, data["rank_vae"], LORA_ALPHA, f"{path} (VAE)")
         denoiser = Denoiser(unet, 4, "latent", prompt, conditioning="direct")
         autoencoder = KLAutoencoder(vae, float(configs["vae"].get("scaling_factor", 0.18215)), "sample")
-    scheduler = configs["scheduler"]
-    if scheduler.get("prediction_type", "epsilon") != "epsilon":
-        raise ImportFailed("OSEDiff is built on SD-2.1-base (eps prediction); this SD folder predicts "
-                           f"{scheduler.get('prediction_type')!r}")
-    schedule = ScheduleConfig(num_train_timesteps=int(scheduler.get("num_train_timesteps", 1000)),
-                              beta_start=float(scheduler.get("beta_start", 0.00085)),
-                              beta_end=float(scheduler.get("beta_end", 0.012)), beta_schedule="scaled_linear",
-                              zero_terminal_snr=False)
-    config = ModelConfig(preset="tiny", scale=scale, latent="kl", latent_factor=autoencoder.factor, latent_channels=4,
-                         unet="unet2d_condition", unet_channels=tuple(unet.config.block_out_channels),
-                         attention_levels=tuple(True for _ in unet.config.block_out_channels),
-                         prediction_type="epsilon", target="latent", schedule=schedule, conditioning="direct")
+    config = released_model_config(configs, unet, scale, "direct", predictions=("epsilon",))
     pipeline = SRPipeline(denoiser, autoencoder, config,
                           sampler=Sampler(kind="ddim", start="latent", allowed_steps=(1,)),
                           default_steps=1, default_color_fix="adain")

@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+from turbosr.config import ModelConfig, ScheduleConfig
 from turbosr.importers.safe_load import ImportFailed
 
 
@@ -88,3 +89,31 @@ def sd_weights(folder: Path, part: str) -> dict[str, torch.Tensor]:
     for file in files:
         loaded.update({k: v.float() for k, v in load_state_dict(file).items()})
     return loaded
+
+
+PREDICTIONS = {"epsilon": "epsilon", "v_prediction": "v"}  # diffusers scheduler names -> turbosr's
+
+
+def released_model_config(configs: dict[str, Any], unet: Any, scale: int, conditioning: str,
+                          predictions: tuple[str, ...] = ("epsilon", "v")) -> ModelConfig:
+    """The ModelConfig of an imported SD-based release: a KL latent of the SD folder's VAE, its UNet, the latent
+    itself as x0, and the SD folder's scheduler (scaled_linear betas, no zero-terminal-SNR rescaling, its
+    prediction type, which must be one of ``predictions``)."""
+    scheduler = configs["scheduler"]
+    name = scheduler.get("prediction_type", "epsilon")
+    prediction = PREDICTIONS.get(name)
+    if prediction not in predictions:
+        raise ImportFailed(f"the SD folder's scheduler predicts {name!r}; this release was trained with "
+                           f"{' or '.join(predictions)} (use the SD folder it was built on)")
+    if scheduler.get("beta_schedule", "scaled_linear") != "scaled_linear":
+        raise ImportFailed(f"the SD folder's scheduler has beta_schedule {scheduler.get('beta_schedule')!r}; "
+                           "Stable Diffusion 2 (and every release built on it) uses scaled_linear")
+    schedule = ScheduleConfig(num_train_timesteps=int(scheduler.get("num_train_timesteps", 1000)),
+                              beta_start=float(scheduler.get("beta_start", 0.00085)),
+                              beta_end=float(scheduler.get("beta_end", 0.012)), beta_schedule="scaled_linear",
+                              zero_terminal_snr=False)
+    levels = len(configs["vae"]["block_out_channels"])
+    widths = tuple(unet.config.block_out_channels)
+    return ModelConfig(preset="tiny", scale=scale, latent="kl", latent_factor=2 ** (levels - 1), latent_channels=4,
+                       unet="unet2d_condition", unet_channels=widths, attention_levels=tuple(True for _ in widths),
+                       prediction_type=prediction, target="latent", schedule=schedule, conditioning=conditioning)

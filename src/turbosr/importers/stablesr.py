@@ -21,11 +21,16 @@ from typing import Any
 
 import torch
 
-from turbosr.config import ModelConfig, ScheduleConfig
 from turbosr.diffusion import Sampler
 from turbosr.importers.ldm_keys import convert_unet, convert_vae, ldm_resnet_sites
 from turbosr.importers.safe_load import ImportFailed, file_digest, load_checkpoint, staging_folder, take
-from turbosr.importers.sd_folder import load_strict, prompt_embedding, read_sd_folder, sd_weights
+from turbosr.importers.sd_folder import (
+    load_strict,
+    prompt_embedding,
+    read_sd_folder,
+    released_model_config,
+    sd_weights,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -178,21 +183,7 @@ def convert_stablesr(state: dict[str, torch.Tensor], configs: dict[str, Any],
             load_strict(autoencoder.fusions, {k[len("decoder.fusion_layer_"):]: v for k, v in fusion.items()},
                   f"the CFW fusion layers ({cfw}) for this VAE")
 
-    scheduler = configs["scheduler"]
-    prediction = {"epsilon": "epsilon", "v_prediction": "v"}.get(scheduler.get("prediction_type", "epsilon"))
-    if prediction is None:
-        raise ImportFailed(f"unsupported prediction_type {scheduler.get('prediction_type')!r} in the SD folder")
-    if scheduler.get("beta_schedule", "scaled_linear") != "scaled_linear":
-        raise ImportFailed(f"StableSR uses the scaled_linear schedule, the SD folder says "
-                           f"{scheduler.get('beta_schedule')!r}")
-    schedule = ScheduleConfig(num_train_timesteps=int(scheduler.get("num_train_timesteps", 1000)),
-                              beta_start=float(scheduler.get("beta_start", 0.00085)),
-                              beta_end=float(scheduler.get("beta_end", 0.012)), beta_schedule="scaled_linear",
-                              zero_terminal_snr=False)
-    config = ModelConfig(preset="tiny", scale=scale, latent="kl", latent_factor=autoencoder.factor, latent_channels=4,
-                         unet="unet2d_condition", unet_channels=tuple(unet.config.block_out_channels),
-                         attention_levels=tuple(True for _ in unet.config.block_out_channels),
-                         prediction_type=prediction, target="latent", schedule=schedule, conditioning="sft")
+    config = released_model_config(configs, unet, scale, "sft")
     pipeline = SRPipeline(denoiser, autoencoder, config, sampler=Sampler(kind="ddpm", start="lq"),
                           default_fidelity=DEFAULT_FIDELITY if cfw_levels else 0.0, default_steps=DEFAULT_STEPS)
     pipeline.aggregation = "stablesr"

@@ -78,18 +78,13 @@ def summarise(per_image: dict[str, dict[str, float]], chosen: Sequence[Metric], 
 def check_save_dir(save_dir: Path, inputs: list[Path], lq_files: list[Path], overwrite: bool) -> None:
     """ValueError/FileExistsError (one line) if outputs in ``save_dir`` would land in an input folder, replace a
     file without ``overwrite``, or two inputs would write one output name."""
-    target = save_dir.resolve()
+    from turbosr.image import inside, png_names
+
     for folder in inputs:
-        root = folder.resolve()
-        if target == root or root in target.parents or target in root.parents:
+        if inside(save_dir, folder) or inside(folder, save_dir):
             raise ValueError(f"--save-outputs {save_dir} is (or holds, or lies inside) the input folder {folder}: "
                              "outputs are never written among the inputs; choose another folder")
-    seen: dict[str, Path] = {}
-    for path in lq_files:
-        name = f"{path.stem}.png"
-        if name in seen:
-            raise ValueError(f"{seen[name]} and {path} would both be saved as {name} (nothing was run)")
-        seen[name] = path
+    for name in png_names(lq_files):
         if (save_dir / name).exists() and not overwrite:
             raise FileExistsError(f"{save_dir / name} exists (use --overwrite to replace it; nothing was run)")
 
