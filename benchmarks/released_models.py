@@ -42,7 +42,8 @@ from turbosr.diffusion import Sampler
 from turbosr.models.autoencoders import KLAutoencoder
 from turbosr.models.denoiser import Denoiser
 from turbosr.pipeline import SRPipeline
-family, side, steps, dtype, threads, configs = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], int(sys.argv[5]), sys.argv[6]
+family, side, steps, dtype, threads, configs, device = (sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4],
+                                                        int(sys.argv[5]), sys.argv[6], sys.argv[7])
 torch.set_num_threads(threads)
 torch.manual_seed(0)
 cfg = json.load(open(configs))
@@ -76,16 +77,20 @@ else:
                             tower=RamTower())
         pipeline = SRPipeline(denoiser, KLAutoencoder(vae, 0.18215, "sample"), ModelConfig(**kw, conditioning="controlnet"),
                               sampler=Sampler(kind="renoise", psr_weight=0.4, trained_steps=4, psr_space="pixel"))
-pipeline.to(dtype=getattr(torch, dtype))
+pipeline.to(device, getattr(torch, dtype))
 lq = torch.rand(1, 3, side // 4, side // 4, generator=torch.Generator().manual_seed(0))
 parameters = sum(p.numel() for p in pipeline.denoiser.parameters()) + sum(p.numel() for p in pipeline.autoencoder.parameters())
 start = time.perf_counter()
 with torch.inference_mode():
     out = pipeline(lq, num_steps=steps, tile=512, tile_overlap=64, color_fix="none",
                    generator=torch.Generator().manual_seed(0))
+if device != "cpu":
+    torch.cuda.synchronize()
 seconds = time.perf_counter() - start
 assert out.shape[-1] == side and bool(torch.isfinite(out).all())
-print("RESULT", json.dumps({"seconds": seconds, "peak_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+peak = (torch.cuda.max_memory_allocated() / 2**30 if device != "cpu"
+        else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20)
+print("RESULT", json.dumps({"seconds": seconds, "peak_gib": peak,
                             "parameters_m": parameters / 1e6}))
 """
 
@@ -94,13 +99,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", nargs="+", default=["stablesr:512:4:float32", "osediff:512:1:float32"])
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cpu", help="cpu, or cuda on a lent GPU (peak = CUDA memory then)")
     parser.add_argument("--out", type=Path, default=Path("docs/benchmarks/released_models"))
     args = parser.parse_args()
     configs = Path(__file__).resolve().parents[1] / "tests" / "data" / "sd21_configs.json"
     results = []
     for row in args.rows:
         family, side, steps, dtype = row.split(":")
-        done = subprocess.run([sys.executable, "-c", RUN, family, side, steps, dtype, str(args.threads), str(configs)],
+        done = subprocess.run([sys.executable, "-c", RUN, family, side, steps, dtype, str(args.threads), str(configs),
+                               args.device],
                               capture_output=True, text=True)
         line = [x for x in done.stdout.splitlines() if x.startswith("RESULT ")]
         if done.returncode or not line:
@@ -112,13 +119,26 @@ def main() -> None:
         write(results, args)  # after every row: a killed run keeps what it measured
 
 
+def _machine(device: str) -> str:
+    if device != "cpu":
+        import torch
+
+        return torch.cuda.get_device_name(0)
+    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.machine()
+
+
 def write(results: list[dict], args: argparse.Namespace) -> None:
     import torch
 
     lines = ["# Released models' shapes through turbosr: seconds and peak memory (random weights)", "",
-             f"`python {SCRIPT} --rows {' '.join(args.rows)} --threads {args.threads}` on {platform.processor() or platform.machine()}, "
-             f"{args.threads} threads, torch {torch.__version__}, Python {platform.python_version()}.", "",
-             "| model | output | steps | dtype | parameters (M) | seconds | peak RSS (GiB) | reference code (same CPU) |",
+             f"`python {SCRIPT} --rows {' '.join(args.rows)} --threads {args.threads} --device {args.device}` on "
+             f"{_machine(args.device)}, {args.threads} threads, torch {torch.__version__}, Python "
+             f"{platform.python_version()}.", "",
+             "| model | output | steps | dtype | parameters (M) | seconds | peak (GiB; RSS on CPU, CUDA memory on a GPU) "
+             "| reference code (same CPU) |",
              "|---|---|---|---|---|---|---|---|"]
     for r in results:
         lines.append(f"| {r['family']} | {r['side']}² | {r['steps']} | {r['dtype']} | {r['parameters_m']:.0f} | "
