@@ -5,7 +5,7 @@ Python and the model included), so one size's allocations do not hide another's.
     python benchmarks/file_memory.py --model src/turbosr/weights/x4 --sizes 2048 4096 8192 16384 \\
         --out docs/benchmarks/file_memory
 
-``streamed``: ``SRPipeline.upscale_file`` (strips from file to file above turbosr.streaming.STREAM_PIXELS);
+``streamed``: ``turbosr.upscale_file`` (strips from file to file above turbosr.streaming.STREAM_PIXELS);
 ``in memory``: the whole-image path (``pipeline(image)`` + ``save_image``), what every size used before.
 Writes a Markdown table and a PNG plot with the machine, versions and command.
 """
@@ -26,12 +26,13 @@ SCRIPT = "benchmarks/file_memory.py"
 RUN = r"""
 import sys, time, torch
 from turbosr.pipeline import SRPipeline
+from turbosr.streaming import upscale_file
 from turbosr.image import load_image, save_image
 torch.set_num_threads(int(sys.argv[4]))
 pipeline = SRPipeline.from_pretrained(sys.argv[1])
 start = time.perf_counter()
 if sys.argv[5] == "streamed":
-    pipeline.upscale_file(sys.argv[2], sys.argv[3], generator=torch.Generator().manual_seed(0), overwrite=True)
+    upscale_file(pipeline, sys.argv[2], sys.argv[3], generator=torch.Generator().manual_seed(0), overwrite=True)
 else:
     loaded = load_image(sys.argv[2])
     save_image(pipeline(loaded.rgb, generator=torch.Generator().manual_seed(0)), sys.argv[3], overwrite=True)

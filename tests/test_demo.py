@@ -186,14 +186,14 @@ def test_the_page_answers_while_a_job_runs_and_a_full_queue_says_when_to_retry(t
     from turbosr import demo as demo_module
 
     release, started = threading.Event(), threading.Event()
-    real = demo_module.upscale_file
+    real = demo_module.upscale_upload
 
     def held(*args, **kwargs):
         started.set()
         assert release.wait(60)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(demo_module, "upscale_file", held)
+    monkeypatch.setattr(demo_module, "upscale_upload", held)
     monkeypatch.setattr(demo_module, "MAX_WAITING", 2)
     app = demo_module.build_app({"tiny": tiny_model_dir})
     work, jobs = app.state.work_dir, app.state.jobs

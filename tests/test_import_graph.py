@@ -8,13 +8,14 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 
 
 def module_imports() -> dict[str, set[str]]:
-    """turbosr module -> the turbosr modules it imports at module level (imports inside functions are lazy)."""
+    """turbosr module -> the turbosr modules it imports, at module level or inside a function (a lazy import is
+    still a dependency: it may not point up, nor close a circle)."""
     modules = {".".join(p.relative_to(SRC).with_suffix("").parts).removesuffix(".__init__"): p
                for p in (SRC / "turbosr").rglob("*.py")}
     graph = {}
     for name, path in modules.items():
         found = set()
-        for node in ast.parse(path.read_text()).body:
+        for node in ast.walk(ast.parse(path.read_text())):  # imports inside functions count too
             if isinstance(node, ast.Import):
                 found |= {alias.name for alias in node.names}
             elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
@@ -49,7 +50,7 @@ LAYERS = [
      "turbosr.colorfix", "turbosr.tiling", "turbosr.diffusion", "turbosr.losses", "turbosr.metrics",
      "turbosr.data", "turbosr.corpus", "turbosr.scene_groups", "turbosr.distributed", "turbosr.reports"),
     ("turbosr.models",),
-    ("turbosr.pipeline", "turbosr.streaming", "turbosr.baselines", "turbosr.weights"),
+    ("turbosr.pipeline", "turbosr.model_folder", "turbosr.streaming", "turbosr.baselines", "turbosr.weights"),
     ("turbosr.train", "turbosr.importers", "turbosr.demo", "turbosr.cli", "turbosr.__main__", "turbosr"),
 ]
 

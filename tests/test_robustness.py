@@ -130,7 +130,7 @@ def test_a_config_that_describes_more_than_its_files_is_refused_before_building(
                                                                               monkeypatch) -> None:
     """Within the size bounds, a config.json whose networks do not match the weight files fails before any
     network is built in memory (the real build is never reached)."""
-    from turbosr import pipeline as pipeline_module
+    from turbosr import model_folder as pipeline_module
     from turbosr.pipeline import ModelFolderError, SRPipeline
 
     folder = tmp_path / "model"
@@ -242,5 +242,5 @@ def test_a_one_bit_tiff_is_read_and_the_demo_takes_float_tiffs(tmp_path: Path, m
                      photometric="rgb")
     cache = demo.ModelCache({"tiny": model})
     for name in ("bilevel.tif", "float.tif"):
-        result = demo.upscale_file(cache, tmp_path / name, "tiny", 1, 0, "none", 256, tmp_path / "work")
+        result = demo.upscale_upload(cache, tmp_path / name, "tiny", 1, 0, "none", 256, tmp_path / "work")
         assert result.size == (32, 32)

@@ -6,7 +6,7 @@
 - :func:`launch` serves it on 127.0.0.1 unless told otherwise.
 
 Every input goes through :func:`turbosr.image.load_image` (EXIF orientation; the pixel limit is read from the
-header before anything is decoded) and every option is checked on the server by :func:`upscale_file`, the one
+header before anything is decoded) and every option is checked on the server by :func:`upscale_upload`, the one
 function both the page and the endpoint call. Nothing is fetched from the internet: analytics are off and the
 theme uses the system's fonts. One job runs at a time; page jobs wait in Gradio's visible queue, API requests in
 a bounded queue of their own (a full queue answers 503 with Retry-After), and the model always runs in a worker
@@ -125,7 +125,7 @@ def step_limit(pipeline: SRPipeline) -> int:
     return min(max(allowed), MAX_STEPS) if allowed else MAX_STEPS
 
 
-def upscale_file(cache: ModelCache, path: str | Path, model: str, steps: int, seed: int, color_fix: str, tile: int,
+def upscale_upload(cache: ModelCache, path: str | Path, model: str, steps: int, seed: int, color_fix: str, tile: int,
                  work_dir: Path, progress: Callable[[int, int], None] | None = None,
                  fidelity: float | None = None) -> Result:
     """Check every option, load the image with the CLI's loader and limits, upscale, write the results.
@@ -180,7 +180,7 @@ def offline_theme() -> Any:
 
 def _path_only(preprocess: Callable[[Any], Any]) -> Callable[[Any], Any]:
     """gr.Image's preprocessing, but an uploaded file's path is handed over untouched: Gradio's own step opens it
-    with PIL (a second loader without our limits); ours (load_image) reads it in upscale_file. (Set on the
+    with PIL (a second loader without our limits); ours (load_image) reads it in upscale_upload. (Set on the
     instance: a gr.Image subclass would make Gradio write a .pyi stub into the package.)"""
 
     def wrapped(payload: Any) -> Any:
@@ -213,7 +213,7 @@ def build_demo(models: dict[str, Path] | None = None, device: str = "cpu", work_
         if not path:
             raise gr.Error("upload or paste an image first", print_exception=False)
         try:
-            result = recent.add(upscale_file(
+            result = recent.add(upscale_upload(
                 cache, path, model, int(steps), int(seed), color_fix, int(tile), work,
                 progress=lambda i, n: progress((i + 1) / n, desc=f"denoising step {i + 1}/{n}"),
                 fidelity=float(fidelity)))
@@ -397,7 +397,7 @@ def build_app(models: dict[str, Path] | None = None, device: str = "cpu") -> Any
                                 status_code=503, headers={"Retry-After": str(max(1, round(jobs.seconds)))})
         upload, options = prepared
         try:
-            result = await jobs.run(lambda: upscale_file(cache, upload, work_dir=work, **options))
+            result = await jobs.run(lambda: upscale_upload(cache, upload, work_dir=work, **options))
         except (DemoInputError, ValueError) as error:
             status = error.status if isinstance(error, DemoInputError) else 422
             return JSONResponse({"error": str(error).splitlines()[0]}, status_code=status)

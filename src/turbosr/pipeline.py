@@ -20,38 +20,24 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from turbosr import checkpoint
 from turbosr.colorfix import COLOR_FIXES
-from turbosr.config import ModelConfig, from_dict, to_dict
+from turbosr.config import ModelConfig
 from turbosr.degradations import upsample_lq
 from turbosr.diffusion import Sampler, Window, keyed_noise, make_alpha_bar, noise_seed
 from turbosr.image import from_model_range, pil_to_tensor, tensor_to_pil, to_model_range, upscale_alpha
+from turbosr.model_folder import FolderParts, ModelFolderError, read_folder, write_folder
 from turbosr.models.autoencoders import (
     Autoencoder,
     PatchAutoencoder,
-    autoencoder_from_config,
-    diffusers_config,
 )
 from turbosr.models.denoiser import Denoiser
 from turbosr.models.stablesr import FidelityWarp
-from turbosr.tiling import TILE_WEIGHTS, Tile, tiled_map
+from turbosr.tiling import Tile, tiled_map
 
 logger = logging.getLogger(__name__)
 
-FORMAT = "turbosr-model"
-FORMAT_VERSION = 1
 DEFAULT_TILE = 512
 DEFAULT_TILE_OVERLAP = 64
-
-
-class ModelFolderError(ValueError):
-    """A model folder that cannot be loaded: not a turbosr folder, damaged, or inconsistent (one line)."""
-
-
-def _unet_classes() -> dict[str, type]:
-    from diffusers import UNet2DConditionModel, UNet2DModel
-
-    return {"UNet2DModel": UNet2DModel, "UNet2DConditionModel": UNet2DConditionModel}
 
 
 class SRPipeline:
@@ -131,149 +117,26 @@ class SRPipeline:
     # ----------------------------------------------------------------------------------------------- persistence
     def save_pretrained(self, folder: str | Path, storage: str = "float32",
                         max_shard_bytes: int | None = None) -> Path:
-        """Write ``config.json`` + ``denoiser.safetensors`` + ``autoencoder.safetensors`` into ``folder``.
-
-        ``storage`` "float16" or "int8" (per output channel, with scales) stores the denoiser's parameters
-        compactly (:func:`turbosr.checkpoint.compact_state`), and a learned latent decoder's parameters in float16;
-        buffers and the rest of the latent space stay float32.
-        ``max_shard_bytes`` splits a large denoiser file into shards with an index. Files are written atomically.
-        """
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        parameter_names = {name for name, _ in self.denoiser.named_parameters()}
-        denoiser_state = checkpoint.compact_state(self.denoiser.state_dict(), parameter_names, storage)
-        checkpoint.save_tensors(folder / "denoiser.safetensors", denoiser_state, max_shard_bytes=max_shard_bytes)
-        # the latent space's analytic part (patch basis, statistics) and every buffer stay float32; a learned
-        # decoder's parameters are stored in half precision when the denoiser is stored compactly (never int8)
-        decoder_parameters = {name for name, _ in self.autoencoder.named_parameters() if name.startswith("decoder.")}
-        checkpoint.save_tensors(folder / "autoencoder.safetensors", checkpoint.compact_state(
-            self.autoencoder.state_dict(), decoder_parameters, "float32" if storage == "float32" else "float16"))
-        extra = {}
-        if self.denoiser.conditioning == "sft":
-            extra["structure_encoder"] = self.denoiser.sft.config()
-        if self.denoiser.released_control is not None:
-            extra["controlnet"] = self.denoiser.released_control.controlnet_config
-            if self.denoiser.released_control.tower is not None:
-                extra["image_tower"] = self.denoiser.released_control.tower.config()
-        if self.default_steps != 1:
-            extra["default_steps"] = self.default_steps
-        if self.aggregation != "gaussian":
-            extra["aggregation"] = self.aggregation
-        if self.default_color_fix != "none":
-            extra["default_color_fix"] = self.default_color_fix
-        if self.fidelity_warp is not None:
-            checkpoint.save_tensors(folder / "fidelity_warp.safetensors",
-                                    {k: v.float() for k, v in self.fidelity_warp.state_dict().items()})
-            extra["fidelity_warp"] = self.fidelity_warp.config()
-        checkpoint.write_json(folder / "config.json", {
-            "format": FORMAT,
-            "format_version": FORMAT_VERSION,
-            "model": to_dict(self.config),
-            "sampler": self.sampler.to_dict(),
-            "unet_class": type(self.denoiser.unet).__name__,
-            "unet": diffusers_config(self.denoiser.unet),
-            "autoencoder": self.autoencoder.config(),
-            "weights_storage": storage,
-            **({"default_fidelity": self.default_fidelity} if self.has_cfw else {}),
-            **extra,
-        })
-        return folder
+        """Write this model as a folder (:func:`turbosr.model_folder.write_folder`): config.json + safetensors;
+        ``storage`` "float32", "float16" or "int8" for the denoiser, ``max_shard_bytes`` to shard it."""
+        parts = FolderParts(self.denoiser, self.autoencoder, self.config, self.fidelity_warp, self.sampler,
+                            self.default_fidelity, self.default_steps, self.default_color_fix, self.aggregation)
+        return write_folder(parts, folder, storage, max_shard_bytes)
 
     @classmethod
     def from_pretrained(cls, folder: str | Path, device: str | torch.device | None = None,
                         dtype: torch.dtype | None = None) -> SRPipeline:
-        """Load a model folder written by :meth:`save_pretrained` (safetensors only, nothing downloaded).
-
-        A folder that is not a turbosr model, is damaged, or describes networks of absurd size (checked before
-        anything is allocated) raises ValueError (or FileNotFoundError) in one line naming the folder."""
-        folder = Path(folder)
-        if not folder.is_dir():
-            raise FileNotFoundError(f"model folder not found: {folder}")
-        meta = checkpoint.read_json(folder / "config.json")
-        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-            raise ModelFolderError(f"{folder} is not a turbosr model folder (config.json has no format '{FORMAT}')")
-        version = meta.get("format_version", 0)
-        if not isinstance(version, int) or isinstance(version, bool):
-            raise ModelFolderError(f"{folder}/config.json: format_version must be an integer, got {version!r}")
-        if version > FORMAT_VERSION:
-            raise ModelFolderError(f"{folder} was written by a newer turbosr (format {version}); upgrade turbosr")
+        """Load a model folder (:func:`turbosr.model_folder.read_folder`: safetensors only, nothing downloaded;
+        a folder that is not a turbosr model, is damaged, or describes networks it does not hold raises
+        ValueError or FileNotFoundError in one line naming the folder)."""
+        parts = read_folder(folder)
         try:
-            return cls._from_meta(folder, meta).to(device, dtype)
-        except (ModelFolderError, checkpoint.DamagedFile):
-            raise
-        except (TypeError, KeyError, AttributeError, IndexError, RuntimeError, ValueError, ZeroDivisionError,
-                NotImplementedError) as error:
-            text = str(error).strip().splitlines()
-            reason = f"{type(error).__name__}: {text[0] if text else ''}"
-            raise ModelFolderError(f"{folder}: damaged or inconsistent model folder ({reason})") from None
-
-    @classmethod
-    def _from_meta(cls, folder: Path, meta: dict[str, Any]) -> SRPipeline:
-        for key, kind in (("model", dict), ("unet_class", str), ("unet", dict), ("autoencoder", dict)):
-            if not isinstance(meta.get(key), kind):
-                raise ModelFolderError(f"{folder}/config.json: '{key}' must be a {kind.__name__}, got "
-                                       f"{meta.get(key)!r}")
-        # folders written before SFT could sit in the down blocks modulate the mid and up blocks only; folders
-        # written before the sampler had its own section kept its settings among the model's fields
-        model = {"sft_down": False, **meta["model"]}
-        legacy = {new: model.pop(old) for old, new in (("sampler", "kind"), ("psr_weight", "psr_weight"),
-                                                        ("sampler_steps", "trained_steps")) if old in model}
-        config = from_dict(ModelConfig, model)
-        sampler = Sampler.from_dict(meta.get("sampler", legacy))
-        classes = _unet_classes()
-        if meta["unet_class"] not in classes:
-            raise ModelFolderError(f"{folder}: unknown UNet class {meta['unet_class']!r}")
-        check_network_size(meta["unet"], meta["autoencoder"], folder)
-        state = checkpoint.expand_state(checkpoint.load_tensors(folder / "denoiser.safetensors"))
-        prompt = state.get("prompt_embedding")
-        structure = meta.get("structure_encoder")
-        if structure is not None:
-            check_structure_size(structure, folder)
-        controlnet = meta.get("controlnet")
-
-        def build() -> tuple[Denoiser, Autoencoder]:
-            tower = image_tower_from_config(meta.get("image_tower"), folder) if controlnet is not None else None
-            unet = classes[meta["unet_class"]].from_config(meta["unet"])
-            denoiser = Denoiser(unet, config.latent_channels, config.target, prompt, config.control, config.sft,
-                                config.sft_time_aware, config.sft_down, config.conditioning, structure, controlnet,
-                                tower)
-            return denoiser, autoencoder_from_config(meta["autoencoder"])
-
-        # the networks config.json describes, first without memory (meta tensors): they must be exactly what the
-        # weight files hold, so no description allocates more than its files (or absurd sizes) before failing
-        with torch.device("meta"):
-            shadow_denoiser, shadow_autoencoder = build()
-        autoencoder_state = checkpoint.expand_state(checkpoint.load_tensors(folder / "autoencoder.safetensors"))
-        _check_layout(shadow_denoiser.state_dict(), state, folder / "denoiser.safetensors")
-        _check_layout(shadow_autoencoder.state_dict(), autoencoder_state, folder / "autoencoder.safetensors")
-        del shadow_denoiser, shadow_autoencoder
-        denoiser, autoencoder = build()
-        denoiser.load_state_dict(state, strict=True)
-        autoencoder.load_state_dict(autoencoder_state, strict=True)
-        warp = None
-        if "fidelity_warp" in meta:
-            if not isinstance(meta["fidelity_warp"], dict):
-                raise ModelFolderError(f"{folder}/config.json: 'fidelity_warp' must be a mapping")
-            warp = FidelityWarp(**meta["fidelity_warp"])
-            warp.load_state_dict(checkpoint.load_tensors(folder / "fidelity_warp.safetensors"), strict=True)
-        default_fidelity = meta.get("default_fidelity", 0.0)
-        if isinstance(default_fidelity, bool) or not isinstance(default_fidelity, (int, float)):
-            raise ModelFolderError(f"{folder}/config.json: 'default_fidelity' must be a number, got {default_fidelity!r}")
-        default_steps = meta.get("default_steps", 1)
-        if isinstance(default_steps, bool) or not isinstance(default_steps, int) or not 1 <= default_steps <= 1000:
-            raise ModelFolderError(f"{folder}/config.json: 'default_steps' must be an integer in [1, 1000], got "
-                                   f"{default_steps!r}")
-        default_color_fix = meta.get("default_color_fix", "none")
-        if default_color_fix not in COLOR_FIXES:
-            raise ModelFolderError(f"{folder}/config.json: 'default_color_fix' must be one of "
-                                   f"{', '.join(COLOR_FIXES)}, got {default_color_fix!r}")
-        pipeline = cls(denoiser, autoencoder, config, warp, sampler, default_fidelity, default_steps, default_color_fix)
-        aggregation = meta.get("aggregation", "gaussian")
-        if aggregation not in TILE_WEIGHTS or aggregation == "crop":
-            raise ModelFolderError(f"{folder}/config.json: 'aggregation' must be one of gaussian, stablesr, uniform, "
-                                   f"got {aggregation!r}")
-        pipeline.aggregation = aggregation
-        return pipeline
+            pipeline = cls(parts.denoiser, parts.autoencoder, parts.config, parts.fidelity_warp, parts.sampler,
+                           parts.default_fidelity, parts.default_steps, parts.default_color_fix)
+        except ValueError as error:
+            raise ModelFolderError(f"{folder}: inconsistent model folder ({str(error).splitlines()[0]})") from None
+        pipeline.aggregation = parts.aggregation
+        return pipeline.to(device, dtype)
 
     def to(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> SRPipeline:
         """Move both networks (like ``nn.Module.to``); returns self."""
@@ -331,16 +194,6 @@ class SRPipeline:
             output = self._upscale(images.to(self.device, self.dtype), self.steps(num_steps), strength, tile, tile_overlap,
                                    self.color_fix_for(color_fix), fidelity, generator, progress)
         return output.to(images.device, images.dtype)
-
-    def upscale_file(self, source: str | Path, target: str | Path, **options: Any) -> Path:
-        """Upscale an image file into ``target`` (format from its suffix) with memory flat in the image size:
-        outputs above ``streaming.STREAM_PIXELS`` go from file to file in strips (PNG, TIFF), others in memory.
-        Alpha, ICC profile, EXIF and 16 bits are carried over; the file appears only when complete.
-        ``options``: as :meth:`__call__`, plus ``overwrite`` and ``quality`` (see turbosr.streaming.upscale_file)."""
-        from turbosr.image import load_image
-        from turbosr.streaming import upscale_file
-
-        return upscale_file(self, load_image(source), target, **options)
 
     def _call_pil(self, image: Image.Image, **kwargs: Any) -> Image.Image:
         alpha = None
@@ -541,66 +394,6 @@ class SRPipeline:
 ENCODE_NOISE_STEP = 1_000_003  # keyed-noise step index of a posterior-sampling encoder's draw (no sampler step)
 
 
-# Bounds on a model folder's network description, checked before anything is built: far above every real model
-# (SD-class UNets have 4 levels of at most 1280 channels), far below what would exhaust memory or time.
-MAX_LEVELS, MAX_WIDTH, MAX_LAYERS, MAX_LATENT_CHANNELS, MAX_FACTOR = 8, 4096, 16, 1024, 64
-
-
-def check_network_size(unet: dict[str, Any], autoencoder: dict[str, Any], folder: Path) -> None:
-    """Refuse a config.json whose networks would be absurdly large (or mistyped sizes) before allocating them."""
-    def bad(what: str, value: Any) -> ModelFolderError:
-        return ModelFolderError(f"{folder}/config.json: {what} {value!r} is not a plausible network size")
-
-    def integer(value: Any, low: int, high: int) -> bool:
-        return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
-
-    widths = unet.get("block_out_channels", ())
-    if not isinstance(widths, (list, tuple)) or not 1 <= len(widths) <= MAX_LEVELS or \
-            not all(integer(w, 1, MAX_WIDTH) for w in widths):
-        raise bad("unet.block_out_channels", widths)
-    for key in ("in_channels", "out_channels"):
-        if key in unet and not integer(unet[key], 1, 2 * MAX_LATENT_CHANNELS + 3):
-            raise bad(f"unet.{key}", unet[key])
-    layers = unet.get("layers_per_block", 1)
-    if not integer(layers, 1, MAX_LAYERS):
-        raise bad("unet.layers_per_block", layers)
-    for key in ("attention_head_dim", "norm_num_groups", "num_attention_heads"):  # divisors: never 0
-        value = unet.get(key)
-        values = value if isinstance(value, list) else [value]
-        if value is not None and not all(integer(v, 1, MAX_WIDTH) for v in values):
-            raise bad(f"unet.{key}", value)
-    if autoencoder.get("kind") == "patch":
-        for key, high in (("factor", MAX_FACTOR), ("latent_channels", MAX_LATENT_CHANNELS)):
-            if not integer(autoencoder.get(key), 1, high):
-                raise bad(f"autoencoder.{key}", autoencoder.get(key))
-        if not integer(autoencoder.get("refine_channels", 0), 0, MAX_WIDTH):
-            raise bad("autoencoder.refine_channels", autoencoder.get("refine_channels"))
-        decoder = autoencoder.get("decoder")
-        if decoder is not None:
-            if not isinstance(decoder, dict):
-                raise bad("autoencoder.decoder", decoder)
-            for key in ("channels", "blocks", "head_channels", "cfw_channels"):
-                values = decoder.get(key)
-                if not isinstance(values, list) or len(values) > MAX_LEVELS or \
-                        not all(integer(v, 0, MAX_WIDTH) for v in values):
-                    raise bad(f"autoencoder.decoder.{key}", values)
-
-
-def _check_layout(expected: dict[str, torch.Tensor], stored: dict[str, torch.Tensor], path: Path) -> None:
-    """ModelFolderError (one line) unless ``stored`` has exactly the keys and shapes of ``expected``."""
-    missing = sorted(set(expected) - set(stored))
-    extra = sorted(set(stored) - set(expected))
-    wrong = sorted(k for k in set(expected) & set(stored) if tuple(expected[k].shape) != tuple(stored[k].shape))
-    if missing or extra or wrong:
-        described = sum(v.numel() for v in expected.values())
-        held = sum(v.numel() for v in stored.values())
-        detail = (f"{len(missing)} tensor(s) missing, first {missing[0]}" if missing else
-                  f"{len(extra)} unexpected tensor(s), first {extra[0]}" if extra else
-                  f"{wrong[0]} is {tuple(stored[wrong[0]].shape)}, config.json says {tuple(expected[wrong[0]].shape)}")
-        raise ModelFolderError(f"{path.parent}/config.json describes {described:,} values but {path.name} holds "
-                               f"{held:,} ({detail}): damaged or inconsistent model folder")
-
-
 def check_image_tensor(images: torch.Tensor) -> None:
     """The tensor contract, checked once: a non-empty floating-point (B, 3, H, W) batch with values in [0, 1]."""
     if not images.is_floating_point():
@@ -612,42 +405,6 @@ def check_image_tensor(images: torch.Tensor) -> None:
     if not (0.0 <= low and high <= 1.0):
         raise ValueError(f"tensor values must be in [0, 1], got [{low:.4g}, {high:.4g}] (values in 0..255: divide "
                          "by 255; NaN is never valid)")
-
-
-def image_tower_from_config(config: Any, folder: Path) -> torch.nn.Module | None:
-    """The image tower a ControlNet model folder describes (config.json "image_tower"), or None without one."""
-    if config is None:
-        return None
-    from turbosr.models.ram_tower import TOWER_KEYS, RamTower
-
-    if not isinstance(config, dict) or config.get("kind") != "ram":
-        raise ModelFolderError(f"{folder}/config.json: 'image_tower' must be a mapping with kind 'ram'")
-    settings = {k: v for k, v in config.items() if k != "kind"}
-    unknown = sorted(set(settings) - set(TOWER_KEYS))
-    if unknown:
-        raise ModelFolderError(f"{folder}/config.json: unknown image_tower key(s) {', '.join(unknown)}")
-    for key in ("image_size", "embed_dim", "window_size", "embed_width", "patch_size"):
-        value = settings.get(key)
-        if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_WIDTH:
-            raise ModelFolderError(f"{folder}/config.json: image_tower.{key} {value!r} is not a plausible size")
-    return RamTower(**settings)
-
-
-def check_structure_size(structure: Any, folder: Path) -> None:
-    """Refuse an absurd structure-encoder description (config.json "structure_encoder") before building it."""
-    encoder = structure.get("encoder") if isinstance(structure, dict) else None
-    if not isinstance(encoder, dict):
-        raise ModelFolderError(f"{folder}/config.json: 'structure_encoder' must hold an 'encoder' mapping")
-    for key in ("in_channels", "model_channels", "out_channels", "num_res_blocks"):
-        value = encoder.get(key)
-        if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_WIDTH:
-            raise ModelFolderError(f"{folder}/config.json: structure_encoder.encoder.{key} {value!r} is not a "
-                                   "plausible network size")
-    mult = encoder.get("channel_mult")
-    if not isinstance(mult, list) or not 1 <= len(mult) <= MAX_LEVELS or not all(
-            isinstance(m, int) and 1 <= m * encoder["model_channels"] <= MAX_WIDTH for m in mult):
-        raise ModelFolderError(f"{folder}/config.json: structure_encoder.encoder.channel_mult {mult!r} is not "
-                               "a plausible network size")
 
 
 def _pad_to_multiple(images: torch.Tensor, multiple: int) -> torch.Tensor:

@@ -130,15 +130,18 @@ def upscale_strips(pipeline: SRPipeline, lq: torch.Tensor, *, num_steps: int | N
         yield strip
 
 
-def upscale_file(pipeline: SRPipeline, loaded: LoadedImage, target: str | Path, *, num_steps: int | None = None,
+def upscale_file(pipeline: SRPipeline, source: str | Path | LoadedImage, target: str | Path, *,
+                 num_steps: int | None = None,
                  strength: float = 1.0, tile: int = 512, tile_overlap: int = 64, color_fix: str | None = None,
                  fidelity: float | None = None, generator: torch.Generator | None = None, overwrite: bool = False,
                  quality: int = 95, progress: Callable[[int, int], None] | None = None) -> Path:
-    """Upscale a loaded image file into ``target`` (format from its suffix), atomically; alpha, ICC profile, EXIF
-    and 16-bit depth carried over. Outputs above :data:`STREAM_PIXELS` are streamed strip by strip (PNG, TIFF,
+    """Upscale an image file (``source``: its path, or what :func:`turbosr.image.load_image` read from it) into
+    ``target`` (format from its suffix), atomically; alpha, ICC profile, EXIF and 16-bit depth carried over. The
+    one file-to-file entry: the command line and the Python API use it. Outputs above :data:`STREAM_PIXELS` are streamed strip by strip (PNG, TIFF,
     no colour fix); others are made in memory, up to :data:`MAX_WHOLE_PIXELS` (a one-line error beyond)."""
-    from turbosr.image import upscale_alpha
+    from turbosr.image import load_image, upscale_alpha
 
+    loaded = source if isinstance(source, LoadedImage) else load_image(source)
     target = Path(target)
     scale = pipeline.scale
     color_fix = pipeline.color_fix_for(color_fix)

@@ -108,7 +108,7 @@ def niqe_y(y: np.ndarray) -> float:
 
 def niqe(images: torch.Tensor, crop_border: int = 0) -> torch.Tensor:
     """NIQE per image of (B, 3, H, W) RGB in [0, 1] (Y channel, rounded to 8-bit levels as MATLAB); (B,)."""
-    from turbosr.metrics import rgb_to_y
+    from turbosr.metrics.pixel import rgb_to_y
 
     y = (rgb_to_y(images.double().clamp(0, 1)) * 255.0).round()[:, 0]
     if crop_border:
