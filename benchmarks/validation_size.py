@@ -47,7 +47,6 @@ def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
     torch.set_num_threads(args.threads)
-    from turbosr.config import DataConfig
     from turbosr.metrics import evaluate_upscaler
     from turbosr.pipeline import SRPipeline
     from turbosr.reports import (
@@ -61,6 +60,7 @@ def main(argv: list[str] | None = None) -> None:
         write_json,
         write_text,
     )
+    from turbosr.run_config import DataConfig
     from turbosr.train.reporting import RunLog
     from turbosr.train.validation import validate, validation_crops
 

@@ -228,7 +228,7 @@ def test_no_run_writes_a_file_that_is_one_of_its_inputs(model_dir, tmp_path):
 
 @pytest.mark.skipif(sys.platform == "win32", reason="symlinks")
 def test_link_loops_are_not_followed_and_each_file_is_read_once(model_dir, tmp_path):
-    from turbosr.image import find_images
+    from turbosr.inputs import find_images
 
     tree = tmp_path / "tree"
     (tree / "d").mkdir(parents=True)

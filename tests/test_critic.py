@@ -8,7 +8,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from turbosr.config import AdversarialConfig, ConfigError
+from turbosr.config import ConfigError
+from turbosr.run_config import AdversarialConfig
 
 
 def _accelerator():

@@ -255,9 +255,9 @@ def test_a_resume_stops_when_the_folder_it_started_from_has_changed(tmp_path, hr
 def test_validation_reports_w_0_as_the_models_own_output_whatever_its_default(tmp_path, hr_folder):
     """A folder whose default CFW weight is 1 (the shipped x4) is validated at w = 0 in ``val_psnr_y`` and at
     w = 1 in ``val_psnr_y_fidelity1``: the two training ends, not the default twice."""
-    from turbosr.config import DataConfig
     from turbosr.data import make_lq
     from turbosr.metrics import psnr
+    from turbosr.run_config import DataConfig
     from turbosr.train.reporting import RunLog
     from turbosr.train.validation import validate, validation_crops
 

@@ -5,15 +5,8 @@ import pytest
 import torch
 from PIL import Image, ImageCms
 
-from turbosr.image import (
-    ImageReadError,
-    find_images,
-    load_image,
-    pil_to_tensor,
-    save_image,
-    tensor_to_pil,
-    upscale_alpha,
-)
+from turbosr.image import ImageReadError, load_image, pil_to_tensor, save_image, tensor_to_pil, upscale_alpha
+from turbosr.inputs import find_images
 
 
 def test_exif_orientation_is_applied(tmp_path):

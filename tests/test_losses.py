@@ -1,7 +1,6 @@
 import pytest
 import torch
 
-from turbosr.config import ImageLossConfig
 from turbosr.losses import (
     edge_loss,
     frequency_loss,
@@ -10,6 +9,7 @@ from turbosr.losses import (
     ssim_loss,
     timestep_adaptive_weight,
 )
+from turbosr.run_config import ImageLossConfig
 
 
 def test_losses_are_zero_for_identical_images_and_positive_otherwise():

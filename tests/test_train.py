@@ -237,7 +237,7 @@ def test_bf16_autocast_on_a_cpu_that_emulates_it_gets_a_warning_with_the_fix(mon
 
 
 def test_learning_rate_schedule_warms_up_holds_and_decays_to_zero_per_group_and_across_a_resume():
-    from turbosr.config import OptimConfig
+    from turbosr.run_config import OptimConfig
     from turbosr.train.common import learning_rate_factor, make_optimizer
 
     # 2 warm-up steps, 6 updates, the last 3 decay: factors of the updates 0..5

@@ -14,7 +14,8 @@ import torch
 from torch.utils.data import Dataset
 
 from turbosr.degradations import DEGRADATIONS, RealESRGANConfig
-from turbosr.image import inside, list_images, png_names, read_rgb_uint8, save_image
+from turbosr.image import read_rgb_uint8, save_image
+from turbosr.inputs import inside, list_images, png_names
 
 
 class HRFolderDataset(Dataset):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from turbosr.config import ImageLossConfig
+from turbosr.run_config import ImageLossConfig
 
 
 def diffusion_loss(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

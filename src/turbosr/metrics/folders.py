@@ -9,7 +9,8 @@ from typing import Any
 
 import torch
 
-from turbosr.image import list_images, read_rgb_uint8
+from turbosr.image import read_rgb_uint8
+from turbosr.inputs import list_images
 from turbosr.metrics.pixel import quantize
 from turbosr.metrics.table import DEFAULT_GRID_PERIOD, FOLDER_METRICS, Metric, get_metrics
 
@@ -78,7 +79,7 @@ def summarise(per_image: dict[str, dict[str, float]], chosen: Sequence[Metric], 
 def check_save_dir(save_dir: Path, inputs: list[Path], lq_files: list[Path], overwrite: bool) -> None:
     """ValueError/FileExistsError (one line) if outputs in ``save_dir`` would land in an input folder, replace a
     file without ``overwrite``, or two inputs would write one output name."""
-    from turbosr.image import inside, png_names
+    from turbosr.inputs import inside, png_names
 
     for folder in inputs:
         if inside(save_dir, folder) or inside(folder, save_dir):

@@ -36,21 +36,14 @@ from typing import ClassVar
 
 import torch
 
-from turbosr.config import (
-    ConfigError,
-    DataConfig,
-    ModelConfig,
-    OptimConfig,
-    RunConfig,
-    model_folders,
-    to_dict,
-)
+from turbosr.config import ConfigError, ModelConfig, model_folders, to_dict
 from turbosr.data import make_lq
 from turbosr.diffusion import Sampler, add_noise, predict_x0_eps, sampling_timesteps
 from turbosr.image import from_model_range, to_model_range
 from turbosr.losses import hinge_discriminator_loss, hinge_generator_loss, timestep_adaptive_weight
 from turbosr.models.discriminator import FeatureDiscriminator, PatchDiscriminator, diff_augment
 from turbosr.pipeline import SRPipeline
+from turbosr.run_config import DataConfig, OptimConfig, RunConfig
 from turbosr.train.common import (
     LATEST,
     Cadence,

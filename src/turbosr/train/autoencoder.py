@@ -19,20 +19,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from turbosr.config import (
-    AdversarialConfig,
-    DataConfig,
-    ImageLossConfig,
-    ModelConfig,
-    OptimConfig,
-    RunConfig,
-    model_folders,
-    to_dict,
-)
+from turbosr.config import ModelConfig, model_folders, to_dict
 from turbosr.image import from_model_range, to_model_range
 from turbosr.losses import image_loss
 from turbosr.models.autoencoders import Autoencoder, KLAutoencoder, PatchAutoencoder, save_autoencoder
 from turbosr.models.presets import build_autoencoder
+from turbosr.run_config import AdversarialConfig, DataConfig, ImageLossConfig, OptimConfig, RunConfig
 from turbosr.train.common import (
     LATEST,
     Cadence,

@@ -22,8 +22,8 @@ import torch
 from torch import nn
 
 from turbosr import checkpoint
-from turbosr.config import DataConfig, OptimConfig, RunConfig
 from turbosr.data import HRFolderDataset
+from turbosr.run_config import DataConfig, OptimConfig, RunConfig
 
 logger = logging.getLogger(__name__)
 

@@ -22,7 +22,6 @@ from typing import Any
 
 import torch
 
-from turbosr.config import AdversarialConfig
 from turbosr.diffusion import add_noise
 from turbosr.image import to_model_range
 from turbosr.losses import hinge_discriminator_loss, hinge_generator_loss
@@ -32,6 +31,7 @@ from turbosr.models.discriminator import (
     PatchDiscriminator,
     diff_augment,
 )
+from turbosr.run_config import AdversarialConfig
 
 
 class Critic:

@@ -27,21 +27,12 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from turbosr.config import (
-    AdversarialConfig,
-    ConfigError,
-    DataConfig,
-    ImageLossConfig,
-    ModelConfig,
-    OptimConfig,
-    RunConfig,
-    model_folders,
-    to_dict,
-)
+from turbosr.config import ConfigError, ModelConfig, model_folders, to_dict
 from turbosr.data import HRFolderDataset, make_lq
 from turbosr.losses import IMAGE_LOSSES, image_loss
 from turbosr.models.autoencoders import KLAutoencoder, PatchAutoencoder
 from turbosr.pipeline import SRPipeline
+from turbosr.run_config import AdversarialConfig, DataConfig, ImageLossConfig, OptimConfig, RunConfig
 from turbosr.train.common import (
     LATEST,
     Cadence,

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from turbosr.config import RunConfig
+from turbosr.run_config import RunConfig
 
 
 def progress_bar(total: int, initial: int, enabled: bool) -> Any:

@@ -20,21 +20,14 @@ from pathlib import Path
 
 import torch
 
-from turbosr.config import (
-    ConfigError,
-    DataConfig,
-    ModelConfig,
-    OptimConfig,
-    RunConfig,
-    model_folders,
-    to_dict,
-)
+from turbosr.config import ConfigError, ModelConfig, model_folders, to_dict
 from turbosr.data import make_lq
 from turbosr.diffusion import add_noise, output_from_x0_eps, predict_x0_eps, sample_training_timesteps
 from turbosr.image import to_model_range
 from turbosr.losses import diffusion_loss
 from turbosr.models.denoiser import Denoiser
 from turbosr.pipeline import SRPipeline
+from turbosr.run_config import DataConfig, OptimConfig, RunConfig
 from turbosr.train.common import (
     LATEST,
     Cadence,

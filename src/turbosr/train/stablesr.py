@@ -23,16 +23,7 @@ from typing import ClassVar
 
 import torch
 
-from turbosr.config import (
-    ConfigError,
-    DataConfig,
-    ImageLossConfig,
-    ModelConfig,
-    OptimConfig,
-    RunConfig,
-    model_folders,
-    to_dict,
-)
+from turbosr.config import ConfigError, ModelConfig, model_folders, to_dict
 from turbosr.data import make_lq
 from turbosr.degradations import upsample_lq
 from turbosr.diffusion import add_noise, sample_training_timesteps, training_target
@@ -40,6 +31,7 @@ from turbosr.image import from_model_range, to_model_range
 from turbosr.losses import diffusion_loss, image_loss
 from turbosr.models.stablesr import FidelityWarp
 from turbosr.pipeline import SRPipeline
+from turbosr.run_config import DataConfig, ImageLossConfig, OptimConfig, RunConfig
 from turbosr.train.common import (
     LATEST,
     Cadence,

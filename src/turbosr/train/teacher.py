@@ -14,19 +14,12 @@ from pathlib import Path
 
 import torch
 
-from turbosr.config import (
-    ConfigError,
-    DataConfig,
-    ModelConfig,
-    OptimConfig,
-    RunConfig,
-    model_folders,
-    to_dict,
-)
+from turbosr.config import ConfigError, ModelConfig, model_folders, to_dict
 from turbosr.data import make_lq
 from turbosr.diffusion import add_noise, sample_training_timesteps, training_target
 from turbosr.image import to_model_range
 from turbosr.losses import diffusion_loss
+from turbosr.run_config import DataConfig, OptimConfig, RunConfig
 from turbosr.train.common import (
     LATEST,
     Cadence,

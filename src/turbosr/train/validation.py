@@ -7,9 +7,9 @@ from typing import Any
 
 import torch
 
-from turbosr.config import DataConfig
 from turbosr.data import make_lq
 from turbosr.degradations import upsample_lq
+from turbosr.run_config import DataConfig
 from turbosr.train.common import load_dataset
 from turbosr.train.reporting import RunLog
 
