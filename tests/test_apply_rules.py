@@ -1,13 +1,10 @@
-"""scripts/apply_rules.py applies docs/realism.md's selection rules as written (synthetic val rows)."""
+"""turbosr.selection applies docs/realism.md's selection rules as written (synthetic val rows)."""
 
 from __future__ import annotations
 
 import contextlib
 import io
 import json
-from pathlib import Path
-
-from conftest import load_script
 
 
 def row(psnr, grid, kid=50.0, niqe=9.0, seconds=0.1):
@@ -15,7 +12,7 @@ def row(psnr, grid, kid=50.0, niqe=9.0, seconds=0.1):
 
 
 def test_rules_pick_by_the_written_criteria():
-    script = load_script(Path(__file__).parent.parent / "scripts" / "apply_rules.py")
+    from turbosr.selection import realism as script
     clean = {"HR": {"grid": 1.05}, "bicubic": row(31.0, 1.16), "realesrgan_x4plus": row(29.4, 1.06),
              "sharp but gridded": row(32.5, 1.10),          # best PSNR, grid 0.05 above HR: not x4
              "faithful": row(32.2, 1.06, seconds=0.2),
@@ -35,14 +32,14 @@ def test_rules_pick_by_the_written_criteria():
 
 
 def test_no_candidate_passing_leaves_none():
-    script = load_script(Path(__file__).parent.parent / "scripts" / "apply_rules.py")
+    from turbosr.selection import realism as script
     clean = {"HR": {"grid": 1.0}, "bicubic": row(31.0, 1.2), "m": row(30.0, 1.2)}
     blind = {"HR": {"grid": 1.0}, "bicubic": row(27.0, 1.2), "m": row(26.0, 1.2)}
     assert script.verdicts(clean, blind)[1] == {"x4": None, "default": None, "x4-real": None}
 
 
 def test_a_lattice_above_hrs_rules_a_candidate_out_where_measured():
-    script = load_script(Path(__file__).parent.parent / "scripts" / "apply_rules.py")
+    from turbosr.selection import realism as script
 
     def with_lattice(table: dict, values: dict) -> dict:
         return {name: {**r, "lattice": values.get(name, 5.0)} for name, r in table.items()}
@@ -58,9 +55,7 @@ def test_a_lattice_above_hrs_rules_a_candidate_out_where_measured():
 
 
 def test_knob_rule_needs_the_lattice_figure_at_both_ends(monkeypatch):
-    scripts = Path(__file__).parent.parent / "scripts"
-    monkeypatch.syspath_prepend(str(scripts))  # knob_rule.py imports apply_rules.py beside it, as when run
-    script = load_script(scripts / "knob_rule.py")
+    from turbosr.selection import knob as script
 
     def end(psnr, kid, lattice=None):
         return {"psnr_y": psnr, "grid": 1.05, "hr_grid": 1.05, "patch_kid": kid,
@@ -75,9 +70,7 @@ def test_knob_rule_needs_the_lattice_figure_at_both_ends(monkeypatch):
 
 def test_knob_rule_matches_the_shipped_model_at_its_default_weight(monkeypatch, tmp_path):
     """The sixth built-in runs at w = 1 by default: a candidate's w = 1 is held to that output, not its w = 0."""
-    scripts = Path(__file__).parent.parent / "scripts"
-    monkeypatch.syspath_prepend(str(scripts))
-    script = load_script(scripts / "knob_rule.py")
+    from turbosr.selection import knob as script
 
     def table(path, psnr0, psnr1, kid0, kid1):
         rows = [{"pairs": "val", "w": w, "psnr_y": p, "grid": 1.05, "hr_grid": 1.05, "lattice": 4.0,
