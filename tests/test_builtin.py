@@ -4,7 +4,6 @@ not in its training data (the bundled samples come from scikit-image, the corpus
 import pytest
 import torch
 
-from conftest import load_script
 from turbosr import SRPipeline, builtin_model_dir
 from turbosr.corpus import list_samples, sample_path
 from turbosr.degradations import bicubic_degrade, upsample_lq
@@ -113,11 +112,9 @@ def test_builtin_weights_fit_the_repository_budget():
 
 
 def test_packaging_reuses_a_baseline_only_for_the_same_pairs_metrics_and_software():
-    from pathlib import Path
 
     from turbosr.reports import software_versions
-
-    script = load_script(Path(__file__).parent.parent / "scripts" / "package_builtin.py")
+    from turbosr.weights import packaging as script
     pairs = {"lq_digest": "a", "ref_digest": "b"}
     card = {"versions": software_versions(), "evaluations": [{"pairs": pairs, "scores": {
         "turbosr (1 step)": {"psnr_y": 30.0, "grid": 1.0}, "bicubic": {"psnr_y": 27.0, "grid": 1.1},

@@ -112,39 +112,38 @@ def test_build_demo_returns_the_app_without_launching(tiny_model_dir):
 
 
 def _browser_or_skip():
-    spec = importlib.util.spec_from_file_location("demo_screenshot", ROOT / "scripts" / "demo_screenshot.py")
-    helpers = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(helpers)
+    from turbosr import demo, demo_browser
+
     if importlib.util.find_spec("selenium") is None:
         pytest.skip("selenium is not installed (pip install 'turbosr[test]')")
-    found = helpers.find_browser()
+    found = demo.find_browser()
     if found is None:
         pytest.skip("no system Chromium + chromedriver (apt-get install chromium chromium-driver; .ci/run does)")
-    return helpers, found
+    return demo, demo_browser, found
 
 
 def test_real_browser_upload_run_slider_and_readable_errors(tiny_model_dir, tmp_path):
     """Headless Chromium: upload a photo, click Upscale, the slider shows two images 4x the input's size;
     a file that is not an image gives a readable one-line message, not a traceback; nothing is fetched from
     outside the demo's own address."""
-    helpers, (browser, driver_path) = _browser_or_skip()
+    demo, browser_helpers, (browser, driver_path) = _browser_or_skip()
     from turbosr.corpus import sample_path
     from turbosr.demo import build_app
 
-    url, server = helpers.serve(build_app({"tiny": tiny_model_dir}))
-    driver = helpers.chromium(browser, driver_path)
+    url, server = demo.serve(build_app({"tiny": tiny_model_dir}))
+    driver = browser_helpers.chromium(browser, driver_path)
     try:
-        result = helpers.upscale_in_browser(driver, url, sample_path("chelsea"))
+        result = browser_helpers.upscale_in_browser(driver, url, sample_path("chelsea"))
         assert "error" not in result, result
         width, height = Image.open(sample_path("chelsea")).size
         assert result["sizes"] == [[4 * width, 4 * height]] * 2
         assert f"{4 * width}x{4 * height}" in result["info"]
         bad = tmp_path / "broken.png"
         bad.write_bytes(b"not an image at all")
-        failed = helpers.upscale_in_browser(driver, url, bad)
+        failed = browser_helpers.upscale_in_browser(driver, url, bad)
         assert "error" in failed and "not a supported image format" in failed["error"], failed
         assert "Traceback" not in failed["error"]
-        outside = [u for u in helpers.requested_urls(driver) if not u.startswith((url, "data:", "blob:"))]
+        outside = [u for u in browser_helpers.requested_urls(driver) if not u.startswith((url, "data:", "blob:"))]
         assert outside == []
     finally:
         driver.quit()
@@ -152,10 +151,9 @@ def test_real_browser_upload_run_slider_and_readable_errors(tiny_model_dir, tmp_
 
 
 def _serve(app):
-    spec = importlib.util.spec_from_file_location("demo_screenshot", ROOT / "scripts" / "demo_screenshot.py")
-    helpers = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(helpers)
-    return helpers.serve(app)
+    from turbosr.demo import serve
+
+    return serve(app)
 
 
 def _post(url: str, body: bytes, headers: dict[str, str], timeout: float = 60) -> tuple[int, dict, bytes]:

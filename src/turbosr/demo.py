@@ -411,6 +411,37 @@ def build_app(models: dict[str, Path] | None = None, device: str = "cpu") -> Any
                                max_file_size=MAX_UPLOAD, show_error=True)
 
 
+CHROMIUM = ("/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome")
+CHROMEDRIVER = ("/usr/bin/chromedriver",)
+
+
+def find_browser() -> tuple[str, str] | None:
+    """(browser, driver) paths of a system Chromium and its driver, or None."""
+    browser = next((p for p in CHROMIUM if Path(p).is_file()), None)
+    driver = next((p for p in CHROMEDRIVER if Path(p).is_file()), shutil.which("chromedriver"))
+    return (browser, driver) if browser and driver else None
+
+
+def serve(app: Any) -> tuple[str, Any]:
+    """Serve an ASGI app on a free 127.0.0.1 port in a background thread; returns (url, server)."""
+    import socket
+
+    import uvicorn
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    threading.Thread(target=server.run, daemon=True).start()
+    deadline = time.monotonic() + 60
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if not server.started:
+        raise RuntimeError("the demo server did not start")
+    return f"http://127.0.0.1:{port}/", server
+
+
+
 def launch(models: dict[str, Path] | None = None, host: str = "127.0.0.1", port: int = 7860, share: bool = False,
            device: str = "cpu") -> None:
     """Serve the demo (blocking). Binds 127.0.0.1 unless ``host`` says otherwise; ``share`` asks Gradio for a
