@@ -51,3 +51,12 @@ def test_documented_examples_run(page, tmp_path, tmp_path_factory, monkeypatch):
         except Exception as error:
             raise AssertionError(f"{page}, example {index + 1} failed: {error!r}\n{block}") from error
     assert os.listdir(tmp_path)  # the examples wrote their outputs here, not into the repository
+
+
+def test_every_benchmark_table_is_linked_from_its_readme():
+    import re
+
+    root = Path(__file__).resolve().parents[1] / "docs" / "benchmarks"
+    linked = set(re.findall(r"\]\(([^)]+\.md)\)", (root / "README.md").read_text()))
+    tables = {p.relative_to(root).as_posix() for p in root.rglob("*.md") if p.name != "README.md"}
+    assert tables - linked == set(), f"tables not linked from docs/benchmarks/README.md: {sorted(tables - linked)}"
