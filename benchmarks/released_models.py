@@ -36,47 +36,18 @@ REFERENCE = {("stablesr", "512", "4", "float32"): "46.9 s, 6.2 GB",
 
 RUN = r"""
 import json, resource, sys, time, torch
-from diffusers import AutoencoderKL, UNet2DConditionModel
-from turbosr.config import ModelConfig, ScheduleConfig
-from turbosr.diffusion import Sampler
-from turbosr.models.autoencoders import KLAutoencoder
-from turbosr.models.denoiser import Denoiser
-from turbosr.pipeline import SRPipeline
+from pathlib import Path
 family, side, steps, dtype, threads, configs, device = (sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4],
                                                         int(sys.argv[5]), sys.argv[6], sys.argv[7])
 torch.set_num_threads(threads)
-torch.manual_seed(0)
-cfg = json.load(open(configs))
+sys.path.insert(0, str(Path(configs).resolve().parents[2] / "benchmarks"))
 if family == "builtin":
     from turbosr import builtin_model_dir
+    from turbosr.pipeline import SRPipeline
     pipeline = SRPipeline.from_pretrained(builtin_model_dir(4))
 else:
-    unet = UNet2DConditionModel.from_config({k: v for k, v in cfg["unet"].items() if not k.startswith("_")})
-    vae = AutoencoderKL.from_config({k: v for k, v in cfg["vae"].items() if not k.startswith("_")})
-    prompt = torch.randn(1, 77, 1024)
-    kw = dict(preset="tiny", latent="kl", latent_factor=8, latent_channels=4, unet="unet2d_condition",
-              unet_channels=(320, 640, 1280, 1280), attention_levels=(True,) * 4, prediction_type="epsilon",
-              target="latent", schedule=ScheduleConfig(zero_terminal_snr=False))
-    if family == "stablesr":
-        encoder = {"in_channels": 4, "model_channels": 256, "out_channels": 256, "num_res_blocks": 2,
-                   "attention_resolutions": [1, 2, 4], "channel_mult": [1, 1, 2, 2], "num_heads": 4,
-                   "num_head_channels": -1}
-        denoiser = Denoiser(unet, 4, "latent", prompt, conditioning="sft", structure={"encoder": encoder, "hidden": 128})
-        pipeline = SRPipeline(denoiser, KLAutoencoder(vae, 0.18215, "sample", [1, 2]), ModelConfig(**kw, conditioning="sft"),
-                              sampler=Sampler(kind="ddpm"), default_fidelity=0.5)
-        pipeline.aggregation = "stablesr"
-    elif family == "osediff":
-        denoiser = Denoiser(unet, 4, "latent", prompt, conditioning="direct")
-        pipeline = SRPipeline(denoiser, KLAutoencoder(vae, 0.18215, "sample"), ModelConfig(**kw, conditioning="direct"),
-                              sampler=Sampler(kind="ddim", start="latent", allowed_steps=(1,)))
-    else:
-        from turbosr.models.ram_tower import RamTower
-        controlnet = {k: v for k, v in cfg["unet"].items() if k not in ("_class_name", "sample_size", "out_channels",
-                      "center_input_sample", "up_block_types")}
-        denoiser = Denoiser(unet, 4, "latent", prompt, conditioning="controlnet", controlnet=controlnet,
-                            tower=RamTower())
-        pipeline = SRPipeline(denoiser, KLAutoencoder(vae, 0.18215, "sample"), ModelConfig(**kw, conditioning="controlnet"),
-                              sampler=Sampler(kind="renoise", psr_weight=0.4, trained_steps=4, psr_space="pixel"))
+    from released_stages import build  # the same full-size random-weight pipelines
+    pipeline = build(family, torch.float32)
 pipeline.to(device, getattr(torch, dtype))
 lq = torch.rand(1, 3, side // 4, side // 4, generator=torch.Generator().manual_seed(0))
 parameters = sum(p.numel() for p in pipeline.denoiser.parameters()) + sum(p.numel() for p in pipeline.autoencoder.parameters())

@@ -267,3 +267,29 @@ def test_learning_rate_schedule_warms_up_holds_and_decays_to_zero_per_group_and_
     second.load_state_dict(first.state_dict())
     second_scheduler.load_state_dict(first_scheduler.state_dict())
     assert head + lrs(second, second_scheduler, 2) == pytest.approx(straight)
+
+
+def test_a_damaged_training_state_is_a_one_line_error(tmp_path, hr_folder, capsys):
+    """A checkpoint whose pickled training state the safe loader refuses (or cannot read) stops the resume in one
+    line naming the folder, rc 2, the checkpoint left as it was."""
+    import pickle
+
+    from turbosr.cli import main
+
+    items = overrides(tmp_path, hr_folder, "teacher")
+    assert main(["train", "teacher", *[f"--set={item}" for item in items]]) == 0
+    state = tmp_path / "teacher" / "checkpoint-latest" / "training_state"
+    pickles = sorted(p for p in state.rglob("*") if p.is_file() and p.suffix in (".pkl", ".pth", ".bin"))
+    assert pickles, sorted(p.name for p in state.rglob("*"))
+
+    class Payload:
+        def __reduce__(self):
+            return (Path.touch, (tmp_path / "pwned",))
+
+    pickles[0].write_bytes(pickle.dumps({"state": Payload()}))
+    before = pickles[0].read_bytes()
+    capsys.readouterr()
+    assert main(["train", "teacher", *[f"--set={item}" for item in items], "--set=run.max_steps=4"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "cannot be restored" in err and "internal error" not in err, err
+    assert not (tmp_path / "pwned").exists() and pickles[0].read_bytes() == before

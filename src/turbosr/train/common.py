@@ -347,7 +347,16 @@ def resume(accelerator: Any, output_dir: str | Path, ema: EMA | None) -> int:
     latest = resumable(output_dir)
     if latest is None:
         return 0
-    accelerator.load_state(str(latest / "training_state"))
+    try:
+        accelerator.load_state(str(latest / "training_state"))
+    except Exception as error:  # noqa: BLE001  (a damaged or foreign training state is one line, not a traceback)
+        text = str(error).strip().splitlines()
+        reason = text[0] if text else type(error).__name__
+        safe = "weights_only" in str(error) or "Unsupported global" in str(error)
+        raise ValueError(f"{latest / 'training_state'} cannot be restored"
+                         + (" (the safe loader refused a pickle in it: it holds more than tensors and plain data)"
+                            if safe else "") + f": {reason[:160]}; delete checkpoint-latest to start over, or use a "
+                         "new run.output_dir") from None
     if ema is not None and (latest / "ema.safetensors").is_file():
         ema.load_state_dict(checkpoint.load_tensors(latest / "ema.safetensors"))
     step = int(checkpoint.read_json(latest / "progress.json")["step"])
