@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -138,3 +139,27 @@ def photo_like(seed: int = 0, size: int = 256) -> torch.Tensor:
     radius = (frequency[:, None] ** 2 + frequency[None, :] ** 2).sqrt().clamp_min(1 / size)
     image = torch.fft.ifft2(torch.randn(3, size, size, generator=generator, dtype=torch.complex64) / radius**1.25).real
     return ((image - image.mean()) / image.std() * 0.15 + 0.5).clamp(0, 1)[None]
+
+
+# ------------------------------------------------------------------------------------- released-model parity
+SHARED_PARITY = Path(__file__).resolve().parents[1].parent / "shared" / "parity"
+
+
+def parity_available(family: str) -> pytest.MarkDecorator:
+    """Skip (with the reason) where ../shared/parity/<family> is absent."""
+    folder = SHARED_PARITY / family
+    return pytest.mark.skipif(not (folder / "cases.json").is_file(),
+                              reason=f"parity fixtures not found at {folder} (../shared is absent)")
+
+
+def close(ours: torch.Tensor, golden: torch.Tensor) -> None:
+    """The fixtures' tolerance: |ours - golden| <= 1e-4 max|golden| + 1e-5 (shapes equal)."""
+    assert ours.shape == golden.shape
+    error = (ours.float() - golden).abs().max().item()
+    assert error <= 1e-4 * golden.abs().max().item() + 1e-5, error
+
+
+def parity_cases(family: str) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(SHARED_PARITY / family / "cases.safetensors")

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
+from conftest import SHARED_PARITY, close, parity_available, parity_cases
 from turbosr.cli import main
 from turbosr.diffusion import Sampler
 from turbosr.importers.addsr import convert_addsr, ram_state
@@ -22,27 +23,13 @@ from turbosr.importers.safe_load import load_checkpoint
 from turbosr.models.ram_tower import RamTower, merge_dape, tower_settings
 from turbosr.pipeline import SRPipeline
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "parity"
-PARITY, RAM, SD = SHARED / "addsr", SHARED / "ram", SHARED / "stablesr" / "tiny_sd_folder"
-pytestmark = pytest.mark.skipif(not (PARITY / "cases.json").is_file() or not (RAM / "cases.json").is_file(),
-                                reason=f"parity fixtures not found under {SHARED} (../shared is absent)")
-
-
-def close(ours: torch.Tensor, golden: torch.Tensor) -> None:
-    assert ours.shape == golden.shape
-    error = (ours.float() - golden).abs().max().item()
-    assert error <= 1e-4 * golden.abs().max().item() + 1e-5, error
-
-
-def load(path: Path) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
-
-    return load_file(path)
+PARITY, RAM, SD = SHARED_PARITY / "addsr", SHARED_PARITY / "ram", SHARED_PARITY / "stablesr" / "tiny_sd_folder"
+pytestmark = [parity_available("addsr"), parity_available("ram")]
 
 
 @pytest.fixture(scope="module")
 def cases() -> dict[str, torch.Tensor]:
-    return load(PARITY / "cases.safetensors")
+    return parity_cases("addsr")
 
 
 class StubEmbedder(nn.Module):
@@ -123,7 +110,7 @@ def test_four_step_loop_with_pixel_self_refinement(stubbed: SRPipeline, cases: d
 
 
 def test_the_ram_tower_with_and_without_dape(folder: Path) -> None:
-    golden = load(RAM / "cases.safetensors")
+    golden = parity_cases("ram")
     state = ram_state(load_checkpoint(RAM / "tiny_ram.pth", "ram"), "ram")
     plain = RamTower(**tower_settings(state))
     plain.load_state_dict({k: v.float() for k, v in state.items()

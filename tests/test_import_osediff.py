@@ -11,28 +11,19 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest import SHARED_PARITY, close, parity_available, parity_cases
 from turbosr.cli import main
 from turbosr.importers.osediff import convert_osediff
 from turbosr.importers.safe_load import load_checkpoint
 from turbosr.pipeline import SRPipeline
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "parity"
-PARITY, SD = SHARED / "osediff", SHARED / "stablesr" / "tiny_sd_folder"
-pytestmark = pytest.mark.skipif(not (PARITY / "cases.json").is_file(),
-                                reason=f"parity fixtures not found at {PARITY} (../shared is absent)")
-
-
-def close(ours: torch.Tensor, golden: torch.Tensor) -> None:
-    assert ours.shape == golden.shape
-    error = (ours.float() - golden).abs().max().item()
-    assert error <= 1e-4 * golden.abs().max().item() + 1e-5, error
+PARITY, SD = SHARED_PARITY / "osediff", SHARED_PARITY / "stablesr" / "tiny_sd_folder"
+pytestmark = parity_available("osediff")
 
 
 @pytest.fixture(scope="module")
 def cases() -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
-
-    return load_file(PARITY / "cases.safetensors")
+    return parity_cases("osediff")
 
 
 @pytest.fixture(scope="module")

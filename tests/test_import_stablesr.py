@@ -16,6 +16,7 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest import SHARED_PARITY, close, parity_available, parity_cases
 from turbosr.cli import main
 from turbosr.colorfix import COLOR_FIXES
 from turbosr.diffusion import Sampler, ddpm_posterior, space_timesteps
@@ -24,22 +25,13 @@ from turbosr.importers.stablesr import convert_stablesr, import_stablesr, read_s
 from turbosr.pipeline import SRPipeline
 from turbosr.tiling import stablesr_weights
 
-PARITY = Path(__file__).resolve().parents[1].parent / "shared" / "parity" / "stablesr"
-pytestmark = pytest.mark.skipif(not (PARITY / "cases.json").is_file(),
-                                reason=f"parity fixtures not found at {PARITY} (../shared is absent)")
-
-
-def close(ours: torch.Tensor, golden: torch.Tensor) -> None:
-    assert ours.shape == golden.shape
-    error = (ours.float() - golden).abs().max().item()
-    assert error <= 1e-4 * golden.abs().max().item() + 1e-5, error
+PARITY = SHARED_PARITY / "stablesr"
+pytestmark = parity_available("stablesr")
 
 
 @pytest.fixture(scope="module")
 def cases() -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
-
-    return load_file(PARITY / "cases.safetensors")
+    return parity_cases("stablesr")
 
 
 @pytest.fixture(scope="module")
