@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.method not in methods():
         raise SystemExit(f"unknown method {args.method!r}; choose one of {', '.join(methods())}")
-    config = load_config(methods()[args.method][0], args.config, args.overrides)  # validated here, once
+    config = load_config(methods()[args.method][0], args.config, args.overrides, args.method)  # validated once
     resolved = to_dict(config)
     if not config.data.manifest:
         raise SystemExit("the bundle packs a corpus manifest: set data.manifest")

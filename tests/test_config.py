@@ -84,19 +84,34 @@ def test_method_names_match_the_methods():
 
 
 def config_method(path: Path) -> str:
-    """configs/ naming: decoder-*, distill-*, autoencoder-*, addsr-*, stablesr-*; everything else trains a teacher."""
-    for prefix, method in (("decoder", "decoder"), ("distill", "scale-distill"), ("autoencoder", "autoencoder"),
-                           ("addsr", "adversarial-distill"), ("stablesr", "stablesr")):
-        if path.name.startswith(prefix):
-            return method
-    return "teacher"
+    """The method a recipe names (its top-level ``method:``; every shipped config has one)."""
+    from turbosr.config import recipe_method
+
+    method = recipe_method(path)
+    assert method in methods(), f"{path} names no known method ({method!r})"
+    return method
 
 
-def test_every_shipped_config_resolves():
+def test_every_shipped_config_names_its_method_and_resolves():
     configs = sorted((Path(__file__).parent.parent / "configs").rglob("*.yaml"))
     assert configs, "configs/ holds the documented run configs"
     for path in configs:
-        load_config(methods()[config_method(path)][0], path)
+        method = config_method(path)
+        load_config(methods()[method][0], path, method=method)
+
+
+def test_a_recipe_run_under_another_method_is_refused(tmp_path, capsys):
+    from turbosr.cli import main
+
+    assert main(["train", "decoder", "--config", "configs/teacher-x4-small.yaml", "--dry-run"]) == 2
+    assert "recipe for `turbosr train teacher`, not decoder" in capsys.readouterr().err
+    (tmp_path / "no_method.yaml").write_text("run:\n  max_steps: 2\n")
+    assert main(["train", "--config", str(tmp_path / "no_method.yaml"), "--dry-run"]) == 2
+    assert "name the training method" in capsys.readouterr().err
+    recipe = tmp_path / "tiny.yaml"
+    recipe.write_text("method: teacher\nmodel:\n  preset: tiny\ndata:\n  crop_size: 64\n")
+    assert main(["train", "--config", str(recipe), "--dry-run"]) == 0
+    assert "preset: tiny" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("method", ["decoder", "stablesr", "adversarial-distill"])

@@ -160,7 +160,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     from turbosr.train import METHOD_NAMES
 
     p = sub.add_parser("train", help="train a model (resumes from RUN.OUTPUT_DIR/checkpoint-latest if present)")
-    p.add_argument("method", choices=METHOD_NAMES)
+    p.add_argument("method", nargs="?", choices=METHOD_NAMES,
+                   help="the training method (left out: the one the --config recipe names with `method:`)")
     p.add_argument("--config", help="YAML run config (see configs/)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override one config field, e.g. --set optim.learning_rate=1e-4 (repeatable)")
@@ -171,11 +172,16 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 def _run_train(args: argparse.Namespace) -> int:
     import yaml
 
-    from turbosr.config import load_config, missing_inputs, to_dict
+    from turbosr.config import load_config, missing_inputs, recipe_method, to_dict
     from turbosr.train import methods
 
-    config_class, train = methods()[args.method]
-    config = load_config(config_class, args.config, args.overrides)
+    method = args.method or (recipe_method(args.config) if args.config else None)
+    if method is None:
+        raise CLIError("name the training method (turbosr train METHOD) or give a --config recipe with `method:`")
+    if method not in methods():
+        raise CLIError(f"{args.config} names method {method!r}; known: {', '.join(methods())}")
+    config_class, train = methods()[method]
+    config = load_config(config_class, args.config, args.overrides, method)
     missing = missing_inputs(config)
     if missing:
         raise CLIError(f"{len(missing)} input path(s) do not exist: {'; '.join(missing)}")

@@ -344,8 +344,28 @@ def missing_inputs(config: Any) -> list[str]:
             if not Path(path).exists()]
 
 
-def load_config(cls: type[T], path: str | Path | None = None, overrides: list[str] | None = None) -> T:
-    """Defaults of ``cls``, filled from the YAML file at ``path``, then the ``--set`` overrides."""
+def load_config(cls: type[T], path: str | Path | None = None, overrides: list[str] | None = None,
+                method: str | None = None) -> T:
+    """Defaults of ``cls``, filled from the YAML file at ``path``, then the ``--set`` overrides. A recipe names its
+    training method (top-level ``method:``); with ``method`` given, a file naming another one is refused."""
+    data = read_recipe(path)
+    named = data.pop("method", None)
+    if method is not None and named is not None and named != method:
+        raise ConfigError(f"{path} is a recipe for `turbosr train {named}`, not {method}")
+    data = apply_overrides(data, overrides or [])
+    return from_dict(cls, data)
+
+
+def recipe_method(path: str | Path) -> str | None:
+    """The training method a recipe file names (its top-level ``method:``), or None."""
+    method = read_recipe(path).get("method")
+    if method is not None and not isinstance(method, str):
+        raise ConfigError(f"{path}: method must be a method name, got {method!r}")
+    return method
+
+
+def read_recipe(path: str | Path | None) -> dict[str, Any]:
+    """A YAML config file as a mapping (empty for None), every problem a one-line ConfigError."""
     data: dict[str, Any] = {}
     if path is not None:
         path = Path(path)
@@ -362,8 +382,7 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"{path}: top level must be a mapping")
         data = loaded or {}
-    data = apply_overrides(data, overrides or [])
-    return from_dict(cls, data)
+    return data
 
 
 
