@@ -7,6 +7,7 @@ the README's tolerance |ours - golden| <= 1e-4 max|golden| + 1e-5.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import pickle
 import shutil
@@ -257,3 +258,24 @@ def test_lightning_callback_globals_load_as_inert_stand_ins() -> None:
     (key,) = data["callbacks"]
     assert key.__name__ == "ModelCheckpoint" and key.__module__.startswith("pytorch_lightning")
     assert read_sd_folder(PARITY / "tiny_sd_folder")["unet"]["cross_attention_dim"] == 32
+
+
+def test_a_v_prediction_sd_folder_gives_a_v_model(tmp_path: Path) -> None:
+    """The 768v release is imported over SD-2.1-768, whose scheduler predicts v: the folder samples with v (no
+    fixture has 768v goldens; this pins that the SD folder's prediction type reaches the model)."""
+    sd = tmp_path / "sd768"
+    shutil.copytree(PARITY / "tiny_sd_folder", sd)
+    scheduler = json.loads((sd / "scheduler" / "scheduler_config.json").read_text())
+    (sd / "scheduler" / "scheduler_config.json").write_text(json.dumps({**scheduler, "prediction_type": "v_prediction"}))
+    out = tmp_path / "v-model"
+    assert main(["import", "stablesr", "--sd", str(sd), "--ckpt", str(PARITY / "tiny_stablesr.ckpt"), "--scale", "2",
+                 "-o", str(out)]) == 0
+    pipeline = SRPipeline.from_pretrained(out)
+    assert pipeline.config.prediction_type == "v" and not pipeline.has_cfw  # no --cfw: the plain VAE decodes
+    image = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    eps_model = pipeline.replace(config=dataclasses.replace(pipeline.config, prediction_type="epsilon"))
+    with torch.inference_mode():
+        v = pipeline(image, num_steps=2, generator=torch.Generator().manual_seed(0))
+        eps = eps_model(image, num_steps=2, generator=torch.Generator().manual_seed(0))
+    assert v.shape == (1, 3, 32, 32) and bool(torch.isfinite(v).all())
+    assert (v - eps).abs().max() > 1e-3  # the same networks read as v give another sample
