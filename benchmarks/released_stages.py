@@ -91,8 +91,7 @@ def build(family: str, dtype):
         denoiser = Denoiser(unet, 4, "latent", prompt, conditioning="sft", structure={"encoder": encoder, "hidden": 128})
         pipeline = SRPipeline(denoiser, KLAutoencoder(vae, 0.18215, "sample", [1, 2]),
                               ModelConfig(**shape, conditioning="sft"), sampler=Sampler(kind="ddpm"),
-                              default_fidelity=0.5)
-        pipeline.aggregation = "stablesr"
+                              default_fidelity=0.5, aggregation="stablesr")
     elif family == "osediff":
         denoiser = Denoiser(unet, 4, "latent", prompt, conditioning="direct")
         pipeline = SRPipeline(denoiser, KLAutoencoder(vae, 0.18215, "sample"),

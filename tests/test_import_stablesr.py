@@ -142,8 +142,7 @@ def test_canvas_sample_over_tiles(pipeline: SRPipeline, cases: dict) -> None:
     close(latent, cases["canvas.lq_latent"])
     close(out, cases["canvas.out_latent"])
     # the stablesr weights matter: the plain Gaussian blend is measurably elsewhere
-    other = pipeline.replace()
-    other.aggregation = "uniform"
+    other = pipeline.replace(aggregation="uniform")
     with torch.inference_mode():
         moved = other.denoise_latents(latent, num_steps=4, noise=[cases["canvas.start_noise"], *step_noise],
                                       latent_tile=8, latent_overlap=4)

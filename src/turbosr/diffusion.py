@@ -10,7 +10,7 @@ noise, which is what one-step SR starts from (YONOS-SR: a single DDIM step from 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 
@@ -302,8 +302,7 @@ class Sampler:
         """From config.json's "sampler" mapping; unknown keys are errors."""
         if not isinstance(data, dict):
             raise ConfigError(f"sampler must be a mapping, got {data!r}")
-        unknown = sorted(set(data) - {"kind", "psr_weight", "trained_steps", "start", "allowed_steps",
-                                   "psr_space"})
+        unknown = sorted(set(data) - {field.name for field in fields(cls)})
         if unknown:
             raise ConfigError(f"unknown sampler key(s) {', '.join(map(str, unknown))}")
         return cls(**data)

@@ -15,13 +15,11 @@ from typing import Any
 import torch
 
 from turbosr import checkpoint
-from turbosr.colorfix import COLOR_FIXES
 from turbosr.config import ModelConfig, from_dict, to_dict
 from turbosr.diffusion import Sampler
 from turbosr.models.autoencoders import Autoencoder, autoencoder_from_config, diffusers_config
 from turbosr.models.denoiser import Denoiser
 from turbosr.models.stablesr import FidelityWarp
-from turbosr.tiling import TILE_WEIGHTS
 
 FORMAT = "turbosr-model"
 FORMAT_VERSION = 1
@@ -185,16 +183,9 @@ def _parts(folder: Path, meta: dict[str, Any]) -> FolderParts:
     if isinstance(default_steps, bool) or not isinstance(default_steps, int) or not 1 <= default_steps <= 1000:
         raise ModelFolderError(f"{folder}/config.json: 'default_steps' must be an integer in [1, 1000], got "
                                f"{default_steps!r}")
-    default_color_fix = meta.get("default_color_fix", "none")
-    if default_color_fix not in COLOR_FIXES:
-        raise ModelFolderError(f"{folder}/config.json: 'default_color_fix' must be one of "
-                               f"{', '.join(COLOR_FIXES)}, got {default_color_fix!r}")
-    aggregation = meta.get("aggregation", "gaussian")
-    if aggregation not in TILE_WEIGHTS or aggregation == "crop":
-        raise ModelFolderError(f"{folder}/config.json: 'aggregation' must be one of gaussian, stablesr, uniform, "
-                               f"got {aggregation!r}")
+    # default_color_fix and aggregation are checked by SRPipeline, which from_pretrained builds from these parts
     return FolderParts(denoiser, autoencoder, config, warp, sampler, float(default_fidelity), default_steps,
-                       default_color_fix, aggregation)
+                       meta.get("default_color_fix", "none"), meta.get("aggregation", "gaussian"))
 
 
 # Bounds on a model folder's network description, checked before anything is built: far above every real model

@@ -32,7 +32,7 @@ from turbosr.models.autoencoders import (
 )
 from turbosr.models.denoiser import Denoiser
 from turbosr.models.stablesr import FidelityWarp
-from turbosr.tiling import Tile, tiled_map
+from turbosr.tiling import TILE_WEIGHTS, Tile, tiled_map
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +52,8 @@ class SRPipeline:
 
     def __init__(self, denoiser: Denoiser, autoencoder: Autoencoder, config: ModelConfig,
                  fidelity_warp: FidelityWarp | None = None, sampler: Sampler | None = None,
-                 default_fidelity: float = 0.0, default_steps: int = 1, default_color_fix: str = "none") -> None:
+                 default_fidelity: float = 0.0, default_steps: int = 1, default_color_fix: str = "none",
+                 aggregation: str = "gaussian") -> None:
         self.denoiser = denoiser.eval()
         self.autoencoder = autoencoder.eval()
         self.fidelity_warp = fidelity_warp.eval() if fidelity_warp is not None else None
@@ -69,23 +70,23 @@ class SRPipeline:
         self.device = torch.device("cpu")
         self.dtype = torch.float32
         # how the denoiser's overlapping latent tiles are blended (tiling.TILE_WEIGHTS): "gaussian" (turbosr's,
-        # the default: docs/benchmarks/tiling_seams.md) or "stablesr" (StableSR's released weights)
-        self.aggregation = "gaussian"
+        # the default: docs/benchmarks/tiling_seams.md), "stablesr" (StableSR's released weights) or "uniform"
+        if aggregation not in TILE_WEIGHTS or aggregation == "crop":
+            raise ValueError(f"aggregation must be one of gaussian, stablesr, uniform, got {aggregation!r}")
+        self.aggregation = aggregation
 
     def replace(self, **changes: Any) -> SRPipeline:
         """A pipeline sharing this one's networks, with some of ``denoiser``, ``autoencoder``, ``config``,
-        ``fidelity_warp``, ``sampler`` and ``default_fidelity`` replaced (what training set-up does to a loaded
+        ``fidelity_warp``, ``sampler``, the defaults and ``aggregation`` replaced (what training set-up does to a loaded
         model)."""
         parts = {"denoiser": self.denoiser, "autoencoder": self.autoencoder, "config": self.config,
                  "fidelity_warp": self.fidelity_warp, "sampler": self.sampler,
                  "default_fidelity": self.default_fidelity, "default_steps": self.default_steps,
-                 "default_color_fix": self.default_color_fix}
+                 "default_color_fix": self.default_color_fix, "aggregation": self.aggregation}
         unknown = sorted(set(changes) - set(parts))
         if unknown:
             raise TypeError(f"SRPipeline.replace: unknown part(s) {', '.join(unknown)}")
-        pipeline = SRPipeline(**{**parts, **changes})
-        pipeline.aggregation = self.aggregation
-        return pipeline
+        return SRPipeline(**{**parts, **changes})
 
     @property
     def scale(self) -> int:
@@ -132,10 +133,9 @@ class SRPipeline:
         parts = read_folder(folder)
         try:
             pipeline = cls(parts.denoiser, parts.autoencoder, parts.config, parts.fidelity_warp, parts.sampler,
-                           parts.default_fidelity, parts.default_steps, parts.default_color_fix)
+                           parts.default_fidelity, parts.default_steps, parts.default_color_fix, parts.aggregation)
         except ValueError as error:
             raise ModelFolderError(f"{folder}: inconsistent model folder ({str(error).splitlines()[0]})") from None
-        pipeline.aggregation = parts.aggregation
         return pipeline.to(device, dtype)
 
     def to(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> SRPipeline:
@@ -286,12 +286,11 @@ class SRPipeline:
                 if previous is not None and sampler.kind == "renoise":
                     decoded = from_model_range(self.autoencoder.decode(denoiser.from_x0(previous, condition)))
                     control = sampler.psr_weight * decoded + (1 - sampler.psr_weight) * control
-            elif sampler.kind == "renoise":  # AddSR PSR: the LQ latent first, then the blended last prediction
+                return denoiser(x_t, condition, t, control, first_step=previous is None)
+            if sampler.kind == "renoise":  # AddSR PSR: the LQ latent first, then the blended last prediction
                 control = condition if previous is None else (
                     sampler.psr_weight * denoiser.from_x0(previous, condition)
                     + (1 - sampler.psr_weight) * condition)
-            if pixels:
-                return denoiser(x_t, condition, t, control, first_step=previous is None)
             return denoiser(x_t, condition, t, control)
 
         def join(fn: Callable[[Window], torch.Tensor]) -> torch.Tensor:  # aggregation over latent tiles

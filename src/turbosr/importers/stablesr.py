@@ -185,8 +185,8 @@ def convert_stablesr(state: dict[str, torch.Tensor], configs: dict[str, Any],
 
     config = released_model_config(configs, unet, scale, "sft")
     pipeline = SRPipeline(denoiser, autoencoder, config, sampler=Sampler(kind="ddpm", start="lq"),
-                          default_fidelity=DEFAULT_FIDELITY if cfw_levels else 0.0, default_steps=DEFAULT_STEPS)
-    pipeline.aggregation = "stablesr"
+                          default_fidelity=DEFAULT_FIDELITY if cfw_levels else 0.0, default_steps=DEFAULT_STEPS,
+                          aggregation="stablesr")
     return pipeline, consumed
 
 
