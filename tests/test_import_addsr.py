@@ -18,7 +18,7 @@ from torch import nn
 from conftest import SHARED_PARITY, close, parity_available, parity_cases
 from turbosr.cli import main
 from turbosr.diffusion import Sampler
-from turbosr.importers.addsr import convert_addsr, ram_state
+from turbosr.importers.addsr import RELEASES, convert_controlnet_release, ram_state
 from turbosr.importers.safe_load import load_checkpoint
 from turbosr.models.ram_tower import RamTower, merge_dape, tower_settings
 from turbosr.pipeline import SRPipeline
@@ -155,9 +155,9 @@ def test_full_size_layouts_are_covered_on_the_meta_device() -> None:
     settings = tower_settings(ram)
     assert settings == {"image_size": 384, "patch_size": 4, "embed_dim": 192, "depths": [2, 2, 18, 2],
                         "num_heads": [6, 12, 24, 48], "window_size": 12, "embed_width": 512}
-    pipeline = convert_addsr(unet_config, meta(full["unet"]), controlnet_config, meta(full["controlnet"]), ram,
-                             meta(ram_full["DAPE.pth"]["state_dict"]), configs, torch.empty(1, 77, 1024, device="meta"),
-                             device="meta")
+    pipeline = convert_controlnet_release(RELEASES["addsr"], unet_config, meta(full["unet"]), controlnet_config,
+                                          meta(full["controlnet"]), ram, meta(ram_full["DAPE.pth"]["state_dict"]),
+                                          configs, torch.empty(1, 77, 1024, device="meta"), device="meta")
     control = pipeline.denoiser.released_control
     counts = full["param_counts"]
     assert sum(p.numel() for p in pipeline.denoiser.unet.parameters()) + sum(

@@ -41,6 +41,9 @@ def _add_upscale(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--fidelity", type=float, default=None, metavar="W",
                    help="StableSR CFW weight in [0, 1] for models with CFW modules: 0 = realism, 1 = fidelity "
                         "(left out: the model's own default, its folder's default_fidelity, else 0)")
+    p.add_argument("--tags", action="store_true",
+                   help="prompt with each image's RAM tags (SeeSR/AddSR folders imported with --tag-data; costs a "
+                        "tagger and a text-encoder call per image)")
     p.add_argument("--seed", type=int, default=0, help="noise seed (same seed, same output)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps ... (default: the process's device)")
     p.add_argument("--dtype", choices=DTYPES, default="float32")
@@ -110,7 +113,8 @@ def _run_upscale(args: argparse.Namespace) -> int:
     pipeline = SRPipeline.from_pretrained(model_dir, device=device, dtype=getattr(torch, args.dtype))
     if args.scale is not None and args.scale != pipeline.scale:
         raise CLIError(f"the model in {model_dir} is x{pipeline.scale}; --scale {args.scale} needs a model trained for it")
-    pipeline.check_options(args.steps, args.strength, args.tile, args.tile_overlap, args.color_fix, args.fidelity)
+    pipeline.check_options(args.steps, args.strength, args.tile, args.tile_overlap, args.color_fix, args.fidelity,
+                           args.tags)
     mine = list(zip(items, targets, strict=True))[state.process_index :: state.num_processes]  # each image once
     logging.getLogger("turbosr").info("process %d/%d: %d of %d images on %s", state.process_index,
                                       state.num_processes, len(mine), len(items), device)
@@ -126,7 +130,7 @@ def _run_upscale(args: argparse.Namespace) -> int:
             upscale_file(pipeline, loaded, target, num_steps=args.steps, strength=args.strength, tile=args.tile,
                          tile_overlap=args.tile_overlap, color_fix=args.color_fix, fidelity=args.fidelity,
                          generator=torch.Generator(device="cpu").manual_seed(args.seed), overwrite=args.overwrite,
-                         quality=args.quality)
+                         quality=args.quality, tags=args.tags)
             logging.getLogger("turbosr").info("wrote %s", target)
         except (OSError, ValueError, RuntimeError) as error:
             failures += 1
@@ -315,26 +319,32 @@ def _add_import(sub: argparse._SubParsersAction) -> None:
     osediff.add_argument("--weights", required=True, type=Path, help="OSEDiff's osediff.pkl")
     osediff.add_argument("--prompt", default="", help="the fixed prompt (default empty; OSEDiff used RAM tags)")
     addsr = families.add_parser("addsr", help="AddSR's 4-step student (unet/ + controlnet/, RAM + DAPE tower)")
-    addsr.add_argument("--sd", required=True, type=Path, help="the diffusers SD-2-base folder (VAE, text encoder)")
-    addsr.add_argument("--model", required=True, type=Path, help="AddSR's folder with unet/ and controlnet/")
-    addsr.add_argument("--ram", required=True, type=Path, help="RAM's ram_swin_large_14m.pth")
-    addsr.add_argument("--dape", type=Path, default=None, help="SeeSR's DAPE.pth (LoRA on RAM, merged)")
-    for parser in (osediff, addsr):
+    seesr = families.add_parser("seesr", help="SeeSR (unet/ + controlnet/, RAM + DAPE tower; 50 DDPM steps, CFG)")
+    for parser, title in ((addsr, "AddSR"), (seesr, "SeeSR")):
+        parser.add_argument("--sd", required=True, type=Path, help="the diffusers SD-2-base folder (VAE, text encoder)")
+        parser.add_argument("--model", required=True, type=Path, help=f"{title}'s folder with unet/ and controlnet/")
+        parser.add_argument("--ram", required=True, type=Path, help="RAM's ram_swin_large_14m.pth")
+        parser.add_argument("--dape", type=Path, default=None, help="SeeSR's DAPE.pth (LoRA on RAM, merged)")
+        parser.add_argument("--tag-data", type=Path, default=None,
+                            help="RAM's ram/ folder (data/ram_tag_list*.txt, configs/q2l_config.json): adds the "
+                                 "tagger and the SD text encoder, for `turbosr upscale --tags`")
+    for parser in (osediff, addsr, seesr):
         parser.add_argument("--scale", type=int, default=4, help="upscaling factor the folder runs at (default 4)")
         parser.add_argument("--storage", choices=("float32", "float16"), default="float32",
                             help="how the denoiser's weights are stored")
         parser.add_argument("-o", "--output", required=True, type=Path, help="the new model folder (must not exist)")
-    osediff.set_defaults(run=_run_import)
-    addsr.set_defaults(run=_run_import)
+    for parser in (osediff, addsr, seesr):
+        parser.set_defaults(run=_run_import)
 
 
 def _run_import(args: argparse.Namespace) -> int:
-    from turbosr.importers import import_addsr, import_osediff, import_stablesr
+    from turbosr.importers import import_controlnet_release, import_osediff, import_stablesr
 
     if args.family == "stablesr":
         folder = import_stablesr(args.sd, args.ckpt, args.output, args.cfw, args.scale, args.storage)
-    elif args.family == "addsr":
-        folder = import_addsr(args.sd, args.model, args.ram, args.dape, args.output, args.scale, args.storage)
+    elif args.family in ("addsr", "seesr"):
+        folder = import_controlnet_release(args.family, args.sd, args.model, args.ram, args.dape, args.output,
+                                           args.scale, args.storage, args.tag_data)
     else:
         folder = import_osediff(args.sd, args.weights, args.output, args.prompt, args.scale, args.storage)
     print(f"wrote {folder} (run it with: turbosr upscale IMAGE -o OUT --model {folder})")

@@ -167,6 +167,14 @@ def noise_seed(generator: torch.Generator | None = None) -> int:
     return int(torch.randint(2**62, (1,), generator=generator, device=device))
 
 
+def leading_timesteps(num_train_timesteps: int, num_steps: int, offset: int = 0) -> list[int]:
+    """Descending timesteps of diffusers' "leading" spacing (the Stable Diffusion schedulers' default, which
+    SeeSR's DDPM run uses): multiples of T // k from 0, plus the scheduler's ``steps_offset`` (981, 961, ..., 1 for
+    k = 50 and offset 1). The step after each is ``t - T // k`` (1.0 for alpha_bar below 0)."""
+    stride = num_train_timesteps // num_steps
+    return [i * stride + offset for i in reversed(range(num_steps))]
+
+
 def space_timesteps(num_train_timesteps: int, num_steps: int) -> list[int]:
     """Descending timesteps of an evenly spaced k-step grid that includes 0 and T - 1 (Nichol & Dhariwal 2021,
     "respacing"; StableSR's ``space_timesteps(1000, [k])``: 999/666/333/0 for k = 4). One step is [0]."""
@@ -209,7 +217,7 @@ def ddpm_update(x_t: torch.Tensor, x0: torch.Tensor, eps: torch.Tensor, t: int, 
     """Ancestral DDPM step on a respaced grid (StableSR's sampler): the posterior mean plus its std times noise;
     no noise after the last step."""
     ab_t = float(alpha_bar[t])
-    ab_next = float(alpha_bar[t_next]) if t_next >= 0 else 1.0
+    ab_next = float(alpha_bar[t_next]) if t_next >= 0 else 1.0  # diffusers' DDPMScheduler: "one" below t = 0
     coef_x0, coef_xt, std = ddpm_posterior(ab_t, ab_next)
     x_next = coef_x0 * x0 + coef_xt * x_t
     if t_next < 0:
@@ -228,6 +236,9 @@ UPDATE_RULES: dict[str, UpdateRule] = {"ddim": ddim_update, "renoise": renoise_u
 DRAWS_NOISE = {"ddim": False, "renoise": True, "ddpm": True}
 SAMPLERS = tuple(UPDATE_RULES)
 STARTS = ("lq", "noise", "latent")
+# timestep grids: "" = the rule's own (trailing for ddim and renoise, even respacing for ddpm), "leading" =
+# diffusers' leading spacing plus the scheduler's steps_offset (:func:`leading_timesteps`)
+SPACINGS = ("", "leading")
 
 # A window is an index into a whole latent (B, C, H, W): ``latent[window]`` is its part. WHOLE is the whole latent.
 Window = tuple[object, ...]
@@ -254,8 +265,12 @@ class Sampler:
       networks see the original timesteps.
 
     ``start`` "lq" starts from the initial estimate (the LQ latent, or zero for a residual target) noised to the
-    first timestep; "noise" from pure N(0, 1) (StableSR's 512 script); "latent" from the initial estimate itself,
-    no noise (OSEDiff: one step at t = T - 1 on the LQ latent). ``allowed_steps`` (empty: any) are the step counts
+    first timestep (or to ``start_timestep`` if >= 0: SeeSR noises the LQ latent to 999 and then runs its grid
+    from 981); "noise" from pure N(0, 1) (StableSR's 512 script); "latent" from the initial estimate itself,
+    no noise (OSEDiff: one step at t = T - 1 on the LQ latent). ``spacing`` "leading" replaces the rule's own grid
+    with diffusers' leading one shifted by ``steps_offset`` (SeeSR's DDPM). ``guidance`` > 1 is classifier-free
+    guidance (Ho & Salimans 2022): the networks also run on the model's negative prompt and the output is
+    ``uncond + guidance * (cond - uncond)`` (SeeSR: 5.5). ``allowed_steps`` (empty: any) are the step counts
     the model supports; others are refused in one line. ``num_steps`` k and ``strength`` (the
     starting noise level, 1 = the last timestep) are the caller's. A model folder stores its sampler beside the
     network's shape (config.json "sampler"; :meth:`to_dict` / :meth:`from_dict`).
@@ -267,6 +282,10 @@ class Sampler:
     start: str = "lq"
     allowed_steps: tuple[int, ...] = ()
     psr_space: str = "latent"
+    spacing: str = ""
+    steps_offset: int = 0
+    start_timestep: int = -1
+    guidance: float = 1.0
 
     def __post_init__(self) -> None:
         if self.kind not in SAMPLERS:
@@ -285,6 +304,15 @@ class Sampler:
                 isinstance(k, int) and not isinstance(k, bool) and 1 <= k <= 1000 for k in self.allowed_steps):
             raise ConfigError(f"sampler allowed_steps must be step counts in [1, 1000], got {self.allowed_steps!r}")
         object.__setattr__(self, "allowed_steps", tuple(self.allowed_steps))
+        if self.spacing not in SPACINGS:
+            raise ConfigError(f"sampler spacing must be one of {', '.join(map(repr, SPACINGS))}, got {self.spacing!r}")
+        for name, low in (("steps_offset", 0), ("start_timestep", -1)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or not low <= value < 1000:
+                raise ConfigError(f"sampler {name} must be an integer in [{low}, 1000), got {value!r}")
+        if isinstance(self.guidance, bool) or not isinstance(self.guidance, int | float) \
+                or not 1.0 <= self.guidance <= 50.0:
+            raise ConfigError(f"sampler guidance must be a number in [1, 50] (1 = no guidance), got {self.guidance!r}")
 
     def to_dict(self) -> dict[str, object]:
         data: dict[str, object] = {"kind": self.kind, "psr_weight": self.psr_weight,
@@ -295,6 +323,10 @@ class Sampler:
             data["allowed_steps"] = list(self.allowed_steps)
         if self.psr_space != "latent":
             data["psr_space"] = self.psr_space
+        defaults = Sampler()
+        for name in ("spacing", "steps_offset", "start_timestep", "guidance"):
+            if getattr(self, name) != getattr(defaults, name):
+                data[name] = getattr(self, name)
         return data
 
     @classmethod
@@ -315,7 +347,9 @@ class Sampler:
             raise ValueError(f"this model supports --steps {counts} only (it was trained for those), got {num_steps}")
         if self.start == "latent" and strength != 1.0:
             raise ValueError(f"this model starts from the LQ latent itself: strength does not apply (got {strength})")
-        if self.kind == "ddpm" and (num_steps < 2 or strength != 1.0):
+        if self.spacing and strength != 1.0:
+            raise ValueError(f"this model samples on its scheduler's full grid: strength does not apply (got {strength})")
+        if self.kind == "ddpm" and not self.spacing and (num_steps < 2 or strength != 1.0):
             raise ValueError(f"this model samples with DDPM on an evenly spaced grid from t = 999 to 0: it needs "
                              f"at least 2 steps and strength 1 (got {num_steps} steps, strength {strength})")
 
@@ -323,6 +357,8 @@ class Sampler:
         """Descending timesteps of a k-step run (see :func:`sampling_timesteps`; renoise: the trained grid;
         ddpm: :func:`space_timesteps`)."""
         self.check(num_steps, strength)
+        if self.spacing == "leading":
+            return leading_timesteps(num_train_timesteps, num_steps, self.steps_offset)
         if self.kind == "ddpm":
             return space_timesteps(num_train_timesteps, num_steps)
         if self.kind == "renoise" and self.trained_steps and strength == 1.0 and num_steps <= self.trained_steps:
@@ -361,9 +397,10 @@ class Sampler:
                     current = noise(0, window)
                 elif self.start == "latent":
                     current = initial_x0(window)
-                else:  # step 0: the initial estimate noised to the first timestep
+                else:  # step 0: the initial estimate noised to the first timestep (or to start_timestep)
                     start = initial_x0(window)
-                    current = add_noise(start, noise(0, window), _at(t, start), alpha_bar)
+                    level = t if self.start_timestep < 0 else self.start_timestep
+                    current = add_noise(start, noise(0, window), _at(level, start), alpha_bar)
                 output = denoise(current, t, None if previous is None else previous[window], window)
                 x0, eps = predict_x0_eps(output, current, _at(t, current), alpha_bar, prediction_type)
                 del output

@@ -19,6 +19,7 @@ from turbosr.config import ModelConfig, from_dict, to_dict
 from turbosr.diffusion import Sampler
 from turbosr.models.autoencoders import Autoencoder, autoencoder_from_config, diffusers_config
 from turbosr.models.denoiser import Denoiser
+from turbosr.models.ram_tagger import Tagger, tagger_from_config
 from turbosr.models.stablesr import FidelityWarp
 
 FORMAT = "turbosr-model"
@@ -48,6 +49,7 @@ class FolderParts:
     default_steps: int
     default_color_fix: str
     aggregation: str
+    tagger: Tagger | None = None
 
 
 def write_folder(parts: FolderParts, folder: str | Path, storage: str = "float32",
@@ -76,6 +78,10 @@ def write_folder(parts: FolderParts, folder: str | Path, storage: str = "float32
         extra["controlnet"] = parts.denoiser.released_control.controlnet_config
         if parts.denoiser.released_control.tower is not None:
             extra["image_tower"] = parts.denoiser.released_control.tower.config()
+    if parts.tagger is not None:
+        checkpoint.save_tensors(folder / "tagger.safetensors",
+                                {k: v.float().contiguous() for k, v in parts.tagger.head.state_dict().items()})
+        extra["tagger"] = parts.tagger.config()
     if parts.default_steps != 1:
         extra["default_steps"] = parts.default_steps
     if parts.aggregation != "gaussian":
@@ -156,7 +162,7 @@ def _parts(folder: Path, meta: dict[str, Any]) -> FolderParts:
         unet = classes[meta["unet_class"]].from_config(meta["unet"])
         denoiser = Denoiser(unet, config.latent_channels, config.target, prompt, config.control, config.sft,
                             config.sft_time_aware, config.sft_down, config.conditioning, structure, controlnet,
-                            tower)
+                            tower, state.get("negative_embedding"))
         return denoiser, autoencoder_from_config(meta["autoencoder"])
 
     # the networks config.json describes, first without memory (meta tensors): they must be exactly what the
@@ -183,9 +189,13 @@ def _parts(folder: Path, meta: dict[str, Any]) -> FolderParts:
     if isinstance(default_steps, bool) or not isinstance(default_steps, int) or not 1 <= default_steps <= 1000:
         raise ModelFolderError(f"{folder}/config.json: 'default_steps' must be an integer in [1, 1000], got "
                                f"{default_steps!r}")
+    tagger = None
+    if "tagger" in meta:
+        tagger = tagger_from_config(meta["tagger"], folder)
+        tagger.head.load_state_dict(checkpoint.load_tensors(folder / "tagger.safetensors"), strict=True)
     # default_color_fix and aggregation are checked by SRPipeline, which from_pretrained builds from these parts
     return FolderParts(denoiser, autoencoder, config, warp, sampler, float(default_fidelity), default_steps,
-                       meta.get("default_color_fix", "none"), meta.get("aggregation", "gaussian"))
+                       meta.get("default_color_fix", "none"), meta.get("aggregation", "gaussian"), tagger)
 
 
 # Bounds on a model folder's network description, checked before anything is built: far above every real model

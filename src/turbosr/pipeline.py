@@ -31,6 +31,7 @@ from turbosr.models.autoencoders import (
     PatchAutoencoder,
 )
 from turbosr.models.denoiser import Denoiser
+from turbosr.models.ram_tagger import Tagger
 from turbosr.models.stablesr import FidelityWarp
 from turbosr.tiling import TILE_WEIGHTS, Tile, tiled_map
 
@@ -53,7 +54,7 @@ class SRPipeline:
     def __init__(self, denoiser: Denoiser, autoencoder: Autoencoder, config: ModelConfig,
                  fidelity_warp: FidelityWarp | None = None, sampler: Sampler | None = None,
                  default_fidelity: float = 0.0, default_steps: int = 1, default_color_fix: str = "none",
-                 aggregation: str = "gaussian") -> None:
+                 aggregation: str = "gaussian", tagger: Tagger | None = None) -> None:
         self.denoiser = denoiser.eval()
         self.autoencoder = autoencoder.eval()
         self.fidelity_warp = fidelity_warp.eval() if fidelity_warp is not None else None
@@ -66,6 +67,8 @@ class SRPipeline:
             raise ValueError(f"default_color_fix must be one of {', '.join(COLOR_FIXES)}, got {default_color_fix!r}")
         self.default_color_fix = default_color_fix
         self.sampler = sampler if sampler is not None else Sampler()
+        if self.sampler.guidance != 1.0 and getattr(denoiser, "negative_embedding", None) is None:
+            raise ValueError("the sampler's classifier-free guidance needs the denoiser's negative prompt embedding")
         self.alpha_bar = make_alpha_bar(config.schedule)
         self.device = torch.device("cpu")
         self.dtype = torch.float32
@@ -74,6 +77,10 @@ class SRPipeline:
         if aggregation not in TILE_WEIGHTS or aggregation == "crop":
             raise ValueError(f"aggregation must be one of gaussian, stablesr, uniform, got {aggregation!r}")
         self.aggregation = aggregation
+        # RAM's tagger with the release's prompt template and text encoder (``tags=True``), or None
+        if tagger is not None and getattr(denoiser.released_control, "tower", None) is None:
+            raise ValueError("a tagger reads the image tower's tokens: this model has no image tower")
+        self.tagger = tagger
 
     def replace(self, **changes: Any) -> SRPipeline:
         """A pipeline sharing this one's networks, with some of ``denoiser``, ``autoencoder``, ``config``,
@@ -82,7 +89,8 @@ class SRPipeline:
         parts = {"denoiser": self.denoiser, "autoencoder": self.autoencoder, "config": self.config,
                  "fidelity_warp": self.fidelity_warp, "sampler": self.sampler,
                  "default_fidelity": self.default_fidelity, "default_steps": self.default_steps,
-                 "default_color_fix": self.default_color_fix, "aggregation": self.aggregation}
+                 "default_color_fix": self.default_color_fix, "aggregation": self.aggregation,
+                 "tagger": self.tagger}
         unknown = sorted(set(changes) - set(parts))
         if unknown:
             raise TypeError(f"SRPipeline.replace: unknown part(s) {', '.join(unknown)}")
@@ -121,7 +129,8 @@ class SRPipeline:
         """Write this model as a folder (:func:`turbosr.model_folder.write_folder`): config.json + safetensors;
         ``storage`` "float32", "float16" or "int8" for the denoiser, ``max_shard_bytes`` to shard it."""
         parts = FolderParts(self.denoiser, self.autoencoder, self.config, self.fidelity_warp, self.sampler,
-                            self.default_fidelity, self.default_steps, self.default_color_fix, self.aggregation)
+                            self.default_fidelity, self.default_steps, self.default_color_fix, self.aggregation,
+                            self.tagger)
         return write_folder(parts, folder, storage, max_shard_bytes)
 
     @classmethod
@@ -133,7 +142,8 @@ class SRPipeline:
         parts = read_folder(folder)
         try:
             pipeline = cls(parts.denoiser, parts.autoencoder, parts.config, parts.fidelity_warp, parts.sampler,
-                           parts.default_fidelity, parts.default_steps, parts.default_color_fix, parts.aggregation)
+                           parts.default_fidelity, parts.default_steps, parts.default_color_fix, parts.aggregation,
+                           parts.tagger)
         except ValueError as error:
             raise ModelFolderError(f"{folder}: inconsistent model folder ({str(error).splitlines()[0]})") from None
         return pipeline.to(device, dtype)
@@ -148,6 +158,8 @@ class SRPipeline:
         self.autoencoder.to(self.device, self.dtype)
         if self.fidelity_warp is not None:
             self.fidelity_warp.to(self.device, self.dtype)
+        if self.tagger is not None:
+            self.tagger.to(self.device, self.dtype)
         return self
 
     # ------------------------------------------------------------------------------------------------ inference
@@ -163,6 +175,7 @@ class SRPipeline:
         fidelity: float | None = None,
         generator: torch.Generator | None = None,
         progress: Callable[[int, int], None] | None = None,
+        tags: bool = False,
     ) -> Image.Image | torch.Tensor:
         """Upscale ``images`` by ``self.scale``.
 
@@ -180,19 +193,21 @@ class SRPipeline:
                 ``default_fidelity`` (0 unless its folder says otherwise).
             generator: seeds the starting noise; the same seed gives the same output.
             progress: called as ``progress(step_index, num_steps)`` after every step.
+            tags: prompt the networks with each image's RAM tags (models imported with a tagger: SeeSR, AddSR);
+                False uses the model's fixed prompt.
         Returns: the same kind as ``images``, (h * scale, w * scale); a tensor keeps the input's device and dtype.
         """
         if isinstance(images, Image.Image):
             return self._call_pil(images, num_steps=num_steps, strength=strength, tile=tile,
                                   tile_overlap=tile_overlap, color_fix=color_fix, fidelity=fidelity,
-                                  generator=generator, progress=progress)
+                                  generator=generator, progress=progress, tags=tags)
         if not torch.is_tensor(images) or images.dim() != 4 or images.shape[1] != 3:
             shape = tuple(images.shape) if torch.is_tensor(images) else type(images).__name__
             raise ValueError(f"expected a PIL image or a (B, 3, H, W) tensor in [0, 1], got {shape}")
         check_image_tensor(images)
         with torch.inference_mode():
             output = self._upscale(images.to(self.device, self.dtype), self.steps(num_steps), strength, tile, tile_overlap,
-                                   self.color_fix_for(color_fix), fidelity, generator, progress)
+                                   self.color_fix_for(color_fix), fidelity, generator, progress, tags)
         return output.to(images.device, images.dtype)
 
     def _call_pil(self, image: Image.Image, **kwargs: Any) -> Image.Image:
@@ -241,7 +256,7 @@ class SRPipeline:
                         generator: torch.Generator | None = None, latent_tile: int | None = None,
                         latent_overlap: int = 0, progress: Callable[[int, int], None] | None = None,
                         seed: int | None = None, noise: list[torch.Tensor] | None = None,
-                        lq_image: torch.Tensor | None = None) -> torch.Tensor:
+                        lq_image: torch.Tensor | None = None, context: torch.Tensor | None = None) -> torch.Tensor:
         """k-step sampling in latent space: LQ latent (B, C, h, w) -> HQ latent estimate, same shape.
 
         The noise is keyed by position (:func:`~turbosr.diffusion.keyed_noise`, seeded by ``seed`` or one draw
@@ -255,7 +270,10 @@ class SRPipeline:
         last step, and only those results are blended: one step holds the condition and one output-sized
         accumulator, whatever the image size (:meth:`Sampler.sample`). Gradients flow if called outside
         inference mode (joint fine-tuning). ``lq_image`` (B, 3, H, W) in [0, 1] at the output size is the control
-        image of a ControlNet model (conditioning "controlnet"), read window by window.
+        image of a ControlNet model (conditioning "controlnet"), read window by window; its image tokens are made
+        once per window unless self-refinement changes the image. ``context`` (B, tokens, dim) replaces the
+        model's stored prompt embedding (a per-image prompt: :meth:`tag_context`); the folder's
+        ``sampler.guidance`` > 1 adds classifier-free guidance on its negative prompt.
         """
         sampler, denoiser = self.sampler, self.denoiser
         seed = noise_seed(generator) if seed is None else seed
@@ -275,6 +293,12 @@ class SRPipeline:
         if pixels and lq_image is None:
             raise ValueError("this model's ControlNet reads the LQ image: pass lq_image")
         factor = self.autoencoder.factor
+        guidance: dict[str, Any] = {}  # passed only when used
+        if sampler.guidance != 1.0:
+            guidance["guidance"] = sampler.guidance
+        if context is not None:
+            guidance["context"] = context
+        lq_tokens: dict[tuple[int, ...], torch.Tensor] = {}  # image tokens of each window's LQ image, made once
 
         def denoise(x_t: torch.Tensor, t: int, previous: torch.Tensor | None, window: Window) -> torch.Tensor:
             condition, control = lq_latent[window], None
@@ -286,12 +310,17 @@ class SRPipeline:
                 if previous is not None and sampler.kind == "renoise":
                     decoded = from_model_range(self.autoencoder.decode(denoiser.from_x0(previous, condition)))
                     control = sampler.psr_weight * decoded + (1 - sampler.psr_weight) * control
-                return denoiser(x_t, condition, t, control, first_step=previous is None)
+                    return denoiser(x_t, condition, t, control, first_step=False, **guidance)
+                key = (rows.start, rows.stop, cols.start, cols.stop)
+                if key not in lq_tokens:
+                    assert denoiser.released_control is not None
+                    lq_tokens[key] = denoiser.released_control.tokens(control, first=True)
+                return denoiser(x_t, condition, t, control, first_step=True, tokens=lq_tokens[key], **guidance)
             if sampler.kind == "renoise":  # AddSR PSR: the LQ latent first, then the blended last prediction
                 control = condition if previous is None else (
                     sampler.psr_weight * denoiser.from_x0(previous, condition)
                     + (1 - sampler.psr_weight) * condition)
-            return denoiser(x_t, condition, t, control)
+            return denoiser(x_t, condition, t, control, **guidance)
 
         def join(fn: Callable[[Window], torch.Tensor]) -> torch.Tensor:  # aggregation over latent tiles
             return tiled_map(lambda _, tile: fn((..., slice(tile.y0, tile.y1), slice(tile.x0, tile.x1))), lq_latent,
@@ -302,6 +331,23 @@ class SRPipeline:
         return sampler.sample(denoise, draw, lambda w: denoiser.to_x0(lq_latent[w], lq_latent[w]), timesteps,
                               self.alpha_bar, self.config.prediction_type, on_step, join=join,
                               finish=lambda x0, w: denoiser.from_x0(x0, lq_latent[w]))
+
+    def tag(self, images: torch.Tensor) -> list[str]:
+        """RAM tags of each image (B, 3, H, W) in [0, 1], the whole image at once (as the releases tag the LR
+        image): one ", "-joined string per image."""
+        tagger, control = self.tagger, self.denoiser.released_control
+        if tagger is None or control is None:
+            raise ValueError("this model has no RAM tagger")
+        with torch.inference_mode():
+            return tagger.tags(control.tokens(images.to(self.device, self.dtype), first=True))
+
+    def tag_context(self, images: torch.Tensor) -> torch.Tensor:
+        """The text-encoder states of the release's prompt filled with each image's tags, (B, tokens, dim)."""
+        assert self.tagger is not None
+        prompts = [self.tagger.prompt(tags) for tags in self.tag(images)]
+        for prompt in prompts:
+            logger.info("prompt: %s", prompt)
+        return self.tagger.embed(prompts, self.device, self.dtype)
 
     def decode(self, hq_latent: torch.Tensor, lq_latent: torch.Tensor, fidelity: float = 0.0,
                latent_tile: int | None = None, latent_overlap: int = 0, rows: tuple[int, int] | None = None,
@@ -336,8 +382,10 @@ class SRPipeline:
         return tiled_map(decode_tile, hq_latent, latent_tile, latent_overlap, out_scale=autoencoder.factor, rows=rows)
 
     def check_options(self, num_steps: int | None, strength: float, tile: int, tile_overlap: int,
-                      color_fix: str | None, fidelity: float | None = None) -> None:
+                      color_fix: str | None, fidelity: float | None = None, tags: bool = False) -> None:
         """Raise ValueError with a clear message for options this model cannot use."""
+        if tags and self.tagger is None:
+            raise ValueError("this model has no RAM tagger: leave --tags out, or import it with --tag-data")
         if fidelity is not None:
             self._check_fidelity(fidelity)
         color_fix = self.color_fix_for(color_fix)
@@ -355,8 +403,8 @@ class SRPipeline:
 
     def _upscale(self, lq: torch.Tensor, num_steps: int, strength: float, tile: int, tile_overlap: int,
                  color_fix: str, fidelity: float | None, generator: torch.Generator | None,
-                 progress: Callable[[int, int], None] | None) -> torch.Tensor:
-        self.check_options(num_steps, strength, tile, tile_overlap, color_fix, fidelity)
+                 progress: Callable[[int, int], None] | None, tags: bool = False) -> torch.Tensor:
+        self.check_options(num_steps, strength, tile, tile_overlap, color_fix, fidelity, tags)
         fidelity = self.fidelity_weight(fidelity)
         factor = self.autoencoder.factor
         multiple = self.pixel_multiple
@@ -374,7 +422,8 @@ class SRPipeline:
             del padded
         hq_latent = self.denoise_latents(lq_latent, num_steps=num_steps, strength=strength, seed=seed,
                                          latent_tile=latent_tile, latent_overlap=latent_overlap, progress=progress,
-                                         lq_image=padded if needs_image else None)
+                                         lq_image=padded if needs_image else None,
+                                         context=self.tag_context(padded) if tags else None)
         decoded = self.decode(hq_latent, lq_latent, fidelity, latent_tile, latent_overlap,
                               lq_image=padded if image_cfw else None)
         if fidelity and self.fidelity_warp is not None:  # an older folder's CFW on the decoded image

@@ -134,9 +134,9 @@ def upscale_file(pipeline: SRPipeline, source: str | Path | LoadedImage, target:
                  num_steps: int | None = None,
                  strength: float = 1.0, tile: int = 512, tile_overlap: int = 64, color_fix: str | None = None,
                  fidelity: float | None = None, generator: torch.Generator | None = None, overwrite: bool = False,
-                 quality: int = 95, progress: Callable[[int, int], None] | None = None) -> Path:
+                 quality: int = 95, progress: Callable[[int, int], None] | None = None, tags: bool = False) -> Path:
     """Upscale an image file (``source``: its path, or what :func:`turbosr.image.load_image` read from it) into
-    ``target`` (format from its suffix), atomically; alpha, ICC profile, EXIF and 16-bit depth carried over. The
+    ``target`` (format from its suffix), atomically (``tags``: prompt with the image's RAM tags); alpha, ICC profile, EXIF and 16-bit depth carried over. The
     one file-to-file entry: the command line and the Python API use it. Outputs above :data:`STREAM_PIXELS` are streamed strip by strip (PNG, TIFF,
     no colour fix); others are made in memory, up to :data:`MAX_WHOLE_PIXELS` (a one-line error beyond)."""
     from turbosr.image import load_image, upscale_alpha
@@ -148,7 +148,7 @@ def upscale_file(pipeline: SRPipeline, source: str | Path | LoadedImage, target:
     height, width = loaded.rgb.shape[-2] * scale, loaded.rgb.shape[-1] * scale
     fmt = SAVE_FORMATS.get(target.suffix.lower())
     image_cfw = bool(pipeline.fidelity_weight(fidelity)) and pipeline.fidelity_warp is not None
-    streamable = fmt in STRIP_FORMATS and color_fix == "none" and not image_cfw
+    streamable = fmt in STRIP_FORMATS and color_fix == "none" and not image_cfw and not tags
     if height * width > STREAM_PIXELS and streamable and isinstance(pipeline.autoencoder, PatchAutoencoder):
         strips = upscale_strips(pipeline, loaded.rgb, num_steps=num_steps, strength=strength, tile=tile,
                                 tile_overlap=tile_overlap, fidelity=fidelity, generator=generator, progress=progress)
@@ -170,7 +170,7 @@ def upscale_file(pipeline: SRPipeline, source: str | Path | LoadedImage, target:
         raise ValueError(f"a {width}x{height} output is too large to make in memory ({why}): write .png or .tif "
                          "without --color-fix")
     result = pipeline(loaded.rgb, num_steps=num_steps, strength=strength, tile=tile, tile_overlap=tile_overlap,
-                      color_fix=color_fix, fidelity=fidelity, generator=generator, progress=progress)
+                      color_fix=color_fix, fidelity=fidelity, generator=generator, progress=progress, tags=tags)
     alpha_image = upscale_alpha(loaded.alpha, scale) if loaded.alpha is not None else None
     return save_image(result, target, alpha=alpha_image, icc_profile=loaded.icc_profile, exif=loaded.exif,
                       overwrite=overwrite, quality=quality, bit_depth=loaded.bit_depth)

@@ -25,7 +25,7 @@ class Denoiser(nn.Module):
                  prompt_embedding: torch.Tensor | None = None, control: bool = False, sft: bool = False,
                  sft_time_aware: bool = True, sft_down: bool = True, conditioning: str = "concat",
                  structure: dict[str, Any] | None = None, controlnet: dict[str, Any] | None = None,
-                 tower: nn.Module | None = None) -> None:
+                 tower: nn.Module | None = None, negative_embedding: torch.Tensor | None = None) -> None:
         super().__init__()
         self.conditioning = conditioning
         self.unet = unet
@@ -38,6 +38,11 @@ class Denoiser(nn.Module):
                 dim = unet.config.cross_attention_dim
                 prompt_embedding = torch.zeros(1, 8, dim if isinstance(dim, int) else dim[0])
             self.register_buffer("prompt_embedding", prompt_embedding.clone())
+        # classifier-free guidance's unconditional branch: the release's negative prompt, embedded once (SeeSR)
+        if negative_embedding is not None and (not self.cross_attention
+                                               or negative_embedding.shape != self.prompt_embedding.shape):
+            raise ValueError("a negative prompt embedding needs a cross-attention UNet and the prompt's shape")
+        self.register_buffer("negative_embedding", None if negative_embedding is None else negative_embedding.clone())
         # AddSR student: a ControlNet-style branch that also sees a control condition (see models/control.py)
         self.control = None
         if control:
@@ -89,25 +94,50 @@ class Denoiser(nn.Module):
         return self.prompt_embedding.to(like.dtype).expand(like.shape[0], -1, -1)
 
     def forward(self, x_t: torch.Tensor, condition: torch.Tensor, t: torch.Tensor | int,
-                control_condition: torch.Tensor | None = None, first_step: bool = True) -> torch.Tensor:
+                control_condition: torch.Tensor | None = None, first_step: bool = True, *,
+                context: torch.Tensor | None = None, guidance: float = 1.0,
+                tokens: torch.Tensor | None = None) -> torch.Tensor:
         """x_t, condition: (B, C, h, w); t: int or (B,) -> network output (B, C, h, w).
 
         ``condition`` is the LQ latent (YONOS-SR conditioning, concatenated to x_t). A denoiser with a control
         branch also takes ``control_condition`` (AddSR: the LQ latent, or the previous step's prediction under
         self-refinement); None means the LQ latent. Under conditioning "controlnet" ``control_condition`` is the
-        control image (B, 3, H, W) in [0, 1] at the output size (required), and ``first_step`` says whether it is
-        the first step's (the release makes the first step's image tokens from a differently resized input).
+        control image (B, 3, H, W) in [0, 1] at the output size (required), ``first_step`` says whether it is
+        the first step's (the release makes the first step's image tokens from a differently resized input) and
+        ``tokens``, if given, are its image tokens already computed. ``context`` (B, tokens, dim) replaces the
+        stored prompt embedding (a per-image prompt, e.g. from RAM tags); ``guidance`` > 1 runs the networks on
+        the stored negative prompt too, as one batch, and returns ``uncond + guidance * (cond - uncond)``
+        (classifier-free guidance, Ho & Salimans 2022).
         """
         if not torch.is_tensor(t):
             t = torch.full((x_t.shape[0],), int(t), device=x_t.device, dtype=torch.long)
+        context = self.context(x_t) if context is None else context.to(x_t.dtype)
+        if guidance == 1.0:
+            return self._forward(x_t, condition, t, control_condition, first_step, context, tokens)
+        if self.negative_embedding is None or context is None:
+            raise ValueError("classifier-free guidance needs a model with a negative prompt embedding")
+        negative = self.negative_embedding.to(x_t.dtype).expand(x_t.shape[0], -1, -1)
+
+        def twice(x: torch.Tensor | None) -> torch.Tensor | None:
+            return None if x is None else torch.cat([x, x])
+
+        if self.released_control is not None and tokens is None and control_condition is not None:
+            tokens = self.released_control.tokens(control_condition.to(x_t.dtype), first_step)
+        output = self._forward(torch.cat([x_t, x_t]), torch.cat([condition, condition]), torch.cat([t, t]),
+                               twice(control_condition), first_step, torch.cat([negative, context]), twice(tokens))
+        uncond, cond = output.chunk(2)
+        return uncond + guidance * (cond - uncond)
+
+    def _forward(self, x_t: torch.Tensor, condition: torch.Tensor, t: torch.Tensor,
+                 control_condition: torch.Tensor | None, first_step: bool, context: torch.Tensor | None,
+                 tokens: torch.Tensor | None) -> torch.Tensor:
         # "sft" and "direct" UNets see x_t alone (the LQ latent reaches an "sft" UNet through its SFT layers, and
         # is a "direct" UNet's starting x_t)
         inputs = torch.cat([x_t, condition.to(x_t.dtype)], dim=1) if self.conditioning == "concat" else x_t
-        context = self.context(x_t)
         if self.released_control is not None:
             if control_condition is None:
                 raise ValueError("a ControlNet model needs the control image")
-            return self.released_control(self.unet, x_t, t, context, control_condition, first_step)
+            return self.released_control(self.unet, x_t, t, context, control_condition, first_step, tokens)
         if self.sft is not None:
             self.sft.set(condition.to(x_t.dtype), t)
             try:

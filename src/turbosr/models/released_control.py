@@ -97,9 +97,11 @@ class ControlNetConditioning(nn.Module):
         return self.tower(image, first=first)
 
     def forward(self, unet: nn.Module, x_t: torch.Tensor, t: torch.Tensor, context: torch.Tensor,
-                control_image: torch.Tensor, first: bool) -> torch.Tensor:
-        """The UNet's output for x_t with the ControlNet's residuals and image tokens of ``control_image``."""
-        tokens = self.tokens(control_image.to(x_t.dtype), first)
+                control_image: torch.Tensor, first: bool, tokens: torch.Tensor | None = None) -> torch.Tensor:
+        """The UNet's output for x_t with the ControlNet's residuals and image tokens of ``control_image``
+        (``tokens`` if already computed)."""
+        if tokens is None:
+            tokens = self.tokens(control_image.to(x_t.dtype), first)
         self.unet_images.tokens = self.control_images.tokens = tokens
         try:
             down, mid = self.controlnet(x_t, t, encoder_hidden_states=context, controlnet_cond=control_image.to(
