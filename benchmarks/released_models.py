@@ -8,6 +8,10 @@ measures cost, never quality):
 - ``addsr``: SD-2-base UNet + image attentions (1126.8 M), ControlNet (489.0 M), RAM Swin-L tower (195.2 M +
   projection), 1 to 4 re-noising steps with pixel-space self-refinement (a VAE decode and a tower call per step
   after the first);
+- ``seesr``: AddSR's networks sampled as SeeSR's script does: DDPM on the leading grid with classifier-free
+  guidance (the networks run on a batch of two per step); a row runs k of its 50 steps;
+- ``FAMILY+tags`` (addsr, seesr): with RAM's tagging head (4585 classes) and SD-2's text encoder (OpenCLIP-H,
+  340 M) per image; "of which tags" times that part alone;
 - ``builtin``: the built-in x4 model, for scale.
 Each row is a fresh process (peak resident set size of the whole process, weights included, from the kernel's
 ru_maxrss) timing the whole ``SRPipeline.__call__`` on a random LQ image (bicubic upsample, tiled encode, the
@@ -51,17 +55,24 @@ else:
 pipeline.to(device, getattr(torch, dtype))
 lq = torch.rand(1, 3, side // 4, side // 4, generator=torch.Generator().manual_seed(0))
 parameters = sum(p.numel() for p in pipeline.denoiser.parameters()) + sum(p.numel() for p in pipeline.autoencoder.parameters())
+tags = family.endswith("+tags")
+tag_seconds = None
+if tags:  # the tagger and the text encoder alone, once (the whole call below includes them again)
+    from turbosr.degradations import upsample_lq
+    start = time.perf_counter()
+    pipeline.tag_context(upsample_lq(lq.to(device, getattr(torch, dtype)), 4))
+    tag_seconds = time.perf_counter() - start
 start = time.perf_counter()
 with torch.inference_mode():
     out = pipeline(lq, num_steps=steps, tile=512, tile_overlap=64, color_fix="none",
-                   generator=torch.Generator().manual_seed(0))
+                   generator=torch.Generator().manual_seed(0), tags=tags)
 if device != "cpu":
     torch.cuda.synchronize()
 seconds = time.perf_counter() - start
 assert out.shape[-1] == side and bool(torch.isfinite(out).all())
 peak = (torch.cuda.max_memory_allocated() / 2**30 if device != "cpu"
         else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20)
-print("RESULT", json.dumps({"seconds": seconds, "peak_gib": peak,
+print("RESULT", json.dumps({"seconds": seconds, "peak_gib": peak, "tag_seconds": tag_seconds,
                             "parameters_m": parameters / 1e6}))
 """
 
@@ -109,11 +120,12 @@ def write(results: list[dict], args: argparse.Namespace) -> None:
              f"{_machine(args.device)}, {args.threads} threads, torch {torch.__version__}, Python "
              f"{platform.python_version()}.", "",
              "| model | output | steps | dtype | parameters (M) | seconds | peak (GiB; RSS on CPU, CUDA memory on a GPU) "
-             "| reference code (same CPU) |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| of which tags (s) | reference code (same CPU) |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         lines.append(f"| {r['family']} | {r['side']}² | {r['steps']} | {r['dtype']} | {r['parameters_m']:.0f} | "
                      f"{r['seconds']:.1f} | {r['peak_gib']:.2f} | "
+                     f"{'-' if r.get('tag_seconds') is None else format(r['tag_seconds'], '.1f')} | "
                      f"{REFERENCE.get((r['family'], r['side'], r['steps'], r['dtype']), '-')} |")
     lines += ["", "Random weights: cost only. Nothing here says anything about output quality.", ""]
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -96,17 +96,50 @@ def build(family: str, dtype):
         denoiser = Denoiser(unet, 4, "latent", prompt, conditioning="direct")
         pipeline = SRPipeline(denoiser, KLAutoencoder(vae, 0.18215, "sample"),
                               ModelConfig(**shape, conditioning="direct"), sampler=Sampler(start="latent"))
-    else:
+    else:  # addsr, seesr: the same networks, sampled as each release's script does (importers/addsr.py)
+        from turbosr.importers.addsr import RELEASES
         from turbosr.models.ram_tower import RamTower
 
+        release = RELEASES[family.split("+")[0]]
         controlnet = {k: v for k, v in configs["unet"].items() if k not in (
             "_class_name", "sample_size", "out_channels", "center_input_sample", "up_block_types")}
+        negative = torch.randn(1, 77, 1024) if release.negative_prompt else None
         denoiser = Denoiser(unet, 4, "latent", prompt, conditioning="controlnet", controlnet=controlnet,
-                            tower=RamTower())
+                            tower=RamTower(), negative_embedding=negative)
+        scheduler = {**configs["scheduler"], "steps_offset": 1, "clip_sample": False}  # SD-2-base's
         pipeline = SRPipeline(denoiser, KLAutoencoder(vae, 0.18215, "sample"),
-                              ModelConfig(**shape, conditioning="controlnet"),
-                              sampler=Sampler(kind="renoise", psr_weight=0.4, trained_steps=4, psr_space="pixel"))
+                              ModelConfig(**shape, conditioning="controlnet"), sampler=release.sampler(scheduler),
+                              tagger=random_tagger(release.template) if family.endswith("+tags") else None)
     return pipeline.to(dtype=dtype)
+
+
+def random_tagger(template: str):
+    """RAM's full-size tagging head (4585 classes, 2 layers of 768) and SD-2's text encoder (OpenCLIP-H, 23 layers
+    of 1024), random, the text encoder written to a temporary folder with the parity fixture's tokenizer (its ids
+    fit the 49408-token vocabulary) and loaded before any timing."""
+    import shutil
+    import tempfile
+
+    import torch
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from turbosr.models.ram_tagger import RamTagger, Tagger
+
+    folder = Path(tempfile.mkdtemp(prefix="turbosr-bench-text-"))
+    torch.manual_seed(1)
+    CLIPTextModel(CLIPTextConfig(vocab_size=49408, hidden_size=1024, intermediate_size=4096, num_hidden_layers=23,
+                                 num_attention_heads=16, max_position_embeddings=77, hidden_act="gelu",
+                                 projection_dim=512)).save_pretrained(folder / "text_encoder")
+    tokenizer = Path(__file__).resolve().parents[2] / "shared" / "parity" / "stablesr" / "tiny_sd_folder" / "tokenizer"
+    shutil.copytree(tokenizer, folder / "tokenizer")
+    head = RamTagger(4585)
+    with torch.no_grad():
+        for parameter in head.parameters():
+            parameter.normal_(0, 0.02)
+        head.thresholds.fill_(0.68)
+    tagger = Tagger(head, [f"tag {i}" for i in range(4585)], template, folder)
+    tagger.text_model()
+    return tagger
 
 
 def main() -> None:
