@@ -3,13 +3,13 @@
 # for docs/realism.md and the built-in x4 / x4-real of 2026-12-01. Every step is a committed command.
 #   unet:     the UNet alone, continued (teacher loss, terminal fraction 0.5) from the shipped x4: one arm of
 #             "which pays per CPU-hour"
-#   decoder:  the learned decoder + CFW on the frozen x4 UNet (configs/decoder-x4-learned.yaml): the second arm
-#   joint:    the decoder and the UNet together as a one-step model (configs/decoder-x4-joint.yaml): the third
+#   decoder:  the learned decoder + CFW on the frozen x4 UNet (experiments/2026-12-01-x4-learned-decoder-and-joint-unet/decoder-x4-learned.yaml): the second arm
+#   joint:    the decoder and the UNet together as a one-step model (experiments/2026-12-01-x4-learned-decoder-and-joint-unet/decoder-x4-joint.yaml): the third
 #   realism:  one-step adversarial training on the blind degradation against the Inception critic, from the joint
-#             run at 2,000 steps (configs/decoder-x4-real-adversarial.yaml; snapshot: runs/joint-x4-snap2000)
+#             run at 2,000 steps (experiments/2026-12-02-x4-real-rounds/decoder-x4-real-adversarial.yaml; snapshot: runs/joint-x4-snap2000)
 #   realism3: the same, fidelity terms kept strong, critic weight 0.01, no feature matching, from the joint run at
-#             5,000 steps (configs/decoder-x4-real-balanced.yaml; snapshot: runs/joint-x4-snap5000)
-#   realism4: the blind fidelity model: round 3 without its critic (configs/decoder-x4-real-fidelity.yaml)
+#             5,000 steps (experiments/2026-12-02-x4-real-rounds/decoder-x4-real-balanced.yaml; snapshot: runs/joint-x4-snap5000)
+#   realism4: the blind fidelity model: round 3 without its critic (experiments/2026-12-02-x4-real-rounds/decoder-x4-real-fidelity.yaml)
 #   realism5: round 4 run to 4,000 steps from the built-in x4 (configs/decoder-x4-real-long.yaml)
 #   select-real5 | rules5 | pictures5: round 5 (UNet stored int8 and float16) and the shipped x4 and x4-real on the
 #             val pairs (bicubic and blind; docs/benchmarks/x4_real_round5_val-*), the x4-real rule applied to them
@@ -19,7 +19,7 @@
 #   critics:  the three critics (patchgan, inception, teacher) from the same start for the same minutes each
 #             (2026-12-02: inception and teacher ran side by side, patchgan beside another run a session earlier)
 #   arms:     the arms' validation curves as a table (docs/benchmarks/decoder_arms_val.md)
-#   int8:     the shipped x4's decoder + CFW fine-tuned on its frozen int8 UNet (configs/decoder-x4-int8.yaml;
+#   int8:     the shipped x4's decoder + CFW fine-tuned on its frozen int8 UNet (experiments/2026-12-01-x4-learned-decoder-and-joint-unet/decoder-x4-int8.yaml;
 #             2026-12-02, fifth session: the decoder had been trained on the float UNet before quantisation)
 #   select-int8: the shipped x4 and that run on the bicubic val pairs, both as they ship (@storage=int8), at w = 0
 #             and 1 (docs/benchmarks/x4_int8_val-x4.md; the x4 rule of docs/realism.md decides)
@@ -43,20 +43,20 @@
 #   probe-select: those arms and their start on the val pairs (bicubic, one step); LONG=1 adds the long arms
 #             (the 3e-4 arm by its snapshots at 5,860 and 13,500 steps: its run folder went on training)
 #   x4-refit: SRC (a model folder) stored int8 as runs/x4-TAG-int8, then its decoder + CFW fine-tuned on that frozen
-#             int8 UNet (configs/decoder-x4-refit.yaml; runs/decoder-x4-TAG-int8)
+#             int8 UNet (experiments/2026-12-01-x4-learned-decoder-and-joint-unet/decoder-x4-refit.yaml; runs/decoder-x4-TAG-int8)
 #   select-3e-4: the shipped x4 and the refitted 3e-4 candidates on the bicubic val pairs as they ship (x4 rule of
 #             docs/realism.md; docs/benchmarks/x4_3e-4_val-x4.md); FINAL=TAG adds runs/decoder-x4-TAG-int8
 #   pictures-3e-4: crops of the external photos: the shipped x4 and the 3e-4 candidate TAG beside SPAN and HR
 #   package-x4-3e-4: the 3e-4 candidate TAG (runs/decoder-x4-TAG-int8) as the built-in x4 (baselines reused from
 #             runs/x4-2026-12-02b, the fourth built-in taken from git; STEPS: its UNet's steps, for the card)
 #   knob:     #26, a realism end for the x4's fidelity knob: its decoder trunk (w = 0) fine-tuned for realism on
-#             the frozen int8 UNet, CFW (w = 1) for fidelity; two arms side by side (configs/decoder-x4-gan-end.yaml
-#             "gan", configs/decoder-x4-perceptual-end.yaml "perceptual"; runs/x4-realism-end-{gan,perceptual})
+#             the frozen int8 UNet, CFW (w = 1) for fidelity; two arms side by side (experiments/2026-12-03-x4-realism-end/decoder-x4-gan-end.yaml
+#             "gan", experiments/2026-12-03-x4-realism-end/decoder-x4-perceptual-end.yaml "perceptual"; runs/x4-realism-end-{gan,perceptual})
 #   knob-cfw: an arm (ARM) then its CFW branch alone for 1,500 steps on its frozen trunk (runs/x4-knob-ARM-cfw)
 #   select-knob: the shipped x4 and both arms (with and without the CFW-only phase), as they ship, at w = 0 and 1 on the bicubic val pairs
 #             (a table without the lattice figure, added 2026-12-03, is measured again)
 #             (docs/benchmarks/x4_knob_val_*), and the knob rule of docs/realism.md (docs/benchmarks/x4_knob_rule.md)
-#   knob3:    round 3, round 2 continued 800 steps with the lattice loss (configs/decoder-x4-perceptual-lattice-end.yaml);
+#   knob3:    round 3, round 2 continued 800 steps with the lattice loss (experiments/2026-12-03-x4-realism-end/decoder-x4-perceptual-lattice-end.yaml);
 #             ROUND3=1 ... select-knob adds it to the candidates
 #   knob4:    round 4, round 2 continued 800 steps with the absolute lattice loss on w = 0 only
 #             (configs/decoder-x4-perceptual-lattice2-end.yaml); ROUND4=1 ... select-knob adds it
@@ -65,11 +65,11 @@
 #   pictures-knob: crops of the external photos: the shipped x4, an arm (ARM) at w = 0 and 1, Real-ESRGAN, HR
 #   package-x4-knob: the chosen candidate (ARM: gan, perceptual, gan-cfw or perceptual-cfw) as the built-in x4, its default --fidelity 1 (baselines reused from
 #             runs/x4-2026-12-03, the fifth built-in taken from git)
-#   real-knob: #22, the same realism end for x4-real (configs/decoder-x4-real-perceptual-end.yaml)
+#   real-knob: #22, the same realism end for x4-real (experiments/2026-12-03-x4-real-realism-end/decoder-x4-real-perceptual-end.yaml)
 #   select-real-knob: the shipped x4-real and that run (w = 0 and 1), as they ship, on the blind and bicubic val
 #             pairs (docs/benchmarks/x4_real_knob_val-*), and the x4-real rule (docs/benchmarks/x4_real_knob_rule.md)
 #   real-knob2: round 2 of that realism end, with the Inception critic and the lattice loss
-#             (configs/decoder-x4-real-critic-lattice-end.yaml); ROUND2=1 ... select-real-knob adds it
+#             (experiments/2026-12-03-x4-real-realism-end/decoder-x4-real-critic-lattice-end.yaml); ROUND2=1 ... select-real-knob adds it
 #   select-next: the second joint fine-tune cycle (runs/x4-next-3e-4, refitted by TAG=next-3e-4 ... x4-refit) beside the
 #             fifth built-in's refitted decoder and the shipped x4 on the bicubic val pairs (docs/benchmarks/x4_next_val-x4)
 #   knob-next: the sixth built-in's knob recipe (round 2, then round 4 from it) on the second cycle's refitted model
@@ -81,6 +81,8 @@
 # Usage: bash scripts/decoder_realism_chain.sh unet|decoder|joint|realism|realism3|realism4|realism5|select-real5|rules5|pictures5|real5-int8|critics|arms|select|select-real|rules|package-x4|package-x4-real|pictures|compare-x4|compare-x4-real|fit-check|int8|select-int8|package-x4-int8|pictures-int8|lr-probe|lr-probe-long|probe-select|x4-refit|select-3e-4|pictures-3e-4|package-x4-3e-4|knob|knob-cfw|select-knob|knob2|select-knob2|knob3|knob4|pictures-knob|package-x4-knob|real-knob|real-knob2|select-real-knob|pictures-real-knob2|select-next|knob-next|select-knob-next|test
 # A killed run resumes from runs/<name>/checkpoint-latest. One CPU thread per run; two runs at a time at most.
 set -euo pipefail
+# a recipe (configs/) or an experiment overlay (experiments/*/) by name
+recipe() { for f in configs/"$1".yaml experiments/*/"$1".yaml; do [ -e "$f" ] && { echo "$f"; return 0; }; done; return 1; }
 export OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1
 latest=checkpoint-latest/model
 CRITIC_MINUTES=${CRITIC_MINUTES:-15}
@@ -103,16 +105,16 @@ case "${1:?unet, decoder, joint, realism, realism3, realism4, realism5, select-r
     turbosr train teacher --config configs/teacher-x4-small.yaml --set init_from=src/turbosr/weights/x4 \
       --set terminal_fraction=0.5 --set run.max_steps=8000 --set optim.warmup_steps=100 --set run.num_threads=1 \
       --set run.output_dir=runs/x4-unet-cont ;;
-  decoder) turbosr train decoder --config configs/decoder-x4-learned.yaml ;;
-  joint) turbosr train decoder --config configs/decoder-x4-joint.yaml ;;
+  decoder) turbosr train decoder --config experiments/2026-12-01-x4-learned-decoder-and-joint-unet/decoder-x4-learned.yaml ;;
+  joint) turbosr train decoder --config experiments/2026-12-01-x4-learned-decoder-and-joint-unet/decoder-x4-joint.yaml ;;
   realism)
     [ -d runs/joint-x4-snap2000 ] || { echo "runs/joint-x4-snap2000: copy runs/joint-x4-learned/$latest at step 2000"; exit 1; }
-    turbosr train decoder --config configs/decoder-x4-real-adversarial.yaml ;;
+    turbosr train decoder --config experiments/2026-12-02-x4-real-rounds/decoder-x4-real-adversarial.yaml ;;
   realism3)
     [ -d runs/joint-x4-snap5000 ] || { echo "runs/joint-x4-snap5000: copy runs/joint-x4-learned/$latest at step 5000"; exit 1; }
-    turbosr train decoder --config configs/decoder-x4-real-balanced.yaml ;;
+    turbosr train decoder --config experiments/2026-12-02-x4-real-rounds/decoder-x4-real-balanced.yaml ;;
   realism4)
-    turbosr train decoder --config configs/decoder-x4-real-fidelity.yaml ;;
+    turbosr train decoder --config experiments/2026-12-02-x4-real-rounds/decoder-x4-real-fidelity.yaml ;;
   realism5)
     turbosr train decoder --config configs/decoder-x4-real-long.yaml ;;
   select-real5)
@@ -150,7 +152,7 @@ case "${1:?unet, decoder, joint, realism, realism3, realism4, realism5, select-r
     turbosr train decoder --config configs/decoder-x4-real-int8.yaml ;;
   critics)
     for critic in patchgan inception teacher; do
-      turbosr train decoder --config configs/decoder-x4-real-adversarial.yaml --set adversarial.critic=$critic \
+      turbosr train decoder --config experiments/2026-12-02-x4-real-rounds/decoder-x4-real-adversarial.yaml --set adversarial.critic=$critic \
         --set run.max_minutes="$CRITIC_MINUTES" --set run.max_steps=100000 --set run.output_dir=runs/critic-$critic \
         --set adversarial.feature_matching=0 --set run.validate_every_steps=0
     done
@@ -173,7 +175,7 @@ from turbosr.train.decoder import DecoderConfig
 from turbosr.train.reporting import RunLog
 from turbosr.train.validation import validate, validation_crops
 
-data = load_config(DecoderConfig, "configs/decoder-x4-learned.yaml").data
+data = load_config(DecoderConfig, "experiments/2026-12-01-x4-learned-decoder-and-joint-unet/decoder-x4-learned.yaml").data
 r = validate(SRPipeline.from_pretrained("src/turbosr/weights/x4"), validation_crops(data, 4, 21), data, 0,
              RunLog("runs", enabled=False))
 print(f"| shipped x4 (the start) | 0 | 0.0 | {r['val_psnr_y']:.3f} | {r['val_grid']:.3f} (HR {r['val_grid_hr']:.3f}) |")
@@ -216,7 +218,7 @@ PY
       --fact "Decoder: a convolutional decoder of the patch latent (models/decoders.py: 4 residual blocks of 128 channels at the latent resolution, one x8 sub-pixel convolution to RGB, added to the linear patch decode whose residual it learns; last layer zero at the start), and CFW inside it (a 64-channel encoder of the LQ image fused into the trunk through zero-initialised convolutions, scaled by w)." \
       --fact "Joint one-step fine-tune (turbosr train decoder, train_denoiser true): the UNet run once from t = T - 1 (learning rate 2e-5) and the decoder (2e-4) trained end to end on the decoded image with L1 + 0.2 SSIM + 0.5 Sobel-edge + 0.03 phase-profile grid term at w = 0; CFW trained at w = 1 on the same losses with the decoder trunk held fixed. 5,000 steps of batch 8, 128-px crops of the train split, bicubic x4, bf16 autocast, 85 training minutes on 1 CPU thread beside another run; denoiser stored int8 per channel." \
       --fact "Chosen on the val split by the x4 rule written in docs/realism.md before measuring (artifact figure within 0.03 of HR's on bicubic val, then highest PSNR-Y) over the previous x4 and the decoder-only fine-tune: docs/benchmarks/default_rule_val-x4.md." \
-      --training-command "turbosr train decoder --config configs/decoder-x4-joint.yaml   # stopped at step 5,000; runs/joint-x4-snap5000 is a copy of that checkpoint's model folder" ;;
+      --training-command "turbosr train decoder --config experiments/2026-12-01-x4-learned-decoder-and-joint-unet/decoder-x4-joint.yaml   # stopped at step 5,000; runs/joint-x4-snap5000 is a copy of that checkpoint's model folder" ;;
   package-x4-real)
     # the x4-real candidate the rule picked on val (docs/benchmarks/default_rule.md); baselines reused from x4's card
     python scripts/package_builtin.py package "${MODEL:?the chosen model folder}" --name x4-real \
@@ -266,21 +268,21 @@ PY
         --model "x4-real of 2026-12-03=src/turbosr/weights/x4-real" --steps 1 \
         --metrics psnr_y ssim_y grid niqe patch_kid --out docs/benchmarks/x4_real_old_vs_new_$pairs --resume
     done ;;
-  int8) turbosr train decoder --config configs/decoder-x4-int8.yaml ;;
+  int8) turbosr train decoder --config experiments/2026-12-01-x4-learned-decoder-and-joint-unet/decoder-x4-int8.yaml ;;
   lr-probe)
     # #26: the joint x4 fine-tune at two UNet learning rates, 1,000 steps each from the built-in x4
     for lr in 2e-5 1e-4; do
-      turbosr train decoder --config configs/decoder-x4-joint-probe.yaml --set denoiser_learning_rate=$lr \
+      turbosr train decoder --config experiments/2026-12-01-x4-learned-decoder-and-joint-unet/decoder-x4-joint-probe.yaml --set denoiser_learning_rate=$lr \
         --set run.output_dir=runs/x4-lr-probe-$lr
     done
     # and 256-px crops (32² latents, the test crops' size) at batch 2: the same pixels per step as 8 x 128²
-    turbosr train decoder --config configs/decoder-x4-joint-probe.yaml --set data.crop_size=256 \
+    turbosr train decoder --config experiments/2026-12-01-x4-learned-decoder-and-joint-unet/decoder-x4-joint-probe.yaml --set data.crop_size=256 \
       --set run.batch_size=2 --set run.output_dir=runs/x4-crop-probe-256 ;;
   lr-probe-long)
     # the UNet learning rate 1e-4 arm, run on (the best of the three probes, still climbing at 1,000 steps): does it
     # keep climbing? 65 minutes per call; a second call resumes it from runs/x4-lr-probe-long
     # LR=3e-4 runs a faster arm beside it (runs/x4-lr-probe-long-3e-4)
-    turbosr train decoder --config configs/decoder-x4-joint-probe.yaml --set denoiser_learning_rate=${LR:-1e-4} \
+    turbosr train decoder --config experiments/2026-12-01-x4-learned-decoder-and-joint-unet/decoder-x4-joint-probe.yaml --set denoiser_learning_rate=${LR:-1e-4} \
       --set run.max_steps=${MAX_STEPS:-6000} --set run.max_minutes=${MINUTES:-65} --set run.validate_every_steps=500 \
       --set run.checkpoint_every_steps=500 --set run.output_dir=runs/x4-lr-probe-long${LR:+-$LR} \
       ${DECAY:+--set optim.decay_steps=$DECAY} ;;
@@ -311,10 +313,10 @@ PY
       --summary "A small latent diffusion SR model trained by this project on 2 CPU cores, for clean or bicubic-style inputs (fourth built-in x4, 2026-12-02): the one-step x4 UNet of the third built-in, stored as int8, and its learned latent decoder with StableSR's CFW inside it, fine-tuned again on that frozen int8 UNet. --fidelity W in [0, 1] weights the decoder's fusion of the input's features (0 or left out: the model's own output; 1: closest to the input)." \
       --fact "Start: the built-in x4 of 2026-12-02 (third built-in): a one-step UNet fine-tuned jointly with a learned latent decoder, its UNet stored as int8 per output channel; its decoder had been trained on the float UNet's latents, and on the int8 UNet's latents it printed the latent's 8-px pattern (docs/realism.md)." \
       --fact "Decoder: a convolutional decoder of the patch latent (models/decoders.py: 4 residual blocks of 128 channels at the latent resolution, one x8 sub-pixel convolution to RGB, added to the linear patch decode whose residual it learns), and CFW inside it (a 64-channel encoder of the LQ condition latent fused into the trunk through zero-initialised convolutions, scaled by w)." \
-      --fact "Decoder fine-tuning on the frozen int8 UNet (turbosr train decoder, configs/decoder-x4-int8.yaml): the trunk at w = 0 with L1 + 0.2 SSIM + 0.5 Sobel-edge + 0.03 phase-profile grid term, CFW at w = 1 on the same losses with the trunk held fixed; 4,000 steps of batch 8, 128-px crops of the train split, bicubic x4, learning rate 1e-4, bf16 autocast, one CPU thread beside another run. The UNet's stored int8 weights are unchanged; the decoder is stored in float16." \
+      --fact "Decoder fine-tuning on the frozen int8 UNet (turbosr train decoder, experiments/2026-12-01-x4-learned-decoder-and-joint-unet/decoder-x4-int8.yaml): the trunk at w = 0 with L1 + 0.2 SSIM + 0.5 Sobel-edge + 0.03 phase-profile grid term, CFW at w = 1 on the same losses with the trunk held fixed; 4,000 steps of batch 8, 128-px crops of the train split, bicubic x4, learning rate 1e-4, bf16 autocast, one CPU thread beside another run. The UNet's stored int8 weights are unchanged; the decoder is stored in float16." \
       --fact "Chosen on the val split, measured as it ships, by the x4 rule of docs/realism.md written before measuring (artifact figure within 0.03 of HR's on bicubic val, then highest PSNR-Y): docs/benchmarks/x4_int8_val-x4.md." \
-      --training-command "turbosr train decoder --config configs/decoder-x4-joint.yaml   # the third built-in x4 (stopped at step 5,000), stored with --storage int8" \
-      --training-command "turbosr train decoder --config configs/decoder-x4-int8.yaml" ;;
+      --training-command "turbosr train decoder --config experiments/2026-12-01-x4-learned-decoder-and-joint-unet/decoder-x4-joint.yaml   # the third built-in x4 (stopped at step 5,000), stored with --storage int8" \
+      --training-command "turbosr train decoder --config experiments/2026-12-01-x4-learned-decoder-and-joint-unet/decoder-x4-int8.yaml" ;;
   pictures-int8)
     python scripts/side_by_side.py data/external-x4 --names $crops scikit-image__astronaut@170,30 \
       scikit-learn__flower@230,110 --column bicubic=bicubic \
@@ -323,7 +325,7 @@ PY
       --out docs/img/x4_int8_side_by_side.png ;;
   x4-refit)
     as_shipped "${SRC:?model folder}" runs/x4-${TAG:?name}-int8 int8
-    turbosr train decoder --config configs/decoder-x4-refit.yaml --set init_from=runs/x4-$TAG-int8 \
+    turbosr train decoder --config experiments/2026-12-01-x4-learned-decoder-and-joint-unet/decoder-x4-refit.yaml --set init_from=runs/x4-$TAG-int8 \
       --set run.output_dir=runs/decoder-x4-$TAG-int8 ;;
   select-3e-4)
     python benchmarks/quality_vs_steps.py --lq data/val-x4/lq --ref data/val-x4/hq --scale 4 --crop-border 4 \
@@ -347,19 +349,19 @@ PY
       --reuse-baselines runs/x4-2026-12-02b/src/turbosr/weights/x4 \
       --summary "A small latent diffusion SR model trained by this project on 2 CPU cores, for clean or bicubic-style inputs (fifth built-in x4, 2026-12-03): the fourth built-in's one-step UNet and learned latent decoder (StableSR's CFW inside it) fine-tuned together for ${STEPS:?UNet steps} more steps at a higher UNet learning rate, the UNet stored as int8 and the decoder fine-tuned again on that frozen int8 UNet. --fidelity W in [0, 1] weights the decoder's fusion of the input's features (0 or left out: the model's own output; 1: closest to the input)." \
       --fact "Start: the built-in x4 of 2026-12-02 (fourth built-in, weights digest 4279a646c100bb3f), UNet as float from its int8 storage." \
-      --fact "Joint one-step fine-tune (turbosr train decoder, configs/decoder-x4-joint-probe.yaml with the UNet learning rate 3e-4, 128-px crops, batch 8, bicubic x4, L1 + 0.2 SSIM + 0.5 Sobel-edge + 0.03 grid term at w = 0, CFW at w = 1 on the same losses; decoder learning rate 1e-4; EMA 0.999; bf16 autocast, one CPU thread): $STEPS steps${DECAY_NOTE:+, $DECAY_NOTE}." \
+      --fact "Joint one-step fine-tune (turbosr train decoder, experiments/2026-12-01-x4-learned-decoder-and-joint-unet/decoder-x4-joint-probe.yaml with the UNet learning rate 3e-4, 128-px crops, batch 8, bicubic x4, L1 + 0.2 SSIM + 0.5 Sobel-edge + 0.03 grid term at w = 0, CFW at w = 1 on the same losses; decoder learning rate 1e-4; EMA 0.999; bf16 autocast, one CPU thread): $STEPS steps${DECAY_NOTE:+, $DECAY_NOTE}." \
       --fact "Decoder: a convolutional decoder of the patch latent (models/decoders.py: 4 residual blocks of 128 channels at the latent resolution, one x8 sub-pixel convolution to RGB, added to the linear patch decode whose residual it learns), and CFW inside it (a 64-channel encoder of the LQ condition latent fused into the trunk through zero-initialised convolutions, scaled by w)." \
-      --fact "Decoder fine-tuning on the frozen int8 UNet (configs/decoder-x4-refit.yaml): the same losses, 3,000 steps, learning rate 1e-4; the UNet's stored int8 weights are unchanged, the decoder is stored in float16." \
+      --fact "Decoder fine-tuning on the frozen int8 UNet (experiments/2026-12-01-x4-learned-decoder-and-joint-unet/decoder-x4-refit.yaml): the same losses, 3,000 steps, learning rate 1e-4; the UNet's stored int8 weights are unchanged, the decoder is stored in float16." \
       --fact "Chosen on the val split, measured as it ships, by the rule of docs/realism.md written before measuring (artifact figure within 0.03 of HR's on bicubic val, then highest PSNR-Y): docs/benchmarks/x4_3e-4_val-x4.md." \
       --training-command "${COMMAND:?the joint fine-tune command}" \
       --training-command "SRC=<that run>/checkpoint-latest/model TAG=$TAG bash scripts/decoder_realism_chain.sh x4-refit" ;;
   knob)
     for arm in gan perceptual; do
-      OMP_NUM_THREADS=1 turbosr train decoder --config configs/decoder-x4-$arm-end.yaml > runs/x4-$arm-end.out 2>&1 &
+      OMP_NUM_THREADS=1 turbosr train decoder --config "$(recipe decoder-x4-$arm-end)" > runs/x4-$arm-end.out 2>&1 &
     done
     wait ;;
   knob-cfw)
-    OMP_NUM_THREADS=1 turbosr train decoder --config configs/decoder-x4-${ARM:?gan or perceptual}-end.yaml \
+    OMP_NUM_THREADS=1 turbosr train decoder --config "$(recipe decoder-x4-${ARM:?gan or perceptual}-end)" \
       --set init_from=runs/x4-realism-end-$ARM/$latest --set loss.l1=0 --set loss.grid=0 \
       --set adversarial.weight=0 --set adversarial.feature_matching=0 --set run.max_steps=1500 \
       --set optim.decay_steps=500 --set run.output_dir=runs/x4-knob-$ARM-cfw ;;
@@ -381,7 +383,7 @@ PY
   knob2)
     OMP_NUM_THREADS=1 turbosr train decoder --config configs/decoder-x4-perceptual-grid-end.yaml ;;
   knob3)  # round 3: round 2 continued with the lattice loss (its w = 0 missed the lattice clause)
-    OMP_NUM_THREADS=1 turbosr train decoder --config configs/decoder-x4-perceptual-lattice-end.yaml ;;
+    OMP_NUM_THREADS=1 turbosr train decoder --config experiments/2026-12-03-x4-realism-end/decoder-x4-perceptual-lattice-end.yaml ;;
   knob4)  # round 4: the same from round 2 with the absolute lattice loss, on the w = 0 end only
     OMP_NUM_THREADS=1 turbosr train decoder --config configs/decoder-x4-perceptual-lattice2-end.yaml ;;
   pictures-knob)
@@ -404,7 +406,7 @@ PY
     esac
     schedule="3,000 steps, 128-px crops, batch 8, bicubic x4, learning rate 1e-4 falling linearly to zero over the last 1,000 steps"
     case "$arm" in perceptual-grid|perceptual-lattice*) schedule="2,500 steps, 128-px crops, batch 8, bicubic x4, learning rate 1e-4 falling linearly to zero over the last 800 steps" ;; esac
-    config=configs/decoder-x4-$arm-end.yaml
+    config=$(recipe decoder-x4-$arm-end)
     cfw_fact=(); cfw_command=(); start_command=(); config_text=$config
     case "$arm" in perceptual-lattice*)  # rounds 3 and 4 continue round 2's run
       start_command=(--training-command "turbosr train decoder --config configs/decoder-x4-perceptual-grid-end.yaml   # round 2, the start")
@@ -425,9 +427,9 @@ PY
       --training-command "turbosr train decoder --config $config   # the chain's knob lane runs gan and perceptual, knob2 perceptual-grid, knob4 perceptual-lattice2" \
       "${cfw_command[@]}" ;;
   real-knob)
-    OMP_NUM_THREADS=1 turbosr train decoder --config configs/decoder-x4-real-perceptual-end.yaml ;;
+    OMP_NUM_THREADS=1 turbosr train decoder --config experiments/2026-12-03-x4-real-realism-end/decoder-x4-real-perceptual-end.yaml ;;
   real-knob2)
-    OMP_NUM_THREADS=1 turbosr train decoder --config configs/decoder-x4-real-critic-lattice-end.yaml ;;
+    OMP_NUM_THREADS=1 turbosr train decoder --config experiments/2026-12-03-x4-real-realism-end/decoder-x4-real-critic-lattice-end.yaml ;;
   select-next)
     python benchmarks/quality_vs_steps.py --lq data/val-x4/lq --ref data/val-x4/hq --scale 4 --crop-border 4 \
       --threads 1 --baselines bicubic --model "x4 (shipped) at w 1=src/turbosr/weights/x4@fidelity=1" \

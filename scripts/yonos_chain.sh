@@ -19,7 +19,7 @@
 #       x8 students, its control trains the same start on the ground truth at x8; seeds 0 then 1; test split x8
 # Claim 2 at x4 and x8 (issue 24): decoder fine-tuning on the frozen one-step UNet vs many-step sampling
 # (S = 4 or 8):
-#   xS-decoder | xS-direct-decoder: the learned decoder with CFW (configs/decoder-x4-learned.yaml, at model.scale
+#   xS-decoder | xS-direct-decoder: the learned decoder with CFW (experiments/2026-12-01-x4-learned-decoder-and-joint-unet/decoder-x4-learned.yaml, at model.scale
 #       S; DECODER_STEPS, default 1000) on the frozen one-step UNet of the distilled xS of each seed in SEEDS
 #       (here default 0; the decoder run takes the arm's seed), and the same on its direct control
 #   xS-direct-equal-time: the direct control of seed 0 continued (from its checkpoint; the learning rate is
@@ -109,34 +109,34 @@ case "${1:?lane a, b, c or d}" in
     run decoder configs/decoder-x4-small.yaml runs/decoder-x4-small 2500  # x4 distilled + decoder, for the FID table
     ;;
   b)
-    run teacher configs/direct-x8-small.yaml runs/direct-x8-small 10000
+    run teacher experiments/yonos-scale-distillation-controls/direct-x8-small.yaml runs/direct-x8-small 10000
     run decoder configs/decoder-x8-small.yaml runs/decoder-direct-x8-small 2000 \
       --set init_from=runs/direct-x8-small/checkpoint-latest/model
     [ -d runs/direct-x4-builtin ] || without_refiner src/turbosr/weights/x4 runs/direct-x4-builtin
     run scale-distill configs/distill-x4-x8-small.yaml runs/distill-direct-x4-x8-small 1500 \
       --set teacher=runs/direct-x4-builtin --set init_from=runs/direct-x4-builtin
     # control: same start, optimiser and steps as the line above, ground-truth target instead of the teacher's
-    run teacher configs/direct-x8-from-x4-small.yaml runs/direct-x8-from-x4-small 1500
+    run teacher experiments/yonos-scale-distillation-controls/direct-x8-from-x4-small.yaml runs/direct-x8-from-x4-small 1500
     ;;
   c)
     run scale-distill configs/distill-x4-x8-small.yaml runs/distill-direct-x4-x8-small-seed1 1500 \
       --set teacher=runs/direct-x4-builtin --set init_from=runs/direct-x4-builtin --set run.seed=1
     ;;
   d)
-    run teacher configs/direct-x8-from-x4-small.yaml runs/direct-x8-from-x4-small-seed1 1500 --set run.seed=1
+    run teacher experiments/yonos-scale-distillation-controls/direct-x8-from-x4-small.yaml runs/direct-x8-from-x4-small-seed1 1500 --set run.seed=1
     ;;
   x2) run teacher configs/teacher-x2-small.yaml runs/teacher-x2-claims "${X2_STEPS:-3000}" ;;
   x4-distilled) arms distilled x4 "$X2_TEACHER" configs/distill-x2-x4-small.yaml ;;
-  x4-direct) arms direct x4 "$X2_TEACHER" configs/direct-x4-from-x2-small.yaml ;;
+  x4-direct) arms direct x4 "$X2_TEACHER" experiments/yonos-scale-distillation-controls/direct-x4-from-x2-small.yaml ;;
   x8-distilled) arms distilled x8 "$X4_TEACHER" configs/distill-x4-x8-small.yaml ;;
-  x8-direct) arms direct x8 "$X4_TEACHER" configs/direct-x8-from-x4-small.yaml ;;
+  x8-direct) arms direct x8 "$X4_TEACHER" experiments/yonos-scale-distillation-controls/direct-x8-from-x4-small.yaml ;;
   eval-x4) evaluate_arms 4 ;;
   eval-x8) evaluate_arms 8 ;;
   x4-decoder | x4-direct-decoder | x8-decoder | x8-direct-decoder)  # the decoder on the frozen one-step UNet of
     stage=${1%%-*}                                                     # each SEEDS arm, distilled or direct
     kind=$([ "$1" = "$stage-decoder" ] && echo distilled || echo direct)
     for seed in ${SEEDS:-0}; do
-      run decoder configs/decoder-x4-learned.yaml "runs/$stage-$kind-seed$seed-decoder" "${DECODER_STEPS:-1000}" \
+      run decoder experiments/2026-12-01-x4-learned-decoder-and-joint-unet/decoder-x4-learned.yaml "runs/$stage-$kind-seed$seed-decoder" "${DECODER_STEPS:-1000}" \
         --set init_from="runs/$stage-$kind-seed$seed/checkpoint-latest/model" --set model.scale="${stage#x}" \
         --set run.seed="$seed"
     done
@@ -144,7 +144,7 @@ case "${1:?lane a, b, c or d}" in
   x4-direct-equal-time | x8-direct-equal-time)
     stage=${1%%-*}
     if [ "$stage" = x4 ]; then start=$X2_TEACHER; else start=$X4_TEACHER; fi
-    config=configs/direct-$stage-from-x$((${stage#x} / 2))-small.yaml
+    config=experiments/yonos-scale-distillation-controls/direct-$stage-from-x$((${stage#x} / 2))-small.yaml
     steps=$(python - "runs/$stage-distilled-seed0" "runs/$stage-direct-seed0" "${ARM_STEPS:-1500}" <<'PY'
 import sys
 from pathlib import Path

@@ -93,11 +93,64 @@ def config_method(path: Path) -> str:
 
 
 def test_every_shipped_config_names_its_method_and_resolves():
-    configs = sorted((Path(__file__).parent.parent / "configs").rglob("*.yaml"))
+    root = Path(__file__).parent.parent
+    configs = sorted((root / "configs").rglob("*.yaml"))
     assert configs, "configs/ holds the documented run configs"
     for path in configs:
         method = config_method(path)
         load_config(methods()[method][0], path, method=method)
+        assert "base" not in read_recipe_file(path), f"{path}: a recipe is whole; overlays live in experiments/"
+
+
+def read_recipe_file(path: Path) -> dict:
+    import yaml
+
+    return yaml.safe_load(path.read_text()) or {}
+
+
+def test_every_experiment_arm_is_an_overlay_of_a_recipe_and_resolves():
+    """experiments/ holds the arms as overlays: each names a recipe in configs/ as its base, changes something,
+    and resolves under the method it names."""
+    root = Path(__file__).parent.parent
+    arms = sorted((root / "experiments").rglob("*.yaml"))
+    assert arms
+    for path in arms:
+        raw = read_recipe_file(path)
+        base = (path.parent / raw["base"]).resolve()
+        assert base.parent == (root / "configs").resolve() and base.is_file(), f"{path}: base {raw['base']}"
+        assert set(raw) - {"base", "method"}, f"{path} changes nothing"
+        method = config_method(path)
+        arm = to_dict(load_config(methods()[method][0], path, method=method))
+        assert arm != to_dict(load_config(methods()[method][0], base, method=method)), path
+    assert (root / "experiments" / "README.md").is_file()
+
+
+def test_an_overlay_merges_into_its_base_key_by_key(tmp_path):
+    from turbosr.train.teacher import TeacherConfig
+
+    (tmp_path / "base.yaml").write_text("method: teacher\nmodel:\n  preset: tiny\n  scale: 2\n"
+                                        "run:\n  max_steps: 10\n  batch_size: 3\n")
+    (tmp_path / "arm").mkdir()
+    (tmp_path / "arm" / "a.yaml").write_text("base: ../base.yaml\nrun:\n  max_steps: 20\n")
+    config = load_config(TeacherConfig, tmp_path / "arm" / "a.yaml", method="teacher")
+    assert config.run.max_steps == 20 and config.run.batch_size == 3 and config.model.scale == 2
+    (tmp_path / "b.yaml").write_text("base: c.yaml\n")
+    (tmp_path / "c.yaml").write_text("base: b.yaml\n")
+    with pytest.raises(ConfigError, match="comes back"):
+        load_config(TeacherConfig, tmp_path / "b.yaml")
+    pinned = tmp_path / "pinned.yaml"
+    pinned.write_text("method: teacher\ninit_from: runs/releases/x4-0123456789abcdef\n"
+                      "run:\n  start_digests:\n    init_from: 0123456789abcdef\n")
+    (tmp_path / "moved.yaml").write_text("base: pinned.yaml\ninit_from: runs/elsewhere\n")
+    with pytest.raises(ConfigError, match="give run.start_digests here too"):
+        load_config(TeacherConfig, tmp_path / "moved.yaml")
+    (tmp_path / "moved.yaml").write_text("base: pinned.yaml\ninit_from: runs/elsewhere\nrun:\n  start_digests: {}\n")
+    assert load_config(TeacherConfig, tmp_path / "moved.yaml").run.start_digests == {}
+    (tmp_path / "kept.yaml").write_text("base: pinned.yaml\nrun:\n  max_steps: 5\n")
+    assert load_config(TeacherConfig, tmp_path / "kept.yaml").run.start_digests == {"init_from": "0123456789abcdef"}
+    (tmp_path / "d.yaml").write_text("base: missing.yaml\n")
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(TeacherConfig, tmp_path / "d.yaml")
 
 
 def test_a_recipe_run_under_another_method_is_refused(tmp_path, capsys):

@@ -186,9 +186,22 @@ def _run_train(args: argparse.Namespace) -> int:
         raise CLIError(f"{args.config} names method {method!r}; known: {', '.join(methods())}")
     config_class, train = methods()[method]
     config = load_config(config_class, args.config, args.overrides, method)
+    from turbosr.config import model_folders
+    from turbosr.train.common import pinned_start_problems
+
     missing = missing_inputs(config)
+    for field, folder in model_folders(config).items():  # a pinned built-in release: say how to write it
+        release = Path(folder)
+        pin = config.run.start_digests.get(field)
+        if not release.exists() and pin and release.parent.name == "releases" and release.name.endswith("-" + pin):
+            missing = [f"{m} (write it: turbosr release {release.name[:-17]} {pin} -o {folder})"
+                       if m == f"{field} = {folder}" else m for m in missing]
     if missing:
         raise CLIError(f"{len(missing)} input path(s) do not exist: {'; '.join(missing)}")
+
+    changed = pinned_start_problems(model_folders(config), config.run.start_digests)
+    if changed:
+        raise CLIError(f"{len(changed)} start folder(s) are not what the recipe was written for: {'; '.join(changed)}")
     if args.dry_run:
         print(yaml.safe_dump(to_dict(config), sort_keys=False), end="")
         return EXIT_OK
@@ -302,6 +315,26 @@ def _run_data(args: argparse.Namespace) -> int:
 
 # --------------------------------------------------------------------------------------------------------- demo
 # ------------------------------------------------------------------------------------------------------- import
+def _add_release(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("release", help="write an earlier release of a built-in model (by its digest) from the "
+                       "repository's history")
+    p.add_argument("name", help="the built-in (x4, x4-real)")
+    p.add_argument("digest", help="its weights digest (a recipe's run.start_digests, a card's Start line)")
+    p.add_argument("-o", "--output", required=True, type=Path, help="the new folder (must not exist)")
+    p.set_defaults(run=_run_release)
+
+
+def _run_release(args: argparse.Namespace) -> int:
+    from turbosr.weights.releases import ReleaseNotFound, retrieve_release
+
+    try:
+        folder = retrieve_release(args.name, args.digest, args.output)
+    except ReleaseNotFound as error:
+        raise CLIError(str(error)) from None
+    print(f"wrote {folder} ({args.name} with weights digest {args.digest})")
+    return EXIT_OK
+
+
 def _add_import(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("import", help="convert a released model (your local files) into a turbosr model folder")
     families = p.add_subparsers(dest="family", required=True)
@@ -403,6 +436,7 @@ COMMANDS: dict[str, Callable[[argparse._SubParsersAction], None]] = {
     "eval": _add_eval,
     "data": _add_data,
     "import": _add_import,
+    "release": _add_release,
     "demo": _add_demo,
 }
 

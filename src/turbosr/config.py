@@ -364,8 +364,49 @@ def recipe_method(path: str | Path) -> str | None:
     return method
 
 
-def read_recipe(path: str | Path | None) -> dict[str, Any]:
-    """A YAML config file as a mapping (empty for None), every problem a one-line ConfigError."""
+def read_recipe(path: str | Path | None, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """A YAML config file as a mapping (empty for None), every problem a one-line ConfigError.
+
+    An overlay names its base recipe (top-level ``base:``, a path relative to the overlay's folder) and holds only
+    the keys it changes: the base is read first (itself possibly an overlay) and the overlay's mappings merged
+    into it key by key (any other value replaces the base's), except ``run.start_digests``, which an overlay
+    replaces whole; an overlay that moves a pinned start must give its own."""
+    data = _read_yaml(path)
+    base = data.pop("base", None)
+    if base is None:
+        return data
+    assert path is not None
+    path = Path(path)
+    if not isinstance(base, str):
+        raise ConfigError(f"{path}: base must be the path of a recipe, got {base!r}")
+    base_path = (path.parent / base).resolve()
+    if base_path in _seen or base_path == path.resolve():
+        raise ConfigError(f"{path}: its base chain comes back to {base_path}")
+    based = read_recipe(base_path, (*_seen, path.resolve()))
+    pins = based.get("run", {}).get("start_digests", {}) if isinstance(based.get("run"), dict) else {}
+    restated = isinstance(data.get("run"), dict) and "start_digests" in data["run"]
+    moved = sorted(field for field in pins if field in data and data[field] != based.get(field))
+    if moved and not restated:
+        raise ConfigError(f"{path} starts {moved[0]} from {data[moved[0]]}, but its base pins the base's "
+                          f"{moved[0]}: give run.start_digests here too (the digest of the new start, or {{}})")
+    merged = merge_recipe(based, data)
+    if restated:  # an overlay's pins replace the base's whole: they describe its own starts
+        merged["run"]["start_digests"] = data["run"]["start_digests"]
+    return merged
+
+
+def merge_recipe(base: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any]:
+    """``overlay`` merged into ``base``: nested mappings key by key, anything else replaced."""
+    merged = dict(base)
+    for key, value in overlay.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = merge_recipe(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _read_yaml(path: str | Path | None) -> dict[str, Any]:
     data: dict[str, Any] = {}
     if path is not None:
         path = Path(path)

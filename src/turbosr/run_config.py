@@ -80,8 +80,16 @@ class RunConfig:
     validation_images: int = 21  # one fixed crop of each of N val images (all 21; docs/data.md: the choice)
     log_every_steps: int = 20
     tensorboard: bool = False  # also write TensorBoard scalars to output_dir/tensorboard (extra "tensorboard")
+    # {start field: content digest}: the start folders (init_from, teacher, prior, ...) this recipe was written
+    # for, checked whenever a run starts or resumes and by --dry-run (model_identity's digest: config + weights)
+    start_digests: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        if not isinstance(self.start_digests, dict) or not all(
+                isinstance(k, str) and isinstance(v, str) and len(v) == 16
+                and all(c in "0123456789abcdef" for c in v) for k, v in self.start_digests.items()):
+            raise ConfigError(f"run.start_digests must map start fields to 16-hex-digit digests, got "
+                              f"{self.start_digests!r}")
         if self.mixed_precision not in ("no", "bf16", "fp16"):
             raise ConfigError(f"run.mixed_precision must be no, bf16 or fp16, got {self.mixed_precision!r}")
         for name in ("max_steps", "batch_size", "gradient_accumulation_steps", "log_every_steps"):

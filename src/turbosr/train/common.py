@@ -291,15 +291,42 @@ def save_checkpoint(accelerator: Any, output_dir: str | Path, step: int, ema: EM
 STARTS = "starts.json"
 
 
-def check_starts(output_dir: str | Path, folders: dict[str, str], write: bool = True) -> None:
+def pinned_start_problems(folders: dict[str, str], pins: dict[str, str]) -> list[str]:
+    """One line per start folder whose content digest is not the one the recipe pins (``run.start_digests``),
+    and per pin naming no start field of the config: what a run refuses at its start and ``--dry-run`` reports."""
+    from turbosr.reports import MODEL_FILES, folder_digest
+
+    problems = []
+    for name, pinned in sorted(pins.items()):
+        if name not in folders:
+            problems.append(f"run.start_digests pins {name}, which this config does not set")
+            continue
+        folder = Path(folders[name])
+        if not folder.exists():
+            continue  # missing_inputs reports it
+        digest = folder_digest(folder, MODEL_FILES)
+        if digest != pinned:
+            builtin = folder.resolve().parent == Path(__file__).resolve().parents[1] / "weights"
+            hint = (f" (`turbosr release {folder.name} {pinned} -o DIR` writes that release of the built-in from the "
+                    f"repository's history; point {name} at DIR)") if builtin else ""
+            problems.append(f"{name} = {folder} has digest {digest}, the recipe was written for {pinned}{hint}")
+    return problems
+
+
+def check_starts(output_dir: str | Path, folders: dict[str, str], write: bool = True,
+                 pins: dict[str, str] | None = None) -> None:
     """Keep a resumed run on the model folders it started from. ``folders``: {config field: model folder the run
     reads at start (a frozen teacher or prior, the starting weights)}: ``config.model_folders``. A new run records
     their content digests (config and weights) in ``output_dir/starts.json`` (``write``: the main process); a run
     that will resume from ``output_dir/checkpoint-latest`` compares them with the record and stops if one changed,
     since the checkpoint restores only the trained weights: a frozen UNet, a teacher or the folder's settings
     (its default CFW weight) would silently come from the new folder. Checkpoints older than the record are not
-    compared (a warning says so)."""
+    compared (a warning says so). ``pins`` (``run.start_digests``) are checked first, for new and resumed runs."""
     from turbosr.reports import MODEL_FILES, folder_digest
+
+    problems = pinned_start_problems(folders, pins or {})
+    if problems:
+        raise ValueError(f"{problems[0]}" + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""))
 
     output = Path(output_dir)
     record = output / STARTS

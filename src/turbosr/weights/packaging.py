@@ -68,6 +68,16 @@ def build_parser() -> argparse.ArgumentParser:
     update = sub.add_parser("update", help="add a dated note to a card (prose that overrules its summary; no numbers)")
     update.add_argument("folder", type=Path)
     update.add_argument("--text", required=True)
+    store = sub.add_parser("store", help="write a trained model folder again with another weight storage (int8: "
+                           "what a built-in ships), to train on it as it will ship")
+    store.add_argument("model", type=Path)
+    store.add_argument("output", type=Path, help="the new folder (must not exist)")
+    store.add_argument("--storage", choices=COMPACT_STORAGES, required=True)
+    commands = sub.add_parser("commands", help="replace a card's training commands (with a dated note saying why): "
+                              "when the recipes move or gain pinned starts")
+    commands.add_argument("folder", type=Path)
+    commands.add_argument("--training-command", action="append", required=True, help="repeatable, in order")
+    commands.add_argument("--text", required=True, help="why the commands changed")
     return parser
 
 
@@ -216,6 +226,17 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "package":
         package(args, argv)
         return
+    if args.command == "store":
+        from turbosr.pipeline import SRPipeline
+
+        if args.output.exists():
+            raise SystemExit(f"{args.output} already exists: choose a new folder")
+        staging = args.output.with_name(f".{args.output.name}.partial")
+        shutil.rmtree(staging, ignore_errors=True)  # a killed store's leftovers
+        SRPipeline.from_pretrained(args.model).save_pretrained(staging, storage=args.storage)
+        staging.rename(args.output)
+        print(f"wrote {args.output} ({args.storage})")
+        return
     from turbosr.checkpoint import write_json
     from turbosr.pipeline import SRPipeline
     from turbosr.reports import command_line
@@ -229,9 +250,11 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_threads(args.threads)
         measurements["timing"] = {**time_upscale(SRPipeline.from_pretrained(args.folder), args.threads),
                                   "command": command_line(SCRIPT, argv)}
-    elif args.command == "update":
+    elif args.command in ("update", "commands"):
         measurements.setdefault("updates", []).append({"date": time.strftime("%Y-%m-%d"), "text": args.text,
                                                       "command": command_line(SCRIPT, argv)})
+        if args.command == "commands":
+            measurements["training"]["commands"] = list(args.training_command)
     if args.command != "render":
         write_json(args.folder / "measurements.json", measurements)
     card = render_card(measurements)

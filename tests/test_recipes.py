@@ -1,0 +1,110 @@
+"""Provenance: every built-in card's training commands resolve from a clean checkout plus named inputs.
+
+Each command of a card is one of: ``turbosr release NAME DIGEST -o DIR`` (an earlier built-in from the repository's
+history), ``turbosr train --config RECIPE [--set ...]``, or ``python scripts/package_builtin.py store A B``. Every
+start folder a training command reads must be either made by an earlier command of the same card (a release, a
+store, or under an earlier run's output folder) or pinned by the recipe's ``run.start_digests``; a start that is a
+release must carry the release's digest as its pin; and the release must exist in the history with that digest
+(retrieved and hashed here, where the clone has its history)."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from turbosr.config import load_config, model_folders, recipe_method
+from turbosr.reports import MODEL_FILES, folder_digest
+from turbosr.train import methods
+from turbosr.train.common import pinned_start_problems
+from turbosr.weights.releases import ReleaseNotFound, release_digests, retrieve_release
+
+ROOT = Path(__file__).resolve().parents[1]
+CARDS = sorted((ROOT / "src" / "turbosr" / "weights").glob("*/measurements.json"))
+
+
+def shallow() -> bool:
+    done = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--is-shallow-repository"], capture_output=True,
+                          text=True)
+    return done.returncode != 0 or done.stdout.strip() != "false"
+
+
+def card_commands(measurements: Path) -> list[list[str]]:
+    commands = json.loads(measurements.read_text())["training"]["commands"]
+    return [shlex.split(command, comments=True) for command in commands]
+
+
+def _inside(folder: str, made: set[str]) -> bool:
+    return any(folder == m or folder.startswith(m.rstrip("/") + "/") for m in made)
+
+
+@pytest.mark.parametrize("measurements", CARDS, ids=[c.parent.name for c in CARDS])
+def test_card_commands_resolve(measurements: Path) -> None:
+    made: set[str] = set()
+    releases: dict[str, tuple[str, str]] = {}
+    for argv in card_commands(measurements):
+        assert argv, "an empty command"
+        if argv[:2] == ["turbosr", "release"]:
+            name, digest = argv[2], argv[3]
+            output = argv[argv.index("-o") + 1]
+            releases[output] = (name, digest)
+            made.add(output)
+        elif argv[:2] == ["turbosr", "train"]:
+            config_path = ROOT / argv[argv.index("--config") + 1]
+            overrides = [argv[i + 1] for i, a in enumerate(argv) if a == "--set"]
+            method = recipe_method(config_path)
+            config = load_config(methods()[method][0], config_path, overrides, method)
+            pins = config.run.start_digests
+            for field, folder in model_folders(config).items():
+                if folder in releases:
+                    assert pins.get(field) == releases[folder][1], f"{config_path}: {field} = {folder} unpinned"
+                else:
+                    assert _inside(folder, made) or field in pins, (
+                        f"{config_path}: {field} = {folder} is neither made by an earlier command nor pinned")
+            assert not [p for p in pinned_start_problems(model_folders(config), pins) if "does not set" in p]
+            made.add(config.run.output_dir)
+        elif argv[:2] == ["python", "scripts/package_builtin.py"] and argv[2] == "store":
+            assert _inside(argv[3], made), f"store reads {argv[3]}, which no earlier command makes"
+            made.add(argv[4])
+        else:
+            pytest.fail(f"{measurements.parent.name}: a card command turbosr cannot resolve: {shlex.join(argv)}")
+    if shallow():
+        pytest.skip("a shallow clone has no earlier releases: their digests were not checked")
+    for name, digest in releases.values():
+        assert digest in {found for _, found in release_digests(name)}, f"no release of {name} has digest {digest}"
+
+
+def test_a_release_is_written_back_with_its_digest(tmp_path: Path) -> None:
+    if shallow():
+        pytest.skip("a shallow clone has no earlier releases")
+    commit, digest = release_digests("x4")[0]
+    assert digest == folder_digest(ROOT / "src" / "turbosr" / "weights" / "x4", MODEL_FILES)  # HEAD's is the newest
+    out = retrieve_release("x4", digest, tmp_path / "x4")
+    assert folder_digest(out, MODEL_FILES) == digest and (out / "README.md").is_file()
+    with pytest.raises(ReleaseNotFound, match="already exists"):
+        retrieve_release("x4", digest, out)
+    with pytest.raises(ReleaseNotFound, match="no release of x4 has weights digest 0123456789abcdef"):
+        retrieve_release("x4", "0123456789abcdef", tmp_path / "none")
+    assert not (tmp_path / "none").exists() and not list(tmp_path.glob(".none*"))
+
+
+def test_a_pinned_start_that_changed_stops_the_run(tmp_path: Path, tiny_x4_folder: Path, capsys) -> None:
+    from turbosr.cli import main
+
+    recipe = tmp_path / "pinned.yaml"
+    recipe.write_text(f"method: teacher\ninit_from: {tiny_x4_folder}\nmodel:\n  preset: tiny\nrun:\n"
+                      f"  output_dir: {tmp_path / 'run'}\n  max_steps: 1\n  start_digests:\n"
+                      f"    init_from: 0123456789abcdef\n")
+    assert main(["train", "--config", str(recipe), "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert "init_from" in err and "written for 0123456789abcdef" in err and len(err.strip().splitlines()) == 1
+    actual = folder_digest(tiny_x4_folder, MODEL_FILES)
+    recipe.write_text(recipe.read_text().replace("0123456789abcdef", actual))
+    assert main(["train", "--config", str(recipe), "--dry-run"]) == 0
+    bad = tmp_path / "stray.yaml"
+    bad.write_text(f"method: teacher\nrun:\n  start_digests:\n    teacher: {actual}\n")
+    assert main(["train", "--config", str(bad), "--dry-run"]) == 2
+    assert "pins teacher, which this config does not set" in capsys.readouterr().err
