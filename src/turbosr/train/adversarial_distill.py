@@ -80,7 +80,7 @@ class AdversarialDistillConfig:
     data: DataConfig = field(default_factory=_blind)
     optim: OptimConfig = field(default_factory=OptimConfig)
     run: RunConfig = field(default_factory=RunConfig)
-    num_steps: int = 4  # K: the student's schedule (trailing spacing)
+    trained_steps: int = 4  # K: the student's schedule (trailing spacing)
     one_step_fraction: float = 0.5  # share of samples that train pure one-step generation
     psr: bool = True  # prediction-based self-refinement
     psr_weight: float = 0.5  # its blend at inference, stored in the student's sampler (diffusion.Sampler)
@@ -104,14 +104,14 @@ class AdversarialDistillConfig:
         for name, allowed in checks.items():
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
-        if not 1 <= self.num_steps <= len(ADAPTIVE_WEIGHT_FORMS["fixed"]):
-            raise ConfigError(f"num_steps must be in 1..4 (the weighting tables have 4 entries), got {self.num_steps}")
+        if not 1 <= self.trained_steps <= len(ADAPTIVE_WEIGHT_FORMS["fixed"]):
+            raise ConfigError(f"trained_steps must be in 1..4 (the weighting tables have 4 entries), got {self.trained_steps}")
         for name in ("one_step_fraction", "psr_train_weight", "psr_weight"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(f"{name} must be in [0, 1], got {getattr(self, name)}")
 
 
-def weight_index(one_step: torch.Tensor, trained_index: torch.Tensor, start_index: torch.Tensor, num_steps: int,
+def weight_index(one_step: torch.Tensor, trained_index: torch.Tensor, start_index: torch.Tensor, trained_steps: int,
                  indexing: str) -> torch.Tensor:
     """Which entry of the timestep-adaptive weight table each sample's distillation loss gets (B,):
 
@@ -123,16 +123,16 @@ def weight_index(one_step: torch.Tensor, trained_index: torch.Tensor, start_inde
     """
     if indexing == "paper":
         return trained_index
-    return torch.where(one_step, num_steps - 1, start_index)
+    return torch.where(one_step, trained_steps - 1, start_index)
 
 
-def student_from(folder: str, psr_weight: float, num_steps: int = 4) -> SRPipeline:
+def student_from(folder: str, psr_weight: float, trained_steps: int = 4) -> SRPipeline:
     """The teacher's model with a zero-initialised control branch and the AddSR sampler settings (re-noising,
     self-refinement weight, the K-step grid it trains on)."""
     loaded = without_fidelity_warp(SRPipeline.from_pretrained(folder), folder)
     loaded.denoiser.add_control()
     return loaded.replace(config=dataclasses.replace(loaded.config, control=True),
-                          sampler=Sampler("renoise", psr_weight, num_steps))
+                          sampler=Sampler("renoise", psr_weight, trained_steps))
 
 
 def teacher_target(teacher: SRPipeline, student_hq_latent: torch.Tensor, anchor: torch.Tensor, s: torch.Tensor,
@@ -162,7 +162,7 @@ def train(config: AdversarialDistillConfig) -> Path:
         raise ValueError(f"{config.teacher} is an x{teacher.scale} model; set model.scale={teacher.scale}")
     teacher.denoiser.requires_grad_(False).eval()
     autoencoder = teacher.autoencoder.requires_grad_(False)
-    pipeline = student_from(config.init_from or config.teacher, config.psr_weight, config.num_steps)
+    pipeline = student_from(config.init_from or config.teacher, config.psr_weight, config.trained_steps)
     if pipeline.autoencoder.config() != autoencoder.config():
         raise ValueError("the student must share the teacher's latent space (init_from a folder that does)")
     denoiser = pipeline.denoiser.to(accelerator.device).train()
@@ -181,7 +181,7 @@ def train(config: AdversarialDistillConfig) -> Path:
     cadence = Cadence(run)
     alpha_bar = pipeline.alpha_bar.to(accelerator.device)
     steps_total = pipeline.config.schedule.num_train_timesteps
-    schedule = torch.tensor(sampling_timesteps(config.num_steps, steps_total), device=accelerator.device)
+    schedule = torch.tensor(sampling_timesteps(config.trained_steps, steps_total), device=accelerator.device)
 
     def score(hq_latent: torch.Tensor, lq: torch.Tensor, lq_latent: torch.Tensor, generator: torch.Generator
               ) -> torch.Tensor:
@@ -213,8 +213,8 @@ def train(config: AdversarialDistillConfig) -> Path:
             noise = torch.randn(x0_hr.shape, generator=generator).to(accelerator.device)
             # 1. which step of the schedule learns, from which state, with which control condition
             one_step = (torch.rand(batch, generator=generator) < config.one_step_fraction).to(accelerator.device)
-            if config.psr and config.num_steps > 1:
-                start_index = torch.randint(config.num_steps - 1, (batch,), generator=generator).to(one_step.device)
+            if config.psr and config.trained_steps > 1:
+                start_index = torch.randint(config.trained_steps - 1, (batch,), generator=generator).to(one_step.device)
                 trained_index = torch.where(one_step, 0, start_index + 1)
                 with torch.no_grad(), accelerator.autocast():  # the previous step, without gradient
                     t_start = schedule[start_index]
@@ -225,7 +225,7 @@ def train(config: AdversarialDistillConfig) -> Path:
                 refined = config.psr_train_weight * previous_hq + (1 - config.psr_train_weight) * lq_latent
                 control = torch.where(one_step[:, None, None, None], lq_latent, refined)
             else:
-                trained_index = torch.randint(config.num_steps, (batch,), generator=generator).to(one_step.device)
+                trained_index = torch.randint(config.trained_steps, (batch,), generator=generator).to(one_step.device)
                 trained_index = torch.where(one_step, 0, trained_index)
                 control = lq_latent
                 start_index = trained_index  # without self-refinement a sample starts where it trains
@@ -244,7 +244,7 @@ def train(config: AdversarialDistillConfig) -> Path:
                     anchor = hr_latent if config.hr_regulated else lq_latent
                     target = from_model_range(autoencoder.decode(
                         teacher_target(teacher, student_hq.detach(), anchor, s, teacher_noise)).float())
-                index = weight_index(one_step, trained_index, start_index, config.num_steps, config.adaptive_indexing)
+                index = weight_index(one_step, trained_index, start_index, config.trained_steps, config.adaptive_indexing)
                 weight = timestep_adaptive_weight(index, config.distill_weighting) * alpha_bar[s].sqrt()
                 distill = (weight * (student_image - target).pow(2).flatten(1).mean(1)).mean()
                 loss, terms = distill, {"distill": distill.detach()}
