@@ -109,8 +109,16 @@ def test_average_hash_finds_near_duplicates():
     assert bin(average_hash(image) ^ average_hash(other)).count("1") > 10
 
 
-def test_bundled_samples_exist():
-    assert {"astronaut", "coffee", "chelsea"} <= set(list_samples())
-    assert Image.open(sample_path("astronaut")).size == (128, 128)
-    with pytest.raises(FileNotFoundError, match="available"):
+def test_bundled_samples_are_the_licensed_photos_their_notice_lists():
+    """Every bundled sample is listed, with its size, in samples/LICENSES.md (source and licence), and only
+    those; an unknown name is a one-line error naming the available ones."""
+    import re
+
+    notice = (sample_path("astronaut").parent / "LICENSES.md").read_text()
+    listed = {name: (int(w), int(h)) for name, w, h in re.findall(r"^\| (\w+)\.png \((\d+)x(\d+)\)", notice, re.M)}
+    assert set(list_samples()) == set(listed) and {"astronaut", "coffee", "chelsea"} <= set(listed)
+    for name, size in listed.items():
+        image = Image.open(sample_path(name))
+        assert image.size == size and image.mode == "RGB", name
+    with pytest.raises(FileNotFoundError, match="available: astronaut, chelsea, coffee"):
         sample_path("nope")

@@ -195,15 +195,18 @@ def test_cfw_loss_does_not_move_the_trunk(tmp_path, hr_folder, model_dir):
     assert torch.any(tuned.autoencoder.decoder.fusions[0].out.weight != 0)
 
 
-def test_joint_one_step_fine_tune_moves_the_unet(tmp_path, hr_folder, model_dir):
+def test_joint_one_step_fine_tune_trains_the_whole_unet_through_the_decoder(tmp_path, hr_folder, model_dir):
     from turbosr.train import decoder
 
     start = SRPipeline.from_pretrained(model_dir)
     folder = decoder.train(decoder_config(tmp_path, hr_folder, model_dir, "train_denoiser=true", "cfw_loss.l1=0",
                                           "cfw_loss.ssim=0", "cfw_loss.edge=0"))
     tuned = SRPipeline.from_pretrained(folder / "model")
-    moved = [k for k, v in start.denoiser.state_dict().items() if not torch.equal(v, tuned.denoiser.state_dict()[k])]
-    assert moved
+    moved = {k for k, v in start.denoiser.state_dict().items() if not torch.equal(v, tuned.denoiser.state_dict()[k])}
+    # the pixel loss reaches the whole UNet through the decode: its first and last layers both learn (the default
+    # run, train_denoiser false, keeps every UNet tensor: test above)
+    assert {"unet.conv_in.weight", "unet.conv_out.weight"} <= moved
+    assert not any(k.startswith("residual_scale") for k in moved)  # a buffer, not trained
     assert torch.all(tuned.autoencoder.decoder.fusions[0].out.weight == 0)  # no CFW loss: CFW untouched
 
 

@@ -104,11 +104,24 @@ def test_bad_requests_get_a_one_line_message_and_a_4xx(client, upload, fields, s
     assert message in error and "\n" not in error and "Traceback" not in error
 
 
-def test_build_demo_returns_the_app_without_launching(tiny_model_dir):
-    from turbosr.demo import build_demo
+def _components(demo, kind: str) -> dict:
+    return {b.label: b for b in demo.blocks.values() if type(b).__name__ == kind}
 
-    demo = build_demo({"tiny": tiny_model_dir})
+
+def test_build_demo_offers_each_model_s_own_step_counts_without_launching(tiny_model_dir):
+    """The page is built, not served; its step slider follows the first model: a built-in (trained for one
+    step) shows its one step fixed, a model without limits offers 1 to the page's maximum."""
+    from turbosr import builtin_model_dir
+    from turbosr.demo import MAX_STEPS, build_demo
+
+    demo = build_demo({"x4": builtin_model_dir(4), "tiny": tiny_model_dir})
     assert isinstance(demo, gradio.Blocks) and not demo.is_running
+    steps = next(s for label, s in _components(demo, "Slider").items() if label.startswith("steps"))
+    assert steps.value == 1 and steps.interactive is False
+    assert _components(demo, "Dropdown")["model"].choices[0][1] == "x4"
+    open_ended = next(s for label, s in _components(build_demo({"tiny": tiny_model_dir}), "Slider").items()
+                      if label.startswith("steps"))
+    assert open_ended.maximum == MAX_STEPS and open_ended.interactive is not False
 
 
 def _browser_or_skip():

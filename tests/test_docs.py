@@ -43,7 +43,8 @@ def test_documented_examples_run(page, tmp_path, tmp_path_factory, monkeypatch):
     assert blocks, f"{page} has no python examples"
     monkeypatch.chdir(tmp_path)
     # outside tmp_path, so that the last assert still sees only what the examples wrote
-    monkeypatch.setattr("turbosr.corpus.sample_path", shrunk_samples(tmp_path_factory.mktemp("samples")))
+    samples = tmp_path_factory.mktemp("samples")
+    monkeypatch.setattr("turbosr.corpus.sample_path", shrunk_samples(samples))
     namespace: dict = {}
     for index, block in enumerate(blocks):
         try:
@@ -51,6 +52,16 @@ def test_documented_examples_run(page, tmp_path, tmp_path_factory, monkeypatch):
         except Exception as error:
             raise AssertionError(f"{page}, example {index + 1} failed: {error!r}\n{block}") from error
     assert os.listdir(tmp_path)  # the examples wrote their outputs here, not into the repository
+    # every image they wrote is an upscale of a bundled sample by a model's factor (what the examples promise)
+    from PIL import Image
+
+    inputs = {Image.open(path).size for path in samples.glob("*.png")}
+    written = [p for p in tmp_path.rglob("*") if p.suffix.lower() in (".png", ".jpg", ".webp", ".tif", ".tiff")
+               and p.parent.name not in ("hr", "hq", "lq")]  # the evaluation example's pair set (sample crops)
+    assert written, f"{page}'s examples wrote no image"
+    for path in written:
+        size = Image.open(path).size
+        assert any(size == (w * k, h * k) for w, h in inputs for k in (2, 4, 8)), f"{path.name}: {size}"
 
 
 def test_every_benchmark_table_is_linked_from_its_readme():

@@ -195,9 +195,20 @@ def test_bad_arguments(tiny_pipeline, lq_image):
 
 
 @pytest.mark.parametrize("fix", ["adain", "wavelet"])
-def test_color_fix_runs_and_keeps_shape(tiny_pipeline, lq_image, fix):
+def test_color_fix_matches_the_bicubic_input_after_sampling(tiny_pipeline, lq_image, fix):
+    """The pipeline's colour fix is the named correction of the sampled output against the bicubic-upsampled
+    input, then clamped (not of the input, not before decoding)."""
+    from turbosr.colorfix import COLOR_FIXES
+    from turbosr.degradations import upsample_lq
+
     out = tiny_pipeline(lq_image, color_fix=fix, generator=torch.Generator().manual_seed(0))
+    plain = tiny_pipeline(lq_image, color_fix="none", generator=torch.Generator().manual_seed(0))
+    reference = upsample_lq(lq_image, 4)
     assert out.shape == (1, 3, 80, 112)
+    assert torch.allclose(out, COLOR_FIXES[fix](plain, reference).clamp(0, 1), atol=1e-6)
+    assert not torch.allclose(out, plain, atol=1e-3)  # the correction does act on this output
+    if fix == "adain":  # AdaIN: the per-channel means are the reference's
+        assert torch.allclose(out.mean((-2, -1)), reference.mean((-2, -1)), atol=2e-3)
 
 
 def test_sd_preset_from_a_fake_local_folder(tmp_path, lq_image):

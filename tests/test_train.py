@@ -107,7 +107,7 @@ def test_scale_distill_decoder_autoencoder_chain(tmp_path, hr_folder):
     assert tuned_pipeline(torch.rand(1, 3, 16, 16)).shape == (1, 3, 64, 64)
 
 
-def test_kl_autoencoder_trains_two_steps(tmp_path, hr_folder):
+def test_kl_autoencoder_training_writes_the_asked_network(tmp_path, hr_folder):
     from turbosr.models.autoencoders import load_autoencoder
     from turbosr.train import autoencoder
 
@@ -115,6 +115,13 @@ def test_kl_autoencoder_trains_two_steps(tmp_path, hr_folder):
                                     "model.latent_channels=4", "model.kl_channels=[8,16,16]", "adversarial.weight=0.1"))
     loaded = load_autoencoder(folder / "model")
     assert loaded.factor == 4 and loaded.latent_channels == 4
+    # the folder holds the asked-for network (its widths) behind the encode/decode interface
+    assert [b.resnets[0].conv1.out_channels for b in loaded.vae.encoder.down_blocks] == [8, 16, 16]
+    image = torch.rand(1, 3, 16, 16) * 2 - 1
+    with torch.no_grad():
+        latent = loaded.encode(image)
+        assert latent.shape == (1, 4, 4, 4) and loaded.decode(latent).shape == (1, 3, 16, 16)
+        assert torch.equal(latent, loaded.encode(image))  # the posterior mode: deterministic
 
 
 def test_two_process_cpu_run_with_accelerate(tmp_path, hr_folder):

@@ -234,8 +234,9 @@ def build_demo(models: dict[str, Path] | None = None, device: str = "cpu", work_
                 image.preprocess = _path_only(image.preprocess)
                 model = gr.Dropdown(model_choices(cache.models), value=next(iter(cache.models)), label="model")
                 first = cache.get(model.value)
-                steps = gr.Slider(1, step_limit(first), value=first.default_steps, step=1,
-                                  label="steps (the counts this model supports)")
+                # a one-step model shows its one step fixed (a slider needs minimum < maximum)
+                steps = gr.Slider(1, max(step_limit(first), 2), value=first.default_steps, step=1,
+                                  interactive=step_limit(first) > 1, label="steps (the counts this model supports)")
                 seed = gr.Number(0, precision=0, label="seed")
                 color_fix = gr.Radio(list(COLOR_FIXES), value="none", label="colour fix")  # colorfix's own list
                 tile = gr.Radio([str(t) for t in TILES], value=str(DEFAULT_TILE), label="tile (output pixels)")
@@ -243,7 +244,8 @@ def build_demo(models: dict[str, Path] | None = None, device: str = "cpu", work_
                 fidelity = gr.Slider(0, 1, value=cache.get(model.value).default_fidelity, step=0.05,
                                      label="fidelity w (models with CFW modules: 0 = realism, 1 = fidelity to the input)")
                 model.change(lambda name: cache.get(name).default_fidelity, model, fidelity)
-                model.change(lambda name: gr.update(maximum=step_limit(cache.get(name)),
+                model.change(lambda name: gr.update(maximum=max(step_limit(cache.get(name)), 2),
+                                                    interactive=step_limit(cache.get(name)) > 1,
                                                     value=cache.get(name).default_steps), model, steps)
                 button = gr.Button("Upscale", variant="primary", elem_id="upscale-button")
             with gr.Column(scale=2):
