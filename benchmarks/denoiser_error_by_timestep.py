@@ -49,7 +49,8 @@ def main(argv: list[str] | None = None) -> None:
 
     from turbosr.degradations import upsample_lq
     from turbosr.diffusion import Sampler, add_noise, predict_x0_eps, sampling_timesteps
-    from turbosr.image import load_image, to_model_range
+    from turbosr.image import to_model_range
+    from turbosr.image_files import load_image
     from turbosr.metrics import match_files
     from turbosr.pipeline import SRPipeline
     from turbosr.reports import (

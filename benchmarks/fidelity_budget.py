@@ -47,7 +47,8 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     torch.set_num_threads(args.threads)
     from turbosr.degradations import upsample_lq
-    from turbosr.image import from_model_range, read_rgb_uint8, to_model_range
+    from turbosr.image import from_model_range, to_model_range
+    from turbosr.image_files import read_rgb_uint8
     from turbosr.metrics import match_files, psnr, quantize
     from turbosr.models.autoencoders import PatchAutoencoder
     from turbosr.pipeline import SRPipeline

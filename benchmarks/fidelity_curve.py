@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     torch.set_num_threads(args.threads)
     from turbosr.baselines import baseline_upscaler
-    from turbosr.image import load_image, save_image
+    from turbosr.image_files import load_image, save_image
     from turbosr.metrics import evaluate_upscaler, match_files
     from turbosr.pipeline import SRPipeline
     from turbosr.reports import (

@@ -27,7 +27,7 @@ RUN = r"""
 import sys, time, torch
 from turbosr.pipeline import SRPipeline
 from turbosr.streaming import upscale_file
-from turbosr.image import load_image, save_image
+from turbosr.image_files import load_image, save_image
 torch.set_num_threads(int(sys.argv[4]))
 pipeline = SRPipeline.from_pretrained(sys.argv[1])
 start = time.perf_counter()
@@ -45,7 +45,7 @@ def photo_like(size: int, path: Path) -> None:
     import numpy as np
     import torch
 
-    from turbosr.image import save_image
+    from turbosr.image_files import save_image
 
     generator = torch.Generator().manual_seed(size)
     frequency = torch.fft.fftfreq(size)

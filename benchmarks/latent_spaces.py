@@ -34,7 +34,8 @@ def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
     torch.set_num_threads(args.threads)
-    from turbosr.image import from_model_range, read_rgb_uint8, to_model_range
+    from turbosr.image import from_model_range, to_model_range
+    from turbosr.image_files import read_rgb_uint8
     from turbosr.inputs import list_images
     from turbosr.metrics import psnr
     from turbosr.models.autoencoders import load_autoencoder

@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
     torch.set_num_threads(args.threads)
-    from turbosr.image import load_image, save_image
+    from turbosr.image_files import load_image, save_image
     from turbosr.pipeline import SRPipeline
     from turbosr.reports import (
         command_line,

@@ -13,7 +13,8 @@ import torch
 from PIL import Image, ImageDraw
 
 from turbosr.degradations import RealESRGANConfig, bicubic_degrade, degrade_realesrgan, jpeg_compress
-from turbosr.image import load_image, tensor_to_pil
+from turbosr.image import tensor_to_pil
+from turbosr.image_files import load_image
 
 
 def main() -> None:

@@ -21,7 +21,8 @@ from pathlib import Path
 import torch
 from PIL import Image, ImageDraw
 
-from turbosr.image import load_image, tensor_to_pil
+from turbosr.image import tensor_to_pil
+from turbosr.image_files import load_image
 
 DEFAULT_COLUMNS = ["bicubic=bicubic", "turbosr 1 step=model:x4", "turbosr 4 steps=model:x4@4", "HR=hr"]
 

@@ -166,7 +166,7 @@ def test_bad_images_through_the_cli(bad_images, good_model, tmp_path, capsys):
 
 
 def test_bad_images_through_the_python_api(bad_images):
-    from turbosr.image import load_image
+    from turbosr.image_files import load_image
 
     for path in sorted(bad_images.iterdir()):
         with pytest.raises((ValueError, OSError)) as error:

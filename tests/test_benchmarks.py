@@ -275,7 +275,7 @@ def _save_cfw_model(tiny_pipeline, folder: Path):
 
 def _mean_psnr_y(root: Path, upscale) -> float:
     """Mean PSNR-Y (border 4, 8-bit output) of ``upscale`` (LQ -> output, [0, 1]) over the pairs of :func:`_pairs`."""
-    from turbosr.image import read_rgb_uint8
+    from turbosr.image_files import read_rgb_uint8
     from turbosr.metrics import psnr, quantize
 
     scores = []
@@ -312,7 +312,7 @@ def test_fidelity_budget_rows_are_the_pipelines_own_outputs(tmp_path, tiny_pipel
 def test_fidelity_curve_reads_a_learned_decoders_cfw_and_reports_the_grid_beside_hr(tmp_path, tiny_pipeline):
     """benchmarks/fidelity_curve.py on a model whose CFW is inside its learned decoder: each w row scores what the
     pipeline writes at that w, the HR images' own grid figure is reported, and a model without CFW is refused."""
-    from turbosr.image import read_rgb_uint8
+    from turbosr.image_files import read_rgb_uint8
     from turbosr.metrics.artifacts import grid_figure
 
     pipe = _save_cfw_model(tiny_pipeline, tmp_path / "model")

@@ -7,7 +7,7 @@ import torch
 from turbosr import SRPipeline, builtin_model_dir
 from turbosr.corpus import list_samples, sample_path
 from turbosr.degradations import bicubic_degrade, upsample_lq
-from turbosr.image import load_image
+from turbosr.image_files import load_image
 from turbosr.metrics import psnr
 
 

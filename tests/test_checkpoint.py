@@ -23,7 +23,7 @@ def test_atomic_writes_and_clear_errors(tmp_path):
 @pytest.mark.parametrize("umask", [0o022, 0o077])
 def test_atomic_writes_get_the_permissions_of_a_plain_write(tmp_path, umask):
     """mkstemp creates 0600 files; a written output, JSON or checkpoint must get 0666 minus the umask instead."""
-    from turbosr.image import save_image
+    from turbosr.image_files import save_image
 
     old = os.umask(umask)
     try:

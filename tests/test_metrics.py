@@ -138,7 +138,7 @@ def test_lattice_figure_sees_any_stamped_patch_pattern_and_ignores_its_phase():
 
 
 def test_grid_is_an_eval_metric_with_the_references_own_value(tmp_path):
-    from turbosr.image import save_image
+    from turbosr.image_files import save_image
 
     photo = photo_like()
     save_image(photo, tmp_path / "ref" / "a.png")

@@ -34,7 +34,7 @@ def test_matches_basicsr_reference_values(seed):
 
 def test_blurred_photo_scores_worse_than_sharp():
     from turbosr.corpus import sample_path
-    from turbosr.image import load_image
+    from turbosr.image_files import load_image
 
     photo = load_image(sample_path("astronaut")).rgb  # 128 x 128: mirror-tile to 256 x 256 (4 NIQE blocks)
     row = torch.cat([photo, photo.flip(-1)], -1)

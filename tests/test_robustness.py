@@ -92,7 +92,8 @@ def test_a_folder_run_goes_on_past_damaged_files(tmp_path: Path, model: Path, ca
 
 
 def test_pil_modes_read_as_the_command_line_reads_them(tmp_path: Path) -> None:
-    from turbosr.image import load_image, pil_to_tensor
+    from turbosr.image import pil_to_tensor
+    from turbosr.image_files import load_image
 
     values = np.linspace(0, 65535, 64, dtype=np.float64).reshape(8, 8)
     deep = Image.fromarray(values.astype(np.uint16))
@@ -232,7 +233,7 @@ def test_a_one_bit_tiff_is_read_and_the_demo_takes_float_tiffs(tmp_path: Path, m
     import tifffile
 
     from turbosr import demo
-    from turbosr.image import load_image
+    from turbosr.image_files import load_image
 
     bits = np.random.default_rng(2).random((16, 16)) > 0.5
     Image.fromarray(bits).convert("1").save(tmp_path / "bilevel.tif")

@@ -78,7 +78,7 @@ def test_cfw_at_zero_is_exactly_the_model_without_it(cfw_model, prior_dir):
 
 def test_distance_to_the_hr_image_falls_as_w_rises(cfw_model, hr_folder):
     from turbosr.data import make_lq
-    from turbosr.image import load_image
+    from turbosr.image_files import load_image
 
     model = SRPipeline.from_pretrained(cfw_model)
     hq = torch.cat([load_image(path).rgb[..., :64, :64] for path in sorted(hr_folder.glob("*.png"))])

@@ -12,7 +12,7 @@ from PIL import Image
 from conftest import tiny_model_with_learned_decoder
 from turbosr import streaming
 from turbosr.degradations import upsample_lq
-from turbosr.image import LoadedImage, load_image
+from turbosr.image_files import LoadedImage, load_image
 from turbosr.pipeline import SRPipeline, _pad_to_multiple
 
 
@@ -105,7 +105,7 @@ def test_large_outputs_that_cannot_stream_are_refused_in_one_line(pipeline, tmp_
 def test_png_strips_carry_the_icc_profile_and_exif(tmp_path):
     from PIL import ImageCms
 
-    from turbosr.image import save_image_strips
+    from turbosr.image_files import save_image_strips
 
     icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
     exif = Image.Exif()

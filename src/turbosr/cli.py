@@ -69,7 +69,7 @@ def _run_upscale(args: argparse.Namespace) -> int:
     import torch
 
     from turbosr.distributed import process_state
-    from turbosr.image import IMAGE_SUFFIXES, UNSUPPORTED_SUFFIXES, load_image
+    from turbosr.image_files import IMAGE_SUFFIXES, UNSUPPORTED_SUFFIXES, load_image
     from turbosr.inputs import find_images
     from turbosr.pipeline import SRPipeline
     from turbosr.streaming import upscale_file

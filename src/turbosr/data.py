@@ -14,7 +14,7 @@ import torch
 from torch.utils.data import Dataset
 
 from turbosr.degradations import DEGRADATIONS, RealESRGANConfig
-from turbosr.image import read_rgb_uint8, save_image
+from turbosr.image_files import read_rgb_uint8, save_image
 from turbosr.inputs import inside, list_images, png_names
 
 

@@ -5,7 +5,7 @@
   (multipart ``image`` + form fields; PNG back, or a one-line JSON error with a 4xx status);
 - :func:`launch` serves it on 127.0.0.1 unless told otherwise.
 
-Every input goes through :func:`turbosr.image.load_image` (EXIF orientation; the pixel limit is read from the
+Every input goes through :func:`turbosr.image_files.load_image` (EXIF orientation; the pixel limit is read from the
 header before anything is decoded) and every option is checked on the server by :func:`upscale_upload`, the one
 function both the page and the endpoint call. Nothing is fetched from the internet: analytics are off and the
 theme uses the system's fonts. One job runs at a time; page jobs wait in Gradio's visible queue, API requests in
@@ -131,7 +131,8 @@ def upscale_upload(cache: ModelCache, path: str | Path, model: str, steps: int, 
     """Check every option, load the image with the CLI's loader and limits, upscale, write the results.
     ``fidelity`` None: the model's default CFW weight."""
     from turbosr.degradations import upsample_lq
-    from turbosr.image import ImageReadError, load_image, read_image_size, save_image, upscale_alpha
+    from turbosr.image import upscale_alpha
+    from turbosr.image_files import ImageReadError, load_image, read_image_size, save_image
 
     # the page's own limits; every option is then checked by the pipeline's one validator
     if not 1 <= int(steps) <= MAX_STEPS:

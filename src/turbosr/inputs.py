@@ -10,7 +10,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
-from turbosr.image import IMAGE_SUFFIXES, UNSUPPORTED_SUFFIXES
+from turbosr.image_files import IMAGE_SUFFIXES, UNSUPPORTED_SUFFIXES
 
 
 def walk_files(folder: Path) -> Iterator[Path]:

@@ -10,7 +10,7 @@ latents (1/factor^2 of it, a few of them) are held whole:
    tile draws its noise, runs the network and the update rule and blends its result into one accumulator, so the
    whole-latent tensors are the condition, that accumulator (and, from the second step, the current x_t);
 3. the latent is decoded one row of tiles at a time (exact halo tiling) and each row of output pixels is written
-   to the file at once (PNG rows, TIFF tiles: :func:`turbosr.image.save_image_strips`), then dropped.
+   to the file at once (PNG rows, TIFF tiles: :func:`turbosr.image_files.save_image_strips`), then dropped.
 
 The result equals the in-memory path's (a test checks it bit for bit). Colour correction needs the whole image
 and JPEG/WebP encoders take it whole, so those keep the in-memory path, up to :data:`MAX_WHOLE_PIXELS`.
@@ -25,14 +25,8 @@ from typing import TYPE_CHECKING
 import torch
 
 from turbosr.degradations import resize_weights
-from turbosr.image import (
-    SAVE_FORMATS,
-    STRIP_FORMATS,
-    LoadedImage,
-    save_image,
-    save_image_strips,
-    to_model_range,
-)
+from turbosr.image import to_model_range
+from turbosr.image_files import SAVE_FORMATS, STRIP_FORMATS, LoadedImage, save_image, save_image_strips
 from turbosr.models.autoencoders import PatchAutoencoder
 from turbosr.tiling import plan_cores
 
@@ -135,11 +129,12 @@ def upscale_file(pipeline: SRPipeline, source: str | Path | LoadedImage, target:
                  strength: float = 1.0, tile: int = 512, tile_overlap: int = 64, color_fix: str | None = None,
                  fidelity: float | None = None, generator: torch.Generator | None = None, overwrite: bool = False,
                  quality: int = 95, progress: Callable[[int, int], None] | None = None, tags: bool = False) -> Path:
-    """Upscale an image file (``source``: its path, or what :func:`turbosr.image.load_image` read from it) into
+    """Upscale an image file (``source``: its path, or what :func:`turbosr.image_files.load_image` read from it) into
     ``target`` (format from its suffix), atomically (``tags``: prompt with the image's RAM tags); alpha, ICC profile, EXIF and 16-bit depth carried over. The
     one file-to-file entry: the command line and the Python API use it. Outputs above :data:`STREAM_PIXELS` are streamed strip by strip (PNG, TIFF,
     no colour fix); others are made in memory, up to :data:`MAX_WHOLE_PIXELS` (a one-line error beyond)."""
-    from turbosr.image import load_image, upscale_alpha
+    from turbosr.image import upscale_alpha
+    from turbosr.image_files import load_image
 
     loaded = source if isinstance(source, LoadedImage) else load_image(source)
     target = Path(target)

@@ -123,7 +123,7 @@ def patches(image: torch.Tensor, size: int) -> torch.Tensor:
 def folder_features(files: Sequence[Path], patch: int | None = None, device: str = "cpu",
                     batch_size: int = 16) -> np.ndarray:
     """(N, 2048) Inception features of the images (or of their non-overlapping patches)."""
-    from turbosr.image import load_image
+    from turbosr.image_files import load_image
 
     features, pending = [], []
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from turbosr.image import read_rgb_uint8
+from turbosr.image_files import read_rgb_uint8
 from turbosr.inputs import list_images
 from turbosr.metrics.pixel import quantize
 from turbosr.metrics.table import DEFAULT_GRID_PERIOD, FOLDER_METRICS, Metric, get_metrics
@@ -122,7 +122,7 @@ def evaluate_upscaler(upscale: Callable[[torch.Tensor], torch.Tensor], lq_dir: P
             raise ValueError(f"{lq_path.name}: output {prediction.shape[-1]}x{prediction.shape[-2]} differs from the "
                              f"reference {reference.shape[-1]}x{reference.shape[-2]} (wrong --scale?)")
         if save_dir is not None:
-            from turbosr.image import save_image
+            from turbosr.image_files import save_image
 
             save_image(prediction.float().cpu(), Path(save_dir) / f"{lq_path.stem}.png", overwrite=overwrite)
         prediction = quantize(prediction.double().cpu())

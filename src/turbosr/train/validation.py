@@ -40,7 +40,7 @@ def validate(model: Any, hq: torch.Tensor, data: DataConfig, step: int, log: Run
     beside bicubic's PSNR and the HR crops' figure, on the fixed crops ``hq`` degraded as in training (seed 0); a
     model with CFW is also measured at w = 1 (``val_*_fidelity1``). Writes the record to ``log`` and the strip
     bicubic | model | HR (a row per crop) beside it."""
-    from turbosr.image import save_image
+    from turbosr.image_files import save_image
     from turbosr.metrics import psnr
     from turbosr.metrics.artifacts import grid_figure
 

@@ -84,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
 def sample_fingerprints(pipeline, seed: int = 0) -> dict[str, str]:
     """The one-step output on each bundled sample (seed ``seed``), as turbosr.reports.output_fingerprint."""
     from turbosr.corpus import list_samples, sample_path
-    from turbosr.image import load_image
+    from turbosr.image_files import load_image
     from turbosr.reports import output_fingerprint
 
     return {name: output_fingerprint(pipeline(load_image(sample_path(name)).rgb, num_steps=1,
