@@ -1,7 +1,12 @@
-"""The CLI as a user runs it: a subprocess, one-line errors, non-zero exits, nothing overwritten."""
+"""The CLI as a user runs it: one-line errors, non-zero exits, nothing overwritten. The commands run in-process
+through ``turbosr.cli.main`` with stdout, stderr and logging captured (an interpreter start per command made these
+the suite's slowest tests); one end-to-end test and the two-process sharding test run ``python -m turbosr``."""
 
 from __future__ import annotations
 
+import contextlib
+import io
+import logging
 import os
 import subprocess
 import sys
@@ -15,9 +20,32 @@ from PIL import Image
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
 
 
-def run(*args: str, timeout: int = 240) -> subprocess.CompletedProcess:
+def run_process(*args: str, timeout: int = 240) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "turbosr", *args], capture_output=True, text=True, env=ENV,
                           timeout=timeout)
+
+
+def run(*args: str, cwd: Path | None = None, timeout: int = 240) -> subprocess.CompletedProcess:
+    """``turbosr ARGS`` in this process: its exit status, stdout and stderr (log lines included), as a process
+    would give them. ``timeout`` is not enforced in-process."""
+    from turbosr.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    root = logging.getLogger()
+    saved_handlers, saved_level, here = root.handlers[:], root.level, os.getcwd()
+    root.handlers = []  # main's logging.basicConfig then writes to the captured stderr
+    try:
+        if cwd is not None:
+            os.chdir(cwd)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = main(list(args))
+            except SystemExit as stop:  # argparse's usage errors
+                code = stop.code if isinstance(stop.code, int) else 1
+    finally:
+        os.chdir(here)
+        root.handlers, root.level = saved_handlers, saved_level
+    return subprocess.CompletedProcess(list(args), code, out.getvalue(), err.getvalue())
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +74,7 @@ def inputs(tmp_path) -> Path:
 
 def test_upscale_folder_keeps_tree_reports_bad_file_and_exits_non_zero(model_dir, inputs, tmp_path):
     out = tmp_path / "out"
-    result = run("upscale", str(inputs), "-o", str(out), "--model", str(model_dir))
+    result = run_process("upscale", str(inputs), "-o", str(out), "--model", str(model_dir))
     assert result.returncode == 1
     assert Image.open(out / "a.png").size == (40, 24)
     b = Image.open(out / "sub" / "b.png")
@@ -86,8 +114,7 @@ def test_single_file_output_and_glob(model_dir, inputs, tmp_path):
 ])
 def test_bad_input_gives_one_line_error(args, message, model_dir, inputs, tmp_path):
     args = [a.replace("{inputs}", str(inputs)).replace("{model}", str(model_dir)) for a in args]
-    result = subprocess.run([sys.executable, "-m", "turbosr", *args], capture_output=True, text=True, env=ENV,
-                            cwd=tmp_path, timeout=120)
+    result = run(*args, cwd=tmp_path)
     assert result.returncode != 0
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], result.stderr

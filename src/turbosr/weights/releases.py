@@ -45,9 +45,9 @@ def repository_root(start: Path | None = None) -> Path:
                           "repository's history (clone it)")
 
 
-def release_digests(name: str, root: Path | None = None) -> list[tuple[str, str]]:
+def release_digests(name: str, root: Path | None = None, stop_at: str | None = None) -> list[tuple[str, str]]:
     """(commit, digest) of every version of built-in ``name`` in the history, newest first (one entry per
-    distinct digest)."""
+    distinct digest); with ``stop_at``, the walk ends at the first version with that digest."""
     root = root or repository_root()
     folder = (WEIGHTS / name).as_posix()
     commits = _git(root, "log", "--format=%H", "--", folder).decode().split()
@@ -58,6 +58,8 @@ def release_digests(name: str, root: Path | None = None) -> list[tuple[str, str]
         digest = _digest_at(root, commit, folder)
         if digest is not None and digest not in seen:
             seen[digest] = commit
+            if digest == stop_at:
+                break
     return [(commit, digest) for digest, commit in seen.items()]
 
 
@@ -82,8 +84,13 @@ def _digest_at(root: Path, commit: str, folder: str) -> str | None:
     digest = hashlib.sha256()
     for path, blob in files:
         digest.update(path.encode() + b"\0")
-        digest.update(hashlib.sha256(_git(root, "cat-file", "blob", blob)).digest())
+        if blob not in _BLOB_HASHES:  # a blob's bytes never change: most versions share most files
+            _BLOB_HASHES[blob] = hashlib.sha256(_git(root, "cat-file", "blob", blob)).digest()
+        digest.update(_BLOB_HASHES[blob])
     return digest.hexdigest()[:16]
+
+
+_BLOB_HASHES: dict[str, bytes] = {}
 
 
 def retrieve_release(name: str, digest: str, output: str | Path, root: Path | None = None) -> Path:
@@ -93,7 +100,7 @@ def retrieve_release(name: str, digest: str, output: str | Path, root: Path | No
     output = Path(output)
     if output.exists():
         raise ReleaseNotFound(f"{output} already exists: choose a new folder (nothing was written)")
-    releases = release_digests(name, root)
+    releases = release_digests(name, root, stop_at=digest)
     match = [commit for commit, found in releases if found == digest]
     if not match:
         known = ", ".join(found for _, found in releases[:8])
