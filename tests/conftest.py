@@ -163,3 +163,14 @@ def parity_cases(family: str) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 
     return load_file(SHARED_PARITY / family / "cases.safetensors")
+
+
+def small_process_size(folder, side: int = 96):
+    """An imported AddSR/SeeSR folder made at ``side`` instead of the release's 512 (min_side in config.json), so
+    that tiny-network tests exercise the enlarge-and-resize-back path at a tiny cost."""
+    import json
+
+    meta = json.loads((folder / "config.json").read_text())
+    assert meta["min_side"] == 512  # what the importer writes
+    (folder / "config.json").write_text(json.dumps({**meta, "min_side": side}, indent=1))
+    return folder

@@ -136,6 +136,7 @@ def test_train_dry_run_prints_resolved_config():
     assert rejected.returncode == 2 and "data.degradation must be one of" in rejected.stderr
 
 
+@pytest.mark.slow  # a second interpreter or a burst of requests: CI runs it (scripts/test.sh)
 def test_sharding_across_two_processes_does_each_image_once(model_dir, tmp_path):
     folder = tmp_path / "many"
     folder.mkdir()

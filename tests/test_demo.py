@@ -135,6 +135,7 @@ def _browser_or_skip():
     return demo, demo_browser, found
 
 
+@pytest.mark.slow  # drives a real browser: CI runs it (scripts/test.sh)
 def test_real_browser_upload_run_slider_and_readable_errors(tiny_model_dir, tmp_path):
     """Headless Chromium: upload a photo, click Upscale, the slider shows two images 4x the input's size;
     a file that is not an image gives a readable one-line message, not a traceback; nothing is fetched from
@@ -266,6 +267,7 @@ def test_requests_arriving_together_get_distinct_places_and_the_bound_holds():
     assert waiting == 2  # the two admitted requests still owe run() or leave()
 
 
+@pytest.mark.slow  # a second interpreter or a burst of requests: CI runs it (scripts/test.sh)
 def test_the_bounded_load_test_gets_an_answer_for_every_request_and_leaves_no_file(tiny_model_dir, tmp_path):
     """benchmarks/demo_load.py against a real `turbosr demo` process: a large job and 12 small ones at once, the
     page loaded throughout. Every request is answered with 200 or 503 (never another 5xx), no page load fails,

@@ -57,6 +57,7 @@ def test_bundle_holds_what_a_run_needs_and_counts_its_size(tmp_path, corpus):
     assert not (tmp_path / "small").exists()
 
 
+@pytest.mark.slow  # a second interpreter or a burst of requests: CI runs it (scripts/test.sh)
 def test_cpu_rehearsal_of_the_burst_command_writes_a_loadable_model(tmp_path, corpus):
     import torch
 

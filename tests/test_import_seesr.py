@@ -15,7 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import SHARED_PARITY, close, parity_available, parity_cases
+from conftest import SHARED_PARITY, close, parity_available, parity_cases, small_process_size
 from turbosr.cli import main
 from turbosr.config import ScheduleConfig
 from turbosr.diffusion import make_alpha_bar
@@ -53,7 +53,7 @@ def folder(tmp_path_factory: pytest.TempPathFactory, tag_data: Path) -> Path:
     assert main(["import", "seesr", "--sd", str(SD), "--model", str(PARITY), "--ram", str(RAM / "tiny_ram.pth"),
                  "--dape", str(RAM / "tiny_dape.pth"), "--tag-data", str(tag_data), "--scale", "2",
                  "-o", str(out)]) == 0
-    return out
+    return small_process_size(out)
 
 
 @pytest.fixture(scope="module")

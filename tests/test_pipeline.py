@@ -285,3 +285,25 @@ def test_strength_below_one_starts_from_the_noised_bicubic_estimate(tiny_config,
     bicubic_x0 = lq_latent if target == "latent" else torch.zeros_like(lq_latent)
     expected = add_noise(bicubic_x0, noise, torch.tensor([first]), pipeline.alpha_bar)
     assert torch.allclose(seen[0], expected, atol=1e-5)
+
+
+def test_min_side_makes_small_outputs_at_that_size_and_resizes_them_back(tiny_pipeline, tmp_path):
+    """AddSR's and SeeSR's scripts (process_size 512): an output whose shorter side is below min_side is made from
+    the LR enlarged to min_side // scale on its shorter side and resized to the asked-for size; larger outputs
+    are untouched; the folder keeps the field."""
+    from turbosr.degradations import imresize
+
+    lq = torch.rand(1, 3, 8, 12, generator=torch.Generator().manual_seed(2))
+    small = tiny_pipeline.replace(min_side=64)
+    out = small(lq, generator=torch.Generator().manual_seed(0))
+    enlarged = imresize(lq, size=(16, 24)).clamp(0, 1)  # 64 // 4 = 16 on the shorter side
+    expected = imresize(tiny_pipeline(enlarged, generator=torch.Generator().manual_seed(0)), size=(32, 48)).clamp(0, 1)
+    assert out.shape == (1, 3, 32, 48) and torch.allclose(out, expected, atol=1e-6)
+    assert not torch.allclose(out, tiny_pipeline(lq, generator=torch.Generator().manual_seed(0)), atol=1e-3)
+    big = torch.rand(1, 3, 20, 20, generator=torch.Generator().manual_seed(3))  # 80 >= 64: as without it
+    assert torch.equal(small(big, generator=torch.Generator().manual_seed(0)),
+                       tiny_pipeline(big, generator=torch.Generator().manual_seed(0)))
+    small.save_pretrained(tmp_path / "m")
+    assert SRPipeline.from_pretrained(tmp_path / "m").min_side == 64
+    with pytest.raises(ValueError, match="min_side"):
+        tiny_pipeline.replace(min_side=-1)

@@ -5,8 +5,6 @@ model without CFW and whose distance to the HR image falls as w rises; models wi
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -88,18 +86,20 @@ def test_distance_to_the_hr_image_falls_as_w_rises(cfw_model, hr_folder):
     assert all(later < earlier for earlier, later in zip(distances, distances[1:], strict=False)), distances
 
 
-def test_fidelity_option_on_the_command_line(cfw_model, prior_dir, tmp_path):
+def test_fidelity_option_on_the_command_line(cfw_model, prior_dir, tmp_path, capsys):
+    from turbosr.cli import main
+
     Image.fromarray((np.random.default_rng(1).random((12, 16, 3)) * 255).astype(np.uint8)).save(tmp_path / "a.png")
 
-    def run(model: Path, *extra: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "turbosr", "upscale", str(tmp_path / "a.png"), "-o",
-                               str(tmp_path / f"out-{model.parent.name}-{'-'.join(extra)}.png"), "--model",
-                               str(model), *extra], capture_output=True, text=True, timeout=300)
+    def run(model: Path, *extra: str) -> int:
+        return main(["upscale", str(tmp_path / "a.png"), "-o", str(tmp_path / f"out-{model.parent.name}-"
+                     f"{'-'.join(extra)}.png"), "--model", str(model), *extra])
 
-    refused = run(prior_dir, "--fidelity", "0.5")
-    assert refused.returncode != 0 and "no CFW" in refused.stderr and "Traceback" not in refused.stderr
-    assert run(cfw_model, "--fidelity", "1").returncode == 0
-    assert run(cfw_model, "--fidelity", "2").returncode != 0
+    assert run(prior_dir, "--fidelity", "0.5") == 2
+    err = capsys.readouterr().err
+    assert "no CFW" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert run(cfw_model, "--fidelity", "1") == 0
+    assert run(cfw_model, "--fidelity", "2") == 2 and "fidelity must be in [0, 1]" in capsys.readouterr().err
 
 
 def test_training_on_a_model_with_cfw_leaves_the_stale_module_out(tmp_path, hr_folder, cfw_model):

@@ -124,6 +124,7 @@ def test_kl_autoencoder_training_writes_the_asked_network(tmp_path, hr_folder):
         assert torch.equal(latent, loaded.encode(image))  # the posterior mode: deterministic
 
 
+@pytest.mark.slow  # a second interpreter or a burst of requests: CI runs it (scripts/test.sh)
 def test_two_process_cpu_run_with_accelerate(tmp_path, hr_folder):
     """accelerate launch --cpu --num_processes 2 (gloo): distributed training is proven, not assumed. The
     learning-rate schedule counts optimizer steps, not steps times processes (Accelerate's default)."""

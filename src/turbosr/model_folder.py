@@ -50,6 +50,7 @@ class FolderParts:
     default_color_fix: str
     aggregation: str
     tagger: Tagger | None = None
+    min_side: int = 0
 
 
 def write_folder(parts: FolderParts, folder: str | Path, storage: str = "float32",
@@ -82,6 +83,8 @@ def write_folder(parts: FolderParts, folder: str | Path, storage: str = "float32
         checkpoint.save_tensors(folder / "tagger.safetensors",
                                 {k: v.float().contiguous() for k, v in parts.tagger.head.state_dict().items()})
         extra["tagger"] = parts.tagger.config()
+    if parts.min_side:
+        extra["min_side"] = parts.min_side
     if parts.default_steps != 1:
         extra["default_steps"] = parts.default_steps
     if parts.aggregation != "gaussian":
@@ -193,9 +196,10 @@ def _parts(folder: Path, meta: dict[str, Any]) -> FolderParts:
     if "tagger" in meta:
         tagger = tagger_from_config(meta["tagger"], folder)
         tagger.head.load_state_dict(checkpoint.load_tensors(folder / "tagger.safetensors"), strict=True)
-    # default_color_fix and aggregation are checked by SRPipeline, which from_pretrained builds from these parts
+    # default_color_fix, aggregation and min_side are checked by SRPipeline, which from_pretrained builds from these parts
     return FolderParts(denoiser, autoencoder, config, warp, sampler, float(default_fidelity), default_steps,
-                       meta.get("default_color_fix", "none"), meta.get("aggregation", "gaussian"), tagger)
+                       meta.get("default_color_fix", "none"), meta.get("aggregation", "gaussian"), tagger,
+                       meta.get("min_side", 0))
 
 
 # Bounds on a model folder's network description, checked before anything is built: far above every real model

@@ -22,7 +22,7 @@ from PIL import Image
 
 from turbosr.colorfix import COLOR_FIXES
 from turbosr.config import ModelConfig
-from turbosr.degradations import upsample_lq
+from turbosr.degradations import imresize, upsample_lq
 from turbosr.diffusion import Sampler, Window, keyed_noise, make_alpha_bar, noise_seed
 from turbosr.image import from_model_range, pil_to_tensor, tensor_to_pil, to_model_range, upscale_alpha
 from turbosr.model_folder import FolderParts, ModelFolderError, read_folder, write_folder
@@ -54,7 +54,7 @@ class SRPipeline:
     def __init__(self, denoiser: Denoiser, autoencoder: Autoencoder, config: ModelConfig,
                  fidelity_warp: FidelityWarp | None = None, sampler: Sampler | None = None,
                  default_fidelity: float = 0.0, default_steps: int = 1, default_color_fix: str = "none",
-                 aggregation: str = "gaussian", tagger: Tagger | None = None) -> None:
+                 aggregation: str = "gaussian", tagger: Tagger | None = None, min_side: int = 0) -> None:
         self.denoiser = denoiser.eval()
         self.autoencoder = autoencoder.eval()
         self.fidelity_warp = fidelity_warp.eval() if fidelity_warp is not None else None
@@ -81,6 +81,11 @@ class SRPipeline:
         if tagger is not None and getattr(denoiser.released_control, "tower", None) is None:
             raise ValueError("a tagger reads the image tower's tokens: this model has no image tower")
         self.tagger = tagger
+        # outputs whose shorter side would be below min_side (output pixels) are made at that size from a
+        # bicubic-enlarged input and resized back (the AddSR and SeeSR scripts' process_size: 512); 0 = never
+        if isinstance(min_side, bool) or not isinstance(min_side, int) or not 0 <= min_side <= 16384:
+            raise ValueError(f"min_side must be an integer number of output pixels in [0, 16384], got {min_side!r}")
+        self.min_side = min_side
 
     def replace(self, **changes: Any) -> SRPipeline:
         """A pipeline sharing this one's networks, with some of ``denoiser``, ``autoencoder``, ``config``,
@@ -90,7 +95,7 @@ class SRPipeline:
                  "fidelity_warp": self.fidelity_warp, "sampler": self.sampler,
                  "default_fidelity": self.default_fidelity, "default_steps": self.default_steps,
                  "default_color_fix": self.default_color_fix, "aggregation": self.aggregation,
-                 "tagger": self.tagger}
+                 "tagger": self.tagger, "min_side": self.min_side}
         unknown = sorted(set(changes) - set(parts))
         if unknown:
             raise TypeError(f"SRPipeline.replace: unknown part(s) {', '.join(unknown)}")
@@ -130,7 +135,7 @@ class SRPipeline:
         ``storage`` "float32", "float16" or "int8" for the denoiser, ``max_shard_bytes`` to shard it."""
         parts = FolderParts(self.denoiser, self.autoencoder, self.config, self.fidelity_warp, self.sampler,
                             self.default_fidelity, self.default_steps, self.default_color_fix, self.aggregation,
-                            self.tagger)
+                            self.tagger, self.min_side)
         return write_folder(parts, folder, storage, max_shard_bytes)
 
     @classmethod
@@ -143,7 +148,7 @@ class SRPipeline:
         try:
             pipeline = cls(parts.denoiser, parts.autoencoder, parts.config, parts.fidelity_warp, parts.sampler,
                            parts.default_fidelity, parts.default_steps, parts.default_color_fix, parts.aggregation,
-                           parts.tagger)
+                           parts.tagger, parts.min_side)
         except ValueError as error:
             raise ModelFolderError(f"{folder}: inconsistent model folder ({str(error).splitlines()[0]})") from None
         return pipeline.to(device, dtype)
@@ -405,6 +410,21 @@ class SRPipeline:
                  color_fix: str, fidelity: float | None, generator: torch.Generator | None,
                  progress: Callable[[int, int], None] | None, tags: bool = False) -> torch.Tensor:
         self.check_options(num_steps, strength, tile, tile_overlap, color_fix, fidelity, tags)
+        height, width = lq.shape[-2] * self.scale, lq.shape[-1] * self.scale
+        if self.min_side and min(height, width) < self.min_side:
+            # the releases' scripts: enlarge the LR so that its shorter side is process_size // scale (int()
+            # truncating the other side), run, and resize the result to the asked-for size
+            factor = (self.min_side // self.scale) / min(lq.shape[-2:])
+            enlarged = imresize(lq, size=(int(factor * lq.shape[-2]), int(factor * lq.shape[-1]))).clamp(0, 1)
+            output = self._upscale_checked(enlarged, num_steps, strength, tile, tile_overlap, color_fix, fidelity,
+                                           generator, progress, tags)
+            return imresize(output, size=(height, width)).clamp(0, 1)
+        return self._upscale_checked(lq, num_steps, strength, tile, tile_overlap, color_fix, fidelity, generator,
+                                     progress, tags)
+
+    def _upscale_checked(self, lq: torch.Tensor, num_steps: int, strength: float, tile: int, tile_overlap: int,
+                         color_fix: str, fidelity: float | None, generator: torch.Generator | None,
+                         progress: Callable[[int, int], None] | None, tags: bool) -> torch.Tensor:
         fidelity = self.fidelity_weight(fidelity)
         factor = self.autoencoder.factor
         multiple = self.pixel_multiple

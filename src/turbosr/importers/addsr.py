@@ -48,6 +48,7 @@ from turbosr.importers.sd_folder import (
 
 PSR_WEIGHT = 0.4  # AddSR's StableDiffusionControlNetPipeline.__call__ default, what the released script runs
 TIMESTEPS = 4  # AddSR's student grid: 999, 749, 499, 249
+PROCESS_SIZE = 512  # both scripts' --process_size: smaller outputs are made at 512 and resized back
 RAM_LICENCES = {"RAM (xinyu1205/recognize-anything)": "Apache-2.0", "DAPE (cswry/SeeSR)": "Apache-2.0",
                 "Stable Diffusion 2 weights (Stability AI)": "CreativeML Open RAIL++-M"}
 
@@ -207,7 +208,7 @@ def convert_controlnet_release(release: Release, unet_config: dict[str, Any], un
                            "trained on)")
     config = released_model_config(configs, unet, scale, "controlnet", predictions=("epsilon",))
     return SRPipeline(denoiser, autoencoder, config, sampler=release.sampler(configs["scheduler"]),
-                      default_steps=release.default_steps, default_color_fix="adain")
+                      default_steps=release.default_steps, default_color_fix="adain", min_side=PROCESS_SIZE)
 
 
 def read_tag_data(folder: Path) -> tuple[dict[str, Any], list[str], list[float]]:
