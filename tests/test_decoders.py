@@ -53,8 +53,8 @@ def test_halo_tiling_equals_untiled_decoding(fidelity):
 
     with torch.no_grad():
         whole = decode(stacked, None)
-        tiled = tiled_map(decode, stacked, 16, decoder.receptive_radius, out_scale=4, weight="crop")
-        short = tiled_map(decode, stacked, 16, decoder.receptive_radius - 2, out_scale=4, weight="crop")
+        tiled = tiled_map(decode, stacked, 16, decoder.receptive_radius, out_scale=4, aggregation="crop")
+        short = tiled_map(decode, stacked, 16, decoder.receptive_radius - 2, out_scale=4, aggregation="crop")
     assert torch.allclose(tiled, whole, atol=1e-5 * float(whole.abs().max()))
     if fidelity:  # the radius counts the CFW paths: with CFW on, a shorter halo is noticed
         assert not torch.allclose(short, whole, atol=1e-3 * float(whole.abs().max()))

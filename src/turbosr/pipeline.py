@@ -33,7 +33,7 @@ from turbosr.models.autoencoders import (
 from turbosr.models.denoiser import Denoiser
 from turbosr.models.ram_tagger import Tagger
 from turbosr.models.stablesr import FidelityWarp
-from turbosr.tiling import TILE_WEIGHTS, Tile, tiled_map
+from turbosr.tiling import AGGREGATIONS, Tile, tiled_map
 
 logger = logging.getLogger(__name__)
 
@@ -72,9 +72,9 @@ class SRPipeline:
         self.alpha_bar = make_alpha_bar(config.schedule)
         self.device = torch.device("cpu")
         self.dtype = torch.float32
-        # how the denoiser's overlapping latent tiles are blended (tiling.TILE_WEIGHTS): "gaussian" (turbosr's,
+        # how the denoiser's overlapping latent tiles are blended (tiling.AGGREGATIONS): "gaussian" (turbosr's,
         # the default: docs/benchmarks/tiling_seams.md), "stablesr" (StableSR's released weights) or "uniform"
-        if aggregation not in TILE_WEIGHTS or aggregation == "crop":
+        if aggregation not in AGGREGATIONS or aggregation == "crop":
             raise ValueError(f"aggregation must be one of gaussian, stablesr, uniform, got {aggregation!r}")
         self.aggregation = aggregation
         # RAM's tagger with the release's prompt template and text encoder (``tags=True``), or None
@@ -255,7 +255,7 @@ class SRPipeline:
         # a patch encoder is per patch, so its tiles need no overlap (and stream: streaming.upscale_strips)
         exact = isinstance(autoencoder, PatchAutoencoder)
         return tiled_map(encode_tile, images, tile, 0 if exact else tile_overlap, out_scale=1 / factor,
-                         weight="crop" if exact else "gaussian")
+                         aggregation="crop" if exact else "gaussian")
 
     def denoise_latents(self, lq_latent: torch.Tensor, *, num_steps: int | None = None, strength: float = 1.0,
                         generator: torch.Generator | None = None, latent_tile: int | None = None,
@@ -329,7 +329,7 @@ class SRPipeline:
 
         def join(fn: Callable[[Window], torch.Tensor]) -> torch.Tensor:  # aggregation over latent tiles
             return tiled_map(lambda _, tile: fn((..., slice(tile.y0, tile.y1), slice(tile.x0, tile.x1))), lq_latent,
-                             latent_tile or max(shape[-2:]), latent_overlap, weight=self.aggregation)
+                             latent_tile or max(shape[-2:]), latent_overlap, aggregation=self.aggregation)
 
         timesteps = sampler.timesteps(self.steps(num_steps), self.config.schedule.num_train_timesteps, strength)
         on_step = (lambda i: progress(i, len(timesteps))) if progress else None
@@ -383,7 +383,7 @@ class SRPipeline:
 
         if isinstance(autoencoder, PatchAutoencoder):
             return tiled_map(decode_tile, hq_latent, latent_tile, autoencoder.decode_radius,
-                             out_scale=autoencoder.factor, weight="crop", rows=rows)
+                             out_scale=autoencoder.factor, aggregation="crop", rows=rows)
         return tiled_map(decode_tile, hq_latent, latent_tile, latent_overlap, out_scale=autoencoder.factor, rows=rows)
 
     def check_options(self, num_steps: int | None, strength: float, tile: int, tile_overlap: int,

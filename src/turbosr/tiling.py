@@ -7,7 +7,7 @@ weights. Only one tile's output and two accumulators exist at a time, so
 the networks' working memory depends on the tile size, not on the image size.
 
 For a network with a known, bounded receptive field (the learned latent decoder, which has no normalisation
-layers) there is an exact alternative, ``blend="crop"``: the image is cut into non-overlapping cores, each is
+layers) there is an exact alternative, ``aggregation="crop"``: the image is cut into non-overlapping cores, each is
 computed with a halo of ``overlap`` input pixels of real context on every side that has a neighbour, and only
 the core of each result is kept. With a halo at least the receptive radius this equals the untiled result.
 """
@@ -119,24 +119,24 @@ def plan_cores(height: int, width: int, tile: int, halo: int) -> list[tuple[Tile
 # How overlapping tile outputs are joined: "gaussian" (turbosr: sigma 0.3 x tile, and ramps to ~0 at tile edges
 # inside the image), "stablesr" (StableSR's released weights: a Gaussian of variance 0.01 over the unit tile,
 # sigma 0.1 x tile, its off-centre rows kept, no ramps), "uniform" (plain averaging), "crop" (exact cores with a halo, no blending).
-TILE_WEIGHTS = ("gaussian", "stablesr", "uniform", "crop")
+AGGREGATIONS = ("gaussian", "stablesr", "uniform", "crop")
 
 
 def tiled_map(fn: Callable[[torch.Tensor, Tile], torch.Tensor], x: torch.Tensor, tile: int, overlap: int,
-              out_scale: float = 1.0, weight: str = "gaussian", rows: tuple[int, int] | None = None) -> torch.Tensor:
+              out_scale: float = 1.0, aggregation: str = "gaussian", rows: tuple[int, int] | None = None) -> torch.Tensor:
     """Apply ``fn(x_tile, tile)`` over tiles of ``x`` (B, C, H, W) and join the outputs.
 
     ``fn`` maps a (B, C, h, w) tile to (B, C', h * out_scale, w * out_scale); ``out_scale`` is an integer
-    (e.g. 8 for a decoder) or 1 / integer (e.g. 1/8 for an encoder). ``weight`` "gaussian", "stablesr" or
-    "uniform" blends tiles overlapping by ``overlap`` pixels (TILE_WEIGHTS); "crop" computes non-overlapping cores with a halo of ``overlap``
+    (e.g. 8 for a decoder) or 1 / integer (e.g. 1/8 for an encoder). ``aggregation`` "gaussian", "stablesr" or
+    "uniform" blends tiles overlapping by ``overlap`` pixels (AGGREGATIONS); "crop" computes non-overlapping cores with a halo of ``overlap``
     pixels and keeps the cores (exact for a network whose receptive radius is at most the halo); with ``rows``
     (a, b), multiples of ``tile``, only the cores of input rows [a, b) are computed and their output returned:
     a horizontal strip of the whole result, bit for bit (the same windows), for streaming.
     If the whole input fits in one tile, ``fn`` is called once on it (exact fast path).
     """
     height, width = x.shape[-2:]
-    if rows is not None and weight != "crop":
-        raise ValueError("rows= needs weight='crop' (blended tiles have no final rows before their neighbours)")
+    if rows is not None and aggregation != "crop":
+        raise ValueError("rows= needs aggregation='crop' (blended tiles have no final rows before their neighbours)")
     if height <= tile and width <= tile and rows is None:
         return fn(x, Tile(0, 0, height, width))
     ratio = Fraction(out_scale).limit_denominator(64)
@@ -145,9 +145,9 @@ def tiled_map(fn: Callable[[torch.Tensor, Tile], torch.Tensor], x: torch.Tensor,
     for name, value in (("height", height), ("width", width), ("tile", tile), ("overlap", overlap)):
         if (value * ratio).denominator != 1:
             raise ValueError(f"{name} {value} is not divisible by {ratio.denominator} (out_scale {out_scale})")
-    if weight not in TILE_WEIGHTS:
-        raise ValueError(f"weight must be one of {', '.join(TILE_WEIGHTS)}, got {weight!r}")
-    if weight == "crop":
+    if aggregation not in AGGREGATIONS:
+        raise ValueError(f"aggregation must be one of {', '.join(AGGREGATIONS)}, got {aggregation!r}")
+    if aggregation == "crop":
         return _cropped_map(fn, x, tile, overlap, ratio, rows)
     output: torch.Tensor | None = None
     total: torch.Tensor | None = None
@@ -160,13 +160,13 @@ def tiled_map(fn: Callable[[torch.Tensor, Tile], torch.Tensor], x: torch.Tensor,
         if output is None:
             output = result.new_zeros(*result.shape[:2], int(height * ratio), int(width * ratio))
             total = result.new_zeros(1, 1, int(height * ratio), int(width * ratio))
-        if weight == "uniform":
+        if aggregation == "uniform":
             w = result.new_ones(1, 1, oy1 - oy0, ox1 - ox0)
-        elif weight == "stablesr":
+        elif aggregation == "stablesr":
             w = stablesr_weights(oy1 - oy0, ox1 - ox0, device=result.device, dtype=result.dtype)
         else:
             w = gaussian_weights(oy1 - oy0, ox1 - ox0, 0.3, device=result.device, dtype=result.dtype)
-        if weight != "stablesr":
+        if aggregation != "stablesr":
             w = w * edge_ramps(Tile(oy0, ox0, oy1, ox1), int(height * ratio), int(width * ratio),
                                int(overlap * ratio) // 2, device=result.device, dtype=result.dtype)
         output[..., oy0:oy1, ox0:ox1] += result * w
@@ -177,7 +177,7 @@ def tiled_map(fn: Callable[[torch.Tensor, Tile], torch.Tensor], x: torch.Tensor,
 
 def _cropped_map(fn: Callable[[torch.Tensor, Tile], torch.Tensor], x: torch.Tensor, tile: int, halo: int,
                  ratio: Fraction, rows: tuple[int, int] | None = None) -> torch.Tensor:
-    """``tiled_map`` with ``weight="crop"``: each core's result, cut out of its window's result (only the cores
+    """``tiled_map`` with ``aggregation="crop"``: each core's result, cut out of its window's result (only the cores
     of input rows ``rows``, when given, placed from row 0 of the output)."""
     height, width = x.shape[-2:]
     first, last = rows if rows is not None else (0, height)
