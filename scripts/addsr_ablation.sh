@@ -31,7 +31,7 @@ case "${1:?teacher, a, b, c, seed, select or eval}" in
   b)
     addsr runs/addsr-lr-teacher "$ABLATION" --set hr_regulated=false
     addsr runs/addsr-fixed-weights "$ABLATION" --set distill_weighting=fixed
-    addsr runs/addsr-no-adversarial "$ABLATION" --set adversarial_weight=0
+    addsr runs/addsr-no-adversarial "$ABLATION" --set adversarial.weight=0
     addsr runs/addsr-reference-indexing "$ABLATION" --set adaptive_indexing=reference
     ;;
   c)  # the better indexing of lane b at the full length (run as a resume of addsr-reference-indexing's

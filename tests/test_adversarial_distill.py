@@ -47,15 +47,15 @@ def config_for(tmp_path: Path, hr_folder: Path, teacher_dir: Path, *extra: str):
     [],  # everything on: PSR, HR-regulated, exponential weights, feature discriminator
     ["psr=false", "hr_regulated=false"],
     ["distill_weighting=fixed", "adaptive_indexing=reference", "one_step_fraction=0"],
-    ["adversarial_weight=0"],
-    ["discriminator=pixel", "diffaugment=false", "distill_weighting=linear", "data.degradation=bicubic"],
+    ["adversarial.weight=0"],
+    ["adversarial.critic=patchgan", "adversarial.diffaugment=false", "distill_weighting=linear", "data.degradation=bicubic"],
 ])
 def test_two_steps_with_each_switch_give_a_loadable_few_step_model(tmp_path, hr_folder, teacher_dir, switches):
     folder = adversarial_distill.train(config_for(tmp_path, hr_folder, teacher_dir, *switches))
     log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     trained = [r for r in log if "loss" in r]
     assert [r["step"] for r in trained] == [1, 2] and all(np.isfinite(r["distill"]) for r in trained)
-    assert ("adversarial" in trained[0]) == ("adversarial_weight=0" not in switches)
+    assert ("adversarial" in trained[0]) == ("adversarial.weight=0" not in switches)
     student = SRPipeline.from_pretrained(folder / "model")
     assert student.config.control and student.sampler.kind == "renoise"
     assert student.denoiser.control is not None
@@ -181,3 +181,21 @@ def test_which_adaptive_weight_each_sample_gets_under_both_indexings():
     reference = timestep_adaptive_weight(weight_index(one_step, trained, start, 4, "reference"))
     assert paper.tolist() == pytest.approx([0.5, 1.05, 2.205, 4.6305])
     assert reference.tolist() == pytest.approx([4.6305, 0.5, 1.05, 2.205])
+
+
+def test_the_adversarial_section_is_the_shared_config_with_addsr_s_defaults():
+    """One adversarial config for every method: AddSR reads the same section as decoder/autoencoder training, with
+    its own defaults (weight 0.02, the teacher-feature critic of width 64), and refuses what its latent critic
+    cannot do."""
+    from turbosr.config import ConfigError, load_config
+    from turbosr.run_config import AdversarialConfig
+    from turbosr.train.adversarial_distill import AdversarialDistillConfig
+
+    config = load_config(AdversarialDistillConfig, None, ["teacher=t", "adversarial.diffaugment=false"])
+    assert isinstance(config.adversarial, AdversarialConfig)
+    assert (config.adversarial.weight, config.adversarial.critic, config.adversarial.discriminator_channels) == (
+        0.02, "teacher", 64) and config.adversarial.diffaugment is False
+    for bad, words in (("adversarial.critic=inception", "teacher or patchgan"),
+                       ("adversarial.feature_matching=0.5", "do not apply"), ("discriminator=pixel", "unknown")):
+        with pytest.raises(ConfigError, match=words):
+            load_config(AdversarialDistillConfig, None, ["teacher=t", bad])

@@ -43,7 +43,7 @@ from turbosr.image import from_model_range, to_model_range
 from turbosr.losses import hinge_discriminator_loss, hinge_generator_loss, timestep_adaptive_weight
 from turbosr.models.discriminator import FeatureDiscriminator, PatchDiscriminator, diff_augment
 from turbosr.pipeline import SRPipeline
-from turbosr.run_config import DataConfig, OptimConfig, RunConfig
+from turbosr.run_config import AdversarialConfig, DataConfig, OptimConfig, RunConfig
 from turbosr.train.common import (
     LATEST,
     Cadence,
@@ -69,6 +69,23 @@ def _blind() -> DataConfig:
 
 
 @dataclass(frozen=True)
+class AddSRAdversarialConfig(AdversarialConfig):
+    """:class:`AdversarialConfig` with AddSR's defaults; its critics read the student's latents (or their decodes),
+    so only "teacher" and "patchgan" apply, with no feature matching and no delayed start."""
+
+    weight: float = 0.02
+    critic: str = "teacher"
+    discriminator_channels: int = 64
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.critic not in ("teacher", "patchgan"):
+            raise ConfigError(f"adversarial.critic for AddSR must be teacher or patchgan, got {self.critic!r}")
+        if self.feature_matching or self.start_step:
+            raise ConfigError("adversarial.feature_matching and start_step do not apply to AddSR's latent critic")
+
+
+@dataclass(frozen=True)
 class AdversarialDistillConfig:
     """``turbosr train adversarial-distill``: an AddSR student distilled from a frozen blind teacher."""
 
@@ -90,17 +107,16 @@ class AdversarialDistillConfig:
     # "reference" (the released code, HEAD 8721d93: by the no-grad start step, pure one-step samples last) |
     # "paper" (by the trained step); reference is the default: it is the released recipe and it won the CPU ablation
     adaptive_indexing: str = "reference"
-    adversarial_weight: float = 0.02  # 0 switches the adversarial loss off
-    discriminator: str = "features"  # "features" (frozen teacher encoder + heads) | "pixel" (PatchGAN)
-    discriminator_learning_rate: float = 2e-4
-    diffaugment: bool = True
+    # the adversarial term: the one adversarial config of every method, with AddSR's defaults (weight 0.02; critic
+    # "teacher": heads on the frozen teacher's encoder features of noised latents; "patchgan": on decoded images
+    # beside the bicubic LQ); 0 switches it off
+    adversarial: AddSRAdversarialConfig = field(default_factory=AddSRAdversarialConfig)
 
     def __post_init__(self) -> None:
         from turbosr.losses import ADAPTIVE_WEIGHT_FORMS
 
         self.data.check_crop(self.model)
-        checks = {"distill_weighting": tuple(ADAPTIVE_WEIGHT_FORMS), "adaptive_indexing": ("paper", "reference"),
-                  "discriminator": ("features", "pixel")}
+        checks = {"distill_weighting": tuple(ADAPTIVE_WEIGHT_FORMS), "adaptive_indexing": ("paper", "reference")}
         for name, allowed in checks.items():
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
@@ -168,12 +184,14 @@ def train(config: AdversarialDistillConfig) -> Path:
     denoiser = pipeline.denoiser.to(accelerator.device).train()
     model, forward, optimizer, scheduler, ema, start = prepare(accelerator, denoiser, config.optim, run)
     # the discriminator, its optimizer (and, in the checkpoint, their state)
-    if config.discriminator == "features":
-        discriminator = FeatureDiscriminator(teacher.denoiser, pipeline.config.latent_channels)
+    adversarial = config.adversarial
+    if adversarial.critic == "teacher":
+        discriminator = FeatureDiscriminator(teacher.denoiser, pipeline.config.latent_channels,
+                                             adversarial.discriminator_channels)
     else:
-        discriminator = PatchDiscriminator(in_channels=6)
-    discriminator_optimizer = torch.optim.AdamW(discriminator.parameters(), lr=config.discriminator_learning_rate,
-                                                betas=(0.5, 0.999))
+        discriminator = PatchDiscriminator(adversarial.discriminator_channels, in_channels=6)
+    discriminator_optimizer = torch.optim.AdamW(discriminator.parameters(),
+                                                lr=adversarial.discriminator_learning_rate, betas=(0.5, 0.999))
     discriminator, discriminator_optimizer = accelerator.prepare(discriminator.to(accelerator.device),
                                                                  discriminator_optimizer)
     report = StepReport(run, accelerator, start)
@@ -186,11 +204,11 @@ def train(config: AdversarialDistillConfig) -> Path:
     def score(hq_latent: torch.Tensor, lq: torch.Tensor, lq_latent: torch.Tensor, generator: torch.Generator
               ) -> torch.Tensor:
         """Discriminator logits for HQ latents (real: the HR latent; fake: the student's)."""
-        if config.discriminator == "pixel":
+        if adversarial.critic == "patchgan":
             images = torch.cat([autoencoder.decode(hq_latent), to_model_range(upsample(lq))], dim=1)
-            return discriminator(diff_augment(images, generator) if config.diffaugment else images)
+            return discriminator(diff_augment(images, generator) if adversarial.diffaugment else images)
         x0 = denoiser.to_x0(hq_latent, lq_latent)
-        x0 = diff_augment(x0, generator) if config.diffaugment else x0
+        x0 = diff_augment(x0, generator) if adversarial.diffaugment else x0
         t_d = torch.randint(steps_total, (len(x0),), generator=generator).to(x0.device)
         noise = torch.randn(x0.shape, generator=generator).to(x0.device)
         return discriminator(add_noise(x0, noise, t_d, alpha_bar), lq_latent, t_d)
@@ -249,14 +267,14 @@ def train(config: AdversarialDistillConfig) -> Path:
                 distill = (weight * (student_image - target).pow(2).flatten(1).mean(1)).mean()
                 loss, terms = distill, {"distill": distill.detach()}
                 # 3. the generator side of the adversarial loss
-                if config.adversarial_weight > 0:
+                if adversarial.weight > 0:
                     discriminator.requires_grad_(False)
-                    adversarial = hinge_generator_loss(score(student_hq, lq, lq_latent, generator))
-                    loss = loss + config.adversarial_weight * adversarial
-                    terms["adversarial"] = adversarial.detach()
+                    fooled = hinge_generator_loss(score(student_hq, lq, lq_latent, generator))
+                    loss = loss + adversarial.weight * fooled
+                    terms["adversarial"] = fooled.detach()
                 accelerator.backward(loss / run.gradient_accumulation_steps)
             # the discriminator: real HR latents vs the student's (detached)
-            if config.adversarial_weight > 0:
+            if adversarial.weight > 0:
                 discriminator.requires_grad_(True)
                 with accelerator.autocast():
                     d_loss = hinge_discriminator_loss(score(hr_latent, lq, lq_latent, generator),
