@@ -111,7 +111,7 @@ def test_training_on_a_model_with_cfw_leaves_the_stale_module_out(tmp_path, hr_f
     folder = stablesr.train(config_for(tmp_path / "sft", hr_folder, cfw_model))
     assert SRPipeline.from_pretrained(folder / "model").fidelity_warp is None
     tuned = decoder.train(load_config(decoder.DecoderConfig, None, [
-        f"init_from={cfw_model}", "model.preset=tiny", "decoder=refiner", "model.refine_channels=8", f"data.folder={hr_folder}",
+        f"init_from={cfw_model}", "model.preset=tiny", "decoder_kind=refiner", "model.refine_channels=8", f"data.folder={hr_folder}",
         "data.crop_size=64", f"run.output_dir={tmp_path / 'decoder'}", "run.max_steps=1", "run.batch_size=2",
         "run.validation_images=0"]))
     assert SRPipeline.from_pretrained(tuned / "model").fidelity_warp is None

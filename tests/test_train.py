@@ -97,7 +97,7 @@ def test_scale_distill_decoder_autoencoder_chain(tmp_path, hr_folder):
     student_pipeline = SRPipeline.from_pretrained(student / "model")
     assert student_pipeline.scale == 4
     tuned = decoder.train(tiny(tmp_path, hr_folder, "decoder", f"init_from={student / 'model'}",
-                               "decoder=refiner", "model.refine_channels=4", "adversarial.weight=0.1"))
+                               "decoder_kind=refiner", "model.refine_channels=4", "adversarial.weight=0.1"))
     tuned_pipeline = SRPipeline.from_pretrained(tuned / "model")
     assert tuned_pipeline.config.refine_channels == 4
     assert tuned_pipeline.autoencoder.refiner is not None

@@ -2,11 +2,11 @@
 freeze the one-step UNet, run it for one step, and train the decoder on its latents against the HR image. The
 encoder stays frozen, so the condition latents the UNet was trained on do not move.
 
-- Patch latent, ``decoder: learned`` (the default): a :class:`~turbosr.models.decoders.LatentDecoder` that reads
+- Patch latent, ``decoder_kind: learned`` (the default): a :class:`~turbosr.models.decoders.LatentDecoder` that reads
   the latent over several latent pixels and adds a residual to the linear decode (zero at the start). Its CFW
   branch (``decoder_shape.cfw_channels``) is trained in the same steps, StableSR's way: at w = 1, on the same
   latents, with the decoder's own trunk held fixed, so w = 0 stays exactly the decoder the first loss trained.
-  ``decoder: refiner`` is the older RGB refiner; a KL latent trains ``vae.decoder`` and ``post_quant_conv``.
+  ``decoder_kind: refiner`` is the older RGB refiner; a KL latent trains ``vae.decoder`` and ``post_quant_conv``.
 - ``train_denoiser: true`` fine-tunes the UNet jointly, as a one-step model (t = T - 1, gradients through the
   decoder), at its own learning rate: to measure whether that pays more per CPU-hour than either alone.
 Losses: L1 + SSIM + Sobel-edge (+ FFT amplitude, + the phase-profile grid term) terms that need no downloaded
@@ -90,7 +90,7 @@ class DecoderConfig:
     run: RunConfig = field(default_factory=RunConfig)
     loss: ImageLossConfig = field(default_factory=ImageLossConfig)
     adversarial: AdversarialConfig = field(default_factory=AdversarialConfig)
-    decoder: str = "learned"  # patch latent: "learned" (LatentDecoder + CFW) | "refiner" (RGB refiner, older)
+    decoder_kind: str = "learned"  # patch latent: "learned" (LatentDecoder + CFW) | "refiner" (RGB refiner, older)
     decoder_shape: DecoderShape = field(default_factory=DecoderShape)
     cfw_loss: ImageLossConfig = field(default_factory=ImageLossConfig)  # CFW's w = 1 fidelity loss (all 0: untrained)
     train_denoiser: bool = False  # also fine-tune the UNet as a one-step model (t = T - 1)
@@ -105,8 +105,8 @@ class DecoderConfig:
         self.data.check_crop(self.model)
         if self.sample_steps < 1:
             raise ConfigError(f"sample_steps must be >= 1, got {self.sample_steps}")
-        if self.decoder not in DECODER_KINDS:
-            raise ConfigError(f"decoder must be one of {DECODER_KINDS}, got {self.decoder!r}")
+        if self.decoder_kind not in DECODER_KINDS:
+            raise ConfigError(f"decoder_kind must be one of {DECODER_KINDS}, got {self.decoder_kind!r}")
         if not self.denoiser_learning_rate > 0:
             raise ConfigError(f"denoiser_learning_rate must be positive, got {self.denoiser_learning_rate}")
         if self.train_denoiser and self.sample_steps != 1:
@@ -134,7 +134,7 @@ def with_trainable_decoder(pipeline: SRPipeline, config: DecoderConfig) -> SRPip
     autoencoder = pipeline.autoencoder
     if not isinstance(autoencoder, PatchAutoencoder):
         return pipeline
-    if config.decoder == "learned":
+    if config.decoder_kind == "learned":
         if autoencoder.decoder is not None:
             if autoencoder.has_cfw or not config.decoder_shape.cfw_channels:
                 return pipeline
@@ -189,11 +189,11 @@ def train(config: DecoderConfig) -> Path:
     pipeline.to(accelerator.device)
     pipeline.denoiser.requires_grad_(config.train_denoiser)
     pipeline.autoencoder.requires_grad_(False)
-    decoder = decoder_module(pipeline).requires_grad_(True).train()
+    trained_decoder = decoder_module(pipeline).requires_grad_(True).train()
     trains_cfw = any(getattr(config.cfw_loss, name) > 0 for name in IMAGE_LOSSES)  # any image term switched on
-    cfw = list(decoder.cfw_parameters()) if pipeline.autoencoder.has_cfw and trains_cfw else []
+    cfw = list(trained_decoder.cfw_parameters()) if pipeline.autoencoder.has_cfw and trains_cfw else []
     if pipeline.autoencoder.has_cfw and not cfw:
-        for parameter in decoder.cfw_parameters():  # left as it is (zero at the start: w has no effect)
+        for parameter in trained_decoder.cfw_parameters():  # left as it is (zero at the start: w has no effect)
             parameter.requires_grad_(False)
 
     def trained_part(owner: SRPipeline) -> nn.Module:  # the modules this run trains, by the same names
@@ -230,7 +230,7 @@ def train(config: DecoderConfig) -> Path:
             critic.discriminator_step(hq, prediction, terms, lq, generator)
             # w = 1: CFW on the same latents, only the CFW branch learning (the trunk is what w = 0 means)
             if cfw:
-                trunk = [p for p in decoder.trunk_parameters() if p.requires_grad]
+                trunk = [p for p in trained_decoder.trunk_parameters() if p.requires_grad]
                 for parameter in trunk:
                     parameter.requires_grad_(False)
                 with accelerator.autocast():
