@@ -23,7 +23,7 @@
 #             2026-12-02, fifth session: the decoder had been trained on the float UNet before quantisation)
 #   select-int8: the shipped x4 and that run on the bicubic val pairs, both as they ship (@storage=int8), at w = 0
 #             and 1 (docs/benchmarks/x4_int8_val-x4.md; the x4 rule of docs/realism.md decides)
-#   package-x4-int8: that run as the built-in x4 (the previous card's baselines reused from runs/x4-2026-12-02,
+#   package-x4-int8: that run as the built-in x4 (the previous card's baselines reused from runs/releases/x4-42820ab1156bfbed,
 #             a copy of the previous built-in taken from git)
 #   pictures-int8: crops of the external photos: the previous and the new x4 beside SPAN, Real-ESRGAN and HR
 #   select:   every candidate on the val pairs (bicubic and blind), for the default rule of docs/realism.md
@@ -48,7 +48,7 @@
 #             docs/realism.md; docs/benchmarks/x4_3e-4_val-x4.md); FINAL=TAG adds runs/decoder-x4-TAG-int8
 #   pictures-3e-4: crops of the external photos: the shipped x4 and the 3e-4 candidate TAG beside SPAN and HR
 #   package-x4-3e-4: the 3e-4 candidate TAG (runs/decoder-x4-TAG-int8) as the built-in x4 (baselines reused from
-#             runs/x4-2026-12-02b, the fourth built-in taken from git; STEPS: its UNet's steps, for the card)
+#             runs/releases/x4-4279a646c100bb3f, the fourth built-in from the repository history; STEPS: its UNet's steps, for the card)
 #   knob:     #26, a realism end for the x4's fidelity knob: its decoder trunk (w = 0) fine-tuned for realism on
 #             the frozen int8 UNet, CFW (w = 1) for fidelity; two arms side by side (experiments/2026-12-03-x4-realism-end/decoder-x4-gan-end.yaml
 #             "gan", experiments/2026-12-03-x4-realism-end/decoder-x4-perceptual-end.yaml "perceptual"; runs/x4-realism-end-{gan,perceptual})
@@ -64,7 +64,7 @@
 #             and the knob rule over all candidates (select-knob2 is select-knob: each measures what is not yet measured)
 #   pictures-knob: crops of the external photos: the shipped x4, an arm (ARM) at w = 0 and 1, Real-ESRGAN, HR
 #   package-x4-knob: the chosen candidate (ARM: gan, perceptual, gan-cfw or perceptual-cfw) as the built-in x4, its default --fidelity 1 (baselines reused from
-#             runs/x4-2026-12-03, the fifth built-in taken from git)
+#             runs/releases/x4-b8ed37b1a3081566, the fifth built-in from the repository history)
 #   real-knob: #22, the same realism end for x4-real (experiments/2026-12-03-x4-real-realism-end/decoder-x4-real-perceptual-end.yaml)
 #   select-real-knob: the shipped x4-real and that run (w = 0 and 1), as they ship, on the blind and bicubic val
 #             pairs (docs/benchmarks/x4_real_knob_val-*), and the x4-real rule (docs/benchmarks/x4_real_knob_rule.md)
@@ -82,6 +82,8 @@
 # A killed run resumes from runs/<name>/checkpoint-latest. One CPU thread per run; two runs at a time at most.
 set -euo pipefail
 # a recipe (configs/) or an experiment overlay (experiments/*/) by name
+# an earlier built-in by its digest, written once from the repository history (turbosr release)
+release() { [ -d "runs/releases/$1-$2" ] || turbosr release "$1" "$2" -o "runs/releases/$1-$2"; }
 recipe() { for f in configs/"$1".yaml experiments/*/"$1".yaml; do [ -e "$f" ] && { echo "$f"; return 0; }; done; return 1; }
 export OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1
 latest=checkpoint-latest/model
@@ -232,7 +234,7 @@ PY
     # crops of the external photos (faces, sky, foliage, edges) beside Real-ESRGAN and HR
     python scripts/side_by_side.py data/external-x4 --names $crops scikit-image__astronaut@170,30 \
       scikit-learn__flower@230,110 --column bicubic=bicubic \
-      --column "x4 of 2026-11-26=model:runs/x4-2026-11-26/src/turbosr/weights/x4" --column "x4 (2026-12-02)=model:x4" \
+      --column "x4 of 2026-11-26=model:runs/releases/x4-a4d53aaa6352dfa0" --column "x4 (2026-12-02)=model:x4" \
       --column "SPAN x4=baseline:span_x4" --column "Real-ESRGAN=baseline:realesrgan_x4plus" --column HR=hr \
       --out docs/img/x4_side_by_side.png
     python scripts/side_by_side.py data/external-x4-blind --names $crops --column LQ=lq \
@@ -242,10 +244,10 @@ PY
       --column "round 4=model:runs/realism-x4-real-fidelity/$latest" --column HR=hr --out docs/img/x4_real_rounds.png ;;
   compare-x4)
     # the x4 of 2026-11-26 (from git) against today's, on the test pairs and the external photos (PSNR, grid)
-    mkdir -p runs/x4-2026-11-26 && git archive 806c5f5 src/turbosr/weights/x4 | tar -x -C runs/x4-2026-11-26
+    release x4 a4d53aaa6352dfa0  # the built-in of commit 806c5f5
     for pairs in test-x4 test-x4-blind external-x4 external-x4-blind; do
       python benchmarks/quality_vs_steps.py --lq data/$pairs/lq --ref data/$pairs/hq --scale 4 --crop-border 4 \
-        --threads 1 --baselines bicubic --model "x4 of 2026-11-26=runs/x4-2026-11-26/src/turbosr/weights/x4" \
+        --threads 1 --baselines bicubic --model "x4 of 2026-11-26=runs/releases/x4-a4d53aaa6352dfa0" \
         --model "x4 of 2026-12-02=src/turbosr/weights/x4" --model "x4 of 2026-12-02, --fidelity 1=src/turbosr/weights/x4@fidelity=1" \
         --steps 1 --metrics psnr_y ssim_y grid --out docs/benchmarks/x4_old_vs_new_$pairs --resume
     done ;;
@@ -261,10 +263,10 @@ PY
     done ;;
   compare-x4-real)
     # the x4-real of 2026-11-26 (from git) against its replacement on the blind test pairs and external photos
-    mkdir -p runs/x4-real-2026-11-26 && git archive 7ed92cb src/turbosr/weights/x4-real | tar -x -C runs/x4-real-2026-11-26
+    release x4-real 9c9c5129f9af69a7  # the built-in of commit 7ed92cb
     for pairs in test-x4-blind external-x4-blind; do
       python benchmarks/quality_vs_steps.py --lq data/$pairs/lq --ref data/$pairs/hq --scale 4 --crop-border 4 \
-        --threads 1 --model "x4-real of 2026-11-26=runs/x4-real-2026-11-26/src/turbosr/weights/x4-real" \
+        --threads 1 --model "x4-real of 2026-11-26=runs/releases/x4-real-9c9c5129f9af69a7" \
         --model "x4-real of 2026-12-03=src/turbosr/weights/x4-real" --steps 1 \
         --metrics psnr_y ssim_y grid niqe patch_kid --out docs/benchmarks/x4_real_old_vs_new_$pairs --resume
     done ;;
@@ -306,10 +308,10 @@ PY
       --model "decoder on the int8 UNet (4,000 steps), --fidelity 1=runs/decoder-x4-int8/$latest@storage=int8@fidelity=1" \
       --steps 1 --metrics psnr_y ssim_y grid --out docs/benchmarks/x4_int8_val-x4 --resume ;;
   package-x4-int8)
-    [ -d runs/x4-2026-12-02 ] || { mkdir -p runs/x4-2026-12-02 && git archive bcf0501 src/turbosr/weights/x4 | tar -x -C runs/x4-2026-12-02; }
+    release x4 42820ab1156bfbed  # the built-in of commit bcf0501
     python scripts/package_builtin.py package runs/decoder-x4-int8/$latest --name x4 --storage int8 --threads 1 \
       "${x4_card[@]}" \
-      --reuse-baselines runs/x4-2026-12-02/src/turbosr/weights/x4 \
+      --reuse-baselines runs/releases/x4-42820ab1156bfbed \
       --summary "A small latent diffusion SR model trained by this project on 2 CPU cores, for clean or bicubic-style inputs (fourth built-in x4, 2026-12-02): the one-step x4 UNet of the third built-in, stored as int8, and its learned latent decoder with StableSR's CFW inside it, fine-tuned again on that frozen int8 UNet. --fidelity W in [0, 1] weights the decoder's fusion of the input's features (0 or left out: the model's own output; 1: closest to the input)." \
       --fact "Start: the built-in x4 of 2026-12-02 (third built-in): a one-step UNet fine-tuned jointly with a learned latent decoder, its UNet stored as int8 per output channel; its decoder had been trained on the float UNet's latents, and on the int8 UNet's latents it printed the latent's 8-px pattern (docs/realism.md)." \
       --fact "Decoder: a convolutional decoder of the patch latent (models/decoders.py: 4 residual blocks of 128 channels at the latent resolution, one x8 sub-pixel convolution to RGB, added to the linear patch decode whose residual it learns), and CFW inside it (a 64-channel encoder of the LQ condition latent fused into the trunk through zero-initialised convolutions, scaled by w)." \
@@ -320,7 +322,7 @@ PY
   pictures-int8)
     python scripts/side_by_side.py data/external-x4 --names $crops scikit-image__astronaut@170,30 \
       scikit-learn__flower@230,110 --column bicubic=bicubic \
-      --column "x4 (third, int8)=model:runs/x4-2026-12-02/src/turbosr/weights/x4" --column "x4 (fourth)=model:x4" \
+      --column "x4 (third, int8)=model:runs/releases/x4-42820ab1156bfbed" --column "x4 (fourth)=model:x4" \
       --column "SPAN x4=baseline:span_x4" --column "Real-ESRGAN=baseline:realesrgan_x4plus" --column HR=hr \
       --out docs/img/x4_int8_side_by_side.png ;;
   x4-refit)
@@ -343,10 +345,10 @@ PY
       --column "SPAN x4=baseline:span_x4" --column "Real-ESRGAN=baseline:realesrgan_x4plus" --column HR=hr \
       --out docs/img/x4_3e-4_side_by_side.png ;;
   package-x4-3e-4)
-    [ -d runs/x4-2026-12-02b ] || { mkdir -p runs/x4-2026-12-02b && git archive 1331629 src/turbosr/weights/x4 | tar -x -C runs/x4-2026-12-02b; }
+    release x4 4279a646c100bb3f  # the built-in of commit 1331629
     python scripts/package_builtin.py package runs/decoder-x4-${TAG:?name}-int8/$latest --name x4 --storage int8 --threads 1 \
       "${x4_card[@]}" \
-      --reuse-baselines runs/x4-2026-12-02b/src/turbosr/weights/x4 \
+      --reuse-baselines runs/releases/x4-4279a646c100bb3f \
       --summary "A small latent diffusion SR model trained by this project on 2 CPU cores, for clean or bicubic-style inputs (fifth built-in x4, 2026-12-03): the fourth built-in's one-step UNet and learned latent decoder (StableSR's CFW inside it) fine-tuned together for ${STEPS:?UNet steps} more steps at a higher UNet learning rate, the UNet stored as int8 and the decoder fine-tuned again on that frozen int8 UNet. --fidelity W in [0, 1] weights the decoder's fusion of the input's features (0 or left out: the model's own output; 1: closest to the input)." \
       --fact "Start: the built-in x4 of 2026-12-02 (fourth built-in, weights digest 4279a646c100bb3f), UNet as float from its int8 storage." \
       --fact "Joint one-step fine-tune (turbosr train decoder, experiments/2026-12-01-x4-learned-decoder-and-joint-unet/decoder-x4-joint-probe.yaml with the UNet learning rate 3e-4, 128-px crops, batch 8, bicubic x4, L1 + 0.2 SSIM + 0.5 Sobel-edge + 0.03 grid term at w = 0, CFW at w = 1 on the same losses; decoder learning rate 1e-4; EMA 0.999; bf16 autocast, one CPU thread): $STEPS steps${DECAY_NOTE:+, $DECAY_NOTE}." \
@@ -394,7 +396,7 @@ PY
       --column "$ARM at w 1=model:runs/x4-knob-$ARM-stored@fidelity=1" \
       --column "Real-ESRGAN=baseline:realesrgan_x4plus" --column HR=hr --out docs/img/x4_knob_$ARM.png ;;
   package-x4-knob)  # ARM: the candidate the knob rule chose
-    [ -d runs/x4-2026-12-03 ] || { mkdir -p runs/x4-2026-12-03 && git archive 6dd77cf src/turbosr/weights/x4 | tar -x -C runs/x4-2026-12-03; }
+    release x4 b8ed37b1a3081566  # the built-in of commit 6dd77cf
     arm=${ARM%-cfw}; src=$(knob_run "$ARM")/$latest
     fm="L1 x 0.5 + feature matching on the frozen InceptionV3's mid-level features x 1"  # every arm's w = 0 start
     case "${arm:?gan, perceptual, perceptual-grid, perceptual-lattice, perceptual-lattice2, gan-cfw or perceptual-cfw}" in
@@ -416,7 +418,7 @@ PY
       cfw_command=(--training-command "ARM=$arm bash scripts/decoder_realism_chain.sh knob-cfw")
     fi
     python scripts/package_builtin.py package $src --name x4 --storage int8 --threads 1 \
-      --default-fidelity 1 "${x4_card[@]}" --reuse-baselines runs/x4-2026-12-03/src/turbosr/weights/x4 \
+      --default-fidelity 1 "${x4_card[@]}" --reuse-baselines runs/releases/x4-b8ed37b1a3081566 \
       --summary "A small latent diffusion SR model trained by this project on 2 CPU cores, for clean or bicubic-style inputs (sixth built-in x4, $(date +%Y-%m-%d)): the fifth built-in's one-step int8 UNet, unchanged, with its learned latent decoder given a realism end. --fidelity W in [0, 1] is StableSR's knob: 1 (the default, also when left out) fuses the input's features into the decoder for the most faithful output; 0 is the decoder's own output, trained for perceptual realism (sharper texture, less faithful); values between blend the two." \
       --fact "Start: the built-in x4 of 2026-12-03 (fifth built-in, weights digest b8ed37b1a3081566); its int8 UNet frozen as stored." \
       --fact "Decoder: a convolutional decoder of the patch latent (models/decoders.py: 4 residual blocks of 128 channels at the latent resolution, one x8 sub-pixel convolution to RGB, added to the linear patch decode whose residual it learns), and CFW inside it (a 64-channel encoder of the LQ condition latent fused into the trunk through zero-initialised convolutions, scaled by w)." \
