@@ -4,13 +4,13 @@
 #   unet:     the UNet alone, continued (teacher loss, terminal fraction 0.5) from the shipped x4: one arm of
 #             "which pays per CPU-hour"
 #   decoder:  the learned decoder + CFW on the frozen x4 UNet (experiments/2026-12-01-x4-learned-decoder-and-joint-unet/decoder-x4-learned.yaml): the second arm
-#   joint:    the decoder and the UNet together as a one-step model (experiments/2026-12-01-x4-learned-decoder-and-joint-unet/decoder-x4-joint.yaml): the third
+#   joint:    the decoder and the UNet together as a one-step model (experiments/2026-12-01-x4-learned-decoder-and-joint-unet/one-step-x4-joint.yaml): the third
 #   realism:  one-step adversarial training on the blind degradation against the Inception critic, from the joint
-#             run at 2,000 steps (experiments/2026-12-02-x4-real-rounds/decoder-x4-real-adversarial.yaml; snapshot: runs/joint-x4-snap2000)
+#             run at 2,000 steps (experiments/2026-12-02-x4-real-rounds/one-step-x4-real-adversarial.yaml; snapshot: runs/joint-x4-snap2000)
 #   realism3: the same, fidelity terms kept strong, critic weight 0.01, no feature matching, from the joint run at
-#             5,000 steps (experiments/2026-12-02-x4-real-rounds/decoder-x4-real-balanced.yaml; snapshot: runs/joint-x4-snap5000)
-#   realism4: the blind fidelity model: round 3 without its critic (experiments/2026-12-02-x4-real-rounds/decoder-x4-real-fidelity.yaml)
-#   realism5: round 4 run to 4,000 steps from the built-in x4 (configs/decoder-x4-real-long.yaml)
+#             5,000 steps (experiments/2026-12-02-x4-real-rounds/one-step-x4-real-balanced.yaml; snapshot: runs/joint-x4-snap5000)
+#   realism4: the blind fidelity model: round 3 without its critic (experiments/2026-12-02-x4-real-rounds/one-step-x4-real-fidelity.yaml)
+#   realism5: round 4 run to 4,000 steps from the built-in x4 (configs/one-step-x4-real-long.yaml)
 #   select-real5 | rules5 | pictures5: round 5 (UNet stored int8 and float16) and the shipped x4 and x4-real on the
 #             val pairs (bicubic and blind; docs/benchmarks/x4_real_round5_val-*), the x4-real rule applied to them
 #             (docs/benchmarks/x4_real_round5_rule.md), and crops of the external photos (docs/img/x4_real_round5.png)
@@ -108,17 +108,17 @@ case "${1:?unet, decoder, joint, realism, realism3, realism4, realism5, select-r
       --set terminal_fraction=0.5 --set run.max_steps=8000 --set optim.warmup_steps=100 --set run.num_threads=1 \
       --set run.output_dir=runs/x4-unet-cont ;;
   decoder) turbosr train decoder --config experiments/2026-12-01-x4-learned-decoder-and-joint-unet/decoder-x4-learned.yaml ;;
-  joint) turbosr train decoder --config experiments/2026-12-01-x4-learned-decoder-and-joint-unet/decoder-x4-joint.yaml ;;
+  joint) turbosr train one-step --config experiments/2026-12-01-x4-learned-decoder-and-joint-unet/one-step-x4-joint.yaml ;;
   realism)
     [ -d runs/joint-x4-snap2000 ] || { echo "runs/joint-x4-snap2000: copy runs/joint-x4-learned/$latest at step 2000"; exit 1; }
-    turbosr train decoder --config experiments/2026-12-02-x4-real-rounds/decoder-x4-real-adversarial.yaml ;;
+    turbosr train one-step --config experiments/2026-12-02-x4-real-rounds/one-step-x4-real-adversarial.yaml ;;
   realism3)
     [ -d runs/joint-x4-snap5000 ] || { echo "runs/joint-x4-snap5000: copy runs/joint-x4-learned/$latest at step 5000"; exit 1; }
-    turbosr train decoder --config experiments/2026-12-02-x4-real-rounds/decoder-x4-real-balanced.yaml ;;
+    turbosr train one-step --config experiments/2026-12-02-x4-real-rounds/one-step-x4-real-balanced.yaml ;;
   realism4)
-    turbosr train decoder --config experiments/2026-12-02-x4-real-rounds/decoder-x4-real-fidelity.yaml ;;
+    turbosr train one-step --config experiments/2026-12-02-x4-real-rounds/one-step-x4-real-fidelity.yaml ;;
   realism5)
-    turbosr train decoder --config configs/decoder-x4-real-long.yaml ;;
+    turbosr train one-step --config configs/one-step-x4-real-long.yaml ;;
   select-real5)
     for pairs in val-x4-blind val-x4; do
       degradation=bicubic; [ $pairs = val-x4 ] || degradation=realesrgan
@@ -154,7 +154,7 @@ case "${1:?unet, decoder, joint, realism, realism3, realism4, realism5, select-r
     turbosr train decoder --config configs/decoder-x4-real-int8.yaml ;;
   critics)
     for critic in patchgan inception teacher; do
-      turbosr train decoder --config experiments/2026-12-02-x4-real-rounds/decoder-x4-real-adversarial.yaml --set adversarial.critic=$critic \
+      turbosr train one-step --config experiments/2026-12-02-x4-real-rounds/one-step-x4-real-adversarial.yaml --set adversarial.critic=$critic \
         --set run.max_minutes="$CRITIC_MINUTES" --set run.max_steps=100000 --set run.output_dir=runs/critic-$critic \
         --set adversarial.feature_matching=0 --set run.validate_every_steps=0
     done
@@ -220,7 +220,7 @@ PY
       --fact "Decoder: a convolutional decoder of the patch latent (models/decoders.py: 4 residual blocks of 128 channels at the latent resolution, one x8 sub-pixel convolution to RGB, added to the linear patch decode whose residual it learns; last layer zero at the start), and CFW inside it (a 64-channel encoder of the LQ image fused into the trunk through zero-initialised convolutions, scaled by w)." \
       --fact "Joint one-step fine-tune (turbosr train decoder, train_denoiser true): the UNet run once from t = T - 1 (learning rate 2e-5) and the decoder (2e-4) trained end to end on the decoded image with L1 + 0.2 SSIM + 0.5 Sobel-edge + 0.03 phase-profile grid term at w = 0; CFW trained at w = 1 on the same losses with the decoder trunk held fixed. 5,000 steps of batch 8, 128-px crops of the train split, bicubic x4, bf16 autocast, 85 training minutes on 1 CPU thread beside another run; denoiser stored int8 per channel." \
       --fact "Chosen on the val split by the x4 rule written in docs/realism.md before measuring (artifact figure within 0.03 of HR's on bicubic val, then highest PSNR-Y) over the previous x4 and the decoder-only fine-tune: docs/benchmarks/default_rule_val-x4.md." \
-      --training-command "turbosr train decoder --config experiments/2026-12-01-x4-learned-decoder-and-joint-unet/decoder-x4-joint.yaml   # stopped at step 5,000; runs/joint-x4-snap5000 is a copy of that checkpoint's model folder" ;;
+      --training-command "turbosr train one-step --config experiments/2026-12-01-x4-learned-decoder-and-joint-unet/one-step-x4-joint.yaml   # stopped at step 5,000; runs/joint-x4-snap5000 is a copy of that checkpoint's model folder" ;;
   package-x4-real)
     # the x4-real candidate the rule picked on val (docs/benchmarks/default_rule.md); baselines reused from x4's card
     python scripts/package_builtin.py package "${MODEL:?the chosen model folder}" --name x4-real \
@@ -274,17 +274,17 @@ PY
   lr-probe)
     # #26: the joint x4 fine-tune at two UNet learning rates, 1,000 steps each from the built-in x4
     for lr in 2e-5 1e-4; do
-      turbosr train decoder --config experiments/2026-12-01-x4-learned-decoder-and-joint-unet/decoder-x4-joint-probe.yaml --set denoiser_learning_rate=$lr \
+      turbosr train one-step --config experiments/2026-12-01-x4-learned-decoder-and-joint-unet/one-step-x4-joint-probe.yaml --set denoiser_learning_rate=$lr \
         --set run.output_dir=runs/x4-lr-probe-$lr
     done
     # and 256-px crops (32² latents, the test crops' size) at batch 2: the same pixels per step as 8 x 128²
-    turbosr train decoder --config experiments/2026-12-01-x4-learned-decoder-and-joint-unet/decoder-x4-joint-probe.yaml --set data.crop_size=256 \
+    turbosr train one-step --config experiments/2026-12-01-x4-learned-decoder-and-joint-unet/one-step-x4-joint-probe.yaml --set data.crop_size=256 \
       --set run.batch_size=2 --set run.output_dir=runs/x4-crop-probe-256 ;;
   lr-probe-long)
     # the UNet learning rate 1e-4 arm, run on (the best of the three probes, still climbing at 1,000 steps): does it
     # keep climbing? 65 minutes per call; a second call resumes it from runs/x4-lr-probe-long
     # LR=3e-4 runs a faster arm beside it (runs/x4-lr-probe-long-3e-4)
-    turbosr train decoder --config experiments/2026-12-01-x4-learned-decoder-and-joint-unet/decoder-x4-joint-probe.yaml --set denoiser_learning_rate=${LR:-1e-4} \
+    turbosr train one-step --config experiments/2026-12-01-x4-learned-decoder-and-joint-unet/one-step-x4-joint-probe.yaml --set denoiser_learning_rate=${LR:-1e-4} \
       --set run.max_steps=${MAX_STEPS:-6000} --set run.max_minutes=${MINUTES:-65} --set run.validate_every_steps=500 \
       --set run.checkpoint_every_steps=500 --set run.output_dir=runs/x4-lr-probe-long${LR:+-$LR} \
       ${DECAY:+--set optim.decay_steps=$DECAY} ;;
@@ -317,7 +317,7 @@ PY
       --fact "Decoder: a convolutional decoder of the patch latent (models/decoders.py: 4 residual blocks of 128 channels at the latent resolution, one x8 sub-pixel convolution to RGB, added to the linear patch decode whose residual it learns), and CFW inside it (a 64-channel encoder of the LQ condition latent fused into the trunk through zero-initialised convolutions, scaled by w)." \
       --fact "Decoder fine-tuning on the frozen int8 UNet (turbosr train decoder, experiments/2026-12-01-x4-learned-decoder-and-joint-unet/decoder-x4-int8.yaml): the trunk at w = 0 with L1 + 0.2 SSIM + 0.5 Sobel-edge + 0.03 phase-profile grid term, CFW at w = 1 on the same losses with the trunk held fixed; 4,000 steps of batch 8, 128-px crops of the train split, bicubic x4, learning rate 1e-4, bf16 autocast, one CPU thread beside another run. The UNet's stored int8 weights are unchanged; the decoder is stored in float16." \
       --fact "Chosen on the val split, measured as it ships, by the x4 rule of docs/realism.md written before measuring (artifact figure within 0.03 of HR's on bicubic val, then highest PSNR-Y): docs/benchmarks/x4_int8_val-x4.md." \
-      --training-command "turbosr train decoder --config experiments/2026-12-01-x4-learned-decoder-and-joint-unet/decoder-x4-joint.yaml   # the third built-in x4 (stopped at step 5,000), stored with --storage int8" \
+      --training-command "turbosr train one-step --config experiments/2026-12-01-x4-learned-decoder-and-joint-unet/one-step-x4-joint.yaml   # the third built-in x4 (stopped at step 5,000), stored with --storage int8" \
       --training-command "turbosr train decoder --config experiments/2026-12-01-x4-learned-decoder-and-joint-unet/decoder-x4-int8.yaml" ;;
   pictures-int8)
     python scripts/side_by_side.py data/external-x4 --names $crops scikit-image__astronaut@170,30 \
@@ -351,7 +351,7 @@ PY
       --reuse-baselines runs/releases/x4-4279a646c100bb3f \
       --summary "A small latent diffusion SR model trained by this project on 2 CPU cores, for clean or bicubic-style inputs (fifth built-in x4, 2026-12-03): the fourth built-in's one-step UNet and learned latent decoder (StableSR's CFW inside it) fine-tuned together for ${STEPS:?UNet steps} more steps at a higher UNet learning rate, the UNet stored as int8 and the decoder fine-tuned again on that frozen int8 UNet. --fidelity W in [0, 1] weights the decoder's fusion of the input's features (0 or left out: the model's own output; 1: closest to the input)." \
       --fact "Start: the built-in x4 of 2026-12-02 (fourth built-in, weights digest 4279a646c100bb3f), UNet as float from its int8 storage." \
-      --fact "Joint one-step fine-tune (turbosr train decoder, experiments/2026-12-01-x4-learned-decoder-and-joint-unet/decoder-x4-joint-probe.yaml with the UNet learning rate 3e-4, 128-px crops, batch 8, bicubic x4, L1 + 0.2 SSIM + 0.5 Sobel-edge + 0.03 grid term at w = 0, CFW at w = 1 on the same losses; decoder learning rate 1e-4; EMA 0.999; bf16 autocast, one CPU thread): $STEPS steps${DECAY_NOTE:+, $DECAY_NOTE}." \
+      --fact "Joint one-step fine-tune (turbosr train one-step, experiments/2026-12-01-x4-learned-decoder-and-joint-unet/one-step-x4-joint-probe.yaml with the UNet learning rate 3e-4, 128-px crops, batch 8, bicubic x4, L1 + 0.2 SSIM + 0.5 Sobel-edge + 0.03 grid term at w = 0, CFW at w = 1 on the same losses; decoder learning rate 1e-4; EMA 0.999; bf16 autocast, one CPU thread): $STEPS steps${DECAY_NOTE:+, $DECAY_NOTE}." \
       --fact "Decoder: a convolutional decoder of the patch latent (models/decoders.py: 4 residual blocks of 128 channels at the latent resolution, one x8 sub-pixel convolution to RGB, added to the linear patch decode whose residual it learns), and CFW inside it (a 64-channel encoder of the LQ condition latent fused into the trunk through zero-initialised convolutions, scaled by w)." \
       --fact "Decoder fine-tuning on the frozen int8 UNet (experiments/2026-12-01-x4-learned-decoder-and-joint-unet/decoder-x4-refit.yaml): the same losses, 3,000 steps, learning rate 1e-4; the UNet's stored int8 weights are unchanged, the decoder is stored in float16." \
       --fact "Chosen on the val split, measured as it ships, by the rule of docs/realism.md written before measuring (artifact figure within 0.03 of HR's on bicubic val, then highest PSNR-Y): docs/benchmarks/x4_3e-4_val-x4.md." \

@@ -145,15 +145,19 @@ def model_dir(tiny_x4_folder) -> Path:
     return tiny_x4_folder
 
 
+def tiny_run(tmp_path: Path, hr_folder: Path, model_dir: Path) -> list[str]:
+    """The overrides of a two-step run of a tiny decoder (decoder fine-tuning and one-step training alike)."""
+    return [f"init_from={model_dir}", "model.preset=tiny", f"data.folder={hr_folder}", "data.crop_size=64",
+            f"run.output_dir={tmp_path / 'run'}", "run.max_steps=2", "run.batch_size=2", "run.log_every_steps=1",
+            "run.checkpoint_every_steps=1", "run.validate_every_steps=2", "run.validation_images=2",
+            "decoder_shape.channels=[16,8]", "decoder_shape.blocks=[1,1]", "decoder_shape.head_channels=[]",
+            "decoder_shape.cfw_channels=[8,4]"]
+
+
 def decoder_config(tmp_path: Path, hr_folder: Path, model_dir: Path, *extra: str):
     from turbosr.train import decoder
 
-    return load_config(decoder.DecoderConfig, None, [
-        f"init_from={model_dir}", "model.preset=tiny", f"data.folder={hr_folder}", "data.crop_size=64",
-        f"run.output_dir={tmp_path / 'run'}", "run.max_steps=2", "run.batch_size=2", "run.log_every_steps=1",
-        "run.checkpoint_every_steps=1", "run.validate_every_steps=2", "run.validation_images=2",
-        "decoder_shape.channels=[16,8]", "decoder_shape.blocks=[1,1]", "decoder_shape.head_channels=[]",
-        "decoder_shape.cfw_channels=[8,4]", *extra])
+    return load_config(decoder.DecoderConfig, None, [*tiny_run(tmp_path, hr_folder, model_dir), *extra])
 
 
 def test_decoder_training_trains_the_trunk_and_cfw_only_and_resumes(tmp_path, hr_folder, model_dir):
@@ -195,16 +199,23 @@ def test_cfw_loss_does_not_move_the_trunk(tmp_path, hr_folder, model_dir):
     assert torch.any(tuned.autoencoder.decoder.fusions[0].out.weight != 0)
 
 
-def test_joint_one_step_fine_tune_trains_the_whole_unet_through_the_decoder(tmp_path, hr_folder, model_dir):
-    from turbosr.train import decoder
+def one_step_config(tmp_path: Path, hr_folder: Path, model_dir: Path, *extra: str):
+    """decoder_config's run as the one-step method (turbosr train one-step)."""
+    from turbosr.train import one_step
+
+    return load_config(one_step.OneStepConfig, None, [*tiny_run(tmp_path, hr_folder, model_dir), *extra])
+
+
+def test_one_step_training_trains_the_whole_unet_through_the_decoder(tmp_path, hr_folder, model_dir):
+    from turbosr.train import one_step
 
     start = SRPipeline.from_pretrained(model_dir)
-    folder = decoder.train(decoder_config(tmp_path, hr_folder, model_dir, "train_denoiser=true", "cfw_loss.l1=0",
-                                          "cfw_loss.ssim=0", "cfw_loss.edge=0"))
+    folder = one_step.train(one_step_config(tmp_path, hr_folder, model_dir, "cfw_loss.l1=0", "cfw_loss.ssim=0",
+                                            "cfw_loss.edge=0"))
     tuned = SRPipeline.from_pretrained(folder / "model")
     moved = {k for k, v in start.denoiser.state_dict().items() if not torch.equal(v, tuned.denoiser.state_dict()[k])}
-    # the pixel loss reaches the whole UNet through the decode: its first and last layers both learn (the default
-    # run, train_denoiser false, keeps every UNet tensor: test above)
+    # the pixel loss reaches the whole UNet through the decode: its first and last layers both learn (decoder
+    # fine-tuning, the other method, keeps every UNet tensor: test above)
     assert {"unet.conv_in.weight", "unet.conv_out.weight"} <= moved
     assert not any(k.startswith("residual_scale") for k in moved)  # a buffer, not trained
     assert torch.all(tuned.autoencoder.decoder.fusions[0].out.weight == 0)  # no CFW loss: CFW untouched
@@ -214,12 +225,12 @@ def test_refitting_the_residual_scale_keeps_the_one_step_model(tmp_path, hr_fold
     """A new degradation's residual std replaces the old one and the UNet's output layer is rescaled to match:
     the one-step latent (and so the output) is the same function before training moves it."""
     from turbosr.data import make_lq
-    from turbosr.train import decoder
+    from turbosr.train import one_step
     from turbosr.train.common import load_dataset
     from turbosr.train.initial import lq_condition
 
-    config = decoder_config(tmp_path, hr_folder, model_dir, "train_denoiser=true", "refit_residual_scale=true",
-                            "data.degradation=realesrgan", "residual_scale_batches=1")
+    config = one_step_config(tmp_path, hr_folder, model_dir, "refit_residual_scale=true",
+                             "data.degradation=realesrgan", "residual_scale_batches=1")
     pipeline = SRPipeline.from_pretrained(model_dir)
     before = pipeline.denoiser.residual_scale.clone()
     lq = make_lq(torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0)), 4, "bicubic")
@@ -227,7 +238,7 @@ def test_refitting_the_residual_scale_keeps_the_one_step_model(tmp_path, hr_fold
         condition = lq_condition(pipeline.autoencoder, lq, 4)
         expected = pipeline.denoise_latents(condition, generator=torch.Generator().manual_seed(1))
         dataset = load_dataset(config.data, 4)
-        decoder.refit_one_step_residual_scale(pipeline, dataset, config.data, 1, 2, 0)
+        one_step.refit_one_step_residual_scale(pipeline, dataset, config.data, 1, 2, 0)
         assert not torch.allclose(pipeline.denoiser.residual_scale, before)
         again = pipeline.denoise_latents(condition, generator=torch.Generator().manual_seed(1))
     assert torch.allclose(again, expected, atol=1e-5)

@@ -6,18 +6,27 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-METHOD_NAMES = ("autoencoder", "teacher", "scale-distill", "decoder", "adversarial-distill", "stablesr")  # the keys of methods(), for the CLI
+METHOD_NAMES = ("autoencoder", "teacher", "scale-distill", "decoder", "one-step", "adversarial-distill", "stablesr")  # the keys of methods(), for the CLI
 
 
 def methods() -> dict[str, tuple[type, Callable[[Any], Path]]]:
     """{CLI name: (config dataclass, train function)}; imported on demand (they pull in accelerate/diffusers)."""
-    from turbosr.train import adversarial_distill, autoencoder, decoder, scale_distill, stablesr, teacher
+    from turbosr.train import (
+        adversarial_distill,
+        autoencoder,
+        decoder,
+        one_step,
+        scale_distill,
+        stablesr,
+        teacher,
+    )
 
     return {
         "autoencoder": (autoencoder.AutoencoderConfig, autoencoder.train),
         "teacher": (teacher.TeacherConfig, teacher.train),
         "scale-distill": (scale_distill.ScaleDistillConfig, scale_distill.train),
         "decoder": (decoder.DecoderConfig, decoder.train),
+        "one-step": (one_step.OneStepConfig, one_step.train),
         "adversarial-distill": (adversarial_distill.AdversarialDistillConfig, adversarial_distill.train),
         "stablesr": (stablesr.StableSRConfig, stablesr.train),
     }

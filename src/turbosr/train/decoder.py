@@ -7,18 +7,15 @@ encoder stays frozen, so the condition latents the UNet was trained on do not mo
   branch (``decoder_shape.cfw_channels``) is trained in the same steps, StableSR's way: at w = 1, on the same
   latents, with the decoder's own trunk held fixed, so w = 0 stays exactly the decoder the first loss trained.
   ``decoder_kind: refiner`` is the older RGB refiner; a KL latent trains ``vae.decoder`` and ``post_quant_conv``.
-- ``train_denoiser: true`` fine-tunes the UNet jointly, as a one-step model (t = T - 1, gradients through the
-  decoder), at its own learning rate: to measure whether that pays more per CPU-hour than either alone.
 Losses: L1 + SSIM + Sobel-edge (+ FFT amplitude, + the phase-profile grid term) terms that need no downloaded
 network, and at w = 0 an optional adversarial hinge term from a critic (train/critic.py: PatchGAN, a frozen
-InceptionV3 with LQ-conditioned heads, or the frozen starting UNet) with optional feature matching: with
-``train_denoiser`` and the blind degradation that is one-step adversarial training of the whole generator, the
-realism recipe (docs/realism.md). Validation reports the periodic-artifact figure beside PSNR.
+InceptionV3 with LQ-conditioned heads, or the frozen starting UNet) with optional feature matching (the realism
+end of the x4's fidelity knob). Validation reports the periodic-artifact figure beside PSNR. Training the UNet
+too, as a one-step generator, is its own method: train/one_step.py.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,9 +25,8 @@ import torch
 from torch import nn
 
 from turbosr.config import ConfigError, ModelConfig, model_folders, to_dict
-from turbosr.data import HRFolderDataset, make_lq
+from turbosr.data import make_lq
 from turbosr.losses import IMAGE_LOSSES, image_loss
-from turbosr.models.autoencoders import KLAutoencoder, PatchAutoencoder
 from turbosr.pipeline import SRPipeline
 from turbosr.run_config import AdversarialConfig, DataConfig, ImageLossConfig, OptimConfig, RunConfig
 from turbosr.train.common import (
@@ -48,40 +44,18 @@ from turbosr.train.common import (
     save_checkpoint,
 )
 from turbosr.train.critic import Critic
-from turbosr.train.initial import (
-    lq_condition,
-    measure_residual_scale,
-    setup_generator,
-    without_fidelity_warp,
-)
+from turbosr.train.decoder_parts import DECODER_KINDS, DecoderShape, decoder_module, with_trainable_decoder
+from turbosr.train.initial import lq_condition, without_fidelity_warp
 from turbosr.train.reporting import StepReport
 from turbosr.train.validation import validate, validation_crops
 
 logger = logging.getLogger(__name__)
 
-DECODER_KINDS = ("learned", "refiner")
-
-
-@dataclass(frozen=True)
-class DecoderShape:
-    """Shape of a new learned decoder (models/decoders.py). When the model already has one it is kept; only a
-    missing CFW branch is added (``cfw_channels``)."""
-
-    channels: tuple[int, ...] = (128,)  # trunk widths, at 1x, 2x, ... the latent resolution
-    blocks: tuple[int, ...] = (4,)  # residual blocks per trunk stage
-    head_channels: tuple[int, ...] = ()  # light x2 upsamplings after the trunk (to_rgb covers the rest)
-    cfw_channels: tuple[int, ...] = (64,)  # StableSR CFW: LQ encoder widths at the first stages (empty: none)
-
-    def as_dict(self) -> dict[str, object]:
-        return {"kind": "conv", **{k: list(v) for k, v in dataclasses.asdict(self).items()}}
-
-
 @dataclass(frozen=True)
 class DecoderConfig:
-    """``turbosr train decoder``: the trained model's UNet frozen (or fine-tuned jointly as a one-step model),
-    its decoder trained on one-step latents."""
+    """``turbosr train decoder``: the trained model's UNet frozen, its decoder trained on the UNet's latents."""
 
-    init_from: str  # the trained model folder (its UNet is frozen unless train_denoiser)
+    init_from: str  # the trained model folder (its UNet is frozen)
     # the network comes from the starting folder; of a model section only these are read (others: ConfigError)
     MODEL_FIELDS_READ: ClassVar[tuple[str, ...]] = ("scale", "refine_channels")
     model: ModelConfig = field(default_factory=ModelConfig)  # scale and refine_channels are read from it
@@ -93,12 +67,6 @@ class DecoderConfig:
     decoder_kind: str = "learned"  # patch latent: "learned" (LatentDecoder + CFW) | "refiner" (RGB refiner, older)
     decoder_shape: DecoderShape = field(default_factory=DecoderShape)
     cfw_loss: ImageLossConfig = field(default_factory=ImageLossConfig)  # CFW's w = 1 fidelity loss (all 0: untrained)
-    train_denoiser: bool = False  # also fine-tune the UNet as a one-step model (t = T - 1)
-    denoiser_learning_rate: float = 2e-5  # its learning rate (the decoder's is optim.learning_rate)
-    # with train_denoiser on a new degradation (bicubic -> blind): measure the residual std on this run's data and
-    # rescale the UNet's output layer so that the one-step model starts as exactly the same function
-    refit_residual_scale: bool = False
-    residual_scale_batches: int = 8
     sample_steps: int = 1  # denoising steps that make the latents the decoder learns to decode
 
     def __post_init__(self) -> None:
@@ -107,70 +75,6 @@ class DecoderConfig:
             raise ConfigError(f"sample_steps must be >= 1, got {self.sample_steps}")
         if self.decoder_kind not in DECODER_KINDS:
             raise ConfigError(f"decoder_kind must be one of {DECODER_KINDS}, got {self.decoder_kind!r}")
-        if not self.denoiser_learning_rate > 0:
-            raise ConfigError(f"denoiser_learning_rate must be positive, got {self.denoiser_learning_rate}")
-        if self.train_denoiser and self.sample_steps != 1:
-            raise ConfigError("train_denoiser fine-tunes a one-step model: set sample_steps=1")
-        if self.refit_residual_scale and not self.train_denoiser:
-            raise ConfigError("refit_residual_scale rescales the UNet: it needs train_denoiser=true")
-
-
-def decoder_module(pipeline: SRPipeline) -> nn.Module:
-    """The part of the latent space that decoder fine-tuning trains."""
-    autoencoder = pipeline.autoencoder
-    if isinstance(autoencoder, PatchAutoencoder):
-        if autoencoder.decoder is not None:
-            return autoencoder.decoder
-        if autoencoder.refiner is None:
-            raise ValueError("this patch autoencoder has no decoder to fine-tune (see with_trainable_decoder)")
-        return autoencoder.refiner
-    assert isinstance(autoencoder, KLAutoencoder)
-    return nn.ModuleList([autoencoder.vae.decoder, autoencoder.vae.post_quant_conv])
-
-
-def with_trainable_decoder(pipeline: SRPipeline, config: DecoderConfig) -> SRPipeline:
-    """Give a patch-latent pipeline the decoder this run trains, zero-initialised (a learned decoder, or an RGB
-    refiner of ``model.refine_channels``); a KL latent, or a model that already has that kind, is kept."""
-    autoencoder = pipeline.autoencoder
-    if not isinstance(autoencoder, PatchAutoencoder):
-        return pipeline
-    if config.decoder_kind == "learned":
-        if autoencoder.decoder is not None:
-            if autoencoder.has_cfw or not config.decoder_shape.cfw_channels:
-                return pipeline
-            return pipeline.replace(autoencoder=autoencoder.with_cfw(config.decoder_shape.cfw_channels))
-        if autoencoder.refiner is not None:
-            logger.warning("%s: its RGB refiner is replaced by a new learned decoder", config.init_from)
-        return pipeline.replace(autoencoder=autoencoder.with_decoder(config.decoder_shape.as_dict()),
-                                config=dataclasses.replace(pipeline.config, refine_channels=0))
-    if autoencoder.refiner is not None:
-        return pipeline
-    if config.model.refine_channels <= 0:
-        raise ValueError("decoder fine-tuning with a refiner needs model.refine_channels > 0 (e.g. 32)")
-    refined = PatchAutoencoder(autoencoder.factor, autoencoder.latent_channels, config.model.refine_channels)
-    refined.load_state_dict(autoencoder.without_refiner().state_dict(), strict=False)
-    return pipeline.replace(autoencoder=refined,
-                            config=dataclasses.replace(pipeline.config, refine_channels=config.model.refine_channels))
-
-
-def refit_one_step_residual_scale(pipeline: SRPipeline, dataset: HRFolderDataset, data: DataConfig, batches: int,
-                                  batch_size: int, seed: int) -> None:
-    """Measure the residual std on this run's degradation (as a new teacher would) and divide the UNet's output
-    layer by new / old per channel. For v-prediction at t = T - 1 under zero terminal SNR the model's x0 is
-    -output, and the latent is lq + x0 * scale, so the one-step latent is unchanged: only the units the UNet
-    works in now fit the new residuals."""
-    denoiser = pipeline.denoiser
-    if pipeline.config.target != "residual" or pipeline.config.prediction_type != "v":
-        raise ValueError("refit_residual_scale keeps the one-step function only for v-prediction of the residual")
-    old = denoiser.residual_scale.clone()
-    measure_residual_scale(denoiser, pipeline.autoencoder, dataset, pipeline.scale, data.degradation,
-                           data.realesrgan, batches, batch_size, setup_generator(seed, "residual"))
-    ratio = (old / denoiser.residual_scale).to(denoiser.unet.conv_out.weight)
-    with torch.no_grad():
-        denoiser.unet.conv_out.weight.mul_(ratio.view(-1, 1, 1, 1))
-        denoiser.unet.conv_out.bias.mul_(ratio)
-    logger.info("residual std refitted: x%.2f to x%.2f of the old per channel", float(1 / ratio.max()),
-                float(1 / ratio.min()))
 
 
 def train(config: DecoderConfig) -> Path:
@@ -184,10 +88,8 @@ def train(config: DecoderConfig) -> Path:
     pipeline = with_trainable_decoder(loaded, config)
     if pipeline.scale != config.model.scale:
         raise ValueError(f"{config.init_from} is x{pipeline.scale}; set model.scale={pipeline.scale}")
-    if config.refit_residual_scale:
-        refit_one_step_residual_scale(pipeline, dataset, data, config.residual_scale_batches, run.batch_size, run.seed)
     pipeline.to(accelerator.device)
-    pipeline.denoiser.requires_grad_(config.train_denoiser)
+    pipeline.denoiser.requires_grad_(False)
     pipeline.autoencoder.requires_grad_(False)
     trained_decoder = decoder_module(pipeline).requires_grad_(True).train()
     trains_cfw = any(getattr(config.cfw_loss, name) > 0 for name in IMAGE_LOSSES)  # any image term switched on
@@ -196,29 +98,25 @@ def train(config: DecoderConfig) -> Path:
         for parameter in trained_decoder.cfw_parameters():  # left as it is (zero at the start: w has no effect)
             parameter.requires_grad_(False)
 
-    def trained_part(owner: SRPipeline) -> nn.Module:  # the modules this run trains, by the same names
-        parts = {"decoder": decoder_module(owner)}
-        if config.train_denoiser:
-            parts["denoiser"] = owner.denoiser
-        return nn.ModuleDict(parts)
+    def trained_part(owner: SRPipeline) -> nn.Module:  # the module this run trains, by the same name
+        return nn.ModuleDict({"decoder": decoder_module(owner)})
 
     trained = trained_part(pipeline)
-    learning_rates = {"denoiser": config.denoiser_learning_rate}
     critic = Critic(config.adversarial, accelerator, pipeline)
     # (the decoder runs inside autoencoder.decode: of the speed options only the memory format applies)
-    model, _, optimizer, scheduler, ema, start = prepare(accelerator, trained, config.optim, run, learning_rates)
+    model, _, optimizer, scheduler, ema, start = prepare(accelerator, trained, config.optim, run)
     report = StepReport(run, accelerator, start)
     validation = validation_crops(data, pipeline.scale, run.validation_images)
     cadence = Cadence(run)
 
     for step in range(start, run.max_steps):
         for generator, sync in micro_batches(run.seed, step, run.gradient_accumulation_steps, accelerator, model):
-            # data and the one-step latents (frozen UNet; with train_denoiser the UNet is in the graph)
+            # data and the latents of the frozen UNet
             hq = hq_batch(dataset, run.batch_size, generator, accelerator.device)
             lq = make_lq(hq, pipeline.scale, data.degradation, generator, data.realesrgan)
             with torch.no_grad():
                 lq_latent = lq_condition(pipeline.autoencoder, lq, pipeline.scale)
-            with torch.set_grad_enabled(config.train_denoiser), accelerator.autocast():
+            with torch.no_grad(), accelerator.autocast():
                 latent = pipeline.denoise_latents(lq_latent, num_steps=config.sample_steps, generator=generator)
             # w = 0: decode with the trainable decoder (CFW off) and compare with the HR crop
             with sync, accelerator.autocast():
