@@ -44,7 +44,13 @@ from turbosr.train.common import (
     save_checkpoint,
 )
 from turbosr.train.critic import Critic
-from turbosr.train.decoder_parts import DECODER_KINDS, DecoderShape, decoder_module, with_trainable_decoder
+from turbosr.train.decoder_parts import (
+    DECODER_KINDS,
+    DecoderShape,
+    cfw_backward,
+    decoder_module,
+    with_trainable_decoder,
+)
 from turbosr.train.initial import lq_condition, without_fidelity_warp
 from turbosr.train.reporting import StepReport
 from turbosr.train.validation import validate, validation_crops
@@ -128,16 +134,8 @@ def train(config: DecoderConfig) -> Path:
             critic.discriminator_step(hq, prediction, terms, lq, generator)
             # w = 1: CFW on the same latents, only the CFW branch learning (the trunk is what w = 0 means)
             if cfw:
-                trunk = [p for p in trained_decoder.trunk_parameters() if p.requires_grad]
-                for parameter in trunk:
-                    parameter.requires_grad_(False)
-                with accelerator.autocast():
-                    faithful = (pipeline.autoencoder.decode(latent.detach().float(), lq_latent, 1.0).float() + 1) / 2
-                    cfw_terms = image_loss(faithful, hq, config.cfw_loss)
-                    accelerator.backward(cfw_terms["total"] / run.gradient_accumulation_steps)
-                for parameter in trunk:
-                    parameter.requires_grad_(True)
-                terms["cfw"] = cfw_terms["total"]
+                terms["cfw"] = cfw_backward(pipeline, trained_decoder, latent, lq_latent, hq, config.cfw_loss,
+                                            accelerator, run.gradient_accumulation_steps)
         # update, average, log
         average_gradients(accelerator, trained)  # it ran outside its DDP wrapper
         optimizer_step(accelerator, model, optimizer, scheduler, config.optim.grad_clip)

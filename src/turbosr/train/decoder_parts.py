@@ -6,13 +6,16 @@ from __future__ import annotations
 import dataclasses
 import logging
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
+import torch
 from torch import nn
 
 from turbosr.config import ModelConfig
+from turbosr.losses import image_loss
 from turbosr.models.autoencoders import KLAutoencoder, PatchAutoencoder
 from turbosr.pipeline import SRPipeline
+from turbosr.run_config import ImageLossConfig
 
 logger = logging.getLogger(__name__)
 
@@ -78,3 +81,22 @@ def with_trainable_decoder(pipeline: SRPipeline, config: DecoderOptions) -> SRPi
     refined.load_state_dict(autoencoder.without_refiner().state_dict(), strict=False)
     return pipeline.replace(autoencoder=refined,
                             config=dataclasses.replace(pipeline.config, refine_channels=config.model.refine_channels))
+
+
+def cfw_backward(pipeline: SRPipeline, decoder: nn.Module, latent: torch.Tensor, lq_latent: torch.Tensor,
+                 hq: torch.Tensor, loss: ImageLossConfig, accelerator: Any, accumulation: int) -> torch.Tensor:
+    """StableSR's CFW step (arXiv 2305.07015, sec. 3.3): decode ``latent`` (detached) at w = 1 and back-propagate
+    ``loss`` against the HR crop into the CFW branch only, the decoder's trunk held fixed (the trunk is what w = 0
+    means). Returns the loss."""
+    trunk = [p for p in decoder.trunk_parameters() if p.requires_grad]
+    for parameter in trunk:
+        parameter.requires_grad_(False)
+    try:
+        with accelerator.autocast():
+            faithful = (pipeline.autoencoder.decode(latent.detach().float(), lq_latent, 1.0).float() + 1) / 2
+            terms = image_loss(faithful, hq, loss)
+            accelerator.backward(terms["total"] / accumulation)
+    finally:
+        for parameter in trunk:
+            parameter.requires_grad_(True)
+    return terms["total"]
