@@ -142,7 +142,7 @@ def test_an_overlay_merges_into_its_base_key_by_key(tmp_path):
     pinned.write_text("method: teacher\ninit_from: runs/releases/x4-0123456789abcdef\n"
                       "run:\n  start_digests:\n    init_from: 0123456789abcdef\n")
     (tmp_path / "moved.yaml").write_text("base: pinned.yaml\ninit_from: runs/elsewhere\n")
-    with pytest.raises(ConfigError, match="give run.start_digests here too"):
+    with pytest.raises(ConfigError, match="give run.start_digests or run.start_recipes here too"):
         load_config(TeacherConfig, tmp_path / "moved.yaml")
     (tmp_path / "moved.yaml").write_text("base: pinned.yaml\ninit_from: runs/elsewhere\nrun:\n  start_digests: {}\n")
     assert load_config(TeacherConfig, tmp_path / "moved.yaml").run.start_digests == {}

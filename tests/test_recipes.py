@@ -1,11 +1,10 @@
 """Provenance: every built-in card's training commands resolve from a clean checkout plus named inputs.
 
-Each command of a card is one of: ``turbosr release NAME DIGEST -o DIR`` (an earlier built-in from the repository's
-history), ``turbosr train --config RECIPE [--set ...]``, or ``python scripts/package_builtin.py store A B``. Every
-start folder a training command reads must be either made by an earlier command of the same card (a release, a
-store, or under an earlier run's output folder) or pinned by the recipe's ``run.start_digests``; a start that is a
-release must carry the release's digest as its pin; and the release must exist in the history with that digest
-(retrieved and hashed here, where the clone has its history)."""
+Each command of a card is ``turbosr release NAME DIGEST -o DIR`` (an earlier built-in from the repository's history)
+or ``turbosr train [METHOD] --config RECIPE``. Every start folder a training command reads is pinned: a release by
+its digest (``run.start_digests``, equal to the release command's), an earlier run of the card by its recipe
+(``run.start_recipes``, naming the recipe of the command that made it); and the releases exist in the history
+with those digests (retrieved and hashed here, where the clone has its history)."""
 
 from __future__ import annotations
 
@@ -19,7 +18,7 @@ import pytest
 from turbosr.config import load_config, model_folders, recipe_method
 from turbosr.reports import MODEL_FILES, folder_digest
 from turbosr.train import methods
-from turbosr.train.common import pinned_start_problems
+from turbosr.train.common import start_problems
 from turbosr.weights.releases import ReleaseNotFound, release_digests, retrieve_release
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,13 +36,13 @@ def card_commands(measurements: Path) -> list[list[str]]:
     return [shlex.split(command, comments=True) for command in commands]
 
 
-def _inside(folder: str, made: set[str]) -> bool:
+def _inside(folder: str, made: set[str] | dict[str, str]) -> bool:
     return any(folder == m or folder.startswith(m.rstrip("/") + "/") for m in made)
 
 
 @pytest.mark.parametrize("measurements", CARDS, ids=[c.parent.name for c in CARDS])
 def test_card_commands_resolve(measurements: Path) -> None:
-    made: set[str] = set()
+    made: dict[str, str] = {}  # output folder -> the recipe (or release) that makes it
     releases: dict[str, tuple[str, str]] = {}
     for argv in card_commands(measurements):
         assert argv, "an empty command"
@@ -51,24 +50,24 @@ def test_card_commands_resolve(measurements: Path) -> None:
             name, digest = argv[2], argv[3]
             output = argv[argv.index("-o") + 1]
             releases[output] = (name, digest)
-            made.add(output)
+            made[output] = f"release {name} {digest}"
         elif argv[:2] == ["turbosr", "train"]:
-            config_path = ROOT / argv[argv.index("--config") + 1]
-            overrides = [argv[i + 1] for i, a in enumerate(argv) if a == "--set"]
-            method = recipe_method(config_path)
-            config = load_config(methods()[method][0], config_path, overrides, method)
-            pins = config.run.start_digests
+            recipe = argv[argv.index("--config") + 1]
+            assert not [a for a in argv if a == "--set"], f"{recipe}: a card's command runs its recipe as written"
+            method = recipe_method(ROOT / recipe)
+            if argv[2] != "--config":
+                assert argv[2] == method, f"{recipe} is a {method} recipe, the card runs it as {argv[2]}"
+            config = load_config(methods()[method][0], ROOT / recipe, method=method)
+            run = config.run
             for field, folder in model_folders(config).items():
                 if folder in releases:
-                    assert pins.get(field) == releases[folder][1], f"{config_path}: {field} = {folder} unpinned"
+                    assert run.start_digests.get(field) == releases[folder][1], f"{recipe}: {field} = {folder} unpinned"
                 else:
-                    assert _inside(folder, made) or field in pins, (
-                        f"{config_path}: {field} = {folder} is neither made by an earlier command nor pinned")
-            assert not [p for p in pinned_start_problems(model_folders(config), pins) if "does not set" in p]
-            made.add(config.run.output_dir)
-        elif argv[:2] == ["python", "scripts/package_builtin.py"] and argv[2] == "store":
-            assert _inside(argv[3], made), f"store reads {argv[3]}, which no earlier command makes"
-            made.add(argv[4])
+                    producer = next((r for out, r in made.items() if _inside(folder, {out})), None)
+                    assert producer is not None and run.start_recipes.get(field) == producer, (
+                        f"{recipe}: {field} = {folder} is not pinned to the earlier command that makes it")
+            assert not [p for p in start_problems(model_folders(config), run) if "does not set" in p]
+            made[run.output_dir] = recipe
         else:
             pytest.fail(f"{measurements.parent.name}: a card command turbosr cannot resolve: {shlex.join(argv)}")
     if shallow():

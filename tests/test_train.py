@@ -301,3 +301,47 @@ def test_a_damaged_training_state_is_a_one_line_error(tmp_path, hr_folder, capsy
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "cannot be restored" in err and "internal error" not in err, err
     assert not (tmp_path / "pwned").exists() and pickles[0].read_bytes() == before
+
+
+def test_a_start_pinned_to_its_recipe_must_be_that_recipe_s_finished_run(tmp_path, hr_folder, capsys):
+    """run.start_recipes: a chain's next recipe names the recipe whose run it starts from; the start must be that
+    run's checkpoint model, made by exactly that config and run to its last step (turbosr train checks it, at
+    --dry-run and before a run starts)."""
+    import yaml
+
+    from turbosr.cli import main
+    from turbosr.train import teacher
+
+    first = tmp_path / "first.yaml"
+
+    def write_first(steps: int) -> None:
+        items = dict(item.split("=", 1) for item in overrides(tmp_path, hr_folder, "teacher", f"run.max_steps={steps}",
+                                                              "run.validation_images=0"))
+        recipe: dict = {"method": "teacher"}
+        for key, value in items.items():
+            node = recipe
+            *parents, leaf = key.split(".")
+            for part in parents:
+                node = node.setdefault(part, {})
+            node[leaf] = yaml.safe_load(value)
+        first.write_text(yaml.safe_dump(recipe))
+
+    write_first(1)
+    made = teacher.train(load_config(teacher.TeacherConfig, first, method="teacher"))
+    second = tmp_path / "second.yaml"
+    second.write_text(yaml.safe_dump({"method": "teacher", "init_from": str(made / "model"),
+                                      "model": {"preset": "tiny"}, "data": {"folder": str(hr_folder), "crop_size": 64},
+                                      "run": {"output_dir": str(tmp_path / "second"),
+                                              "start_recipes": {"init_from": str(first)}}}))
+    assert main(["train", "--config", str(second), "--dry-run"]) == 0
+    capsys.readouterr()
+    write_first(2)  # the recipe moved on: its old run is not its output any more
+    assert main(["train", "--config", str(second), "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert "made by another config than" in err and "run.max_steps" in err and len(err.strip().splitlines()) == 1
+    write_first(1)
+    (made / "progress.json").write_text(json.dumps({"step": 0}))  # as if it had stopped early
+    assert main(["train", "--config", str(second), "--dry-run"]) == 2
+    assert "stopped at step 0 of 1" in capsys.readouterr().err
+    assert main(["train", "--config", str(second)]) == 2  # the run refuses to start, not only --dry-run
+    assert "stopped at step 0 of 1" in capsys.readouterr().err and not (tmp_path / "second").exists()

@@ -187,7 +187,7 @@ def _run_train(args: argparse.Namespace) -> int:
     config_class, train = methods()[method]
     config = load_config(config_class, args.config, args.overrides, method)
     from turbosr.config import model_folders
-    from turbosr.train.common import pinned_start_problems
+    from turbosr.train.common import start_problems
 
     missing = missing_inputs(config)
     for field, folder in model_folders(config).items():  # a pinned built-in release: say how to write it
@@ -199,7 +199,9 @@ def _run_train(args: argparse.Namespace) -> int:
     if missing:
         raise CLIError(f"{len(missing)} input path(s) do not exist: {'; '.join(missing)}")
 
-    changed = pinned_start_problems(model_folders(config), config.run.start_digests)
+    from turbosr.train import resolved_recipe
+
+    changed = start_problems(model_folders(config), config.run, resolved_recipe)
     if changed:
         raise CLIError(f"{len(changed)} start folder(s) are not what the recipe was written for: {'; '.join(changed)}")
     if args.dry_run:

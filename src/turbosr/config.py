@@ -369,8 +369,9 @@ def read_recipe(path: str | Path | None, _seen: tuple[Path, ...] = ()) -> dict[s
 
     An overlay names its base recipe (top-level ``base:``, a path relative to the overlay's folder) and holds only
     the keys it changes: the base is read first (itself possibly an overlay) and the overlay's mappings merged
-    into it key by key (any other value replaces the base's), except ``run.start_digests``, which an overlay
-    replaces whole; an overlay that moves a pinned start must give its own."""
+    into it key by key (any other value replaces the base's), except the start pins (``run.start_digests``,
+    ``run.start_recipes``), which an overlay that gives either replaces whole; an overlay that moves a pinned start
+    must give its own."""
     data = _read_yaml(path)
     base = data.pop("base", None)
     if base is None:
@@ -383,16 +384,22 @@ def read_recipe(path: str | Path | None, _seen: tuple[Path, ...] = ()) -> dict[s
     if base_path in _seen or base_path == path.resolve():
         raise ConfigError(f"{path}: its base chain comes back to {base_path}")
     based = read_recipe(base_path, (*_seen, path.resolve()))
-    pins = based.get("run", {}).get("start_digests", {}) if isinstance(based.get("run"), dict) else {}
-    restated = isinstance(data.get("run"), dict) and "start_digests" in data["run"]
-    moved = sorted(field for field in pins if field in data and data[field] != based.get(field))
+    base_run = based.get("run") if isinstance(based.get("run"), dict) else {}
+    own_run = data.get("run") if isinstance(data.get("run"), dict) else {}
+    pinned = {*base_run.get("start_digests", {}), *base_run.get("start_recipes", {})}
+    restated = [kind for kind in PIN_KINDS if kind in own_run]
+    moved = sorted(field for field in pinned if field in data and data[field] != based.get(field))
     if moved and not restated:
         raise ConfigError(f"{path} starts {moved[0]} from {data[moved[0]]}, but its base pins the base's "
-                          f"{moved[0]}: give run.start_digests here too (the digest of the new start, or {{}})")
+                          f"{moved[0]}: give run.start_digests or run.start_recipes here too (the new start's, or {{}})")
     merged = merge_recipe(based, data)
     if restated:  # an overlay's pins replace the base's whole: they describe its own starts
-        merged["run"]["start_digests"] = data["run"]["start_digests"]
+        for kind in PIN_KINDS:
+            merged["run"][kind] = own_run.get(kind, {})
     return merged
+
+
+PIN_KINDS = ("start_digests", "start_recipes")  # run fields that pin a recipe's starts (run_config.RunConfig)
 
 
 def merge_recipe(base: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any]:

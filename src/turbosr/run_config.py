@@ -83,6 +83,9 @@ class RunConfig:
     # {start field: content digest}: the start folders (init_from, teacher, prior, ...) this recipe was written
     # for, checked whenever a run starts or resumes and by --dry-run (model_identity's digest: config + weights)
     start_digests: dict[str, str] = field(default_factory=dict)
+    # {start field: recipe}: starts that are the model/ of a run of that recipe (a chain's earlier step), checked
+    # to be its finished output (the checkpoint's run_config.json is the recipe's resolved config)
+    start_recipes: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not isinstance(self.start_digests, dict) or not all(
@@ -90,6 +93,10 @@ class RunConfig:
                 and all(c in "0123456789abcdef" for c in v) for k, v in self.start_digests.items()):
             raise ConfigError(f"run.start_digests must map start fields to 16-hex-digit digests, got "
                               f"{self.start_digests!r}")
+        if not isinstance(self.start_recipes, dict) or not all(
+                isinstance(k, str) and isinstance(v, str) and v.endswith((".yaml", ".yml"))
+                for k, v in self.start_recipes.items()):
+            raise ConfigError(f"run.start_recipes must map start fields to recipe files, got {self.start_recipes!r}")
         if self.mixed_precision not in ("no", "bf16", "fp16"):
             raise ConfigError(f"run.mixed_precision must be no, bf16 or fp16, got {self.mixed_precision!r}")
         for name in ("max_steps", "batch_size", "gradient_accumulation_steps", "log_every_steps"):

@@ -30,3 +30,13 @@ def methods() -> dict[str, tuple[type, Callable[[Any], Path]]]:
         "adversarial-distill": (adversarial_distill.AdversarialDistillConfig, adversarial_distill.train),
         "stablesr": (stablesr.StableSRConfig, stablesr.train),
     }
+
+
+def resolved_recipe(recipe: str) -> dict[str, Any]:
+    """A recipe's resolved config as a run records it (its checkpoint's run_config.json), for run.start_recipes."""
+    from turbosr.config import ConfigError, load_config, recipe_method, to_dict
+
+    method = recipe_method(recipe)
+    if method not in methods():
+        raise ConfigError(f"{recipe} names no training method (method: {method!r})")
+    return to_dict(load_config(methods()[method][0], recipe, method=method))

@@ -171,7 +171,7 @@ def train(config: AdversarialDistillConfig) -> Path:
     """Run (or resume) AddSR training; returns the checkpoint folder (its ``model/`` is the student)."""
     run, data, scale = config.run, config.data, config.model.scale
     accelerator = make_accelerator(run)
-    check_starts(run.output_dir, model_folders(config), accelerator.is_main_process, run.start_digests)
+    check_starts(run.output_dir, model_folders(config), accelerator.is_main_process, run)
     dataset = load_dataset(data, scale)
     teacher = SRPipeline.from_pretrained(config.teacher, device=accelerator.device)
     if teacher.scale != scale:

@@ -89,7 +89,7 @@ def train(config: AutoencoderConfig) -> Path:
     """Fit/train the latent space; returns the checkpoint folder (``model/`` is the autoencoder folder)."""
     run = config.run
     accelerator = make_accelerator(run)
-    check_starts(run.output_dir, model_folders(config), accelerator.is_main_process, run.start_digests)
+    check_starts(run.output_dir, model_folders(config), accelerator.is_main_process, run)
     dataset = load_dataset(config.data, config.model.scale)
     with torch.random.fork_rng(devices=[]):  # diffusers initialises from the global RNG: seed it from ours
         torch.manual_seed(int(torch.randint(2**62, (1,), generator=setup_generator(run.seed, "weights"))))

@@ -291,18 +291,23 @@ def save_checkpoint(accelerator: Any, output_dir: str | Path, step: int, ema: EM
 STARTS = "starts.json"
 
 
-def pinned_start_problems(folders: dict[str, str], pins: dict[str, str]) -> list[str]:
-    """One line per start folder whose content digest is not the one the recipe pins (``run.start_digests``),
-    and per pin naming no start field of the config: what a run refuses at its start and ``--dry-run`` reports."""
+def start_problems(folders: dict[str, str], run: RunConfig,
+                   resolve: Callable[[str], dict[str, Any]] | None = None) -> list[str]:
+    """One line per start folder that is not what the recipe was written for: what ``turbosr train`` refuses at a
+    run's start and reports at ``--dry-run``. A start is pinned by its content digest (``run.start_digests``: a
+    built-in release, a folder given by hand) or by the recipe that makes it (``run.start_recipes``: the model/ of
+    a run's checkpoint, whose run_config.json must be that recipe's resolved config, ``resolve(recipe)``, run to
+    its last step; recipes of any method, so the caller that knows them all resolves them: the command line)."""
     from turbosr.reports import MODEL_FILES, folder_digest
 
     problems = []
-    for name, pinned in sorted(pins.items()):
+    for name in sorted(set(run.start_digests) | set(run.start_recipes)):
+        kind = "start_digests" if name in run.start_digests else "start_recipes"
         if name not in folders:
-            problems.append(f"run.start_digests pins {name}, which this config does not set")
-            continue
-        folder = Path(folders[name])
-        if not folder.exists():
+            problems.append(f"run.{kind} pins {name}, which this config does not set")
+    for name, pinned in sorted(run.start_digests.items()):
+        folder = Path(folders.get(name, ""))
+        if name not in folders or not folder.exists():
             continue  # missing_inputs reports it
         digest = folder_digest(folder, MODEL_FILES)
         if digest != pinned:
@@ -310,21 +315,51 @@ def pinned_start_problems(folders: dict[str, str], pins: dict[str, str]) -> list
             hint = (f" (`turbosr release {folder.name} {pinned} -o DIR` writes that release of the built-in from the "
                     f"repository's history; point {name} at DIR)") if builtin else ""
             problems.append(f"{name} = {folder} has digest {digest}, the recipe was written for {pinned}{hint}")
+    for name, recipe in sorted(run.start_recipes.items()):
+        folder = Path(folders.get(name, ""))
+        if name not in folders or not folder.exists() or resolve is None:
+            continue
+        problems += _made_by(name, folder, recipe, resolve(recipe))
     return problems
 
 
+def _made_by(name: str, folder: Path, recipe: str, expected: dict[str, Any]) -> list[str]:
+    """Why the model/ folder ``folder`` is not the finished output of ``recipe`` (resolved: ``expected``)."""
+    record, progress = folder.parent / "run_config.json", folder.parent / "progress.json"
+    if folder.name != "model" or not record.is_file() or not progress.is_file():
+        return [f"{name} = {folder} is not the model/ of a run's checkpoint, which run.start_recipes names"]
+    made = checkpoint.read_json(record)
+    if made != expected:
+        key = _first_difference(made, expected)
+        return [f"{name} = {folder} was made by another config than {recipe} (first difference: {key}): run "
+                f"`turbosr train --config {recipe}` or point {name} at its output"]
+    step, last = checkpoint.read_json(progress).get("step"), expected["run"]["max_steps"]
+    if step != last:
+        return [f"{name} = {folder} is {recipe} stopped at step {step} of {last}: run it again to finish it"]
+    return []
+
+
+def _first_difference(a: Any, b: Any, where: str = "") -> str:
+    if isinstance(a, dict) and isinstance(b, dict):
+        for key in sorted(set(a) | set(b)):
+            if a.get(key) != b.get(key):
+                return _first_difference(a.get(key), b.get(key), f"{where}.{key}" if where else key)
+    return where or "(the whole config)"
+
+
 def check_starts(output_dir: str | Path, folders: dict[str, str], write: bool = True,
-                 pins: dict[str, str] | None = None) -> None:
+                 run: RunConfig | None = None) -> None:
     """Keep a resumed run on the model folders it started from. ``folders``: {config field: model folder the run
     reads at start (a frozen teacher or prior, the starting weights)}: ``config.model_folders``. A new run records
     their content digests (config and weights) in ``output_dir/starts.json`` (``write``: the main process); a run
     that will resume from ``output_dir/checkpoint-latest`` compares them with the record and stops if one changed,
     since the checkpoint restores only the trained weights: a frozen UNet, a teacher or the folder's settings
     (its default CFW weight) would silently come from the new folder. Checkpoints older than the record are not
-    compared (a warning says so). ``pins`` (``run.start_digests``) are checked first, for new and resumed runs."""
+    compared (a warning says so). ``run``'s pinned starts (:func:`start_problems`) are checked first, for new and
+    resumed runs."""
     from turbosr.reports import MODEL_FILES, folder_digest
 
-    problems = pinned_start_problems(folders, pins or {})
+    problems = start_problems(folders, run) if run is not None else []  # recipe pins: `turbosr train` checks them
     if problems:
         raise ValueError(f"{problems[0]}" + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""))
 

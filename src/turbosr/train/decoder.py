@@ -24,6 +24,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
+from turbosr.checkpoint import COMPACT_STORAGES
 from turbosr.config import ConfigError, ModelConfig, model_folders, to_dict
 from turbosr.data import make_lq
 from turbosr.losses import IMAGE_LOSSES, image_loss
@@ -51,7 +52,7 @@ from turbosr.train.decoder_parts import (
     decoder_module,
     with_trainable_decoder,
 )
-from turbosr.train.initial import lq_condition, without_fidelity_warp
+from turbosr.train.initial import lq_condition, stored_as, without_fidelity_warp
 from turbosr.train.reporting import StepReport
 from turbosr.train.validation import validate, validation_crops
 
@@ -74,6 +75,9 @@ class DecoderConfig:
     decoder_shape: DecoderShape = field(default_factory=DecoderShape)
     cfw_loss: ImageLossConfig = field(default_factory=ImageLossConfig)  # CFW's w = 1 fidelity loss (all 0: untrained)
     sample_steps: int = 1  # denoising steps that make the latents the decoder learns to decode
+    # train on the start as it will ship: its weights stored this way and read back first (int8: the built-ins'
+    # UNet storage, with a learned decoder's weights in float16, as save_pretrained stores them)
+    start_storage: str = "float32"
 
     def __post_init__(self) -> None:
         self.data.check_crop(self.model)
@@ -81,16 +85,19 @@ class DecoderConfig:
             raise ConfigError(f"sample_steps must be >= 1, got {self.sample_steps}")
         if self.decoder_kind not in DECODER_KINDS:
             raise ConfigError(f"decoder_kind must be one of {DECODER_KINDS}, got {self.decoder_kind!r}")
+        if self.start_storage not in ("float32", *COMPACT_STORAGES):
+            raise ConfigError(f"start_storage must be float32, {' or '.join(COMPACT_STORAGES)}, got {self.start_storage!r}")
 
 
 def train(config: DecoderConfig) -> Path:
     """Run (or resume) decoder fine-tuning; returns the checkpoint folder (its ``model/`` is the full model)."""
     run, data = config.run, config.data
     accelerator = make_accelerator(run)
-    check_starts(run.output_dir, model_folders(config), accelerator.is_main_process, run.start_digests)
+    check_starts(run.output_dir, model_folders(config), accelerator.is_main_process, run)
     dataset = load_dataset(data, config.model.scale)
     # an image-level CFW module is left out; a learned decoder's CFW stays: this run trains it
-    loaded = without_fidelity_warp(SRPipeline.from_pretrained(config.init_from), config.init_from, decoder_cfw=False)
+    loaded = without_fidelity_warp(stored_as(SRPipeline.from_pretrained(config.init_from), config.start_storage),
+                                   config.init_from, decoder_cfw=False)
     pipeline = with_trainable_decoder(loaded, config)
     if pipeline.scale != config.model.scale:
         raise ValueError(f"{config.init_from} is x{pipeline.scale}; set model.scale={pipeline.scale}")

@@ -33,6 +33,18 @@ def setup_generator(seed: int, purpose: str) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 1_000_003 + 999_983 * SETUP_PURPOSES[purpose])
 
 
+def stored_as(pipeline: SRPipeline, storage: str) -> SRPipeline:
+    """``pipeline`` as it reads back from a folder written with ``storage`` (float32: itself): what a model that
+    ships compactly (the built-ins' int8 UNet) really computes, for training the parts that follow it."""
+    if storage == "float32":
+        return pipeline
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="turbosr-stored-") as folder:
+        pipeline.save_pretrained(folder, storage=storage)
+        return SRPipeline.from_pretrained(folder)
+
+
 def without_fidelity_warp(pipeline: SRPipeline, source: str, decoder_cfw: bool = True) -> SRPipeline:
     """``pipeline`` without its CFW modules (an image-level module, and with ``decoder_cfw`` the CFW branch of a
     learned decoder), for training that changes the model's outputs: they were trained to correct those outputs

@@ -115,7 +115,7 @@ def train(config: OneStepConfig) -> Path:
     model)."""
     run, data = config.run, config.data
     accelerator = make_accelerator(run)
-    check_starts(run.output_dir, model_folders(config), accelerator.is_main_process, run.start_digests)
+    check_starts(run.output_dir, model_folders(config), accelerator.is_main_process, run)
     dataset = load_dataset(data, config.model.scale)
     # an image-level CFW module is left out; a learned decoder's CFW stays: this run trains it
     loaded = without_fidelity_warp(SRPipeline.from_pretrained(config.init_from), config.init_from, decoder_cfw=False)

@@ -114,7 +114,7 @@ def train(config: ScaleDistillConfig) -> Path:
     """Run (or resume) scale distillation; returns the checkpoint folder (its ``model/`` is the student)."""
     run, data, scale = config.run, config.data, config.model.scale
     accelerator = make_accelerator(run)
-    check_starts(run.output_dir, model_folders(config), accelerator.is_main_process, run.start_digests)
+    check_starts(run.output_dir, model_folders(config), accelerator.is_main_process, run)
     dataset = load_dataset(data, scale)
     teacher = SRPipeline.from_pretrained(config.teacher, device=accelerator.device)
     if teacher.scale != config.teacher_scale:

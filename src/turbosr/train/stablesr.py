@@ -94,7 +94,7 @@ def train_sft(config: StableSRConfig) -> Path:
     """Stage sft: the time-aware encoder and SFT layers learn the prior's diffusion loss; the prior is frozen."""
     run, data, scale = config.run, config.data, config.model.scale
     accelerator = make_accelerator(run)
-    check_starts(run.output_dir, model_folders(config), accelerator.is_main_process, run.start_digests)
+    check_starts(run.output_dir, model_folders(config), accelerator.is_main_process, run)
     dataset = load_dataset(data, scale)
     pipeline = with_sft(config.prior, config.model.sft_time_aware, config.model.sft_down)
     if pipeline.scale != scale:
@@ -147,7 +147,7 @@ def train_cfw(config: StableSRConfig) -> Path:
     """Stage cfw: a CFW module learns, at w = 1, the correction that takes the frozen model's output to the HR."""
     run, data, scale = config.run, config.data, config.model.scale
     accelerator = make_accelerator(run)
-    check_starts(run.output_dir, model_folders(config), accelerator.is_main_process, run.start_digests)
+    check_starts(run.output_dir, model_folders(config), accelerator.is_main_process, run)
     dataset = load_dataset(data, scale)
     loaded = SRPipeline.from_pretrained(config.prior)
     pipeline = loaded.replace(fidelity_warp=FidelityWarp(config.cfw_channels))

@@ -69,7 +69,7 @@ def train(config: TeacherConfig) -> Path:
     """Run (or resume) teacher training; returns the checkpoint folder (its ``model/`` loads in SRPipeline)."""
     run, data, scale = config.run, config.data, config.model.scale
     accelerator = make_accelerator(run)
-    check_starts(run.output_dir, model_folders(config), accelerator.is_main_process, run.start_digests)
+    check_starts(run.output_dir, model_folders(config), accelerator.is_main_process, run)
     dataset = load_dataset(data, scale)
     pipeline = initial_pipeline(
         config.model, dataset, degradation=data.degradation, realesrgan=data.realesrgan,
