@@ -223,3 +223,24 @@ def test_full_size_tagger_is_covered_on_the_meta_device(tmp_path: Path) -> None:
         head, names = build_tagger(meta(full["ram_swin_large_14m.pth"]["state_dict"]),
                                    meta(full["DAPE.pth"]["state_dict"]), tag_data)
     assert len(names) == 4585 and sum(p.numel() for p in head.parameters()) == 2347520 + 13389312 + 393984 + 769
+
+
+def test_the_image_tokens_come_from_the_whole_image_once(pipeline: SRPipeline) -> None:
+    """As the releases embed the whole LR image once, a tiled run makes the LQ image's tokens once, from the whole
+    (upsampled) image, and gives them to every tile at every step (SeeSR has no self-refinement)."""
+    control = pipeline.denoiser.released_control
+    original, seen = control.tokens, []
+
+    def counting(image: torch.Tensor, first: bool) -> torch.Tensor:
+        seen.append((tuple(image.shape), first))
+        return original(image, first)
+
+    control.tokens = counting
+    try:
+        lq = torch.rand(1, 3, 45, 37, generator=torch.Generator().manual_seed(4))
+        out = pipeline.replace(min_side=0)(lq, num_steps=2, tile=32, tile_overlap=16, color_fix="none",
+                                           generator=torch.Generator().manual_seed(0))
+    finally:
+        control.tokens = original
+    assert out.shape == (1, 3, 90, 74)
+    assert len(seen) == 1 and seen[0][1] is True and seen[0][0][-2:] == (96, 80)  # the padded whole, not a tile

@@ -276,7 +276,7 @@ class SRPipeline:
         accumulator, whatever the image size (:meth:`Sampler.sample`). Gradients flow if called outside
         inference mode (joint fine-tuning). ``lq_image`` (B, 3, H, W) in [0, 1] at the output size is the control
         image of a ControlNet model (conditioning "controlnet"), read window by window; its image tokens are made
-        once per window unless self-refinement changes the image. ``context`` (B, tokens, dim) replaces the
+        once from the whole image (AddSR's self-refinement steps embed each window's blend). ``context`` (B, tokens, dim) replaces the
         model's stored prompt embedding (a per-image prompt: :meth:`tag_context`); the folder's
         ``sampler.guidance`` > 1 adds classifier-free guidance on its negative prompt.
         """
@@ -303,7 +303,9 @@ class SRPipeline:
             guidance["guidance"] = sampler.guidance
         if context is not None:
             guidance["context"] = context
-        lq_tokens: dict[tuple[int, ...], torch.Tensor] = {}  # image tokens of each window's LQ image, made once
+        # the image tokens of the whole LQ image, made once (the releases embed the whole LR image once); only
+        # AddSR's self-refinement steps embed each window's blend anew
+        lq_tokens: list[torch.Tensor] = []
 
         def denoise(x_t: torch.Tensor, t: int, previous: torch.Tensor | None, window: Window) -> torch.Tensor:
             condition, control = lq_latent[window], None
@@ -316,11 +318,10 @@ class SRPipeline:
                     decoded = from_model_range(self.autoencoder.decode(denoiser.from_x0(previous, condition)))
                     control = sampler.psr_weight * decoded + (1 - sampler.psr_weight) * control
                     return denoiser(x_t, condition, t, control, first_step=False, **guidance)
-                key = (rows.start, rows.stop, cols.start, cols.stop)
-                if key not in lq_tokens:
+                if not lq_tokens:
                     assert denoiser.released_control is not None
-                    lq_tokens[key] = denoiser.released_control.tokens(control, first=True)
-                return denoiser(x_t, condition, t, control, first_step=True, tokens=lq_tokens[key], **guidance)
+                    lq_tokens.append(denoiser.released_control.tokens(lq_image.to(x_t.dtype), first=True))
+                return denoiser(x_t, condition, t, control, first_step=True, tokens=lq_tokens[0], **guidance)
             if sampler.kind == "renoise":  # AddSR PSR: the LQ latent first, then the blended last prediction
                 control = condition if previous is None else (
                     sampler.psr_weight * denoiser.from_x0(previous, condition)
@@ -443,7 +444,7 @@ class SRPipeline:
         hq_latent = self.denoise_latents(lq_latent, num_steps=num_steps, strength=strength, seed=seed,
                                          latent_tile=latent_tile, latent_overlap=latent_overlap, progress=progress,
                                          lq_image=padded if needs_image else None,
-                                         context=self.tag_context(padded) if tags else None)
+                                         context=self.tag_context(padded[..., :height, :width]) if tags else None)
         decoded = self.decode(hq_latent, lq_latent, fidelity, latent_tile, latent_overlap,
                               lq_image=padded if image_cfw else None)
         if fidelity and self.fidelity_warp is not None:  # an older folder's CFW on the decoded image
