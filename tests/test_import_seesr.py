@@ -244,3 +244,25 @@ def test_the_image_tokens_come_from_the_whole_image_once(pipeline: SRPipeline) -
         control.tokens = original
     assert out.shape == (1, 3, 90, 74)
     assert len(seen) == 1 and seen[0][1] is True and seen[0][0][-2:] == (96, 80)  # the padded whole, not a tile
+
+
+def test_guidance_on_the_command_line(folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """--guidance replaces the folder's weight for a run (1 = no guidance, a different output); a model without a
+    negative prompt (AddSR) refuses it in one line."""
+    source = tmp_path / "in.png"
+    Image.effect_noise((24, 20), 40).convert("RGB").save(source)
+    for name, extra in (("default", []), ("none", ["--guidance", "1"])):
+        assert main(["upscale", str(source), "-o", str(tmp_path / f"{name}.png"), "--model", str(folder), "--steps",
+                     "2", *extra]) == 0
+    default, none = (torch.tensor(list(Image.open(tmp_path / f"{n}.png").getdata())) for n in ("default", "none"))
+    assert not torch.equal(default, none)
+    assert main(["upscale", str(source), "-o", str(tmp_path / "x.png"), "--model", str(folder), "--guidance",
+                 "99"]) == 2
+    assert "guidance must be a number in [1, 50]" in capsys.readouterr().err
+    plain = tmp_path / "addsr"
+    assert main(["import", "addsr", "--sd", str(SD), "--model", str(PARITY), "--ram", str(RAM / "tiny_ram.pth"),
+                 "-o", str(plain)]) == 0
+    assert main(["upscale", str(source), "-o", str(tmp_path / "y.png"), "--model", str(plain), "--guidance",
+                 "3"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "negative prompt" in err and len(err.splitlines()) == 1 and not (tmp_path / "y.png").exists()

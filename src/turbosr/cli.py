@@ -44,6 +44,9 @@ def _add_upscale(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tags", action="store_true",
                    help="prompt with each image's RAM tags (SeeSR/AddSR folders imported with --tag-data; costs a "
                         "tagger and a text-encoder call per image)")
+    p.add_argument("--guidance", type=float, default=None, metavar="G",
+                   help="classifier-free guidance weight for models with a negative prompt (SeeSR: 5.5 when left "
+                        "out; 1 = none)")
     p.add_argument("--seed", type=int, default=0, help="noise seed (same seed, same output)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps ... (default: the process's device)")
     p.add_argument("--dtype", choices=DTYPES, default="float32")
@@ -113,6 +116,15 @@ def _run_upscale(args: argparse.Namespace) -> int:
     pipeline = SRPipeline.from_pretrained(model_dir, device=device, dtype=getattr(torch, args.dtype))
     if args.scale is not None and args.scale != pipeline.scale:
         raise CLIError(f"the model in {model_dir} is x{pipeline.scale}; --scale {args.scale} needs a model trained for it")
+    if args.guidance is not None:  # the folder's sampler, with another classifier-free guidance weight
+        import dataclasses
+
+        from turbosr.config import ConfigError
+
+        try:
+            pipeline = pipeline.replace(sampler=dataclasses.replace(pipeline.sampler, guidance=args.guidance))
+        except (ConfigError, ValueError) as error:
+            raise CLIError(f"--guidance: {_one_line(error)}") from None
     pipeline.check_options(args.steps, args.strength, args.tile, args.tile_overlap, args.color_fix, args.fidelity,
                            args.tags)
     mine = list(zip(items, targets, strict=True))[state.process_index :: state.num_processes]  # each image once
