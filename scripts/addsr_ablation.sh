@@ -48,7 +48,7 @@ case "${1:?teacher, a, b, c, seed, select or eval}" in
       --model "reference indexing, full length=runs/addsr-reference-long/$latest" \
       --model "without adversarial loss=runs/addsr-no-adversarial/$latest" \
       --model "time-aware SFT (StableSR)=runs/sft-time-aware/$latest" --steps 1 4 \
-      --metrics psnr_y ssim_y niqe --out docs/benchmarks/x4_real_selection_val --resume
+      --metrics psnr_y ssim_y niqe --out experiments/2026-11-26-stablesr-ablation/tables/x4_real_selection_val --resume
     ;;
   eval)
     # PSR at inference: the reference code's mix (psr_weight 0.5, the config's) and the pure prediction of training

@@ -12,17 +12,17 @@
 #   realism4: the blind fidelity model: round 3 without its critic (experiments/2026-12-02-x4-real-rounds/one-step-x4-real-fidelity.yaml)
 #   realism5: round 4 run to 4,000 steps from the built-in x4 (configs/one-step-x4-real-long.yaml)
 #   select-real5 | rules5 | pictures5: round 5 (UNet stored int8 and float16) and the shipped x4 and x4-real on the
-#             val pairs (bicubic and blind; docs/benchmarks/x4_real_round5_val-*), the x4-real rule applied to them
-#             (docs/benchmarks/x4_real_round5_rule.md), and crops of the external photos (docs/img/x4_real_round5.png)
+#             val pairs (bicubic and blind; experiments/2026-12-02-x4-real-rounds/tables/x4_real_round5_val-*), the x4-real rule applied to them
+#             (experiments/2026-12-02-x4-real-rounds/tables/x4_real_round5_rule.md), and crops of the external photos (docs/img/x4_real_round5.png)
 #   real5-int8: round 5's decoder fine-tuned on its frozen int8 UNet (configs/decoder-x4-real-int8.yaml)
 #             (REAL5_INT8=1 adds it to select-real5 and rules5; the rows already measured are reused)
 #   critics:  the three critics (patchgan, inception, teacher) from the same start for the same minutes each
 #             (2026-12-02: inception and teacher ran side by side, patchgan beside another run a session earlier)
-#   arms:     the arms' validation curves as a table (docs/benchmarks/decoder_arms_val.md)
+#   arms:     the arms' validation curves as a table (experiments/2026-12-01-x4-learned-decoder-and-joint-unet/tables/decoder_arms_val.md)
 #   int8:     the shipped x4's decoder + CFW fine-tuned on its frozen int8 UNet (experiments/2026-12-01-x4-learned-decoder-and-joint-unet/decoder-x4-int8.yaml;
 #             2026-12-02, fifth session: the decoder had been trained on the float UNet before quantisation)
 #   select-int8: the shipped x4 and that run on the bicubic val pairs, both as they ship (@storage=int8), at w = 0
-#             and 1 (docs/benchmarks/x4_int8_val-x4.md; the x4 rule of docs/realism.md decides)
+#             and 1 (experiments/2026-12-01-x4-learned-decoder-and-joint-unet/tables/x4_int8_val-x4.md; the x4 rule of docs/realism.md decides)
 #   package-x4-int8: that run as the built-in x4 (the previous card's baselines reused from runs/releases/x4-42820ab1156bfbed,
 #             a copy of the previous built-in taken from git)
 #   pictures-int8: crops of the external photos: the previous and the new x4 beside SPAN, Real-ESRGAN and HR
@@ -30,7 +30,7 @@
 #             (ROUND3=1 adds round 3's snapshot at 1,176 steps (runs/realism3-snaps: copies of its checkpoints, the
 #             later ones show a stamped texture) and round 4; rows already measured are reused)
 #   select-real: rounds 3 and 4 on the val pairs (tables of their own)
-#   rules:    docs/realism.md's rules applied to those tables (docs/benchmarks/default_rule.md)
+#   rules:    docs/realism.md's rules applied to those tables (experiments/2026-12-01-default-model/tables/default_rule.md)
 #   package-x4: the chosen x4 as the built-in (its card measured on test and the external photos)
 #   package-x4-real: the chosen x4-real as the built-in (MODEL, SUMMARY, FACT1-3 [FACT4], COMMAND [COMMAND2], STORAGE (default int8) from the caller)
 #   pictures: the crops in docs/img (x4 old vs new; the x4-real rounds)
@@ -45,7 +45,7 @@
 #   x4-refit: SRC (a model folder) stored int8 as runs/x4-TAG-int8, then its decoder + CFW fine-tuned on that frozen
 #             int8 UNet (experiments/2026-12-01-x4-learned-decoder-and-joint-unet/decoder-x4-refit.yaml; runs/decoder-x4-TAG-int8)
 #   select-3e-4: the shipped x4 and the refitted 3e-4 candidates on the bicubic val pairs as they ship (x4 rule of
-#             docs/realism.md; docs/benchmarks/x4_3e-4_val-x4.md); FINAL=TAG adds runs/decoder-x4-TAG-int8
+#             docs/realism.md; experiments/2026-12-01-x4-learned-decoder-and-joint-unet/tables/x4_3e-4_val-x4.md); FINAL=TAG adds runs/decoder-x4-TAG-int8
 #   pictures-3e-4: crops of the external photos: the shipped x4 and the 3e-4 candidate TAG beside SPAN and HR
 #   package-x4-3e-4: the 3e-4 candidate TAG (runs/decoder-x4-TAG-int8) as the built-in x4 (baselines reused from
 #             runs/releases/x4-4279a646c100bb3f, the fourth built-in from the repository history; STEPS: its UNet's steps, for the card)
@@ -55,7 +55,7 @@
 #   knob-cfw: an arm (ARM) then its CFW branch alone for 1,500 steps on its frozen trunk (runs/x4-knob-ARM-cfw)
 #   select-knob: the shipped x4 and both arms (with and without the CFW-only phase), as they ship, at w = 0 and 1 on the bicubic val pairs
 #             (a table without the lattice figure, added 2026-12-03, is measured again)
-#             (docs/benchmarks/x4_knob_val_*), and the knob rule of docs/realism.md (docs/benchmarks/x4_knob_rule.md)
+#             (experiments/2026-12-03-x4-realism-end/tables/x4_knob_val_*), and the knob rule of docs/realism.md (experiments/2026-12-03-x4-realism-end/tables/x4_knob_rule.md)
 #   knob3:    round 3, round 2 continued 800 steps with the lattice loss (experiments/2026-12-03-x4-realism-end/decoder-x4-perceptual-lattice-end.yaml);
 #             ROUND3=1 ... select-knob adds it to the candidates
 #   knob4:    round 4, round 2 continued 800 steps with the absolute lattice loss on w = 0 only
@@ -67,15 +67,15 @@
 #             runs/releases/x4-b8ed37b1a3081566, the fifth built-in from the repository history)
 #   real-knob: #22, the same realism end for x4-real (experiments/2026-12-03-x4-real-realism-end/decoder-x4-real-perceptual-end.yaml)
 #   select-real-knob: the shipped x4-real and that run (w = 0 and 1), as they ship, on the blind and bicubic val
-#             pairs (docs/benchmarks/x4_real_knob_val-*), and the x4-real rule (docs/benchmarks/x4_real_knob_rule.md)
+#             pairs (experiments/2026-12-03-x4-real-realism-end/tables/x4_real_knob_val-*), and the x4-real rule (experiments/2026-12-03-x4-real-realism-end/tables/x4_real_knob_rule.md)
 #   real-knob2: round 2 of that realism end, with the Inception critic and the lattice loss
 #             (experiments/2026-12-03-x4-real-realism-end/decoder-x4-real-critic-lattice-end.yaml); ROUND2=1 ... select-real-knob adds it
 #   select-next: the second joint fine-tune cycle (runs/x4-next-3e-4, refitted by TAG=next-3e-4 ... x4-refit) beside the
-#             fifth built-in's refitted decoder and the shipped x4 on the bicubic val pairs (docs/benchmarks/x4_next_val-x4)
+#             fifth built-in's refitted decoder and the shipped x4 on the bicubic val pairs (experiments/2026-12-01-x4-learned-decoder-and-joint-unet/tables/x4_next_val-x4)
 #   knob-next: the sixth built-in's knob recipe (round 2, then round 4 from it) on the second cycle's refitted model
 #             (runs/x4-next-realism-end-perceptual-grid, runs/x4-next-realism-end-perceptual-lattice2)
 #   select-knob-next: the knob rule over knob-next's two runs (as they ship), the sixth built-in (default w = 1) the model to
-#             match (docs/benchmarks/x4_next_knob_rule.md)
+#             match (experiments/2026-12-01-x4-learned-decoder-and-joint-unet/tables/x4_next_knob_rule.md)
 #   pictures-real-knob2: crops of the external photos (blind degradation): x4-real, round 2 at w = 0 and 1, Real-ESRGAN, HR
 #   test:     the chosen models on the test pairs (published numbers)
 # Usage: bash scripts/decoder_realism_chain.sh unet|decoder|joint|realism|realism3|realism4|realism5|select-real5|rules5|pictures5|real5-int8|critics|arms|select|select-real|rules|package-x4|package-x4-real|pictures|compare-x4|compare-x4-real|fit-check|int8|select-int8|package-x4-int8|pictures-int8|lr-probe|lr-probe-long|probe-select|x4-refit|select-3e-4|pictures-3e-4|package-x4-3e-4|knob|knob-cfw|select-knob|knob2|select-knob2|knob3|knob4|pictures-knob|package-x4-knob|real-knob|real-knob2|select-real-knob|pictures-real-knob2|select-next|knob-next|select-knob-next|test
@@ -130,13 +130,13 @@ case "${1:?unet, decoder, joint, realism, realism3, realism4, realism5, select-r
         --model "round 5, int8=runs/realism-x4-real-long/$latest@storage=int8" \
         --model "round 5, float16=runs/realism-x4-real-long/$latest@storage=float16" \
         ${REAL5_INT8:+--model "round 5, decoder on its int8 UNet=runs/decoder-x4-real-int8/$latest@storage=int8"} \
-        --steps 1 --metrics psnr_y ssim_y grid niqe patch_fid patch_kid --out docs/benchmarks/x4_real_round5_$pairs --resume
+        --steps 1 --metrics psnr_y ssim_y grid niqe patch_fid patch_kid --out experiments/2026-12-02-x4-real-rounds/tables/x4_real_round5_$pairs --resume
     done ;;
   rules5)
-    python scripts/apply_rules.py --bicubic docs/benchmarks/x4_real_round5_val-x4.json \
-      --blind docs/benchmarks/x4_real_round5_val-x4-blind.json --x4 "x4 (shipped)" \
+    python scripts/apply_rules.py --bicubic experiments/2026-12-02-x4-real-rounds/tables/x4_real_round5_val-x4.json \
+      --blind experiments/2026-12-02-x4-real-rounds/tables/x4_real_round5_val-x4-blind.json --x4 "x4 (shipped)" \
       --x4-real "x4-real (shipped)" "round 5, int8" "round 5, float16" \
-      ${REAL5_INT8:+"round 5, decoder on its int8 UNet"} > docs/benchmarks/x4_real_round5_rule.md ;;
+      ${REAL5_INT8:+"round 5, decoder on its int8 UNet"} > experiments/2026-12-02-x4-real-rounds/tables/x4_real_round5_rule.md ;;
   pictures5)
     for storage in int8 float16; do
       as_shipped runs/realism-x4-real-long/$latest runs/realism-x4-real-long-$storage $storage
@@ -162,7 +162,7 @@ case "${1:?unet, decoder, joint, realism, realism3, realism4, realism5, select-r
       --crop-border 4 --threads 2 --baselines bicubic realesrgan_x4plus \
       --model "critic patchgan=runs/critic-patchgan/$latest" --model "critic inception=runs/critic-inception/$latest" \
       --model "critic teacher=runs/critic-teacher/$latest" --model "start (joint x4, 2,000 steps)=runs/joint-x4-snap2000" \
-      --steps 1 --metrics psnr_y ssim_y grid niqe patch_fid patch_kid --out docs/benchmarks/critics_val ;;
+      --steps 1 --metrics psnr_y ssim_y grid niqe patch_fid patch_kid --out experiments/2026-12-02-x4-real-rounds/tables/critics_val ;;
   arms)
     { echo "# Which pays per CPU-minute: the UNet alone, the learned decoder alone, or both (one-step, val)"; echo
       echo "Validation during training: one-step PSNR-Y on 21 fixed 128-px val crops (bicubic x4) and the grid"
@@ -183,7 +183,7 @@ r = validate(SRPipeline.from_pretrained("src/turbosr/weights/x4"), validation_cr
 print(f"| shipped x4 (the start) | 0 | 0.0 | {r['val_psnr_y']:.3f} | {r['val_grid']:.3f} (HR {r['val_grid_hr']:.3f}) |")
 print(f"| bicubic | - | - | {r['val_psnr_y_bicubic']:.3f} | - |")
 PY
-    } > docs/benchmarks/decoder_arms_val.md ;;
+    } > experiments/2026-12-01-x4-learned-decoder-and-joint-unet/tables/decoder_arms_val.md ;;
   select)
     for pairs in val-x4 val-x4-blind; do
       python benchmarks/quality_vs_steps.py --lq data/$pairs/lq --ref data/$pairs/hq --scale 4 --crop-border 4 \
@@ -192,26 +192,26 @@ PY
         --model "decoder x4 (3,500 steps)=runs/decoder-x4-learned/$latest" \
         --model "realism round 2 (1,775 steps)=runs/realism-x4-real/$latest" ${ROUND3:+--model "realism round 3 (1,176 steps)=runs/realism3-snaps/step-1176"} \
         ${ROUND3:+--model "realism round 4 (fidelity)=runs/realism-x4-real-fidelity/$latest"} \
-        --steps 1 --metrics psnr_y ssim_y grid niqe patch_fid patch_kid --out docs/benchmarks/default_rule_$pairs --resume
+        --steps 1 --metrics psnr_y ssim_y grid niqe patch_fid patch_kid --out experiments/2026-12-01-default-model/tables/default_rule_$pairs --resume
     done ;;
   select-real)
     # the realism rounds 3 and 4 on the val pairs of `select`, in tables of their own (the rows of select stay as
-    # measured: the built-ins they name have since been replaced); docs/benchmarks/default_rule.md reads both
+    # measured: the built-ins they name have since been replaced); experiments/2026-12-01-default-model/tables/default_rule.md reads both
     for pairs in val-x4 val-x4-blind; do
       python benchmarks/quality_vs_steps.py --lq data/$pairs/lq --ref data/$pairs/hq --scale 4 --crop-border 4 \
         --threads 1 --baselines --model "realism round 3 (1,176 steps)=runs/realism3-snaps/step-1176" \
         --model "realism round 4 (fidelity)=runs/realism-x4-real-fidelity/$latest" \
-        --steps 1 --metrics psnr_y ssim_y grid niqe patch_fid patch_kid --out docs/benchmarks/default_rule_$pairs-rounds34
+        --steps 1 --metrics psnr_y ssim_y grid niqe patch_fid patch_kid --out experiments/2026-12-01-default-model/tables/default_rule_$pairs-rounds34
     done ;;
   rules)
-    python scripts/apply_rules.py --bicubic docs/benchmarks/default_rule_val-x4.json \
-      docs/benchmarks/default_rule_val-x4-rounds34.json --blind docs/benchmarks/default_rule_val-x4-blind.json \
-      docs/benchmarks/default_rule_val-x4-blind-rounds34.json \
+    python scripts/apply_rules.py --bicubic experiments/2026-12-01-default-model/tables/default_rule_val-x4.json \
+      experiments/2026-12-01-default-model/tables/default_rule_val-x4-rounds34.json --blind experiments/2026-12-01-default-model/tables/default_rule_val-x4-blind.json \
+      experiments/2026-12-01-default-model/tables/default_rule_val-x4-blind-rounds34.json \
       --x4 "x4 (shipped)" "joint x4 (5,000 steps)" "decoder x4 (3,500 steps)" \
       --x4-real "x4-real (shipped)" "realism round 2 (1,775 steps)" "realism round 3 (1,176 steps)" \
-      "realism round 4 (fidelity)" > docs/benchmarks/default_rule.md ;;
+      "realism round 4 (fidelity)" > experiments/2026-12-01-default-model/tables/default_rule.md ;;
   package-x4)
-    # the candidate the x4 rule of docs/realism.md picked on val (docs/benchmarks/default_rule_val-x4.md)
+    # the candidate the x4 rule of docs/realism.md picked on val (experiments/2026-12-01-default-model/tables/default_rule_val-x4.md)
     python scripts/package_builtin.py package runs/joint-x4-snap5000 --name x4 --storage int8 --threads 1 \
       "${x4_card[@]}" \
       ${REUSE:+--reuse-baselines "$REUSE"} \
@@ -219,10 +219,10 @@ PY
       --fact "Start: the built-in x4 of 2026-11-26 (its UNet; its RGB refiner is replaced)." \
       --fact "Decoder: a convolutional decoder of the patch latent (models/decoders.py: 4 residual blocks of 128 channels at the latent resolution, one x8 sub-pixel convolution to RGB, added to the linear patch decode whose residual it learns; last layer zero at the start), and CFW inside it (a 64-channel encoder of the LQ image fused into the trunk through zero-initialised convolutions, scaled by w)." \
       --fact "Joint one-step fine-tune (turbosr train decoder, train_denoiser true): the UNet run once from t = T - 1 (learning rate 2e-5) and the decoder (2e-4) trained end to end on the decoded image with L1 + 0.2 SSIM + 0.5 Sobel-edge + 0.03 phase-profile grid term at w = 0; CFW trained at w = 1 on the same losses with the decoder trunk held fixed. 5,000 steps of batch 8, 128-px crops of the train split, bicubic x4, bf16 autocast, 85 training minutes on 1 CPU thread beside another run; denoiser stored int8 per channel." \
-      --fact "Chosen on the val split by the x4 rule written in docs/realism.md before measuring (artifact figure within 0.03 of HR's on bicubic val, then highest PSNR-Y) over the previous x4 and the decoder-only fine-tune: docs/benchmarks/default_rule_val-x4.md." \
+      --fact "Chosen on the val split by the x4 rule written in docs/realism.md before measuring (artifact figure within 0.03 of HR's on bicubic val, then highest PSNR-Y) over the previous x4 and the decoder-only fine-tune: experiments/2026-12-01-default-model/tables/default_rule_val-x4.md." \
       --training-command "turbosr train one-step --config experiments/2026-12-01-x4-learned-decoder-and-joint-unet/one-step-x4-joint.yaml   # stopped at step 5,000; runs/joint-x4-snap5000 is a copy of that checkpoint's model folder" ;;
   package-x4-real)
-    # the x4-real candidate the rule picked on val (docs/benchmarks/default_rule.md); baselines reused from x4's card
+    # the x4-real candidate the rule picked on val (experiments/2026-12-01-default-model/tables/default_rule.md); baselines reused from x4's card
     python scripts/package_builtin.py package "${MODEL:?the chosen model folder}" --name x4-real \
       --storage "${STORAGE:-int8}" --threads 1 --reuse-baselines src/turbosr/weights/x4 \
       --pairs 'test split, bicubic=data/test-x4' --pairs 'test split, Real-ESRGAN degradation=data/test-x4-blind' \
@@ -259,7 +259,7 @@ PY
         --scale 4 --crop 256 --split $split
       python benchmarks/quality_vs_steps.py --lq data/$split-x4/lq --ref data/$split-x4/hq --scale 4 --crop-border 4 \
         --threads "${EVAL_THREADS:-1}" --baselines bicubic span_x4 --model "x4 (shipped)=src/turbosr/weights/x4" \
-        --steps 1 --metrics psnr_y ssim_y --out docs/benchmarks/x4_fit_check_$split-x4 --resume
+        --steps 1 --metrics psnr_y ssim_y --out experiments/2026-12-01-x4-learned-decoder-and-joint-unet/tables/x4_fit_check_$split-x4 --resume
     done ;;
   compare-x4-real)
     # the x4-real of 2026-11-26 (from git) against its replacement on the blind test pairs and external photos
@@ -299,14 +299,14 @@ PY
       ${LONG:+--model "UNet lr 3e-4, 5,860 steps (60 min)=runs/x4-lr-probe-long-3e-4-step5860"} \
       ${LONG:+--model "UNet lr 3e-4, 13,500 steps (the last 4,000 decaying)=runs/x4-lr-probe-long-3e-4-step13500"} \
       ${LONG:+--model "UNet lr 1e-3, 1,500 steps (stopped)=runs/x4-lr-probe-long-1e-3/$latest"} \
-      --steps 1 --metrics psnr_y ssim_y grid --out docs/benchmarks/x4_probes_val-x4 --resume ;;
+      --steps 1 --metrics psnr_y ssim_y grid --out experiments/2026-12-01-x4-learned-decoder-and-joint-unet/tables/x4_probes_val-x4 --resume ;;
   select-int8)
     python benchmarks/quality_vs_steps.py --lq data/val-x4/lq --ref data/val-x4/hq --scale 4 --crop-border 4 \
       --threads 1 --baselines bicubic --model "x4 (shipped)=src/turbosr/weights/x4@storage=int8" \
       --model "x4 (shipped), --fidelity 1=src/turbosr/weights/x4@storage=int8@fidelity=1" \
       --model "decoder on the int8 UNet (4,000 steps)=runs/decoder-x4-int8/$latest@storage=int8" \
       --model "decoder on the int8 UNet (4,000 steps), --fidelity 1=runs/decoder-x4-int8/$latest@storage=int8@fidelity=1" \
-      --steps 1 --metrics psnr_y ssim_y grid --out docs/benchmarks/x4_int8_val-x4 --resume ;;
+      --steps 1 --metrics psnr_y ssim_y grid --out experiments/2026-12-01-x4-learned-decoder-and-joint-unet/tables/x4_int8_val-x4 --resume ;;
   package-x4-int8)
     release x4 42820ab1156bfbed  # the built-in of commit bcf0501
     python scripts/package_builtin.py package runs/decoder-x4-int8/$latest --name x4 --storage int8 --threads 1 \
@@ -316,7 +316,7 @@ PY
       --fact "Start: the built-in x4 of 2026-12-02 (third built-in): a one-step UNet fine-tuned jointly with a learned latent decoder, its UNet stored as int8 per output channel; its decoder had been trained on the float UNet's latents, and on the int8 UNet's latents it printed the latent's 8-px pattern (docs/realism.md)." \
       --fact "Decoder: a convolutional decoder of the patch latent (models/decoders.py: 4 residual blocks of 128 channels at the latent resolution, one x8 sub-pixel convolution to RGB, added to the linear patch decode whose residual it learns), and CFW inside it (a 64-channel encoder of the LQ condition latent fused into the trunk through zero-initialised convolutions, scaled by w)." \
       --fact "Decoder fine-tuning on the frozen int8 UNet (turbosr train decoder, experiments/2026-12-01-x4-learned-decoder-and-joint-unet/decoder-x4-int8.yaml): the trunk at w = 0 with L1 + 0.2 SSIM + 0.5 Sobel-edge + 0.03 phase-profile grid term, CFW at w = 1 on the same losses with the trunk held fixed; 4,000 steps of batch 8, 128-px crops of the train split, bicubic x4, learning rate 1e-4, bf16 autocast, one CPU thread beside another run. The UNet's stored int8 weights are unchanged; the decoder is stored in float16." \
-      --fact "Chosen on the val split, measured as it ships, by the x4 rule of docs/realism.md written before measuring (artifact figure within 0.03 of HR's on bicubic val, then highest PSNR-Y): docs/benchmarks/x4_int8_val-x4.md." \
+      --fact "Chosen on the val split, measured as it ships, by the x4 rule of docs/realism.md written before measuring (artifact figure within 0.03 of HR's on bicubic val, then highest PSNR-Y): experiments/2026-12-01-x4-learned-decoder-and-joint-unet/tables/x4_int8_val-x4.md." \
       --training-command "turbosr train one-step --config experiments/2026-12-01-x4-learned-decoder-and-joint-unet/one-step-x4-joint.yaml   # the third built-in x4 (stopped at step 5,000), stored with --storage int8" \
       --training-command "turbosr train decoder --config experiments/2026-12-01-x4-learned-decoder-and-joint-unet/decoder-x4-int8.yaml" ;;
   pictures-int8)
@@ -336,7 +336,7 @@ PY
       --model "3e-4 step 5,860, int8, decoder refitted, --fidelity 1=runs/decoder-x4-3e-4-step5860-int8/$latest@storage=int8@fidelity=1" \
       ${FINAL:+--model "3e-4 ${FINAL#3e-4-}, int8, decoder refitted=runs/decoder-x4-$FINAL-int8/$latest@storage=int8"} \
       ${FINAL:+--model "3e-4 ${FINAL#3e-4-}, int8, decoder refitted, --fidelity 1=runs/decoder-x4-$FINAL-int8/$latest@storage=int8@fidelity=1"} \
-      --steps 1 --metrics psnr_y ssim_y grid --out docs/benchmarks/x4_3e-4_val-x4 --resume ;;
+      --steps 1 --metrics psnr_y ssim_y grid --out experiments/2026-12-01-x4-learned-decoder-and-joint-unet/tables/x4_3e-4_val-x4 --resume ;;
   pictures-3e-4)
     as_shipped runs/decoder-x4-${TAG:?name}-int8/$latest runs/decoder-x4-$TAG-int8-stored int8
     python scripts/side_by_side.py data/external-x4 --names $crops scikit-image__astronaut@170,30 \
@@ -354,7 +354,7 @@ PY
       --fact "Joint one-step fine-tune (turbosr train one-step, experiments/2026-12-01-x4-learned-decoder-and-joint-unet/one-step-x4-joint-probe.yaml with the UNet learning rate 3e-4, 128-px crops, batch 8, bicubic x4, L1 + 0.2 SSIM + 0.5 Sobel-edge + 0.03 grid term at w = 0, CFW at w = 1 on the same losses; decoder learning rate 1e-4; EMA 0.999; bf16 autocast, one CPU thread): $STEPS steps${DECAY_NOTE:+, $DECAY_NOTE}." \
       --fact "Decoder: a convolutional decoder of the patch latent (models/decoders.py: 4 residual blocks of 128 channels at the latent resolution, one x8 sub-pixel convolution to RGB, added to the linear patch decode whose residual it learns), and CFW inside it (a 64-channel encoder of the LQ condition latent fused into the trunk through zero-initialised convolutions, scaled by w)." \
       --fact "Decoder fine-tuning on the frozen int8 UNet (experiments/2026-12-01-x4-learned-decoder-and-joint-unet/decoder-x4-refit.yaml): the same losses, 3,000 steps, learning rate 1e-4; the UNet's stored int8 weights are unchanged, the decoder is stored in float16." \
-      --fact "Chosen on the val split, measured as it ships, by the rule of docs/realism.md written before measuring (artifact figure within 0.03 of HR's on bicubic val, then highest PSNR-Y): docs/benchmarks/x4_3e-4_val-x4.md." \
+      --fact "Chosen on the val split, measured as it ships, by the rule of docs/realism.md written before measuring (artifact figure within 0.03 of HR's on bicubic val, then highest PSNR-Y): experiments/2026-12-01-x4-learned-decoder-and-joint-unet/tables/x4_3e-4_val-x4.md." \
       --training-command "${COMMAND:?the joint fine-tune command}" \
       --training-command "SRC=<that run>/checkpoint-latest/model TAG=$TAG bash scripts/decoder_realism_chain.sh x4-refit" ;;
   knob)
@@ -368,20 +368,20 @@ PY
       --set adversarial.weight=0 --set adversarial.feature_matching=0 --set run.max_steps=1500 \
       --set optim.decay_steps=500 --set run.output_dir=runs/x4-knob-$ARM-cfw ;;
   select-knob|select-knob2)  # every candidate measured once (tables kept), then the rule over all of them
-    measured() { grep -q '"lattice"' "docs/benchmarks/x4_knob_val_$1.json" 2>/dev/null; }  # with every clause's figure
+    measured() { grep -q '"lattice"' "experiments/2026-12-03-x4-realism-end/tables/x4_knob_val_$1.json" 2>/dev/null; }  # with every clause's figure
     measured shipped || python benchmarks/fidelity_curve.py --model src/turbosr/weights/x4 \
-      --pairs data/val-x4 --weights 0 1 --baselines bicubic --threads 1 --out docs/benchmarks/x4_knob_val_shipped
+      --pairs data/val-x4 --weights 0 1 --baselines bicubic --threads 1 --out experiments/2026-12-03-x4-realism-end/tables/x4_knob_val_shipped
     candidates=()
     for tag in perceptual-grid ${ROUND3:+perceptual-lattice} ${ROUND4:+perceptual-lattice2} gan gan-cfw perceptual perceptual-cfw; do
       if ! measured $tag; then
         as_shipped "$(knob_run $tag)/$latest" runs/x4-knob-$tag-stored int8
         python benchmarks/fidelity_curve.py --model runs/x4-knob-$tag-stored --pairs data/val-x4 --weights 0 1 \
-          --threads 1 --out docs/benchmarks/x4_knob_val_$tag
+          --threads 1 --out experiments/2026-12-03-x4-realism-end/tables/x4_knob_val_$tag
       fi
-      candidates+=(--candidate "$tag=docs/benchmarks/x4_knob_val_$tag.json")
+      candidates+=(--candidate "$tag=experiments/2026-12-03-x4-realism-end/tables/x4_knob_val_$tag.json")
     done
-    python scripts/knob_rule.py --shipped docs/benchmarks/x4_knob_val_shipped.json "${candidates[@]}" \
-      > docs/benchmarks/x4_knob_rule.md ;;
+    python scripts/knob_rule.py --shipped experiments/2026-12-03-x4-realism-end/tables/x4_knob_val_shipped.json "${candidates[@]}" \
+      > experiments/2026-12-03-x4-realism-end/tables/x4_knob_rule.md ;;
   knob2)
     OMP_NUM_THREADS=1 turbosr train decoder --config configs/decoder-x4-perceptual-grid-end.yaml ;;
   knob3)  # round 3: round 2 continued with the lattice loss (its w = 0 missed the lattice clause)
@@ -424,7 +424,7 @@ PY
       --fact "Decoder: a convolutional decoder of the patch latent (models/decoders.py: 4 residual blocks of 128 channels at the latent resolution, one x8 sub-pixel convolution to RGB, added to the linear patch decode whose residual it learns), and CFW inside it (a 64-channel encoder of the LQ condition latent fused into the trunk through zero-initialised convolutions, scaled by w)." \
       --fact "Decoder fine-tuning ($config_text, $schedule, bf16 autocast, one CPU thread): the trunk (w = 0) on $w0_loss; CFW (w = 1) on L1 + 0.2 SSIM + 0.5 Sobel-edge + 0.03 grid term with the trunk held fixed, as StableSR trains CFW on a fixed decoder." \
       "${cfw_fact[@]}" \
-      --fact "Chosen on the val split, measured as it ships, by the knob rule of docs/realism.md written before measuring (default output within 0.05 dB of the fifth built-in's, the knob spanning at least 0.3 dB, grid within 0.03 of HR's and the lattice figure at most HR's + 3 dB at both ends, w = 0's patch KID below w = 1's): docs/benchmarks/x4_knob_rule.md." \
+      --fact "Chosen on the val split, measured as it ships, by the knob rule of docs/realism.md written before measuring (default output within 0.05 dB of the fifth built-in's, the knob spanning at least 0.3 dB, grid within 0.03 of HR's and the lattice figure at most HR's + 3 dB at both ends, w = 0's patch KID below w = 1's): experiments/2026-12-03-x4-realism-end/tables/x4_knob_rule.md." \
       "${start_command[@]}" \
       --training-command "turbosr train decoder --config $config   # the chain's knob lane runs gan and perceptual, knob2 perceptual-grid, knob4 perceptual-lattice2" \
       "${cfw_command[@]}" ;;
@@ -439,7 +439,7 @@ PY
       --model "fifth built-in, refitted, w 1=runs/decoder-x4-3e-4-step13500-int8/$latest@storage=int8@fidelity=1" \
       --model "second cycle, int8, refitted, w 0=runs/decoder-x4-next-3e-4-int8/$latest@storage=int8@fidelity=0" \
       --model "second cycle, int8, refitted, w 1=runs/decoder-x4-next-3e-4-int8/$latest@storage=int8@fidelity=1" \
-      --steps 1 --metrics psnr_y ssim_y grid lattice --out docs/benchmarks/x4_next_val-x4 --resume ;;
+      --steps 1 --metrics psnr_y ssim_y grid lattice --out experiments/2026-12-01-x4-learned-decoder-and-joint-unet/tables/x4_next_val-x4 --resume ;;
   knob-next)  # THREADS=2 when it runs alone
     threads=(--set run.num_threads=${THREADS:-1})
     turbosr train decoder --config configs/decoder-x4-perceptual-grid-end.yaml "${threads[@]}" \
@@ -448,19 +448,19 @@ PY
       --set init_from=runs/x4-next-realism-end-perceptual-grid/$latest \
       --set run.output_dir=runs/x4-next-realism-end-perceptual-lattice2 ;;
   select-knob-next)
-    [ -f docs/benchmarks/x4_knob_val_sixth.json ] || python benchmarks/fidelity_curve.py \
+    [ -f experiments/2026-12-03-x4-realism-end/tables/x4_knob_val_sixth.json ] || python benchmarks/fidelity_curve.py \
       --model src/turbosr/weights/x4 --pairs data/val-x4 --weights 0 1 --baselines bicubic --threads 1 \
-      --out docs/benchmarks/x4_knob_val_sixth
+      --out experiments/2026-12-03-x4-realism-end/tables/x4_knob_val_sixth
     candidates=()
     for tag in perceptual-grid perceptual-lattice2; do
-      [ -f docs/benchmarks/x4_next_knob_val_$tag.json ] || {
+      [ -f experiments/2026-12-01-x4-learned-decoder-and-joint-unet/tables/x4_next_knob_val_$tag.json ] || {
         as_shipped runs/x4-next-realism-end-$tag/$latest runs/x4-next-knob-$tag-stored int8
         python benchmarks/fidelity_curve.py --model runs/x4-next-knob-$tag-stored --pairs data/val-x4 --weights 0 1 \
-          --threads 1 --out docs/benchmarks/x4_next_knob_val_$tag; }
-      candidates+=(--candidate "next-$tag=docs/benchmarks/x4_next_knob_val_$tag.json")
+          --threads 1 --out experiments/2026-12-01-x4-learned-decoder-and-joint-unet/tables/x4_next_knob_val_$tag; }
+      candidates+=(--candidate "next-$tag=experiments/2026-12-01-x4-learned-decoder-and-joint-unet/tables/x4_next_knob_val_$tag.json")
     done
-    python scripts/knob_rule.py --shipped docs/benchmarks/x4_knob_val_sixth.json --shipped-default 1 \
-      "${candidates[@]}" > docs/benchmarks/x4_next_knob_rule.md ;;
+    python scripts/knob_rule.py --shipped experiments/2026-12-03-x4-realism-end/tables/x4_knob_val_sixth.json --shipped-default 1 \
+      "${candidates[@]}" > experiments/2026-12-01-x4-learned-decoder-and-joint-unet/tables/x4_next_knob_rule.md ;;
   pictures-real-knob2)
     as_shipped runs/x4-real-critic-lattice-end/$latest runs/x4-real-knob2-stored int8
     python scripts/side_by_side.py data/external-x4-blind --names $crops scikit-image__astronaut@170,30 \
@@ -483,12 +483,12 @@ PY
         --model "x4-real (shipped)=src/turbosr/weights/x4-real" \
         --model "realism end at w 0=runs/x4-real-knob-stored@fidelity=0" \
         --model "realism end at w 1=runs/x4-real-knob-stored@fidelity=1" "${round2[@]}" --steps 1 \
-        --metrics psnr_y ssim_y grid lattice niqe patch_kid --out docs/benchmarks/x4_real_knob_$pairs --resume
+        --metrics psnr_y ssim_y grid lattice niqe patch_kid --out experiments/2026-12-03-x4-real-realism-end/tables/x4_real_knob_$pairs --resume
     done
-    python scripts/apply_rules.py --bicubic docs/benchmarks/x4_real_knob_val-x4.json \
-      --blind docs/benchmarks/x4_real_knob_val-x4-blind.json --x4 "x4 (built-in)" \
+    python scripts/apply_rules.py --bicubic experiments/2026-12-03-x4-real-realism-end/tables/x4_real_knob_val-x4.json \
+      --blind experiments/2026-12-03-x4-real-realism-end/tables/x4_real_knob_val-x4-blind.json --x4 "x4 (built-in)" \
       --x4-real "x4-real (shipped)" "realism end at w 0" "realism end at w 1" "${round2_names[@]}" \
-      > docs/benchmarks/x4_real_knob_rule.md ;;
+      > experiments/2026-12-03-x4-real-realism-end/tables/x4_real_knob_rule.md ;;
   test)
     for pairs in test-x4 test-x4-blind; do
       python benchmarks/quality_vs_steps.py --lq data/$pairs/lq --ref data/$pairs/hq --scale 4 --crop-border 4 \

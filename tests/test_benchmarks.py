@@ -182,12 +182,14 @@ def test_package_builtin_sets_the_default_fidelity_and_measures_the_other_end(tm
 
 
 def test_every_published_table_records_commands_that_reparse():
-    """docs/benchmarks/*.json (the published tables) and the built-in model cards: each recorded command parses
+    """docs/benchmarks/*.json (the published tables), the experiments' selection tables and the built-in model
+    cards: each recorded command parses
     with its script's own argument parser (the archive/ of earlier tables excepted, see its README)."""
     from turbosr.weights import WEIGHTS_DIR
 
     commands = []
-    for table in sorted((ROOT / "docs" / "benchmarks").glob("*.json")):
+    tables = [*(ROOT / "docs" / "benchmarks").glob("*.json"), *(ROOT / "experiments").glob("*/tables/*.json")]
+    for table in sorted(tables):
         recorded = json.loads(table.read_text()).get("commands")
         assert recorded, f"{table.name} records no command"
         commands += recorded

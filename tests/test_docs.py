@@ -71,3 +71,29 @@ def test_every_benchmark_table_is_linked_from_its_readme():
     linked = set(re.findall(r"\]\(([^)]+\.md)\)", (root / "README.md").read_text()))
     tables = {p.relative_to(root).as_posix() for p in root.rglob("*.md") if p.name != "README.md"}
     assert tables - linked == set(), f"tables not linked from docs/benchmarks/README.md: {sorted(tables - linked)}"
+
+
+def test_every_experiment_table_is_linked_from_its_folder_readme():
+    """Selection tables live with their experiment (experiments/*/tables/), each linked from the folder's README."""
+    tables = sorted((ROOT / "experiments").glob("*/tables/*.md"))
+    assert tables
+    for table in tables:
+        readme = (table.parent.parent / "README.md").read_text()
+        assert f"tables/{table.name}" in readme, f"{table} is not linked from {table.parent.parent.name}/README.md"
+    assert not [p.name for p in (ROOT / "docs" / "benchmarks").glob("*_val*.md") if p.stem != "validation_size"], \
+        "val-split selection tables belong to their experiment, not docs/benchmarks/"
+
+
+def test_relative_links_of_the_docs_and_the_notebook_resolve():
+    """Every relative Markdown link in README.md, docs/ and experiments/ points at a file that exists (tables and
+    recipes move: a stale link fails here)."""
+    import re
+
+    pages = [ROOT / "README.md", *(ROOT / "docs").glob("*.md"), ROOT / "docs" / "benchmarks" / "README.md",
+             *(ROOT / "experiments").rglob("*.md")]
+    broken = []
+    for page in pages:
+        for link in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", page.read_text()):
+            if not link.startswith(("http:", "https:", "mailto:")) and not (page.parent / link).exists():
+                broken.append(f"{page.relative_to(ROOT)}: {link}")
+    assert not broken, broken

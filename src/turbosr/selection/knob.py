@@ -1,8 +1,8 @@
 """Apply the rule for a realism end of the x4's fidelity knob (docs/realism.md, "A realism end for the x4's
 fidelity knob", written before measuring) to benchmarks/fidelity_curve.py tables of the bicubic val pairs.
 
-    python scripts/knob_rule.py --shipped docs/benchmarks/x4_knob_val_shipped.json \
-        --candidate gan=docs/benchmarks/x4_knob_val_gan.json --candidate perceptual=... > docs/benchmarks/x4_knob_rule.md
+    python scripts/knob_rule.py --shipped experiments/2026-12-03-x4-realism-end/tables/x4_knob_val_shipped.json \
+        --candidate gan=experiments/2026-12-03-x4-realism-end/tables/x4_knob_val_gan.json --candidate perceptual=... > experiments/2026-12-03-x4-realism-end/tables/x4_knob_rule.md
 
 Each table holds one model at w = 0 and w = 1 (``--weights 0 1``). The rule: (1) at w = 1, PSNR-Y at least the
 shipped x4's default output (w = 0 for the fifth built-in; ``--shipped-default 1`` for one whose default is w = 1,

@@ -1,7 +1,7 @@
 """Apply the selection rules of docs/realism.md (written before measuring) to the val tables, print the verdicts.
 
-    python scripts/apply_rules.py --bicubic docs/benchmarks/default_rule_val-x4.json \
-        --blind docs/benchmarks/default_rule_val-x4-blind.json > docs/benchmarks/default_rule.md
+    python scripts/apply_rules.py --bicubic experiments/2026-12-01-default-model/tables/default_rule_val-x4.json \
+        --blind experiments/2026-12-01-default-model/tables/default_rule_val-x4-blind.json > experiments/2026-12-01-default-model/tables/default_rule.md
 
 The two JSON files are benchmarks/quality_vs_steps.py outputs on the bicubic and the blind val pairs (one step).
 Rules, as written in docs/realism.md:

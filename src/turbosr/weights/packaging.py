@@ -78,6 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_argument("folder", type=Path)
     commands.add_argument("--training-command", action="append", required=True, help="repeatable, in order")
     commands.add_argument("--text", required=True, help="why the commands changed")
+    commands.add_argument("--moved", action="append", default=[], metavar="OLD=NEW",
+                          help="a file the card's facts cite has moved: replace OLD by NEW in them (repeatable)")
     return parser
 
 
@@ -255,6 +257,10 @@ def main(argv: list[str] | None = None) -> None:
                                                       "command": command_line(SCRIPT, argv)})
         if args.command == "commands":
             measurements["training"]["commands"] = list(args.training_command)
+            for move in args.moved:
+                old, _, new = move.partition("=")
+                facts = measurements["training"]["facts"]
+                measurements["training"]["facts"] = [fact.replace(old, new) for fact in facts]
     if args.command != "render":
         write_json(args.folder / "measurements.json", measurements)
     card = render_card(measurements)
