@@ -1,4 +1,6 @@
 #!/usr/bin/env bash
+# The record of how the decoder and realism runs were first made, lane by lane. To rerun an experiment, use
+# python scripts/experiment.py experiments/FOLDER (the arms as recipe overlays, the tables from their records).
 # The learned decoder (YONOS decoder fine-tuning + StableSR CFW inside it) and one-step realism training, as run
 # for docs/realism.md and the built-in x4 / x4-real of 2026-12-01. Every step is a committed command.
 #   unet:     the UNet alone, continued (teacher loss, terminal fraction 0.5) from the shipped x4: one arm of

@@ -51,7 +51,7 @@ LAYERS = [
      "turbosr.data", "turbosr.corpus", "turbosr.scene_groups", "turbosr.distributed", "turbosr.reports"),
     ("turbosr.models",),
     ("turbosr.pipeline", "turbosr.model_folder", "turbosr.streaming", "turbosr.baselines", "turbosr.weights"),
-    ("turbosr.train", "turbosr.importers", "turbosr.selection", "turbosr.demo", "turbosr.demo_browser", "turbosr.cli", "turbosr.__main__", "turbosr"),
+    ("turbosr.train", "turbosr.importers", "turbosr.selection", "turbosr.experiments", "turbosr.demo", "turbosr.demo_browser", "turbosr.cli", "turbosr.__main__", "turbosr"),
 ]
 
 
