@@ -20,7 +20,8 @@ spacing: 999, 749, 499, 249 for K = 4). One training step:
 3. **Adversarial.** A hinge loss from a discriminator on noised latents read by the frozen teacher UNet's
    encoder with small trainable heads conditioned on the LQ latent (LADD-style; DINOv2 features are not
    available offline), or a PatchGAN on decoded images beside the bicubic LQ; DiffAugment (translation,
-   cutout) before either. Weight ``adversarial_weight`` (0.02 as in the reference code).
+   cutout) before either: the shared critic of train/critic.py in its latent mode, configured by the shared
+   ``adversarial`` section (``critic: teacher | patchgan``, weight 0.02 as in the reference code).
 
 The student is saved as a normal model folder (control branch, re-noising sampler, PSR weight for inference in
 its config); ``turbosr upscale --model FOLDER --steps 1..4`` runs it.
@@ -40,8 +41,7 @@ from turbosr.config import ConfigError, ModelConfig, model_folders, to_dict
 from turbosr.data import make_lq
 from turbosr.diffusion import Sampler, add_noise, predict_x0_eps, sampling_timesteps
 from turbosr.image import from_model_range, to_model_range
-from turbosr.losses import hinge_discriminator_loss, hinge_generator_loss, timestep_adaptive_weight
-from turbosr.models.discriminator import FeatureDiscriminator, PatchDiscriminator, diff_augment
+from turbosr.losses import timestep_adaptive_weight
 from turbosr.pipeline import SRPipeline
 from turbosr.run_config import AdversarialConfig, DataConfig, OptimConfig, RunConfig
 from turbosr.train.common import (
@@ -57,6 +57,7 @@ from turbosr.train.common import (
     prepare,
     save_checkpoint,
 )
+from turbosr.train.critic import Critic, LatentSpace
 from turbosr.train.initial import lq_condition, without_fidelity_warp
 from turbosr.train.reporting import StepReport
 from turbosr.train.validation import validate, validation_crops
@@ -183,40 +184,16 @@ def train(config: AdversarialDistillConfig) -> Path:
         raise ValueError("the student must share the teacher's latent space (init_from a folder that does)")
     denoiser = pipeline.denoiser.to(accelerator.device).train()
     model, forward, optimizer, scheduler, ema, start = prepare(accelerator, denoiser, config.optim, run)
-    # the discriminator, its optimizer (and, in the checkpoint, their state)
+    alpha_bar = pipeline.alpha_bar.to(accelerator.device)
+    steps_total = pipeline.config.schedule.num_train_timesteps
+    # the critic (train/critic.py) on HQ latents: heads on the frozen teacher's features, or a PatchGAN on decodes
     adversarial = config.adversarial
-    if adversarial.critic == "teacher":
-        discriminator = FeatureDiscriminator(teacher.denoiser, pipeline.config.latent_channels,
-                                             adversarial.discriminator_channels)
-    else:
-        discriminator = PatchDiscriminator(adversarial.discriminator_channels, in_channels=6)
-    discriminator_optimizer = torch.optim.AdamW(discriminator.parameters(),
-                                                lr=adversarial.discriminator_learning_rate, betas=(0.5, 0.999))
-    discriminator, discriminator_optimizer = accelerator.prepare(discriminator.to(accelerator.device),
-                                                                 discriminator_optimizer)
+    critic = Critic(adversarial, accelerator, latent=LatentSpace(teacher.denoiser, denoiser, autoencoder, scale,
+                                                                  alpha_bar, steps_total))
     report = StepReport(run, accelerator, start)
     validation = validation_crops(data, scale, run.validation_images)
     cadence = Cadence(run)
-    alpha_bar = pipeline.alpha_bar.to(accelerator.device)
-    steps_total = pipeline.config.schedule.num_train_timesteps
     schedule = torch.tensor(sampling_timesteps(config.trained_steps, steps_total), device=accelerator.device)
-
-    def score(hq_latent: torch.Tensor, lq: torch.Tensor, lq_latent: torch.Tensor, generator: torch.Generator
-              ) -> torch.Tensor:
-        """Discriminator logits for HQ latents (real: the HR latent; fake: the student's)."""
-        if adversarial.critic == "patchgan":
-            images = torch.cat([autoencoder.decode(hq_latent), to_model_range(upsample(lq))], dim=1)
-            return discriminator(diff_augment(images, generator) if adversarial.diffaugment else images)
-        x0 = denoiser.to_x0(hq_latent, lq_latent)
-        x0 = diff_augment(x0, generator) if adversarial.diffaugment else x0
-        t_d = torch.randint(steps_total, (len(x0),), generator=generator).to(x0.device)
-        noise = torch.randn(x0.shape, generator=generator).to(x0.device)
-        return discriminator(add_noise(x0, noise, t_d, alpha_bar), lq_latent, t_d)
-
-    def upsample(lq: torch.Tensor) -> torch.Tensor:
-        from turbosr.degradations import upsample_lq
-
-        return upsample_lq(lq, scale)
 
     for step in range(start, run.max_steps):
         for generator, sync in micro_batches(run.seed, step, run.gradient_accumulation_steps, accelerator, model):
@@ -267,22 +244,15 @@ def train(config: AdversarialDistillConfig) -> Path:
                 distill = (weight * (student_image - target).pow(2).flatten(1).mean(1)).mean()
                 loss, terms = distill, {"distill": distill.detach()}
                 # 3. the generator side of the adversarial loss
-                if adversarial.weight > 0:
-                    discriminator.requires_grad_(False)
-                    fooled = hinge_generator_loss(score(student_hq, lq, lq_latent, generator))
+                if critic.enabled:
+                    fooled = critic.latent_generator_loss(student_hq, lq, lq_latent, generator)
                     loss = loss + adversarial.weight * fooled
                     terms["adversarial"] = fooled.detach()
                 accelerator.backward(loss / run.gradient_accumulation_steps)
             # the discriminator: real HR latents vs the student's (detached)
-            if adversarial.weight > 0:
-                discriminator.requires_grad_(True)
-                with accelerator.autocast():
-                    d_loss = hinge_discriminator_loss(score(hr_latent, lq, lq_latent, generator),
-                                                      score(student_hq.detach(), lq, lq_latent, generator))
-                accelerator.backward(d_loss)
-                discriminator_optimizer.step()
-                discriminator_optimizer.zero_grad(set_to_none=True)
-                terms["discriminator"] = d_loss.detach()
+            if critic.enabled:
+                terms["discriminator"] = critic.latent_discriminator_step(hr_latent, student_hq, lq, lq_latent,
+                                                                          generator)
         # update, average, log
         optimizer_step(accelerator, model, optimizer, scheduler, config.optim.grad_clip)
         ema.update(denoiser, step)

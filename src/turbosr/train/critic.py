@@ -13,11 +13,18 @@ backward pass. ``adversarial.critic`` picks the discriminator:
 Hinge losses (losses.py), DiffAugment on what the critic sees (translation + cutout, the same draw for real and
 fake), and ``feature_matching``: an L1 between the frozen Inception features of output and HR (a perceptual term,
 with any critic or none).
+
+The same class scores **latents** for AddSR (adversarial distillation trains a latent-space student and never
+decodes for its losses), given a :class:`LatentSpace`: ``teacher`` scores the noised x0 of an HQ latent through the
+frozen *teacher's* encoder features (LADD), conditioned on the LQ latent; ``patchgan`` scores the decoded image
+beside the bicubic LQ (6 channels). There, real and fake get their own augmentation and timestep draws, as AddSR
+trains (``latent_generator_loss``, ``latent_discriminator_step``).
 """
 
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -34,23 +41,47 @@ from turbosr.models.discriminator import (
 from turbosr.run_config import AdversarialConfig
 
 
+@dataclass(frozen=True)
+class LatentSpace:
+    """What a latent-space critic scores with (AddSR): the frozen teacher (its encoder features), the student's
+    denoiser (its x0 convention), the shared frozen autoencoder, the scale, the schedule."""
+
+    teacher: Any
+    student: Any
+    autoencoder: Any
+    scale: int
+    alpha_bar: torch.Tensor
+    num_train_timesteps: int
+
+
 class Critic:
     """The discriminator of ``adversarial.critic`` trained with the hinge loss; inert when ``weight`` and
     ``feature_matching`` are both 0. ``pipeline`` (the model being trained) is needed by the teacher critic: its
-    denoiser is copied and frozen, its latent space encodes what the critic scores."""
+    denoiser is copied and frozen, its latent space encodes what the critic scores. With ``latent`` the critic
+    scores HQ latents instead (AddSR; see the module docstring)."""
 
-    def __init__(self, adversarial: AdversarialConfig, accelerator: Any, pipeline: Any = None) -> None:
+    def __init__(self, adversarial: AdversarialConfig, accelerator: Any, pipeline: Any = None,
+                 latent: LatentSpace | None = None) -> None:
         self.config = adversarial
         self.accelerator = accelerator
         self.enabled = adversarial.weight > 0
         self.pipeline = pipeline
+        self.latent = latent
         self.features: InceptionDiscriminator | None = None
-        if adversarial.feature_matching > 0 or (adversarial.critic == "inception" and self.enabled):
+        if latent is None and (adversarial.feature_matching > 0 or (adversarial.critic == "inception" and self.enabled)):
             self.features = InceptionDiscriminator(adversarial.discriminator_channels).to(accelerator.device)
         if not self.enabled:
             return
-        if adversarial.critic == "patchgan":
-            discriminator: torch.nn.Module = PatchDiscriminator(adversarial.discriminator_channels)
+        if latent is not None:
+            if adversarial.critic == "teacher":
+                discriminator: torch.nn.Module = FeatureDiscriminator(
+                    latent.teacher, latent.autoencoder.latent_channels, adversarial.discriminator_channels)
+            elif adversarial.critic == "patchgan":
+                discriminator = PatchDiscriminator(adversarial.discriminator_channels, in_channels=6)
+            else:
+                raise ValueError(f"a latent-space critic is teacher or patchgan, got {adversarial.critic!r}")
+        elif adversarial.critic == "patchgan":
+            discriminator = PatchDiscriminator(adversarial.discriminator_channels)
         elif adversarial.critic == "inception":
             assert self.features is not None
             discriminator = self.features
@@ -126,4 +157,40 @@ class Critic:
         self.optimizer.zero_grad(set_to_none=True)
         if terms is not None:
             terms["discriminator"] = loss.detach()
+        return loss.detach()
+
+    # ---------------------------------------------------------------------------------------- latent space (AddSR)
+    def _score_latent(self, hq_latent: torch.Tensor, lq: torch.Tensor, lq_latent: torch.Tensor,
+                      generator: torch.Generator | None) -> torch.Tensor:
+        """Logits for HQ latents (real: the HR latent; fake: the student's)."""
+        from turbosr.degradations import upsample_lq
+
+        space, augment = self.latent, self.config.diffaugment
+        assert space is not None
+        if self.config.critic == "patchgan":
+            images = torch.cat([space.autoencoder.decode(hq_latent), to_model_range(upsample_lq(lq, space.scale))], 1)
+            return self.discriminator(diff_augment(images, generator) if augment else images)
+        x0 = space.student.to_x0(hq_latent, lq_latent)
+        x0 = diff_augment(x0, generator) if augment else x0
+        t = torch.randint(space.num_train_timesteps, (len(x0),), generator=generator).to(x0.device)
+        noise = torch.randn(x0.shape, generator=generator).to(x0.device)
+        return self.discriminator(add_noise(x0, noise, t, space.alpha_bar), lq_latent, t)
+
+    def latent_generator_loss(self, hq_latent: torch.Tensor, lq: torch.Tensor, lq_latent: torch.Tensor,
+                              generator: torch.Generator | None) -> torch.Tensor:
+        """The (unweighted) hinge generator term of the student's HQ latent; the discriminator is not trained
+        by it."""
+        self.discriminator.requires_grad_(False)
+        return hinge_generator_loss(self._score_latent(hq_latent, lq, lq_latent, generator))
+
+    def latent_discriminator_step(self, real: torch.Tensor, fake: torch.Tensor, lq: torch.Tensor,
+                                  lq_latent: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        """One hinge-loss update of the discriminator on real vs (detached) fake HQ latents; returns its loss."""
+        self.discriminator.requires_grad_(True)
+        with self.accelerator.autocast():
+            loss = hinge_discriminator_loss(self._score_latent(real, lq, lq_latent, generator),
+                                            self._score_latent(fake.detach(), lq, lq_latent, generator))
+        self.accelerator.backward(loss)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
         return loss.detach()
