@@ -108,3 +108,20 @@ def test_a_pinned_start_that_changed_stops_the_run(tmp_path: Path, tiny_x4_folde
     bad.write_text(f"method: teacher\nrun:\n  start_digests:\n    teacher: {actual}\n")
     assert main(["train", "--config", str(bad), "--dry-run"]) == 2
     assert "pins teacher, which this config does not set" in capsys.readouterr().err
+
+
+def test_every_start_of_every_recipe_and_overlay_is_pinned() -> None:
+    """No recipe (configs/) or experiment arm (experiments/) reads a start folder whose content could change
+    without failing the run: each start is pinned by digest or by the recipe that makes it."""
+    files = [*ROOT.glob("configs/**/*.yaml"), *ROOT.glob("experiments/*/*.yaml")]
+    assert len(files) > 30
+    # the one arm whose start is neither recorded nor rebuildable: the built-in x4 of 2026-11-24 with its refiner
+    # removed by a shell function of scripts/yonos_chain.sh; no table recorded its digest
+    lost = {"experiments/yonos-scale-distillation-controls/direct-x8-from-x4-small.yaml: init_from"}
+    unpinned = []
+    for path in files:
+        method = recipe_method(path)
+        config = load_config(methods()[method][0], path, method=method)
+        pins = {*config.run.start_digests, *config.run.start_recipes}
+        unpinned += [f"{path.relative_to(ROOT)}: {field}" for field in model_folders(config) if field not in pins]
+    assert set(unpinned) == lost, sorted(set(unpinned) ^ lost)
