@@ -266,3 +266,11 @@ def test_guidance_on_the_command_line(folder: Path, tmp_path: Path, capsys: pyte
                  "3"]) == 2
     err = capsys.readouterr().err.strip()
     assert "negative prompt" in err and len(err.splitlines()) == 1 and not (tmp_path / "y.png").exists()
+
+
+def test_a_tagged_model_saved_again_keeps_its_text_encoder(pipeline: SRPipeline, tmp_path: Path) -> None:
+    pipeline.save_pretrained(tmp_path / "copy")
+    again = SRPipeline.from_pretrained(tmp_path / "copy")
+    images = parity_cases("ram")["inputs.image_u8"].float() / 255
+    assert again.tag(images) == pipeline.tag(images)
+    close(again.tag_context(images), pipeline.tag_context(images))

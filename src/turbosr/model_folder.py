@@ -8,6 +8,7 @@ meta device first so that they must match the weight files exactly). :class:`~tu
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -83,6 +84,11 @@ def write_folder(parts: FolderParts, folder: str | Path, storage: str = "float32
         checkpoint.save_tensors(folder / "tagger.safetensors",
                                 {k: v.float().contiguous() for k, v in parts.tagger.head.state_dict().items()})
         extra["tagger"] = parts.tagger.config()
+        source = parts.tagger.text_folder  # its text encoder and tokenizer travel with it
+        if source is not None and Path(source).resolve() != folder.resolve():
+            for part in ("text_encoder", "tokenizer"):
+                if (Path(source) / part).is_dir() and not (folder / part).exists():
+                    shutil.copytree(Path(source) / part, folder / part)
     if parts.min_side:
         extra["min_side"] = parts.min_side
     if parts.default_steps != 1:
