@@ -292,14 +292,17 @@ STARTS = "starts.json"
 
 
 def start_problems(folders: dict[str, str], run: RunConfig,
-                   resolve: Callable[[str], dict[str, Any]] | None = None) -> list[str]:
+                   resolve: Callable[[str], dict[str, Any]] | None = None,
+                   digest: Callable[[Path], str] | None = None) -> list[str]:
     """One line per start folder that is not what the recipe was written for: what ``turbosr train`` refuses at a
     run's start and reports at ``--dry-run``. A start is pinned by its content digest (``run.start_digests``: a
     built-in release, a folder given by hand) or by the recipe that makes it (``run.start_recipes``: the model/ of
     a run's checkpoint, whose run_config.json must be that recipe's resolved config, ``resolve(recipe)``, run to
-    its last step; recipes of any method, so the caller that knows them all resolves them: the command line)."""
+    its last step; recipes of any method, so the caller that knows them all resolves them: the command line).
+    ``digest(folder)`` hashes a folder (default: :func:`turbosr.reports.model_identity`'s digest)."""
     from turbosr.reports import MODEL_FILES, folder_digest
 
+    digest = digest or (lambda folder: folder_digest(folder, MODEL_FILES))
     problems = []
     for name in sorted(set(run.start_digests) | set(run.start_recipes)):
         kind = "start_digests" if name in run.start_digests else "start_recipes"
@@ -309,12 +312,12 @@ def start_problems(folders: dict[str, str], run: RunConfig,
         folder = Path(folders.get(name, ""))
         if name not in folders or not folder.exists():
             continue  # missing_inputs reports it
-        digest = folder_digest(folder, MODEL_FILES)
-        if digest != pinned:
+        found = digest(folder)
+        if found != pinned:
             builtin = folder.resolve().parent == Path(__file__).resolve().parents[1] / "weights"
             hint = (f" (`turbosr release {folder.name} {pinned} -o DIR` writes that release of the built-in from the "
                     f"repository's history; point {name} at DIR)") if builtin else ""
-            problems.append(f"{name} = {folder} has digest {digest}, the recipe was written for {pinned}{hint}")
+            problems.append(f"{name} = {folder} has digest {found}, the recipe was written for {pinned}{hint}")
     for name, recipe in sorted(run.start_recipes.items()):
         folder = Path(folders.get(name, ""))
         if name not in folders or not folder.exists() or resolve is None:
@@ -359,7 +362,15 @@ def check_starts(output_dir: str | Path, folders: dict[str, str], write: bool = 
     resumed runs."""
     from turbosr.reports import MODEL_FILES, folder_digest
 
-    problems = start_problems(folders, run) if run is not None else []  # recipe pins: `turbosr train` checks them
+    hashed: dict[str, str] = {}  # each start folder hashed once (an SD-size folder takes seconds)
+
+    def digest_of(folder: str | Path) -> str:
+        if str(folder) not in hashed:
+            hashed[str(folder)] = folder_digest(folder, MODEL_FILES)
+        return hashed[str(folder)]
+
+    # recipe pins (run.start_recipes) need every method's config: `turbosr train` checks them
+    problems = start_problems(folders, run, digest=digest_of) if run is not None else []
     if problems:
         raise ValueError(f"{problems[0]}" + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""))
 
@@ -372,7 +383,7 @@ def check_starts(output_dir: str | Path, folders: dict[str, str], write: bool = 
         return
     if not resuming and not write:
         return  # a new run's record is the main process's to write: the folders are not hashed here
-    digests = {name: folder_digest(folder, MODEL_FILES) for name, folder in folders.items()}
+    digests = {name: digest_of(folder) for name, folder in folders.items()}
     if resuming:
         recorded = checkpoint.read_json(record)
         if not isinstance(recorded, dict) or not all(isinstance(v, dict) for v in recorded.values()):
