@@ -206,7 +206,7 @@ def _run_train(args: argparse.Namespace) -> int:
         release = Path(folder)
         pin = config.run.start_digests.get(field)
         if not release.exists() and pin and release.parent.name == "releases" and release.name.endswith("-" + pin):
-            missing = [f"{m} (write it: turbosr release {release.name[:-17]} {pin} -o {folder})"
+            missing = [f"{m} (write it: turbosr release {release.name[:-len(pin) - 1]} {pin} -o {folder})"
                        if m == f"{field} = {folder}" else m for m in missing]
     if missing:
         raise CLIError(f"{len(missing)} input path(s) do not exist: {'; '.join(missing)}")

@@ -317,16 +317,11 @@ class Sampler:
     def to_dict(self) -> dict[str, object]:
         data: dict[str, object] = {"kind": self.kind, "psr_weight": self.psr_weight,
                                    "trained_steps": self.trained_steps}
-        if self.start != "lq":
-            data["start"] = self.start
-        if self.allowed_steps:
-            data["allowed_steps"] = list(self.allowed_steps)
-        if self.psr_space != "latent":
-            data["psr_space"] = self.psr_space
         defaults = Sampler()
-        for name in ("spacing", "steps_offset", "start_timestep", "guidance"):
-            if getattr(self, name) != getattr(defaults, name):
-                data[name] = getattr(self, name)
+        for name in ("start", "allowed_steps", "psr_space", "spacing", "steps_offset", "start_timestep", "guidance"):
+            value = getattr(self, name)
+            if value != getattr(defaults, name):  # the other fields are written only where they differ
+                data[name] = list(value) if isinstance(value, tuple) else value
         return data
 
     @classmethod

@@ -298,11 +298,11 @@ class SRPipeline:
         if pixels and lq_image is None:
             raise ValueError("this model's ControlNet reads the LQ image: pass lq_image")
         factor = self.autoencoder.factor
-        guidance: dict[str, Any] = {}  # passed only when used
+        prompting: dict[str, Any] = {}  # the prompt and guidance arguments, passed only when used
         if sampler.guidance != 1.0:
-            guidance["guidance"] = sampler.guidance
+            prompting["guidance"] = sampler.guidance
         if context is not None:
-            guidance["context"] = context
+            prompting["context"] = context
         # the image tokens of the whole LQ image, made once (the releases embed the whole LR image once); only
         # AddSR's self-refinement steps embed each window's blend anew
         lq_tokens: list[torch.Tensor] = []
@@ -317,16 +317,16 @@ class SRPipeline:
                 if previous is not None and sampler.kind == "renoise":
                     decoded = from_model_range(self.autoencoder.decode(denoiser.from_x0(previous, condition)))
                     control = sampler.psr_weight * decoded + (1 - sampler.psr_weight) * control
-                    return denoiser(x_t, condition, t, control, first_step=False, **guidance)
+                    return denoiser(x_t, condition, t, control, first_step=False, **prompting)
                 if not lq_tokens:
                     assert denoiser.released_control is not None
                     lq_tokens.append(denoiser.released_control.tokens(lq_image.to(x_t.dtype), first=True))
-                return denoiser(x_t, condition, t, control, first_step=True, tokens=lq_tokens[0], **guidance)
+                return denoiser(x_t, condition, t, control, first_step=True, tokens=lq_tokens[0], **prompting)
             if sampler.kind == "renoise":  # AddSR PSR: the LQ latent first, then the blended last prediction
                 control = condition if previous is None else (
                     sampler.psr_weight * denoiser.from_x0(previous, condition)
                     + (1 - sampler.psr_weight) * condition)
-            return denoiser(x_t, condition, t, control, **guidance)
+            return denoiser(x_t, condition, t, control, **prompting)
 
         def join(fn: Callable[[Window], torch.Tensor]) -> torch.Tensor:  # aggregation over latent tiles
             return tiled_map(lambda _, tile: fn((..., slice(tile.y0, tile.y1), slice(tile.x0, tile.x1))), lq_latent,
