@@ -93,7 +93,8 @@ def test_plain_ram_tags_without_dape(tmp_path: Path, tag_data: Path) -> None:
     golden = parity_cases("ram")
     facts = json.loads((RAM / "cases.json").read_text())
     ram = load_checkpoint(RAM / "tiny_ram.pth", "ram")["model"]
-    head, names = build_tagger(ram, None, tag_data)
+    tagger = build_tagger(ram, None, tag_data, "{tags}")
+    head, names = tagger.head, tagger.names
     tower_state = ram_state({"model": ram}, "ram")
     tower = RamTower(**tower_settings(tower_state))
     tower.load_state_dict({k: v.float() for k, v in tower_state.items()
@@ -220,8 +221,9 @@ def test_full_size_tagger_is_covered_on_the_meta_device(tmp_path: Path) -> None:
            "layer_norm_eps": 1e-12}  # recognize-anything's configs/q2l_config.json
     tag_data = write_tag_data(tmp_path / "ram", [f"tag {i}" for i in range(4585)], [0.68] * 4585, q2l)
     with torch.device("meta"):
-        head, names = build_tagger(meta(full["ram_swin_large_14m.pth"]["state_dict"]),
-                                   meta(full["DAPE.pth"]["state_dict"]), tag_data)
+        tagger = build_tagger(meta(full["ram_swin_large_14m.pth"]["state_dict"]),
+                              meta(full["DAPE.pth"]["state_dict"]), tag_data, RELEASES["seesr"].template)
+    head, names = tagger.head, tagger.names
     assert len(names) == 4585 and sum(p.numel() for p in head.parameters()) == 2347520 + 13389312 + 393984 + 769
 
 

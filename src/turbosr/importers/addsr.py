@@ -230,9 +230,11 @@ def read_tag_data(folder: Path) -> tuple[dict[str, Any], list[str], list[float]]
     return q2l, names, thresholds
 
 
-def build_tagger(ram: dict[str, torch.Tensor], dape: dict[str, torch.Tensor] | None, tag_data: Path) -> Any:
-    """RAM's tagging head (DAPE's LoRA on it merged) with the tag names and thresholds of ``tag_data``."""
-    from turbosr.models.ram_tagger import RamTagger, merge_tagging_lora, tagger_state
+def build_tagger(ram: dict[str, torch.Tensor], dape: dict[str, torch.Tensor] | None, tag_data: Path,
+                 template: str) -> Any:
+    """The Tagger of RAM's tagging head (DAPE's LoRA on it merged), the tag names and thresholds of ``tag_data``
+    and the release's prompt ``template``; its text encoder is copied into the folder when it is written."""
+    from turbosr.models.ram_tagger import RamTagger, Tagger, merge_tagging_lora, tagger_state
 
     q2l, names, thresholds = read_tag_data(tag_data)
     state = {k: v.float() for k, v in tagger_state(ram).items()}
@@ -256,7 +258,7 @@ def build_tagger(ram: dict[str, torch.Tensor], dape: dict[str, torch.Tensor] | N
             merge_tagging_lora(head, {k: v.float() for k, v in dape.items()})
         except ValueError as error:
             raise ImportFailed(f"the DAPE file does not fit RAM's tagging head: {str(error)[:120]}") from None
-    return head, names
+    return Tagger(head, names, template)
 
 
 def import_controlnet_release(family: str, sd: str | Path, model: str | Path, ram: str | Path,
@@ -283,15 +285,13 @@ def import_controlnet_release(family: str, sd: str | Path, model: str | Path, ra
             raise ImportFailed(f"{dape} is not a DAPE file: it holds no lora_ tensors")
     tagger = None
     if tag_data is not None:
-        tagger = build_tagger(ram_file.get("model", ram_file), dape_weights, Path(tag_data))
+        tagger = build_tagger(ram_file.get("model", ram_file), dape_weights, Path(tag_data), release.template)
     negative = prompt_embedding(sd, release.negative_prompt) if release.negative_prompt is not None else None
     pipeline = convert_controlnet_release(release, unet_config, unet_state, controlnet_config, controlnet_state,
                                           ram_weights, dape_weights, configs, prompt_embedding(sd, release.prompt),
                                           negative, scale, sd=sd)
     if tagger is not None:
-        from turbosr.models.ram_tagger import Tagger
-
-        pipeline = pipeline.replace(tagger=Tagger(tagger[0], tagger[1], release.template))
+        pipeline = pipeline.replace(tagger=tagger)
     with staging_folder(output) as staging:
         pipeline.save_pretrained(staging, storage=storage, max_shard_bytes=2 << 30)
         if tagger is not None:  # the SD folder's text encoder and tokenizer, for per-image tag prompts
