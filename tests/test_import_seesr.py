@@ -203,6 +203,16 @@ def test_a_clipping_scheduler_is_refused(tmp_path: Path, capsys: pytest.CaptureF
     _fails(tmp_path, capsys, [], "clip_sample false", sd)
 
 
+def test_classes_the_threshold_file_leaves_out_take_ram_s_default(tmp_path: Path) -> None:
+    """RAM starts every class at its default threshold, 0.68, and overwrites the ones its threshold file lists."""
+    facts = json.loads((RAM / "cases.json").read_text())
+    short = write_tag_data(tmp_path / "ram", facts["labels"]["tags"], [0.7] * 20,
+                           facts["tiny_config"]["tagging_head_q2l_config"])
+    ram = load_checkpoint(RAM / "tiny_ram.pth", "ram")["model"]
+    thresholds = build_tagger(ram, None, short, "{tags}").head.thresholds
+    assert torch.allclose(thresholds[:20], torch.full((20,), 0.7)) and torch.allclose(thresholds[20:], torch.full((4,), 0.68))
+
+
 def test_tag_data_that_does_not_fit_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     facts = json.loads((RAM / "cases.json").read_text())
     short = write_tag_data(tmp_path / "ram", facts["labels"]["tags"][:20], [0.7] * 20,

@@ -48,6 +48,7 @@ from turbosr.importers.sd_folder import (
 
 PSR_WEIGHT = 0.4  # AddSR's StableDiffusionControlNetPipeline.__call__ default, what the released script runs
 TIMESTEPS = 4  # AddSR's student grid: 999, 749, 499, 249
+RAM_THRESHOLD = 0.68  # RAM's default tag threshold (ram(threshold=0.68)), for classes its threshold file leaves out
 PROCESS_SIZE = 512  # both scripts' --process_size: smaller outputs are made at 512 and resized back
 RAM_LICENCES = {"RAM (xinyu1205/recognize-anything)": "Apache-2.0", "DAPE (cswry/SeeSR)": "Apache-2.0",
                 "Stable Diffusion 2 weights (Stability AI)": "CreativeML Open RAIL++-M"}
@@ -250,7 +251,8 @@ def build_tagger(ram: dict[str, torch.Tensor], dape: dict[str, torch.Tensor] | N
                          int(state["label_embed"].shape[1]), float(q2l.get("layer_norm_eps", 1e-12)))
     except (KeyError, ValueError) as error:
         raise ImportFailed(f"{tag_data}/configs/q2l_config.json is not a tagging-head config ({error})") from None
-    thresholds_tensor = torch.ones(len(names))
+    # RAM's class_threshold: its default threshold for every class, then the file's values in order
+    thresholds_tensor = torch.full((len(names),), RAM_THRESHOLD)
     thresholds_tensor[:len(thresholds)] = torch.tensor(thresholds)
     load_strict(head, {**state, "thresholds": thresholds_tensor}, "RAM's tagging head")
     if dape is not None:
