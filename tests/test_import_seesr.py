@@ -286,3 +286,16 @@ def test_a_tagged_model_saved_again_keeps_its_text_encoder(pipeline: SRPipeline,
     images = parity_cases("ram")["inputs.image_u8"].float() / 255
     assert again.tag(images) == pipeline.tag(images)
     close(again.tag_context(images), pipeline.tag_context(images))
+
+
+def test_tags_without_transformers_is_one_line(folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "transformers", None)  # as if it were not installed
+    source = tmp_path / "in.png"
+    Image.effect_noise((24, 20), 40).convert("RGB").save(source)
+    assert main(["upscale", str(source), "-o", str(tmp_path / "x.png"), "--model", str(folder), "--steps", "2",
+                 "--tags"]) != 0
+    err = capsys.readouterr().err.strip()
+    assert "pip install 'turbosr[import]'" in err and len(err.splitlines()) == 1 and not (tmp_path / "x.png").exists()

@@ -172,7 +172,11 @@ class Tagger(nn.Module):
         if self._text is None:
             if self.text_folder is None:
                 raise ValueError("this model has no text encoder for tag prompts")
-            from transformers import CLIPTextModel, CLIPTokenizer
+            try:
+                from transformers import CLIPTextModel, CLIPTokenizer
+            except ImportError:
+                raise ValueError("--tags embeds each prompt with the model's text encoder, which needs transformers: "
+                                 "pip install 'turbosr[import]'") from None
 
             tokenizer = CLIPTokenizer.from_pretrained(self.text_folder / "tokenizer", local_files_only=True)
             encoder = CLIPTextModel.from_pretrained(self.text_folder / "text_encoder", local_files_only=True,
